@@ -1,0 +1,93 @@
+//! The headless frontend: one subcommand per step, for scripts and CI.
+
+pub mod config;
+pub mod create;
+pub mod doctor;
+pub mod logging;
+pub mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::engine::config::CliOverrides;
+
+/// kiln — prepare, verify and publish QEMU images for CI drivers.
+///
+/// Run without a command to open the workbench.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, long_about)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Read settings from this file instead of ~/.config/kiln/config.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Colour theme: default, light, high-contrast, or a user theme name.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub theme: Option<String>,
+
+    /// Memory for machines kiln boots, in MiB.
+    #[arg(long, global = true, value_name = "MIB")]
+    pub memory: Option<u32>,
+
+    /// Virtual CPUs for machines kiln boots.
+    #[arg(long, global = true, value_name = "N")]
+    pub cpus: Option<u32>,
+
+    /// Where new images go when only a name is given.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub image_dir: Option<PathBuf>,
+}
+
+impl Args {
+    pub fn overrides(&self) -> CliOverrides {
+        CliOverrides {
+            memory_mib: self.memory,
+            cpus: self.cpus,
+            image_dir: self.image_dir.clone(),
+            theme: self.theme.clone(),
+            djinn_url: None,
+            djinn_namespace: None,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an empty qcow2 v3 disk image (qemu-img create -f qcow2 -o compat=1.1).
+    Create(create::CreateArgs),
+    /// Show what this host can do: QEMU, KVM, CPUs, memory, disk space.
+    Doctor(doctor::DoctorArgs),
+    /// Show the effective settings, the config file path, or the commented template.
+    Config(config::ConfigArgs),
+}
+
+/// How results are printed on stdout.
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// kiln's exit codes: 0 ok, 1 a check or step failed, 2 usage or environment error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    Failed,
+    Environment,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        match exit {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Failed => ExitCode::from(1),
+            Exit::Environment => ExitCode::from(2),
+        }
+    }
+}

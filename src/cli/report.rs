@@ -1,0 +1,53 @@
+//! Headless rendering of a step's events: lines on stderr, so stdout stays for results.
+
+use std::fmt::Display;
+use std::time::{Duration, Instant};
+
+use crate::engine::task::{Event, Level, Task, TaskPanicked};
+
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// Print every event of `task` to stderr as `kiln STEP: …`, then return its result.
+/// Ctrl-C cancels the step (it cleans up and reports), a second Ctrl-C is not needed.
+pub async fn follow<T, E>(step: &str, mut task: Task<T, E>) -> Result<T, E>
+where
+    E: Display + From<TaskPanicked>,
+{
+    let mut last_progress: Option<Instant> = None;
+    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupted = false;
+    loop {
+        let event = tokio::select! {
+            event = task.next_event() => event,
+            _ = &mut interrupt, if !interrupted => {
+                interrupted = true;
+                eprintln!("kiln {step}: interrupted, stopping…");
+                task.cancel();
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        match event {
+            Event::Started { title } => eprintln!("kiln {step}: {title}"),
+            Event::Log {
+                level: Level::Info,
+                message,
+            } => eprintln!("kiln {step}: {message}"),
+            Event::Log {
+                level: Level::Warn,
+                message,
+            } => eprintln!("kiln {step}: warning: {message}"),
+            Event::Progress(progress) => {
+                let due = last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+                let complete = progress.total == Some(progress.done);
+                if due || complete {
+                    last_progress = Some(Instant::now());
+                    eprintln!("kiln {step}: {}", progress.describe());
+                }
+            }
+            Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),
+            Event::Failed { error } => eprintln!("kiln {step}: failed: {error}"),
+        }
+    }
+    task.result().await
+}

@@ -1,0 +1,233 @@
+//! Settings: defaults sized from the host, `config.toml`, and command-line flags — merged in
+//! one place with the precedence CLI > file > defaults.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The commented template printed by `kiln config --print-template`.
+pub const TEMPLATE: &str = include_str!("../../assets/config-template.toml");
+
+/// Where kiln keeps its files, from the `directories` crate (XDG on Linux).
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub config_dir: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Dirs {
+    pub fn discover() -> Option<Dirs> {
+        let dirs = directories::ProjectDirs::from("", "", "kiln")?;
+        Some(Dirs {
+            config_dir: dirs.config_dir().to_path_buf(),
+            data_dir: dirs.data_dir().to_path_buf(),
+        })
+    }
+
+    pub fn config_file(&self) -> PathBuf {
+        self.config_dir.join("config.toml")
+    }
+
+    /// User themes that override or add to the built-in ones.
+    pub fn theme_dir(&self) -> PathBuf {
+        self.config_dir.join("themes")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.data_dir.join("kiln.log")
+    }
+}
+
+/// `config.toml` as written by the person; every key optional.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub memory_mib: Option<u32>,
+    pub cpus: Option<u32>,
+    pub image_dir: Option<PathBuf>,
+    pub theme: Option<String>,
+    #[serde(default)]
+    pub djinn: DjinnFileConfig,
+}
+
+/// The `[djinn]` table. The token is deliberately not here: it comes from the environment
+/// or a 0600 token file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DjinnFileConfig {
+    pub url: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// What the command line said, for the settings that can also come from the file.
+#[derive(Debug, Clone, Default)]
+pub struct CliOverrides {
+    pub memory_mib: Option<u32>,
+    pub cpus: Option<u32>,
+    pub image_dir: Option<PathBuf>,
+    pub theme: Option<String>,
+    pub djinn_url: Option<String>,
+    pub djinn_namespace: Option<String>,
+}
+
+/// The effective settings every step reads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Settings {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub image_dir: PathBuf,
+    pub theme: String,
+    pub djinn_url: Option<String>,
+    pub djinn_namespace: Option<String>,
+}
+
+/// What the host can spare, used for the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct HostResources {
+    pub cpus: u32,
+    pub memory_mib: u64,
+}
+
+impl HostResources {
+    /// Install and test machines get up to 4 GiB and 2 CPUs, never more than half the host.
+    pub fn default_memory_mib(self) -> u32 {
+        (self.memory_mib / 2).clamp(256, 4096) as u32
+    }
+
+    pub fn default_cpus(self) -> u32 {
+        self.cpus.clamp(1, 2)
+    }
+}
+
+/// The config file could not be used; the message names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not valid: {message}", .path.display())]
+    Parse { path: PathBuf, message: String },
+}
+
+/// Read a config file; a missing file is the same as an empty one.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn layer<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
+    cli.or(file).unwrap_or(default)
+}
+
+/// The single place where CLI, file and defaults meet.
+pub fn resolve(cli: CliOverrides, file: FileConfig, host: HostResources) -> Settings {
+    Settings {
+        memory_mib: layer(cli.memory_mib, file.memory_mib, host.default_memory_mib()),
+        cpus: layer(cli.cpus, file.cpus, host.default_cpus()),
+        image_dir: layer(cli.image_dir, file.image_dir, PathBuf::from(".")),
+        theme: layer(cli.theme, file.theme, "default".to_string()),
+        djinn_url: cli.djinn_url.or(file.djinn.url),
+        djinn_namespace: cli.djinn_namespace.or(file.djinn.namespace),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: HostResources = HostResources {
+        cpus: 8,
+        memory_mib: 24 * 1024,
+    };
+
+    #[test]
+    fn cli_beats_file_beats_defaults() {
+        let file = FileConfig {
+            memory_mib: Some(3000),
+            cpus: Some(3),
+            theme: Some("light".into()),
+            djinn: DjinnFileConfig {
+                url: Some("https://ci.example".into()),
+                namespace: Some("team".into()),
+            },
+            ..FileConfig::default()
+        };
+        let cli = CliOverrides {
+            memory_mib: Some(1024),
+            djinn_namespace: Some("mine".into()),
+            ..CliOverrides::default()
+        };
+        let settings = resolve(cli, file, HOST);
+        assert_eq!(settings.memory_mib, 1024); // CLI
+        assert_eq!(settings.cpus, 3); // file
+        assert_eq!(settings.theme, "light"); // file
+        assert_eq!(settings.image_dir, PathBuf::from(".")); // default
+        assert_eq!(settings.djinn_url.as_deref(), Some("https://ci.example"));
+        assert_eq!(settings.djinn_namespace.as_deref(), Some("mine"));
+    }
+
+    #[test]
+    fn defaults_never_take_more_than_half_the_host() {
+        let small = HostResources {
+            cpus: 1,
+            memory_mib: 2048,
+        };
+        let settings = resolve(CliOverrides::default(), FileConfig::default(), small);
+        assert_eq!(settings.memory_mib, 1024);
+        assert_eq!(settings.cpus, 1);
+        let big = resolve(CliOverrides::default(), FileConfig::default(), HOST);
+        assert_eq!(big.memory_mib, 4096);
+        assert_eq!(big.cpus, 2);
+    }
+
+    #[test]
+    fn template_is_valid_commented_and_uncommented() {
+        assert_eq!(
+            toml::from_str::<FileConfig>(TEMPLATE).unwrap(),
+            FileConfig::default()
+        );
+        // Every setting line in the template is `#key = value`; uncommented, they must parse.
+        let uncommented: String = TEMPLATE
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => {
+                    rest
+                }
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: FileConfig = toml::from_str(&uncommented).unwrap();
+        assert!(parsed.memory_mib.is_some() && parsed.djinn.url.is_some());
+    }
+
+    #[test]
+    fn broken_file_names_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "memory_mib = \"lots\"\n").unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("config.toml") && err.contains("memory_mib"),
+            "{err}"
+        );
+        std::fs::write(&path, "colour = 1\n").unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert_eq!(
+            load_file(&dir.path().join("absent.toml")).unwrap(),
+            FileConfig::default()
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! The engine: every step of an image's life, with no user-interface code. The TUI and the
+//! headless CLI both drive it through [`task::Task`]s and the events they report.
+
+pub mod config;
+pub mod host;
+pub mod image;
+pub mod process;
+pub mod task;
+
+/// The steps of the workflow, in the order a person walks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    Create,
+    Install,
+    Configure,
+    Verify,
+    Publish,
+}
+
+impl Step {
+    pub const ALL: [Step; 5] = [
+        Step::Create,
+        Step::Install,
+        Step::Configure,
+        Step::Verify,
+        Step::Publish,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Step::Create => "Create",
+            Step::Install => "Install",
+            Step::Configure => "Configure",
+            Step::Verify => "Verify",
+            Step::Publish => "Publish",
+        }
+    }
+
+    /// One line on what the step does, for the step list and help.
+    pub fn purpose(self) -> &'static str {
+        match self {
+            Step::Create => "a new, empty qcow2 v3 disk",
+            Step::Install => "boot an installer ISO with the disk attached",
+            Step::Configure => "passwordless root and the reference sshd_config",
+            Step::Verify => "boot it exactly as the CI driver does and log in",
+            Step::Publish => "upload to Djinn or install for the offline runner",
+        }
+    }
+
+    /// Steps that this build of kiln can run.
+    pub fn is_built(self) -> bool {
+        matches!(self, Step::Create)
+    }
+}

@@ -1,0 +1,160 @@
+//! Running the external tools kiln drives (qemu-img, qemu-system-x86_64): always with a
+//! timeout, killed when dropped, and with their stderr kept for the error message.
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+/// Why an external tool did not give us its output.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{program} was not found on PATH; install it with `{fix}`")]
+    NotFound { program: String, fix: String },
+    #[error("{program} did not finish within {} s and was stopped", .after.as_secs())]
+    TimedOut { program: String, after: Duration },
+    #[error("{program} could not be started: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+impl ToolError {
+    /// The tool's own words, when it ran and complained.
+    pub fn stderr(&self) -> Option<&str> {
+        match self {
+            ToolError::Failed { stderr, .. } => Some(stderr),
+            _ => None,
+        }
+    }
+}
+
+/// The Debian command that installs a tool kiln needs.
+pub fn install_hint(program: &str) -> String {
+    match program {
+        "qemu-img" => "apt-get install qemu-utils".into(),
+        p if p.starts_with("qemu-system") => "apt-get install qemu-system-x86".into(),
+        other => format!("apt-get install {other}"),
+    }
+}
+
+/// Where `program` lives on PATH, if anywhere.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Run `program args…` to completion and return its stdout; non-zero exit is an error that
+/// carries stderr.
+pub async fn run_tool<I, S>(program: &str, args: I, timeout: Duration) -> Result<String, ToolError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = command.spawn().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ToolError::NotFound {
+                program: program.into(),
+                fix: install_hint(program),
+            }
+        } else {
+            ToolError::Spawn {
+                program: program.into(),
+                source,
+            }
+        }
+    })?;
+    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(result) => result.map_err(|source| ToolError::Spawn {
+            program: program.into(),
+            source,
+        })?,
+        // Dropping the future drops the child, and kill_on_drop ends it.
+        Err(_) => {
+            return Err(ToolError::TimedOut {
+                program: program.into(),
+                after: timeout,
+            });
+        }
+    };
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(ToolError::Failed {
+            program: program.into(),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_program_names_the_package() {
+        let err = run_tool(
+            "qemu-img-does-not-exist",
+            ["--version"],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ToolError::NotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn failure_keeps_stderr() {
+        let err = run_tool(
+            "sh",
+            ["-c", "echo broken >&2; exit 3"],
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.stderr(), Some("broken"));
+    }
+
+    #[tokio::test]
+    async fn timeout_stops_the_tool() {
+        let err = run_tool("sleep", ["30"], Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ToolError::TimedOut { .. }));
+    }
+
+    #[test]
+    fn install_hints() {
+        assert_eq!(install_hint("qemu-img"), "apt-get install qemu-utils");
+        assert_eq!(
+            install_hint("qemu-system-x86_64"),
+            "apt-get install qemu-system-x86"
+        );
+    }
+}

@@ -1,0 +1,43 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use kiln::cli::{self, Args, Command, Exit};
+use kiln::engine::config::{self, Dirs};
+use kiln::engine::host;
+use kiln::tui;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kiln: cannot start the async runtime: {e}");
+            return Exit::Environment.into();
+        }
+    };
+    runtime.block_on(run(args)).into()
+}
+
+/// Build the settings once, then hand them to the frontend the command line asked for.
+async fn run(args: Args) -> Exit {
+    let dirs = Dirs::discover();
+    let _log_guard = dirs.as_ref().and_then(cli::logging::init);
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| dirs.as_ref().map(Dirs::config_file));
+    let file = match config_path.as_deref().map(config::load_file).transpose() {
+        Ok(file) => file.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return Exit::Environment;
+        }
+    };
+    let settings = config::resolve(args.overrides(), file, host::resources());
+    match args.command {
+        None => tui::run(settings, dirs).await,
+        Some(Command::Create(create)) => cli::create::run(create).await,
+        Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
+        Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),
+    }
+}

@@ -1,0 +1,154 @@
+//! The Create screen: path, size, overwrite, a Create button, messages inline, the result.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+
+use crate::engine::image::human_bytes;
+use crate::engine::task::Level;
+use crate::tui::app::{CreateField, CreateScreen, StepState};
+use crate::tui::theme::Theme;
+use crate::tui::widgets::progress;
+
+pub fn draw(
+    frame: &mut Frame,
+    area: Rect,
+    screen: &CreateScreen,
+    state: StepState,
+    focused: bool,
+    theme: &Theme,
+) {
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Line::styled(
+            " Create — a new qcow2 v3 disk ",
+            theme.title(),
+        ))
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+
+    let [
+        path,
+        path_msg,
+        size,
+        size_msg,
+        overwrite,
+        button,
+        _,
+        status,
+        rest,
+    ] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+
+    let field_focus = |field: CreateField| focused && screen.field == field;
+    screen
+        .path
+        .draw(frame, path, "Path", field_focus(CreateField::Path), theme);
+    message(frame, path_msg, screen.path_message(), theme);
+    screen
+        .size
+        .draw(frame, size, "Size", field_focus(CreateField::Size), theme);
+    message(frame, size_msg, screen.size_message(), theme);
+
+    let check = if screen.overwrite { "[x]" } else { "[ ]" };
+    let check_style = if field_focus(CreateField::Overwrite) {
+        theme.input(true)
+    } else {
+        theme.text()
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::raw(" ".repeat(10)),
+            Span::styled(format!("{check} replace an existing file"), check_style),
+        ])),
+        overwrite,
+    );
+    let button_style = if field_focus(CreateField::Button) {
+        theme.selected()
+    } else {
+        theme.key_hint()
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::raw(" ".repeat(10)),
+            Span::styled("[ Create ]", button_style),
+            Span::styled("  (Enter from any field)", theme.muted()),
+        ])),
+        button,
+    );
+
+    match (state, &screen.progress) {
+        (StepState::Running, Some(p)) => progress::draw(frame, status, p, theme),
+        (StepState::Running, None) => frame.render_widget(
+            Paragraph::new(Line::styled("creating…", theme.step(StepState::Running))),
+            status,
+        ),
+        _ => {}
+    }
+
+    let mut lines: Vec<Line> = Vec::new();
+    if let Some(error) = &screen.error {
+        lines.push(Line::styled(format!("✘ {error}"), theme.error()));
+    }
+    if let Some(info) = &screen.result {
+        lines.push(Line::styled("✔ image created", theme.ok()));
+        for (label, value) in [
+            ("path", info.path.display().to_string()),
+            ("format", info.format.clone()),
+            (
+                "compat",
+                format!("{} (qcow2 v3)", info.compat.as_deref().unwrap_or("unknown")),
+            ),
+            ("virtual", human_bytes(info.virtual_size)),
+            ("on disk", human_bytes(info.actual_size)),
+        ] {
+            lines.push(Line::from(vec![
+                Span::styled(format!("  {label:<9}"), theme.muted()),
+                Span::styled(value, theme.text()),
+            ]));
+        }
+        lines.push(Line::styled(
+            "  Next: Install (boot an installer ISO with this disk).",
+            theme.muted(),
+        ));
+    }
+    for (level, text) in screen.log.iter().rev().take(4).rev() {
+        lines.push(Line::styled(
+            format!("  {text}"),
+            level_style(*level, theme),
+        ));
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), rest);
+}
+
+fn message(frame: &mut Frame, area: Rect, message: Option<(Level, String)>, theme: &Theme) {
+    if let Some((level, text)) = message {
+        frame.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::raw(" ".repeat(10)),
+                Span::styled(text, level_style(level, theme)),
+            ])),
+            area,
+        );
+    }
+}
+
+fn level_style(level: Level, theme: &Theme) -> Style {
+    match level {
+        Level::Info => theme.muted(),
+        Level::Warn => theme.warning(),
+    }
+}

@@ -1,0 +1,47 @@
+//! The key help overlay (`?` or F1).
+
+use ratatui::Frame;
+use ratatui::text::{Line, Span};
+
+use crate::tui::theme::Theme;
+use crate::tui::widgets::dialog;
+
+/// Every key the workbench knows, by where it works.
+pub const KEYS: [(&str, &str, &str); 14] = [
+    (
+        "anywhere",
+        "Ctrl-C",
+        "quit (a running step is stopped and cleaned up first)",
+    ),
+    ("anywhere", "F1", "this help"),
+    ("step list", "↑ ↓  k j", "choose a step"),
+    ("step list", "Enter → Tab", "open the step's screen"),
+    ("step list", "d", "doctor: what this host can do"),
+    ("step list", "?", "this help"),
+    ("step list", "q", "quit"),
+    ("form", "Tab ↓ / Shift-Tab ↑", "next / previous field"),
+    ("form", "typing, Backspace", "edit the field"),
+    ("form", "Ctrl-U", "clear the field"),
+    ("form", "Space", "toggle a checkbox"),
+    ("form", "Enter", "run the step"),
+    (
+        "form",
+        "Esc",
+        "back to the step list; cancel a running step",
+    ),
+    ("dialogs", "y / n, Esc", "answer; close an overlay"),
+];
+
+pub fn draw(frame: &mut Frame, theme: &Theme) {
+    let area = dialog::centred(frame.area(), 76, KEYS.len() as u16 + 4);
+    let mut lines = Vec::new();
+    for (place, key, what) in KEYS {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{place:<10}"), theme.muted()),
+            Span::styled(format!("{key:<21}"), theme.key_hint()),
+            Span::raw(what),
+        ]));
+    }
+    lines.push(Line::styled("Esc or ? closes this help.", theme.muted()));
+    dialog::draw(frame, area, "Keys", lines, theme);
+}

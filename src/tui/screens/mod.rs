@@ -1,0 +1,114 @@
+//! Drawing: one module per screen, each a pure function of the app state.
+
+mod create;
+mod doctor;
+mod help;
+mod not_built;
+mod steps;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::app::{App, Focus, Overlay};
+use super::widgets::dialog;
+use crate::engine::Step;
+
+/// Draw the whole workbench for the current state.
+pub fn draw(frame: &mut Frame, app: &App) {
+    let theme = &app.theme;
+    frame.render_widget(
+        ratatui::widgets::Block::default().style(theme.text()),
+        frame.area(),
+    );
+    let [header, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+
+    let accelerator = match &app.doctor {
+        None => "examining host…".to_string(),
+        Some(report) => format!("{:?}", report.accelerator).to_uppercase(),
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(" kiln ", theme.title()),
+            Span::styled("image workbench", theme.muted()),
+            Span::styled(format!("   accel: {accelerator}"), theme.muted()),
+        ])),
+        header,
+    );
+
+    let [list, screen] =
+        Layout::horizontal([Constraint::Length(26), Constraint::Min(30)]).areas(body);
+    steps::draw(frame, list, app);
+    let focused = app.focus == Focus::Screen;
+    match app.selected_step() {
+        Step::Create => create::draw(frame, screen, &app.create, app.create_state, focused, theme),
+        other => not_built::draw(frame, screen, other, focused, theme),
+    }
+
+    frame.render_widget(Paragraph::new(footer_line(app)), footer);
+
+    match &app.overlay {
+        Overlay::None => {}
+        Overlay::Help => help::draw(frame, theme),
+        Overlay::Doctor => doctor::draw(frame, app.doctor.as_ref(), theme),
+        Overlay::ConfirmOverwrite(path) => {
+            let area = dialog::centred(frame.area(), 60, 7);
+            dialog::draw(
+                frame,
+                area,
+                "Replace image?",
+                vec![
+                    Line::raw(format!("{} already exists.", path.display())),
+                    Line::raw("The old file stays until the new one is complete."),
+                    Line::raw(""),
+                    Line::from(vec![
+                        Span::styled("y", theme.key_hint()),
+                        Span::raw(" replace   "),
+                        Span::styled("n", theme.key_hint()),
+                        Span::raw(" keep it"),
+                    ]),
+                ],
+                theme,
+            );
+        }
+    }
+}
+
+fn footer_line(app: &App) -> Line<'static> {
+    let theme = &app.theme;
+    if let Some(notice) = &app.notice {
+        return Line::styled(format!(" {notice}"), theme.warning());
+    }
+    let hints: &[(&str, &str)] = match (app.focus, app.create_task.is_some()) {
+        (_, true) => &[("Esc", "cancel"), ("Ctrl-C", "quit")],
+        (Focus::Steps, _) => &[
+            ("↑↓", "step"),
+            ("Enter", "open"),
+            ("d", "doctor"),
+            ("?", "help"),
+            ("q", "quit"),
+        ],
+        (Focus::Screen, _) => &[
+            ("Tab", "next field"),
+            ("Space", "toggle"),
+            ("Enter", "create"),
+            ("Esc", "back"),
+            ("F1", "help"),
+        ],
+    };
+    let mut spans = vec![Span::raw(" ")];
+    for (key, what) in hints {
+        spans.push(Span::styled(*key, theme.key_hint()));
+        spans.push(Span::styled(format!(" {what}  "), theme.muted()));
+    }
+    Line::from(spans)
+}
+
+#[cfg(test)]
+mod tests;

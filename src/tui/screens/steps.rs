@@ -1,0 +1,46 @@
+//! The step list on the left: each step with its state.
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use crate::engine::Step;
+use crate::tui::app::{App, Focus, StepState};
+
+pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
+    let theme = &app.theme;
+    let mut lines = Vec::new();
+    for (i, step) in Step::ALL.iter().enumerate() {
+        let state = app.step_state(*step);
+        let mark = match state {
+            StepState::Pending => "·",
+            StepState::Running => "…",
+            StepState::Done => "✔",
+            StepState::Failed => "✘",
+            StepState::NotBuilt => "-",
+        };
+        let label = format!(" {mark} {} {:<10}", i + 1, step.title());
+        let style = if i == app.selected {
+            theme.selected()
+        } else {
+            theme.step(state)
+        };
+        let note = match state {
+            StepState::NotBuilt => " soon",
+            StepState::Running => " running",
+            StepState::Failed => " failed",
+            StepState::Done => " done",
+            StepState::Pending => "",
+        };
+        lines.push(Line::from(vec![
+            Span::styled(label, style),
+            Span::styled(note, theme.step(state)),
+        ]));
+    }
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Line::styled(" Steps ", theme.title()))
+        .border_style(theme.border(app.focus == Focus::Steps));
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
