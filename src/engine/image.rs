@@ -42,6 +42,9 @@ pub fn parse_size(text: &str) -> Result<ImageSize, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .ok_or_else(|| format!("`{text}` has no unit; {hint}"))?;
     let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(format!("`{text}` does not start with a number; {hint}"));
+    }
     let multiplier: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "K" | "KB" | "KIB" => 1 << 10,
         "M" | "MB" | "MIB" => 1 << 20,
@@ -76,10 +79,7 @@ pub fn is_valid_image_name(name: &str) -> bool {
 pub fn image_name_problem(path: &Path) -> Option<String> {
     let stem = path.file_stem()?.to_string_lossy();
     (!is_valid_image_name(&stem)).then(|| {
-        format!(
-            "`{stem}` is not a valid Djinn image name (letters, digits, `_` and `-` only); \
-             you will need --name when publishing"
-        )
+        format!("`{stem}` is not a valid Djinn image name: use letters, digits, `_` and `-`")
     })
 }
 

@@ -342,7 +342,8 @@ impl App {
             Event::Started { title } => screen.log.push((Level::Info, title)),
             Event::Log { level, message } => screen.log.push((level, message)),
             Event::Progress(p) => screen.progress = Some(p),
-            Event::Finished { summary } => screen.log.push((Level::Info, summary)),
+            // The result panel shows what the summary says.
+            Event::Finished { .. } => {}
             Event::Failed { error } => screen.error = Some(error),
         }
     }

@@ -42,9 +42,9 @@ pub fn draw(
         rest,
     ] = Layout::vertical([
         Constraint::Length(1),
+        Constraint::Length(2),
         Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
+        Constraint::Length(2),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -135,12 +135,15 @@ pub fn draw(
 }
 
 fn message(frame: &mut Frame, area: Rect, message: Option<(Level, String)>, theme: &Theme) {
+    // Indented under the field's value, wrapped so long hints stay readable.
+    let area = Rect {
+        x: area.x + 10,
+        width: area.width.saturating_sub(10),
+        ..area
+    };
     if let Some((level, text)) = message {
         frame.render_widget(
-            Paragraph::new(Line::from(vec![
-                Span::raw(" ".repeat(10)),
-                Span::styled(text, level_style(level, theme)),
-            ])),
+            Paragraph::new(Line::styled(text, level_style(level, theme))).wrap(Wrap { trim: true }),
             area,
         );
     }

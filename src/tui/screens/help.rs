@@ -8,11 +8,7 @@ use crate::tui::widgets::dialog;
 
 /// Every key the workbench knows, by where it works.
 pub const KEYS: [(&str, &str, &str); 14] = [
-    (
-        "anywhere",
-        "Ctrl-C",
-        "quit (a running step is stopped and cleaned up first)",
-    ),
+    ("anywhere", "Ctrl-C", "quit (stops a running step first)"),
     ("anywhere", "F1", "this help"),
     ("step list", "↑ ↓  k j", "choose a step"),
     ("step list", "Enter → Tab", "open the step's screen"),
@@ -24,11 +20,7 @@ pub const KEYS: [(&str, &str, &str); 14] = [
     ("form", "Ctrl-U", "clear the field"),
     ("form", "Space", "toggle a checkbox"),
     ("form", "Enter", "run the step"),
-    (
-        "form",
-        "Esc",
-        "back to the step list; cancel a running step",
-    ),
+    ("form", "Esc", "back to the steps; cancel a run"),
     ("dialogs", "y / n, Esc", "answer; close an overlay"),
 ];
 

@@ -1,1 +1,135 @@
+//! Whole-screen snapshots on a TestBackend, driven by real key events.
 
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+use crate::tui::app::{App, Command, Overlay, StepState};
+use crate::tui::theme::Theme;
+
+fn app() -> App {
+    let host = HostResources {
+        cpus: 2,
+        memory_mib: 8192,
+    };
+    let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
+    App::new(settings, Theme::built_in("default"))
+}
+
+fn press(app: &mut App, code: KeyCode) -> Option<Command> {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        press(app, KeyCode::Char(c));
+    }
+}
+
+fn render(app: &App, width: u16, height: u16) -> TestBackend {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| super::draw(frame, app)).unwrap();
+    terminal.backend().clone()
+}
+
+#[test]
+fn create_screen_as_opened() {
+    let mut app = app();
+    press(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.overlay, Overlay::Help);
+    insta::assert_snapshot!(render(&app, 80, 24));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn inline_messages_while_typing() {
+    let mut app = app();
+    press(&mut app, KeyCode::Enter);
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_text(&mut app, "my image.qcow2");
+    press(&mut app, KeyCode::Tab);
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_text(&mut app, "10");
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn steps_not_built_say_so() {
+    let mut app = app();
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.step_state(app.selected_step()), StepState::NotBuilt);
+    let screen = render(&app, 80, 24).to_string();
+    assert!(screen.contains("not built yet"), "{screen}");
+}
+
+#[test]
+fn quit_keys() {
+    let mut app = app();
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Some(Command::Quit));
+    press(&mut app, KeyCode::Enter);
+    // In a form, q is text; Ctrl-C still quits.
+    assert_eq!(press(&mut app, KeyCode::Char('q')), None);
+    assert_eq!(
+        app.handle_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Command::Quit)
+    );
+}
+
+/// Runs the real qemu-img: the form creates an image, then a second Enter asks before
+/// replacing it.
+#[tokio::test]
+async fn create_then_confirm_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = app();
+    press(&mut app, KeyCode::Enter);
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_text(
+        &mut app,
+        &dir.path().join("debian-12.qcow2").display().to_string(),
+    );
+    press(&mut app, KeyCode::Tab);
+    app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    type_text(&mut app, "2G");
+    let Some(Command::StartCreate { force }) = press(&mut app, KeyCode::Enter) else {
+        panic!("Enter should start create");
+    };
+    app.start_create(force).await;
+    assert_eq!(app.create_state, StepState::Running);
+    while let Some(task) = app.create_task.as_mut() {
+        match task.next_event().await {
+            Some(event) => app.apply(event),
+            None => app.finish_create().await,
+        }
+    }
+    assert_eq!(app.create_state, StepState::Done, "{:?}", app.create.error);
+    let info = app.create.result.clone().unwrap();
+    assert_eq!(info.compat.as_deref(), Some("1.1"));
+    assert_eq!(info.virtual_size, 2 << 30);
+
+    let tmp = dir.path().display().to_string();
+    insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]"), (r"\d+ KiB on disk", "[N] KiB on disk"), (r"on disk +\d+ KiB", "on disk  [N] KiB")]}, {
+        insta::assert_snapshot!("created", render(&app, 100, 30));
+    });
+
+    let Some(Command::StartCreate { force }) = press(&mut app, KeyCode::Enter) else {
+        panic!("Enter should start create");
+    };
+    app.start_create(force).await;
+    assert!(matches!(app.overlay, Overlay::ConfirmOverwrite(_)));
+    insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]")]}, {
+        insta::assert_snapshot!("confirm_overwrite", render(&app, 80, 24));
+    });
+    assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+    assert_eq!(app.overlay, Overlay::None);
+    assert!(app.create_task.is_none());
+}

@@ -1,0 +1,80 @@
+//! Shared pieces of the integration tests: the real kiln binary in an isolated home.
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+pub mod tmux;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A private HOME/XDG tree so tests never read or write the developer's config.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for sub in ["config", "data", "work"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        Sandbox { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config/kiln")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.dir.path().join("data/kiln/kiln.log")
+    }
+
+    /// Environment for a kiln process living in this sandbox.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let p = self.dir.path();
+        vec![
+            ("HOME".into(), p.display().to_string()),
+            (
+                "XDG_CONFIG_HOME".into(),
+                p.join("config").display().to_string(),
+            ),
+            ("XDG_DATA_HOME".into(), p.join("data").display().to_string()),
+        ]
+    }
+
+    /// `kiln ARGS…` run in the sandbox's work directory.
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        Command::new(kiln_bin())
+            .args(args)
+            .current_dir(self.work())
+            .envs(self.env())
+            .output()
+            .expect("kiln runs")
+    }
+}
+
+pub fn kiln_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kiln")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `qemu-img info --output=json` read by the test itself, not through kiln.
+pub fn qemu_img_info(path: &Path) -> serde_json::Value {
+    let out = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path)
+        .output()
+        .expect("qemu-img runs");
+    assert!(out.status.success(), "qemu-img info: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -1,0 +1,107 @@
+//! The real kiln binary in a real terminal: tmux on a private server socket.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A detached tmux session that is killed (with its server) when dropped.
+pub struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    /// Start `shell_command` in a new `width`×`height` session.
+    pub fn start(name: &str, width: u16, height: u16, shell_command: &str) -> Tmux {
+        let tmux = Tmux {
+            socket: format!("kiln-test-{name}-{}", std::process::id()),
+            session: name.to_string(),
+        };
+        let status = Command::new("tmux")
+            .args(["-L", &tmux.socket, "-f", "/dev/null", "new-session", "-d"])
+            .args([
+                "-s",
+                &tmux.session,
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .arg(shell_command)
+            .env("TERM", "xterm-256color")
+            .status()
+            .expect("tmux runs (apt-get install tmux)");
+        assert!(status.success(), "tmux new-session failed");
+        tmux
+    }
+
+    fn tmux(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.socket]);
+        command
+    }
+
+    /// Send keys as tmux names them (`Enter`, `Tab`, `C-u`, `Escape`) or literal text.
+    pub fn keys(&self, keys: &[&str]) {
+        let status = self
+            .tmux()
+            .args(["send-keys", "-t", &self.session])
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        // Give the program a moment to read each batch as separate key events.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    /// Type text literally (no key-name interpretation).
+    pub fn type_text(&self, text: &str) {
+        let status = self
+            .tmux()
+            .args(["send-keys", "-l", "-t", &self.session, text])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    /// The visible screen as text.
+    pub fn capture(&self) -> String {
+        let out = self
+            .tmux()
+            .args(["capture-pane", "-p", "-t", &self.session])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `#{alternate_on}` and friends.
+    pub fn display(&self, format: &str) -> String {
+        let out = self
+            .tmux()
+            .args(["display-message", "-p", "-t", &self.session, format])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Wait until the screen contains `needle`; panics with the screen after `timeout`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let screen = self.capture();
+            if screen.contains(needle) {
+                return screen;
+            }
+            if start.elapsed() > timeout {
+                panic!("`{needle}` did not appear within {timeout:?}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux().arg("kill-server").status();
+    }
+}

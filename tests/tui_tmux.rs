@@ -1,0 +1,110 @@
+//! The real binary in a real terminal: open the workbench, create an image through the form,
+//! quit, and find the terminal restored.
+
+mod support;
+
+use std::time::Duration;
+
+use support::tmux::Tmux;
+use support::{Sandbox, kiln_bin, qemu_img_info};
+
+const SCREEN: Duration = Duration::from_secs(20);
+
+fn shell_command(sandbox: &Sandbox) -> String {
+    let env: Vec<String> = sandbox
+        .env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    // After kiln exits, print its exit code and whether the tty is back in canonical mode.
+    format!(
+        "cd '{}' && env {} '{}'; echo \"KILN-EXITED $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60",
+        sandbox.work().display(),
+        env.join(" "),
+        kiln_bin()
+    )
+}
+
+#[test]
+fn create_an_image_from_the_workbench_and_quit() {
+    let sandbox = Sandbox::new();
+    let tmux = Tmux::start("create", 100, 30, &shell_command(&sandbox));
+    tmux.wait_for("Steps", SCREEN);
+    assert_eq!(tmux.display("#{alternate_on}"), "1");
+
+    tmux.keys(&["Enter"]); // open Create
+    tmux.keys(&["C-u"]);
+    tmux.type_text("from-tui.qcow2");
+    tmux.keys(&["Tab", "C-u"]);
+    tmux.type_text("3G");
+    tmux.wait_for("3 GiB, allocated", SCREEN);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("image created", SCREEN);
+    assert!(screen.contains("1.1 (qcow2 v3)"), "{screen}");
+    assert!(screen.contains("✔ 1 Create"), "{screen}");
+
+    let info = qemu_img_info(&sandbox.work().join("from-tui.qcow2"));
+    assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
+    assert_eq!(info["virtual-size"], 3u64 << 30);
+
+    // Creating again asks before replacing; answering no keeps the file.
+    let before = std::fs::read(sandbox.work().join("from-tui.qcow2")).unwrap();
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Replace image?", SCREEN);
+    tmux.keys(&["n"]);
+    assert_eq!(
+        std::fs::read(sandbox.work().join("from-tui.qcow2")).unwrap(),
+        before
+    );
+
+    // Help overlay, then back out and quit.
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["?"]);
+    tmux.wait_for("this help", SCREEN);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    let screen = tmux.wait_for("KILN-EXITED 0", SCREEN);
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "raw mode left on:\n{screen}"
+    );
+    assert!(
+        !screen.contains("Steps"),
+        "workbench still drawn:\n{screen}"
+    );
+    assert_eq!(tmux.display("#{alternate_on}"), "0");
+}
+
+#[test]
+fn ctrl_c_leaves_from_inside_a_form() {
+    let sandbox = Sandbox::new();
+    let tmux = Tmux::start("ctrlc", 80, 24, &shell_command(&sandbox));
+    tmux.wait_for("Steps", SCREEN);
+    tmux.keys(&["Enter"]);
+    tmux.type_text("q"); // typed into the path field, not a quit
+    tmux.wait_for("my-image.qcow2q", SCREEN);
+    tmux.keys(&["C-c"]);
+    let screen = tmux.wait_for("KILN-EXITED 0", SCREEN);
+    assert!(
+        screen.lines().any(|l| l.trim() == "icanon"),
+        "raw mode left on:\n{screen}"
+    );
+    assert_eq!(tmux.display("#{alternate_on}"), "0");
+}
+
+#[test]
+fn a_broken_user_theme_is_named_and_the_workbench_still_opens() {
+    let sandbox = Sandbox::new();
+    let themes = sandbox.config_dir().join("themes");
+    std::fs::create_dir_all(&themes).unwrap();
+    std::fs::write(
+        themes.join("default.toml"),
+        "[styles]\nerror = { fg = \"rojo\" }\n",
+    )
+    .unwrap();
+    let tmux = Tmux::start("theme", 160, 30, &shell_command(&sandbox));
+    let screen = tmux.wait_for("using the built-in theme", SCREEN);
+    assert!(screen.contains("styles.error.fg"), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+}
