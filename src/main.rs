@@ -37,6 +37,9 @@ async fn run(args: Args) -> Exit {
     match args.command {
         None => tui::run(settings, dirs).await,
         Some(Command::Create(create)) => cli::create::run(create).await,
+        Some(Command::Install(install)) => {
+            cli::install::run(install, &settings, dirs.as_ref()).await
+        }
         Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
         Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),
     }

@@ -43,7 +43,7 @@ pub async fn run(args: CreateArgs) -> Exit {
         format!("creating {} ({})", plan.path.display(), plan.size),
         |reporter| image::create(plan, reporter),
     );
-    match report::follow("create", task).await {
+    match report::follow("create", task, false).await {
         Ok(info) => {
             match args.format {
                 Format::Text => {

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod create;
 pub mod doctor;
+pub mod install;
 pub mod logging;
 pub mod report;
 
@@ -60,6 +61,8 @@ impl Args {
 pub enum Command {
     /// Create an empty qcow2 v3 disk image (qemu-img create -f qcow2 -o compat=1.1).
     Create(create::CreateArgs),
+    /// Boot an installer ISO with the disk attached; the serial console streams to stdout.
+    Install(install::InstallArgs),
     /// Show what this host can do: QEMU, KVM, CPUs, memory, disk space.
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.

@@ -3,19 +3,22 @@
 use std::fmt::Display;
 use std::time::{Duration, Instant};
 
+use crate::engine::machine::MachineView;
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Print every event of `task` to stderr as `kiln STEP: …`, then return its result.
 /// Ctrl-C cancels the step (it cleans up and reports), a second Ctrl-C is not needed.
-pub async fn follow<T, E>(step: &str, mut task: Task<T, E>) -> Result<T, E>
+/// With `serial_to_stdout`, a machine's serial console is streamed to stdout as it arrives.
+pub async fn follow<T, E>(step: &str, mut task: Task<T, E>, serial_to_stdout: bool) -> Result<T, E>
 where
     E: Display + From<TaskPanicked>,
 {
     let mut last_progress: Option<Instant> = None;
     let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
     let mut interrupted = false;
+    let mut streams = Vec::new();
     loop {
         let event = tokio::select! {
             event = task.next_event() => event,
@@ -45,9 +48,39 @@ where
                     eprintln!("kiln {step}: {}", progress.describe());
                 }
             }
+            Event::Machine(view) => {
+                if serial_to_stdout {
+                    streams.push(tokio::spawn(stream_serial(view)));
+                }
+            }
             Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),
             Event::Failed { error } => eprintln!("kiln {step}: failed: {error}"),
         }
     }
-    task.result().await
+    let result = task.result().await;
+    // The machine is gone; let the streams print what was left in flight.
+    for stream in streams {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream).await;
+    }
+    result
+}
+
+/// Copy a machine's serial output (from its first byte) to stdout until the machine ends.
+async fn stream_serial(view: MachineView) {
+    use std::io::Write;
+    let (history, mut live) = view.subscribe_serial();
+    drop(view); // holding it would keep the channel open after the machine ended
+    let mut stdout = std::io::stdout();
+    let _ = stdout.write_all(&history);
+    let _ = stdout.flush();
+    loop {
+        match live.recv().await {
+            Ok(bytes) => {
+                let _ = stdout.write_all(&bytes);
+                let _ = stdout.flush();
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
 }

@@ -33,6 +33,11 @@ impl Dirs {
         self.config_dir.join("themes")
     }
 
+    /// Records of running machines, so a later kiln can find one a crash left behind.
+    pub fn machine_records(&self) -> PathBuf {
+        self.data_dir.join("machines")
+    }
+
     pub fn log_file(&self) -> PathBuf {
         self.data_dir.join("kiln.log")
     }

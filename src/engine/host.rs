@@ -117,6 +117,17 @@ pub async fn examine(settings: &Settings) -> HostReport {
     }
 }
 
+/// The accelerator machines should use, and a sentence saying why.
+pub async fn choose_accelerator() -> (Accelerator, String) {
+    match kvm_usability().await {
+        Ok(detail) => (Accelerator::Kvm, format!("accelerator: KVM ({detail})")),
+        Err(problem) => (
+            Accelerator::Tcg,
+            format!("accelerator: TCG (software emulation): {}", problem.reason),
+        ),
+    }
+}
+
 async fn tool_check(program: &str) -> HostCheck {
     let Some(path) = find_on_path(program) else {
         return HostCheck {

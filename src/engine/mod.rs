@@ -2,9 +2,15 @@
 //! headless CLI both drive it through [`task::Task`]s and the events they report.
 
 pub mod config;
+pub mod console;
 pub mod host;
 pub mod image;
+pub mod install;
+pub mod iso;
+pub mod machine;
 pub mod process;
+pub mod qmp;
+pub mod screen;
 pub mod task;
 
 /// The steps of the workflow, in the order a person walks them.
@@ -49,6 +55,6 @@ impl Step {
 
     /// Steps that this build of kiln can run.
     pub fn is_built(self) -> bool {
-        matches!(self, Step::Create)
+        matches!(self, Step::Create | Step::Install)
     }
 }

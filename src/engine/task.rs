@@ -10,6 +10,7 @@ use std::future::Future;
 use tokio::sync::mpsc;
 
 use super::image::human_bytes;
+use super::machine::MachineView;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -57,11 +58,22 @@ impl Progress {
 /// What a running step tells its frontend.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    Started { title: String },
+    Started {
+        title: String,
+    },
     Progress(Progress),
-    Log { level: Level, message: String },
-    Finished { summary: String },
-    Failed { error: String },
+    Log {
+        level: Level,
+        message: String,
+    },
+    /// A machine started: frontends can now show its console and screen and type into it.
+    Machine(MachineView),
+    Finished {
+        summary: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// The step's side of the channel: report progress and logs, and notice cancellation.
@@ -88,6 +100,11 @@ impl Reporter {
             level: Level::Warn,
             message,
         });
+    }
+
+    /// Hand the frontend a view of a machine the step started.
+    pub fn machine(&self, view: MachineView) {
+        self.send(Event::Machine(view));
     }
 
     pub fn progress(&self, done: u64, total: Option<u64>, rate: f64) {

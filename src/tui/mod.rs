@@ -2,9 +2,13 @@
 //! engine events and the host report into the app state.
 
 pub mod app;
+pub mod guest_keys;
 pub mod screens;
+pub mod steps;
 pub mod theme;
 pub mod widgets;
+
+use std::time::Duration;
 
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use futures::StreamExt;
@@ -14,6 +18,11 @@ use crate::cli::Exit;
 use crate::engine::config::{Dirs, Settings};
 use crate::engine::host;
 use app::{App, Command};
+
+/// How often a running step's console is redrawn.
+const REDRAW_EVERY: Duration = Duration::from_millis(100);
+/// How often the VGA picture is refreshed while it is visible (≥ 2 per second).
+const SCREENSHOT_EVERY: Duration = Duration::from_millis(400);
 use theme::Theme;
 
 /// Open the workbench; the terminal is restored on every way out (quit, error, panic).
@@ -23,6 +32,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
         dirs.as_ref().map(|d| d.theme_dir()).as_deref(),
     );
     let mut app = App::new(settings, theme);
+    app.record_dir = dirs.as_ref().map(Dirs::machine_records);
     if let Some(problem) = theme_problem {
         tracing::warn!("{problem}");
         app.notice = Some(format!("{problem} — using the built-in theme"));
@@ -49,12 +59,18 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> s
     let settings = app.settings.clone();
     let mut doctor = std::pin::pin!(async move { host::examine(&settings).await });
     let mut doctor_done = false;
+    // The console and screen change without key presses: redraw on a tick while a step runs.
+    let mut redraw = tokio::time::interval(REDRAW_EVERY);
+    let mut screenshot = tokio::time::interval(SCREENSHOT_EVERY);
 
     while !app.quitting {
+        app.width = terminal.size()?.width;
         terminal.draw(|frame| screens::draw(frame, app))?;
+        let running = app.running.is_some();
+        let wants_screenshot = app.wants_screenshot();
         let engine_event = async {
-            match app.create_task.as_mut() {
-                Some(task) => task.next_event().await,
+            match app.running.as_mut() {
+                Some(running) => running.next_event().await,
                 None => std::future::pending().await,
             }
         };
@@ -64,6 +80,8 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> s
                     match app.handle_key(key) {
                         Some(Command::Quit) => app.quitting = true,
                         Some(Command::StartCreate { force }) => app.start_create(force).await,
+                        Some(Command::StartInstall) => app.start_install(),
+                        Some(Command::Guest(input)) => app.send_to_guest(input).await,
                         None => {}
                     }
                 }
@@ -73,12 +91,14 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> s
             },
             event = engine_event => match event {
                 Some(event) => app.apply(event),
-                None => app.finish_create().await,
+                None => app.finish().await,
             },
             report = &mut doctor, if !doctor_done => {
                 doctor_done = true;
                 app.doctor = Some(report);
             }
+            _ = redraw.tick(), if running => {}
+            _ = screenshot.tick(), if wants_screenshot => app.refresh_screen().await,
             _ = terminate.recv() => app.quitting = true,
             _ = hangup.recv() => app.quitting = true,
         }

@@ -1,6 +1,7 @@
 //! Shared pieces of the integration tests: the real kiln binary in an isolated home.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod djinn;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,8 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use crate::engine::image::human_bytes;
 use crate::engine::task::Level;
-use crate::tui::app::{CreateField, CreateScreen, StepState};
+use crate::tui::app::StepState;
+use crate::tui::steps::create::{CreateField, CreateScreen};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::progress;
 
@@ -134,7 +135,7 @@ pub fn draw(
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), rest);
 }
 
-fn message(frame: &mut Frame, area: Rect, message: Option<(Level, String)>, theme: &Theme) {
+pub fn message(frame: &mut Frame, area: Rect, message: Option<(Level, String)>, theme: &Theme) {
     // Indented under the field's value, wrapped so long hints stay readable.
     let area = Rect {
         x: area.x + 10,
@@ -149,7 +150,7 @@ fn message(frame: &mut Frame, area: Rect, message: Option<(Level, String)>, them
     }
 }
 
-fn level_style(level: Level, theme: &Theme) -> Style {
+pub fn level_style(level: Level, theme: &Theme) -> Style {
     match level {
         Level::Info => theme.muted(),
         Level::Warn => theme.warning(),

@@ -3,6 +3,7 @@
 mod create;
 mod doctor;
 mod help;
+mod install;
 mod not_built;
 mod steps;
 
@@ -12,6 +13,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Focus, Overlay};
+use super::steps::install::KeyTarget;
 use super::widgets::dialog;
 use crate::engine::Step;
 
@@ -47,7 +49,15 @@ pub fn draw(frame: &mut Frame, app: &App) {
     steps::draw(frame, list, app);
     let focused = app.focus == Focus::Screen;
     match app.selected_step() {
-        Step::Create => create::draw(frame, screen, &app.create, app.create_state, focused, theme),
+        Step::Create => create::draw(
+            frame,
+            screen,
+            &app.create,
+            app.step_state(Step::Create),
+            focused,
+            theme,
+        ),
+        Step::Install => install::draw(frame, screen, app, focused),
         other => not_built::draw(frame, screen, other, focused, theme),
     }
 
@@ -77,6 +87,25 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 theme,
             );
         }
+        Overlay::ConfirmStop => {
+            let area = dialog::centred(frame.area(), 60, 6);
+            dialog::draw(
+                frame,
+                area,
+                "Stop the machine?",
+                vec![
+                    Line::raw("The running step is stopped and its machine shut down."),
+                    Line::raw(""),
+                    Line::from(vec![
+                        Span::styled("y", theme.key_hint()),
+                        Span::raw(" stop   "),
+                        Span::styled("n", theme.key_hint()),
+                        Span::raw(" keep running"),
+                    ]),
+                ],
+                theme,
+            );
+        }
     }
 }
 
@@ -85,8 +114,17 @@ fn footer_line(app: &App) -> Line<'static> {
     if let Some(notice) = &app.notice {
         return Line::styled(format!(" {notice}"), theme.warning());
     }
-    let hints: &[(&str, &str)] = match (app.focus, app.create_task.is_some()) {
-        (_, true) => &[("Esc", "cancel"), ("Ctrl-C", "quit")],
+    let install = &app.install;
+    let hints: &[(&str, &str)] = match (app.focus, app.is_running()) {
+        _ if install.keys_to != KeyTarget::Kiln => &[("Ctrl-]", "give the keyboard back to kiln")],
+        (Focus::Screen, true) if install.machine.is_some() => &[
+            ("c", "type into console"),
+            ("v", "type into screen"),
+            ("t", "toggle pane"),
+            ("Esc", "stop"),
+            ("Ctrl-C", "quit"),
+        ],
+        (_, true) => &[("Esc", "stop"), ("Ctrl-C", "quit")],
         (Focus::Steps, _) => &[
             ("↑↓", "step"),
             ("Enter", "open"),
@@ -97,7 +135,7 @@ fn footer_line(app: &App) -> Line<'static> {
         (Focus::Screen, _) => &[
             ("Tab", "next field"),
             ("Space", "toggle"),
-            ("Enter", "create"),
+            ("Enter", "run"),
             ("Esc", "back"),
             ("F1", "help"),
         ],

@@ -4,6 +4,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
+use crate::engine::Step;
 use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::tui::app::{App, Command, Overlay, StepState};
 use crate::tui::theme::Theme;
@@ -104,14 +105,19 @@ async fn create_then_confirm_overwrite() {
         panic!("Enter should start create");
     };
     app.start_create(force).await;
-    assert_eq!(app.create_state, StepState::Running);
-    while let Some(task) = app.create_task.as_mut() {
-        match task.next_event().await {
+    assert_eq!(app.step_state(Step::Create), StepState::Running);
+    while let Some(running) = app.running.as_mut() {
+        match running.next_event().await {
             Some(event) => app.apply(event),
-            None => app.finish_create().await,
+            None => app.finish().await,
         }
     }
-    assert_eq!(app.create_state, StepState::Done, "{:?}", app.create.error);
+    assert_eq!(
+        app.step_state(Step::Create),
+        StepState::Done,
+        "{:?}",
+        app.create.error
+    );
     let info = app.create.result.clone().unwrap();
     assert_eq!(info.compat.as_deref(), Some("1.1"));
     assert_eq!(info.virtual_size, 2 << 30);
@@ -131,5 +137,5 @@ async fn create_then_confirm_overwrite() {
     });
     assert_eq!(press(&mut app, KeyCode::Char('n')), None);
     assert_eq!(app.overlay, Overlay::None);
-    assert!(app.create_task.is_none());
+    assert!(app.running.is_none());
 }

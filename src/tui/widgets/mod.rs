@@ -1,5 +1,7 @@
 //! Reusable pieces of the screens.
 
+pub mod console;
 pub mod dialog;
 pub mod progress;
+pub mod screen;
 pub mod text_field;

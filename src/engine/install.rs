@@ -1,0 +1,197 @@
+//! The install step: boot an installer ISO with the new disk attached, let the person watch
+//! and type, and finish when the guest powers off by itself.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::host::Accelerator;
+use super::image::{self, CreateError};
+use super::iso::{self, Expected, IsoError};
+use super::machine::{Ending, Machine, MachineError, MachineSpec};
+use super::task::{Reporter, Summary, TaskPanicked};
+
+/// How long a cancelled installer gets to answer the ACPI power button.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// What `kiln install` was asked to do.
+#[derive(Debug, Clone)]
+pub struct InstallRequest {
+    pub image: PathBuf,
+    pub iso: PathBuf,
+    pub checksum: Option<Expected>,
+    pub accelerator: Accelerator,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Give up (and stop the machine) after this long.
+    pub timeout: Option<Duration>,
+    pub vnc: bool,
+    pub record_dir: Option<PathBuf>,
+}
+
+/// A finished install.
+#[derive(Debug, Clone)]
+pub struct InstallOutcome {
+    pub image: PathBuf,
+    pub took: Duration,
+    pub reason: String,
+    pub serial_log: PathBuf,
+}
+
+impl Summary for InstallOutcome {
+    fn summary(&self) -> String {
+        format!(
+            "the installer powered off after {} s ({}); {} is installed — next: configure",
+            self.took.as_secs(),
+            self.reason,
+            self.image.display()
+        )
+    }
+}
+
+/// Why an install did not complete; each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error(transparent)]
+    Iso(#[from] IsoError),
+    #[error("image {} does not exist; create it first (kiln create)", .0.display())]
+    NoImage(PathBuf),
+    #[error("cannot read the image: {0}")]
+    Image(#[from] CreateError),
+    #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
+    InUse(PathBuf),
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error("the installer was still running after {} s; it was stopped (raise --timeout?)", .0.as_secs())]
+    TimedOut(Duration),
+    #[error("QEMU ended without the guest powering off ({status}): {stderr}")]
+    Died { status: String, stderr: String },
+    #[error("install cancelled; the machine was stopped")]
+    Cancelled,
+    #[error(transparent)]
+    Panicked(#[from] TaskPanicked),
+}
+
+impl InstallError {
+    /// Errors about the request itself (exit 2) rather than the install failing (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            InstallError::Iso(_)
+                | InstallError::NoImage(_)
+                | InstallError::InUse(_)
+                | InstallError::Machine(MachineError::QemuMissing)
+                | InstallError::Machine(MachineError::ImageInUse(_))
+        )
+    }
+}
+
+/// The serial log kept next to the image: `NAME.install.serial.log`.
+pub fn serial_log_path(image: &Path, purpose: &str) -> PathBuf {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    image.with_file_name(format!("{stem}.{purpose}.serial.log"))
+}
+
+/// Check the inputs, boot the installer and wait for it to power off.
+pub async fn install(
+    request: InstallRequest,
+    reporter: Reporter,
+) -> Result<InstallOutcome, InstallError> {
+    iso::validate(&request.iso)?;
+    reporter.info(format!(
+        "{}: bootable ISO 9660 image",
+        request.iso.display()
+    ));
+    if let Some(expected) = &request.checksum {
+        reporter.info("checking the ISO's SHA-256…");
+        iso::verify_checksum(&request.iso, expected, &reporter).await?;
+    }
+    if !request.image.exists() {
+        return Err(InstallError::NoImage(request.image));
+    }
+    if image::is_locked(&request.image).await {
+        return Err(InstallError::InUse(request.image));
+    }
+    let info = image::image_info(&request.image).await?;
+    if info.format != "qcow2" {
+        reporter.warn(format!(
+            "{} is {}, not qcow2",
+            request.image.display(),
+            info.format
+        ));
+    }
+
+    let spec = MachineSpec {
+        purpose: "install".into(),
+        accelerator: request.accelerator,
+        memory_mib: request.memory_mib,
+        cpus: request.cpus,
+        disk: request.image.clone(),
+        snapshot: false,
+        cdrom: Some(request.iso.clone()),
+        ssh_forward_from: None,
+        no_reboot: true,
+        vnc: request.vnc,
+        serial_log: serial_log_path(&request.image, "install"),
+        record_dir: request.record_dir.clone(),
+    };
+    reporter.info(match request.accelerator {
+        Accelerator::Kvm => "accelerator: KVM".to_string(),
+        Accelerator::Tcg => {
+            "accelerator: TCG (software emulation; KVM is not usable here)".to_string()
+        }
+    });
+    let started = Instant::now();
+    let mut machine = Machine::start(&spec).await?;
+    let view = machine.view();
+    reporter.info(format!("started: {}", view.argv().join(" ")));
+    if let Some(vnc) = view.vnc() {
+        reporter.info(format!("screen over VNC at {vnc} (loopback only)"));
+    }
+    reporter.info(format!("serial log: {}", view.serial_log().display()));
+    reporter.machine(view);
+
+    let deadline = async {
+        match request.timeout {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ending = tokio::select! {
+        ending = machine.wait() => ending?,
+        _ = deadline => {
+            machine.shut_down(CANCEL_GRACE).await;
+            return Err(InstallError::TimedOut(request.timeout.unwrap_or_default()));
+        }
+        _ = reporter.cancelled() => {
+            reporter.info("stopping the installer…");
+            machine.shut_down(CANCEL_GRACE).await;
+            return Err(InstallError::Cancelled);
+        }
+    };
+    match ending {
+        Ending::GuestShutdown { reason } => Ok(InstallOutcome {
+            image: request.image,
+            took: started.elapsed(),
+            reason,
+            serial_log: spec.serial_log,
+        }),
+        Ending::Stopped => Err(InstallError::Cancelled),
+        Ending::Died { status, stderr } => Err(InstallError::Died { status, stderr }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_log_sits_next_to_the_image() {
+        assert_eq!(
+            serial_log_path(Path::new("/img/debian-12.qcow2"), "install"),
+            PathBuf::from("/img/debian-12.install.serial.log")
+        );
+    }
+}

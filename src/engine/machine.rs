@@ -1,0 +1,719 @@
+//! A running QEMU under kiln's control: its command line, QMP, the serial console, the VGA
+//! screen and VNC — and a lifecycle that never leaves an orphan behind.
+//!
+//! Every machine starts paused (`-S`) so kiln can attach the serial console before the guest
+//! prints anything, then is resumed over QMP. QEMU is killed when the [`Machine`] is dropped,
+//! when kiln dies (PR_SET_PDEATHSIG), and a record under the state directory lets a later kiln
+//! find a machine that survived anyway.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::{broadcast, mpsc};
+
+use super::console::Console;
+use super::host::Accelerator;
+use super::process::{ToolError, install_hint};
+use super::qmp::{Qmp, QmpError, QmpEvent};
+use super::screen::{Picture, parse_ppm};
+
+const QEMU: &str = "qemu-system-x86_64";
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Ports tried for the SSH forward before giving up, as the Djinn driver walks upward.
+const PORT_ATTEMPTS: u16 = 50;
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct MachineSpec {
+    /// Short purpose ("install", "configure", "verify"), used in names and records.
+    pub purpose: String,
+    pub accelerator: Accelerator,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub disk: PathBuf,
+    /// Boot with `snapshot=on`: the image file is never written.
+    pub snapshot: bool,
+    pub cdrom: Option<PathBuf>,
+    /// Forward 127.0.0.1:PORT to the guest's port 22, trying upward from this port.
+    pub ssh_forward_from: Option<u16>,
+    /// Exit instead of rebooting (installers reboot when done).
+    pub no_reboot: bool,
+    /// Serve the screen over VNC on 127.0.0.1 for an external viewer.
+    pub vnc: bool,
+    /// Where QEMU also writes everything the serial port printed.
+    pub serial_log: PathBuf,
+    /// Where records of running machines live, for crash recovery.
+    pub record_dir: Option<PathBuf>,
+}
+
+impl MachineSpec {
+    /// The guest-facing part of the command line (what a person would type by hand).
+    pub fn guest_args(&self, ssh_port: Option<u16>) -> Vec<String> {
+        let mut args = vec!["-name".into(), format!("kiln-{}", self.purpose)];
+        match self.accelerator {
+            Accelerator::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
+            Accelerator::Tcg => args.extend(["-accel", "tcg"].map(String::from)),
+        }
+        args.extend([
+            "-smp".into(),
+            self.cpus.to_string(),
+            "-m".into(),
+            self.memory_mib.to_string(),
+        ]);
+        let mut drive = format!("file={},media=disk,if=virtio", qemu_escape(&self.disk));
+        if self.snapshot {
+            drive.push_str(",snapshot=on");
+        }
+        args.extend(["-drive".into(), drive]);
+        if let Some(iso) = &self.cdrom {
+            args.extend(["-cdrom".into(), iso.display().to_string()]);
+        }
+        args.extend(["-net".into(), "nic,model=virtio".into(), "-net".into()]);
+        args.push(match ssh_port {
+            Some(port) => format!("user,hostfwd=tcp:127.0.0.1:{port}-:22"),
+            None => "user".into(),
+        });
+        if self.no_reboot {
+            args.push("-no-reboot".into());
+        }
+        args
+    }
+}
+
+/// `,` separates QEMU options, so a comma in a file name is written `,,`.
+fn qemu_escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
+
+/// Why a machine could not be started or controlled.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    #[error("{QEMU} was not found; install it with `{}`", install_hint(QEMU))]
+    QemuMissing,
+    #[error("{} is in use by another QEMU (it holds the image's write lock); stop that machine first", .0.display())]
+    ImageInUse(PathBuf),
+    #[error("QEMU cannot open {}: no such file", .0.display())]
+    ImageMissing(PathBuf),
+    #[error("no free port for SSH forwarding from {first} to {last}")]
+    NoFreePort { first: u16, last: u16 },
+    #[error("QEMU stopped at start: {0}")]
+    Exited(String),
+    #[error("cannot attach to the serial console: {0}")]
+    Serial(std::io::Error),
+    #[error("QEMU control (QMP): {0}")]
+    Qmp(#[from] QmpError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("screen capture failed: {0}")]
+    Screen(String),
+}
+
+impl From<ToolError> for MachineError {
+    fn from(e: ToolError) -> Self {
+        MachineError::Exited(e.to_string())
+    }
+}
+
+/// How a machine's QEMU ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest powered off (or reset, under `-no-reboot`) by itself.
+    GuestShutdown { reason: String },
+    /// kiln or someone else stopped it (QMP quit, powerdown request, kill).
+    Stopped,
+    /// QEMU ended without a guest shutdown: crashed or killed from outside.
+    Died { status: String, stderr: String },
+}
+
+/// A cheap handle on a running machine for frontends: console, keys, screen, addresses.
+#[derive(Clone)]
+pub struct MachineView {
+    inner: Arc<ViewInner>,
+}
+
+struct ViewInner {
+    console: Console,
+    serial_input: mpsc::UnboundedSender<Vec<u8>>,
+    serial: Arc<SerialOutput>,
+    qmp: Qmp,
+    vnc: Option<SocketAddr>,
+    ssh_port: Option<u16>,
+    accelerator: Accelerator,
+    argv: Vec<String>,
+    screen_file: PathBuf,
+    serial_log: PathBuf,
+}
+
+impl std::fmt::Debug for MachineView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineView")
+            .field("argv", &self.inner.argv)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for MachineView {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl MachineView {
+    pub fn console(&self) -> &Console {
+        &self.inner.console
+    }
+
+    /// Type bytes into the serial port.
+    pub fn send_serial(&self, bytes: Vec<u8>) {
+        let _ = self.inner.serial_input.send(bytes);
+    }
+
+    /// Everything the serial port printed so far (the last MiB) and a receiver for what
+    /// follows, with no gap between the two.
+    pub fn subscribe_serial(&self) -> (Vec<u8>, broadcast::Receiver<Vec<u8>>) {
+        self.inner.serial.subscribe()
+    }
+
+    /// The last `lines` lines of serial output, for error messages.
+    pub fn serial_tail(&self, lines: usize) -> String {
+        let (history, _) = self.inner.serial.subscribe();
+        let text = String::from_utf8_lossy(&history);
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Press keys together on the VGA keyboard (QKeyCode names, e.g. `["ctrl", "alt", "f2"]`).
+    pub async fn send_key(&self, keys: &[&str]) -> Result<(), MachineError> {
+        Ok(self.inner.qmp.send_key(keys).await?)
+    }
+
+    /// The VGA screen now.
+    pub async fn screenshot(&self) -> Result<Picture, MachineError> {
+        self.inner.qmp.screendump(&self.inner.screen_file).await?;
+        let bytes = tokio::fs::read(&self.inner.screen_file).await?;
+        parse_ppm(&bytes).map_err(MachineError::Screen)
+    }
+
+    pub fn vnc(&self) -> Option<SocketAddr> {
+        self.inner.vnc
+    }
+
+    pub fn ssh_port(&self) -> Option<u16> {
+        self.inner.ssh_port
+    }
+
+    pub fn accelerator(&self) -> Accelerator {
+        self.inner.accelerator
+    }
+
+    /// The full QEMU command line, shown verbatim to the user.
+    pub fn argv(&self) -> &[String] {
+        &self.inner.argv
+    }
+
+    pub fn serial_log(&self) -> &Path {
+        &self.inner.serial_log
+    }
+
+    pub fn qmp(&self) -> &Qmp {
+        &self.inner.qmp
+    }
+}
+
+/// A QEMU process kiln started and owns.
+pub struct Machine {
+    child: Child,
+    view: MachineView,
+    stderr: Arc<Mutex<String>>,
+    guest_shutdown: Arc<Mutex<Option<String>>>,
+    stop_requested: bool,
+    record: Option<PathBuf>,
+    _run_dir: RunDir,
+}
+
+impl Machine {
+    /// Start a machine; with an SSH forward, walk ports upward while QEMU says the forwarding
+    /// rule could not be set up (as the Djinn driver does).
+    pub async fn start(spec: &MachineSpec) -> Result<Machine, MachineError> {
+        let Some(first) = spec.ssh_forward_from else {
+            return Machine::start_once(spec, None).await;
+        };
+        let last = first.saturating_add(PORT_ATTEMPTS - 1);
+        for port in first..=last {
+            match Machine::start_once(spec, Some(port)).await {
+                Err(MachineError::Exited(stderr))
+                    if stderr.contains("Could not set up host forwarding rule") =>
+                {
+                    tracing::info!("port {port} is taken; trying {}", port + 1);
+                }
+                other => return other,
+            }
+        }
+        Err(MachineError::NoFreePort { first, last })
+    }
+
+    async fn start_once(
+        spec: &MachineSpec,
+        ssh_port: Option<u16>,
+    ) -> Result<Machine, MachineError> {
+        let run_dir = RunDir::create(&spec.purpose)?;
+        let qmp_socket = run_dir.0.join("qmp.sock");
+        let serial_socket = run_dir.0.join("serial.sock");
+        let vnc = if spec.vnc {
+            Some(free_vnc_display()?)
+        } else {
+            None
+        };
+
+        let mut argv = vec![QEMU.to_string()];
+        argv.extend(spec.guest_args(ssh_port));
+        argv.extend(["-display".into(), "none".into()]);
+        if let Some((display, _)) = vnc {
+            argv.extend(["-vnc".into(), format!("127.0.0.1:{display}")]);
+        }
+        argv.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qemu_escape(&qmp_socket)),
+            "-chardev".into(),
+            format!(
+                "socket,id=serial0,path={},server=on,wait=off,logfile={}",
+                qemu_escape(&serial_socket),
+                qemu_escape(&spec.serial_log)
+            ),
+            "-serial".into(),
+            "chardev:serial0".into(),
+            "-S".into(),
+        ]);
+        tracing::info!("starting {}", argv.join(" "));
+
+        let mut command = Command::new(QEMU);
+        command
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill QEMU with
+        // SIGKILL if kiln's thread that started it dies, so not even `kill -9 kiln` orphans it.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                MachineError::QemuMissing
+            } else {
+                MachineError::Io(e)
+            }
+        })?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(mut pipe) = child.stderr.take() {
+            let stderr = stderr.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buffer).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let text = String::from_utf8_lossy(&buffer[..n]).into_owned();
+                    tracing::info!("qemu stderr: {}", text.trim_end());
+                    stderr.lock().expect("stderr lock").push_str(&text);
+                }
+            });
+        }
+
+        // QEMU that cannot start (image locked, port taken) exits before QMP answers.
+        let qmp = tokio::select! {
+            qmp = Qmp::connect(&qmp_socket, CONNECT_TIMEOUT) => qmp,
+            status = child.wait() => {
+                let status = status?;
+                // Let the stderr reader catch up with QEMU's last words.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let text = stderr.lock().expect("stderr lock").trim().to_string();
+                return Err(explain_start_failure(spec, status.to_string(), text));
+            }
+        }?;
+
+        let serial = connect_serial(&serial_socket).await?;
+        let console = Console::new(24, 80);
+        let serial_output = Arc::new(SerialOutput::new());
+        let (serial_input, input_rx) = mpsc::unbounded_channel();
+        spawn_serial_pumps(serial, console.clone(), serial_output.clone(), input_rx);
+
+        let guest_shutdown = Arc::new(Mutex::new(None));
+        let mut events = qmp.events();
+        {
+            let guest_shutdown = guest_shutdown.clone();
+            tokio::spawn(async move {
+                while let Ok(event) = events.recv().await {
+                    if let QmpEvent::Shutdown {
+                        guest: true,
+                        reason,
+                    } = event
+                    {
+                        *guest_shutdown.lock().expect("shutdown lock") = Some(reason);
+                    }
+                }
+            });
+        }
+
+        let view = MachineView {
+            inner: Arc::new(ViewInner {
+                console,
+                serial_input,
+                serial: serial_output,
+                qmp: qmp.clone(),
+                vnc: vnc.map(|(_, addr)| addr),
+                ssh_port,
+                accelerator: spec.accelerator,
+                argv,
+                screen_file: run_dir.0.join("screen.ppm"),
+                serial_log: spec.serial_log.clone(),
+            }),
+        };
+        let record = spec
+            .record_dir
+            .as_deref()
+            .and_then(|dir| write_record(dir, &child, spec).ok());
+        qmp.cont().await?;
+        Ok(Machine {
+            child,
+            view,
+            stderr,
+            guest_shutdown,
+            stop_requested: false,
+            record,
+            _run_dir: run_dir,
+        })
+    }
+
+    pub fn view(&self) -> MachineView {
+        self.view.clone()
+    }
+
+    /// Wait until QEMU exits, and say why it did.
+    pub async fn wait(&mut self) -> Result<Ending, MachineError> {
+        let status = self.child.wait().await?;
+        // QEMU sends SHUTDOWN before it exits; give the QMP reader a moment to deliver it.
+        for _ in 0..20 {
+            if self.view.qmp().is_closed() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.remove_record();
+        let shutdown = self.guest_shutdown.lock().expect("shutdown lock").clone();
+        Ok(match shutdown {
+            Some(reason) if !self.stop_requested => Ending::GuestShutdown { reason },
+            _ if self.stop_requested => Ending::Stopped,
+            _ => Ending::Died {
+                status: status.to_string(),
+                stderr: self.stderr.lock().expect("stderr lock").trim().to_string(),
+            },
+        })
+    }
+
+    /// Stop the machine: ACPI power button, then QMP quit, then kill — each after a wait.
+    pub async fn shut_down(&mut self, grace: Duration) {
+        self.stop_requested = true;
+        if self.child.try_wait().ok().flatten().is_some() {
+            self.remove_record();
+            return;
+        }
+        let qmp = self.view.qmp().clone();
+        if qmp.system_powerdown().await.is_ok()
+            && tokio::time::timeout(grace, self.child.wait()).await.is_ok()
+        {
+            self.remove_record();
+            return;
+        }
+        let _ = qmp.quit().await;
+        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+        self.remove_record();
+    }
+
+    fn remove_record(&mut self) {
+        if let Some(record) = self.record.take() {
+            let _ = std::fs::remove_file(record);
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // kill_on_drop ends QEMU; the record goes with it.
+        self.remove_record();
+    }
+}
+
+fn explain_start_failure(spec: &MachineSpec, status: String, stderr: String) -> MachineError {
+    if stderr.contains("Failed to get \"write\" lock") || stderr.contains("Failed to get shared") {
+        MachineError::ImageInUse(spec.disk.clone())
+    } else if stderr.contains("No such file or directory")
+        && stderr.contains(&spec.disk.display().to_string())
+    {
+        MachineError::ImageMissing(spec.disk.clone())
+    } else if stderr.is_empty() {
+        MachineError::Exited(status)
+    } else {
+        MachineError::Exited(stderr)
+    }
+}
+
+async fn connect_serial(path: &Path) -> Result<UnixStream, MachineError> {
+    let mut last_error = None;
+    for _ in 0..50 {
+        match UnixStream::connect(path).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last_error = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(MachineError::Serial(
+        last_error.expect("at least one attempt"),
+    ))
+}
+
+/// Serial output fanned out to subscribers, with recent history for late ones.
+struct SerialOutput {
+    history: Mutex<VecDeque<u8>>,
+    live: broadcast::Sender<Vec<u8>>,
+}
+
+impl SerialOutput {
+    const HISTORY: usize = 1 << 20;
+
+    fn new() -> SerialOutput {
+        SerialOutput {
+            history: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(1024).0,
+        }
+    }
+
+    fn publish(&self, bytes: &[u8]) {
+        // Held across both so a subscriber sees each byte exactly once.
+        let mut history = self.history.lock().expect("serial history lock");
+        history.extend(bytes);
+        let excess = history.len().saturating_sub(Self::HISTORY);
+        history.drain(..excess);
+        let _ = self.live.send(bytes.to_vec());
+    }
+
+    fn subscribe(&self) -> (Vec<u8>, broadcast::Receiver<Vec<u8>>) {
+        let history = self.history.lock().expect("serial history lock");
+        (history.iter().copied().collect(), self.live.subscribe())
+    }
+}
+
+fn spawn_serial_pumps(
+    serial: UnixStream,
+    console: Console,
+    output: Arc<SerialOutput>,
+    mut input: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let (mut reader, mut writer) = serial.into_split();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 8192];
+        while let Ok(n) = reader.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            console.feed(&buffer[..n]);
+            output.publish(&buffer[..n]);
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = input.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A free VNC display on 127.0.0.1 (display N listens on port 5900+N).
+fn free_vnc_display() -> Result<(u16, SocketAddr), MachineError> {
+    for display in 0..100u16 {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 5900 + display));
+        if TcpListener::bind(addr).is_ok() {
+            return Ok((display, addr));
+        }
+    }
+    Err(MachineError::Exited(
+        "no free VNC port between 5900 and 5999".into(),
+    ))
+}
+
+/// A private directory for one machine's sockets and screen dumps, removed on drop.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn create(purpose: &str) -> std::io::Result<RunDir> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        // Short, under /tmp: unix socket paths are limited to 107 bytes.
+        let dir = std::env::temp_dir().join(format!(
+            "kiln-{}-{}-{purpose}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(RunDir(dir))
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a record of a running machine says, for finding it after kiln crashed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MachineRecord {
+    pub qemu_pid: u32,
+    pub kiln_pid: u32,
+    pub purpose: String,
+    pub image: PathBuf,
+}
+
+fn write_record(dir: &Path, child: &Child, spec: &MachineSpec) -> std::io::Result<PathBuf> {
+    let qemu_pid = child.id().unwrap_or_default();
+    std::fs::create_dir_all(dir)?;
+    let record = MachineRecord {
+        qemu_pid,
+        kiln_pid: std::process::id(),
+        purpose: spec.purpose.clone(),
+        image: spec.disk.clone(),
+    };
+    let path = dir.join(format!("{qemu_pid}.json"));
+    std::fs::write(
+        &path,
+        serde_json::to_string(&record).expect("record serialises"),
+    )?;
+    Ok(path)
+}
+
+/// Machines left running by a kiln that is no longer alive.
+pub fn leftovers(record_dir: &Path) -> Vec<(PathBuf, MachineRecord)> {
+    let Ok(entries) = std::fs::read_dir(record_dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(record) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| serde_json::from_str::<MachineRecord>(&text).ok())
+        else {
+            continue;
+        };
+        if process_alive(record.kiln_pid) {
+            continue; // its kiln still owns it
+        }
+        if is_qemu(record.qemu_pid) {
+            found.push((path, record));
+        } else {
+            let _ = std::fs::remove_file(&path); // stale record of a machine that is gone
+        }
+    }
+    found
+}
+
+/// Stop a leftover machine (SIGTERM, then SIGKILL) and forget its record.
+pub async fn clean_leftover(path: &Path, record: &MachineRecord) {
+    let pid = record.qemu_pid as i32;
+    // SAFETY: plain kill(2) on a pid we verified is a qemu-system process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for _ in 0..30 {
+        if !is_qemu(record.qemu_pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if is_qemu(record.qemu_pid) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(path);
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn is_qemu(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("qemu-system"))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MachineSpec {
+        MachineSpec {
+            purpose: "install".into(),
+            accelerator: Accelerator::Tcg,
+            memory_mib: 1024,
+            cpus: 1,
+            disk: PathBuf::from("/images/a,b.qcow2"),
+            snapshot: false,
+            cdrom: Some(PathBuf::from("/isos/debian.iso")),
+            ssh_forward_from: None,
+            no_reboot: true,
+            vnc: false,
+            serial_log: PathBuf::from("/images/a.install.serial.log"),
+            record_dir: None,
+        }
+    }
+
+    #[test]
+    fn guest_args_escape_commas_and_bind_forwards_to_loopback() {
+        let args = spec().guest_args(Some(2222)).join(" ");
+        assert_eq!(
+            args,
+            "-name kiln-install -accel tcg -smp 1 -m 1024 \
+             -drive file=/images/a,,b.qcow2,media=disk,if=virtio -cdrom /isos/debian.iso \
+             -net nic,model=virtio -net user,hostfwd=tcp:127.0.0.1:2222-:22 -no-reboot"
+        );
+        let mut kvm = spec();
+        kvm.accelerator = Accelerator::Kvm;
+        kvm.snapshot = true;
+        let args = kvm.guest_args(None).join(" ");
+        assert!(args.contains("-accel kvm -cpu host"));
+        assert!(args.contains("if=virtio,snapshot=on"));
+        assert!(args.ends_with("-net user -no-reboot"));
+    }
+
+    #[test]
+    fn start_failures_are_explained() {
+        let spec = spec();
+        let locked = explain_start_failure(
+            &spec,
+            "exit status: 1".into(),
+            "qemu-system-x86_64: -drive file=…: Failed to get \"write\" lock\nIs another process using the image?".into(),
+        );
+        assert!(matches!(locked, MachineError::ImageInUse(_)));
+        let other = explain_start_failure(&spec, "exit status: 1".into(), "boom".into());
+        assert_eq!(other.to_string(), "QEMU stopped at start: boom");
+    }
+}

@@ -1,0 +1,131 @@
+//! The Install screen's state: the form, then the running machine's console and screen.
+
+use crossterm::event::{KeyCode, KeyEvent};
+
+use crate::engine::install::InstallOutcome;
+use crate::engine::machine::MachineView;
+use crate::engine::screen::Picture;
+use crate::engine::task::{Level, Progress};
+use crate::tui::widgets::text_field::TextField;
+
+/// The fields of the Install form, in Tab order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallField {
+    Image,
+    Iso,
+    Sha256,
+    Button,
+}
+
+impl InstallField {
+    const ORDER: [InstallField; 4] = [
+        InstallField::Image,
+        InstallField::Iso,
+        InstallField::Sha256,
+        InstallField::Button,
+    ];
+
+    fn step(self, forward: bool) -> InstallField {
+        let i = Self::ORDER.iter().position(|f| *f == self).unwrap_or(0);
+        let n = Self::ORDER.len();
+        Self::ORDER[if forward {
+            (i + 1) % n
+        } else {
+            (i + n - 1) % n
+        }]
+    }
+}
+
+/// Which view of the machine is shown when there is room for only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Console,
+    Screen,
+}
+
+/// Where typed keys go while a machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTarget {
+    Kiln,
+    Serial,
+    Vga,
+}
+
+pub struct InstallScreen {
+    pub image: TextField,
+    pub iso: TextField,
+    pub sha256: TextField,
+    pub field: InstallField,
+    pub log: Vec<(Level, String)>,
+    pub progress: Option<Progress>,
+    pub error: Option<String>,
+    pub outcome: Option<InstallOutcome>,
+    pub machine: Option<MachineView>,
+    pub pane: Pane,
+    pub keys_to: KeyTarget,
+    pub picture: Option<Picture>,
+}
+
+/// Terminal width from which console and screen are shown side by side.
+pub const SIDE_BY_SIDE_WIDTH: u16 = 140;
+
+impl InstallScreen {
+    pub fn new() -> InstallScreen {
+        InstallScreen {
+            image: TextField::new(""),
+            iso: TextField::new(""),
+            sha256: TextField::new(""),
+            field: InstallField::Image,
+            log: Vec::new(),
+            progress: None,
+            error: None,
+            outcome: None,
+            machine: None,
+            pane: Pane::Console,
+            keys_to: KeyTarget::Kiln,
+            picture: None,
+        }
+    }
+
+    /// Form keys; `true` from Enter means "start the install".
+    pub fn handle_form_key(&mut self, key: KeyEvent) -> bool {
+        match key.code {
+            KeyCode::Tab | KeyCode::Down => self.field = self.field.step(true),
+            KeyCode::BackTab | KeyCode::Up => self.field = self.field.step(false),
+            KeyCode::Enter => return true,
+            _ => {
+                let field = match self.field {
+                    InstallField::Image => &mut self.image,
+                    InstallField::Iso => &mut self.iso,
+                    InstallField::Sha256 => &mut self.sha256,
+                    InstallField::Button => return false,
+                };
+                field.edit(key);
+            }
+        }
+        false
+    }
+
+    /// Whether the VGA picture is on screen at this terminal width (and so worth refreshing).
+    pub fn screen_visible(&self, width: u16) -> bool {
+        self.machine.is_some() && (width >= SIDE_BY_SIDE_WIDTH || self.pane == Pane::Screen)
+    }
+
+    /// Hint under the ISO field while typing.
+    pub fn iso_message(&self) -> Option<(Level, String)> {
+        let iso = self.iso.value.trim();
+        if iso.is_empty() {
+            return Some((Level::Warn, "path of the installer ISO to boot".into()));
+        }
+        match crate::engine::iso::validate(std::path::Path::new(iso)) {
+            Ok(()) => Some((Level::Info, "bootable ISO 9660 image".into())),
+            Err(e) => Some((Level::Warn, e.to_string())),
+        }
+    }
+}
+
+impl Default for InstallScreen {
+    fn default() -> Self {
+        Self::new()
+    }
+}
