@@ -111,6 +111,10 @@ pub async fn install(
     if !request.image.exists() {
         return Err(InstallError::NoImage(request.image));
     }
+    // Absolute paths in QEMU's command line and the machine record say exactly which file.
+    let mut request = request;
+    request.image = std::fs::canonicalize(&request.image).unwrap_or(request.image);
+    request.iso = std::fs::canonicalize(&request.iso).unwrap_or(request.iso);
     if image::is_locked(&request.image).await {
         return Err(InstallError::InUse(request.image));
     }

@@ -7,7 +7,7 @@
 //! find a machine that survived anyway.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -268,17 +268,14 @@ impl Machine {
         let run_dir = RunDir::create(&spec.purpose)?;
         let qmp_socket = run_dir.0.join("qmp.sock");
         let serial_socket = run_dir.0.join("serial.sock");
-        let vnc = if spec.vnc {
-            Some(free_vnc_display()?)
-        } else {
-            None
-        };
 
         let mut argv = vec![QEMU.to_string()];
         argv.extend(spec.guest_args(ssh_port));
         argv.extend(["-display".into(), "none".into()]);
-        if let Some((display, _)) = vnc {
-            argv.extend(["-vnc".into(), format!("127.0.0.1:{display}")]);
+        if spec.vnc {
+            // QEMU takes the first free display from 0 to 99 itself: no race with other
+            // machines starting at the same moment.
+            argv.extend(["-vnc".into(), "127.0.0.1:0,to=99".into()]);
         }
         argv.extend([
             "-qmp".into(),
@@ -345,6 +342,11 @@ impl Machine {
             }
         }?;
 
+        let vnc = if spec.vnc {
+            qmp.vnc_address().await?
+        } else {
+            None
+        };
         let serial = connect_serial(&serial_socket).await?;
         let console = Console::new(24, 80);
         let serial_output = Arc::new(SerialOutput::new());
@@ -374,7 +376,7 @@ impl Machine {
                 serial_input,
                 serial: serial_output,
                 qmp: qmp.clone(),
-                vnc: vnc.map(|(_, addr)| addr),
+                vnc,
                 ssh_port,
                 accelerator: spec.accelerator,
                 argv,
@@ -545,19 +547,6 @@ fn spawn_serial_pumps(
             }
         }
     });
-}
-
-/// A free VNC display on 127.0.0.1 (display N listens on port 5900+N).
-fn free_vnc_display() -> Result<(u16, SocketAddr), MachineError> {
-    for display in 0..100u16 {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 5900 + display));
-        if TcpListener::bind(addr).is_ok() {
-            return Ok((display, addr));
-        }
-    }
-    Err(MachineError::Exited(
-        "no free VNC port between 5900 and 5999".into(),
-    ))
 }
 
 /// A private directory for one machine's sockets and screen dumps, removed on drop.

@@ -7,6 +7,7 @@
 //! waiting on the same `id`, and turns events into [`QmpEvent`]s, unknown names included.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -350,6 +351,16 @@ impl Qmp {
         })
         .await?;
         Ok(())
+    }
+
+    /// Where QEMU's VNC server listens, when it has one (`-vnc 127.0.0.1:0,to=99` picks
+    /// the first free display, so only QEMU knows the port).
+    pub async fn vnc_address(&self) -> Result<Option<SocketAddr>, QmpError> {
+        let info = self.execute(qmp::query_vnc {}).await?;
+        let (Some(host), Some(service)) = (info.host, info.service) else {
+            return Ok(None);
+        };
+        Ok(format!("{host}:{service}").parse().ok())
     }
 
     /// Resume a machine started paused (`-S`).

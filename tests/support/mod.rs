@@ -2,6 +2,8 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod djinn;
+pub mod fixtures;
+pub mod guest;
 pub mod tmux;
 
 use std::path::{Path, PathBuf};

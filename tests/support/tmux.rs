@@ -74,6 +74,25 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// How many different colours the screen uses (from a capture with escape sequences).
+    pub fn distinct_colours(&self) -> usize {
+        let out = self
+            .tmux()
+            .args(["capture-pane", "-p", "-e", "-t", &self.session])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut colours: Vec<&str> = text
+            .split('\x1b')
+            .filter(|seq| seq.starts_with("[38;2;") || seq.starts_with("[48;2;"))
+            .filter_map(|seq| seq.split('m').next())
+            .map(|seq| &seq[4..])
+            .collect();
+        colours.sort_unstable();
+        colours.dedup();
+        colours.len()
+    }
+
     /// `#{alternate_on}` and friends.
     pub fn display(&self, format: &str) -> String {
         let out = self

@@ -7,7 +7,7 @@ use crate::tui::theme::Theme;
 use crate::tui::widgets::dialog;
 
 /// Every key the workbench knows, by where it works.
-pub const KEYS: [(&str, &str, &str); 14] = [
+pub const KEYS: [(&str, &str, &str); 18] = [
     ("anywhere", "Ctrl-C", "quit (stops a running step first)"),
     ("anywhere", "F1", "this help"),
     ("step list", "↑ ↓  k j", "choose a step"),
@@ -21,11 +21,23 @@ pub const KEYS: [(&str, &str, &str); 14] = [
     ("form", "Space", "toggle a checkbox"),
     ("form", "Enter", "run the step"),
     ("form", "Esc", "back to the steps; cancel a run"),
+    (
+        "machine",
+        "c / v",
+        "type into the serial console / VGA screen",
+    ),
+    ("machine", "Ctrl-]", "give the keyboard back to kiln"),
+    (
+        "machine",
+        "t",
+        "switch console and screen (narrow terminals)",
+    ),
+    ("machine", "Esc", "stop the machine (asks first)"),
     ("dialogs", "y / n, Esc", "answer; close an overlay"),
 ];
 
 pub fn draw(frame: &mut Frame, theme: &Theme) {
-    let area = dialog::centred(frame.area(), 76, KEYS.len() as u16 + 4);
+    let area = dialog::centred(frame.area(), 78, KEYS.len() as u16 + 3);
     let mut lines = Vec::new();
     for (place, key, what) in KEYS {
         lines.push(Line::from(vec![

@@ -1,0 +1,171 @@
+//! `kiln install` on the real fixture installer ISO under real QEMU (TCG).
+
+mod support;
+
+use std::time::Duration;
+
+use support::fixtures::fixtures;
+use support::guest::{boot, qemu_running_with, wait_for_ssh_banner};
+use support::{Sandbox, text};
+
+#[test]
+fn create_install_then_the_disk_boots_on_its_own_to_sshd() {
+    let fixtures = fixtures();
+    let sandbox = Sandbox::new();
+    let out = sandbox.kiln(&["create", "fresh.qcow2", "--size", "4G"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let iso = fixtures.iso.display().to_string();
+    let out = sandbox.kiln(&[
+        "--memory",
+        "1024",
+        "--cpus",
+        "1",
+        "install",
+        "fresh.qcow2",
+        "--iso",
+        &iso,
+        "--timeout",
+        "900",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "install failed:\n{stderr}\n--- serial ---\n{stdout}"
+    );
+    // The serial console streamed to stdout from its first lines to the installer's last.
+    assert!(stdout.contains("Linux version"), "{stdout}");
+    assert!(
+        stdout.contains("kiln-installer: done, powering off"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("guest-shutdown"), "{stderr}");
+    assert!(stderr.contains("VNC at 127.0.0.1:"), "{stderr}");
+    let log = std::fs::read_to_string(sandbox.work().join("fresh.install.serial.log")).unwrap();
+    assert!(
+        log.contains("kiln-installer: done"),
+        "serial log next to the image"
+    );
+    assert!(!qemu_running_with(&sandbox.work().display().to_string()));
+
+    // Independently of kiln: the installed disk boots from its own disk to sshd.
+    let guest = boot(
+        &sandbox.work().join("fresh.qcow2"),
+        &sandbox.path().join("boot.log"),
+    );
+    let banner = wait_for_ssh_banner(guest.ssh_port, Duration::from_secs(300));
+    let serial = std::fs::read_to_string(sandbox.path().join("boot.log")).unwrap_or_default();
+    assert!(
+        banner.is_some(),
+        "no SSH banner from the installed disk; serial:\n{serial}"
+    );
+}
+
+#[test]
+fn install_refuses_bad_input_with_clear_errors() {
+    let fixtures = fixtures();
+    let sandbox = Sandbox::new();
+    assert!(
+        sandbox
+            .kiln(&["create", "d.qcow2", "--size", "1G"])
+            .status
+            .success()
+    );
+    std::fs::write(sandbox.work().join("notes.iso"), vec![b'x'; 64 * 1024]).unwrap();
+    let iso = fixtures.iso.display().to_string();
+
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["install", "d.qcow2", "--iso", "missing.iso"],
+            "does not exist",
+        ),
+        (
+            &["install", "d.qcow2", "--iso", "notes.iso"],
+            "not an ISO 9660 image",
+        ),
+        (&["install", "nope.qcow2", "--iso", &iso], "create it first"),
+    ];
+    for (args, expected) in cases {
+        let out = sandbox.kiln(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+
+    let wrong_sum = "0".repeat(64);
+    let out = sandbox.kiln(&["install", "d.qcow2", "--iso", &iso, "--sha256", &wrong_sum]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("checksum mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn install_refuses_an_image_in_use() {
+    let fixtures = fixtures();
+    let sandbox = Sandbox::new();
+    assert!(
+        sandbox
+            .kiln(&["create", "busy.qcow2", "--size", "1G"])
+            .status
+            .success()
+    );
+    let image = sandbox.work().join("busy.qcow2");
+    let mut holder = std::process::Command::new("qemu-io")
+        .arg(&image)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let iso = fixtures.iso.display().to_string();
+    let out = sandbox.kiln(&["install", "busy.qcow2", "--iso", &iso]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn install_without_qemu_system_says_what_to_install() {
+    let fixtures = fixtures();
+    let sandbox = Sandbox::new();
+    assert!(
+        sandbox
+            .kiln(&["create", "d.qcow2", "--size", "1G"])
+            .status
+            .success()
+    );
+    // A PATH with qemu-img but no qemu-system-x86_64.
+    let bin = sandbox.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/qemu-img", bin.join("qemu-img")).unwrap();
+    let out = std::process::Command::new(support::kiln_bin())
+        .args(["install", "d.qcow2", "--iso"])
+        .arg(&fixtures.iso)
+        .current_dir(sandbox.work())
+        .envs(sandbox.env())
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("apt-get install qemu-system-x86"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,65 @@
+//! The real test guests, built from Debian packages by tests/fixtures/build.sh (cached).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Paths of the built fixtures and the facts in guest.env.
+pub struct Fixtures {
+    pub disk: PathBuf,
+    pub iso: PathBuf,
+    pub env: HashMap<String, String>,
+}
+
+impl Fixtures {
+    pub fn var(&self, name: &str) -> &str {
+        self.env
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("{name} in guest.env"))
+    }
+}
+
+/// Build (or reuse) the fixtures once per test binary; build.sh itself locks across binaries.
+pub fn fixtures() -> &'static Fixtures {
+    static FIXTURES: OnceLock<Fixtures> = OnceLock::new();
+    FIXTURES.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("all")
+            .output()
+            .expect("tests/fixtures/build.sh runs");
+        assert!(
+            out.status.success(),
+            "fixture build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = |key: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("build.sh printed no {key}:\n{stdout}"))
+        };
+        let env_file = value("KILN_FIXTURE_ENV");
+        let env = std::fs::read_to_string(&env_file)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    v.trim_matches('\'').trim_matches('"').to_string(),
+                )
+            })
+            .collect();
+        Fixtures {
+            disk: value("KILN_FIXTURE_DISK"),
+            iso: value("KILN_FIXTURE_ISO"),
+            env,
+        }
+    })
+}
