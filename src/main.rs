@@ -40,6 +40,13 @@ async fn run(args: Args) -> Exit {
         Some(Command::Install(install)) => {
             cli::install::run(install, &settings, dirs.as_ref()).await
         }
+        Some(Command::Check(check)) => cli::check::run(check, dirs.as_ref()).await,
+        Some(Command::Configure(configure)) => {
+            cli::configure::run(configure, &settings, dirs.as_ref()).await
+        }
+        Some(Command::Publish(publish)) => {
+            cli::publish::run(publish, &settings, dirs.as_ref()).await
+        }
         Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
         Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),
     }

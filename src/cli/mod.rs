@@ -1,10 +1,13 @@
 //! The headless frontend: one subcommand per step, for scripts and CI.
 
+pub mod check;
 pub mod config;
+pub mod configure;
 pub mod create;
 pub mod doctor;
 pub mod install;
 pub mod logging;
+pub mod publish;
 pub mod report;
 
 use std::path::PathBuf;
@@ -63,6 +66,12 @@ pub enum Command {
     Create(create::CreateArgs),
     /// Boot an installer ISO with the disk attached; the serial console streams to stdout.
     Install(install::InstallArgs),
+    /// Will the CI driver accept this image? Static checks, then a test boot as the driver does it.
+    Check(check::CheckArgs),
+    /// Log in to the installed disk, remove root's password, install the reference sshd_config.
+    Configure(configure::ConfigureArgs),
+    /// Upload to a Djinn namespace, or install for the offline runner or a builds.sr.ht tree.
+    Publish(publish::PublishArgs),
     /// Show what this host can do: QEMU, KVM, CPUs, memory, disk space.
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.

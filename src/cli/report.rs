@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::machine::MachineView;
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
+use crate::engine::verify::Verdict;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -53,6 +54,12 @@ where
                     streams.push(tokio::spawn(stream_serial(view)));
                 }
             }
+            Event::Check(check) => eprintln!(
+                "kiln {step}: [{}] {}: {}",
+                verdict_word(check.verdict),
+                check.name,
+                check.detail
+            ),
             Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),
             Event::Failed { error } => eprintln!("kiln {step}: failed: {error}"),
         }
@@ -63,6 +70,16 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), stream).await;
     }
     result
+}
+
+/// `pass`, `FAIL`, `warn`, `skip`: the words every text report uses.
+pub fn verdict_word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Pass => "pass",
+        Verdict::Fail => "FAIL",
+        Verdict::Warn => "warn",
+        Verdict::Skipped => "skip",
+    }
 }
 
 /// Copy a machine's serial output (from its first byte) to stdout until the machine ends.

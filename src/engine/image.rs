@@ -424,6 +424,22 @@ pub async fn image_info(path: &Path) -> Result<ImageInfo, CreateError> {
     parse_info(path, &json).map_err(CreateError::ReadBack)
 }
 
+/// `qemu-img info -U`: reads the header even while a running QEMU holds the image.
+pub async fn image_info_shared(path: &Path) -> Result<ImageInfo, CreateError> {
+    let json = run_tool(
+        "qemu-img",
+        [
+            "info".as_ref(),
+            "-U".as_ref(),
+            "--output=json".as_ref(),
+            path.as_os_str(),
+        ],
+        QEMU_IMG_TIMEOUT,
+    )
+    .await?;
+    parse_info(path, &json).map_err(CreateError::ReadBack)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,12 +134,14 @@ pub async fn install(
         cpus: request.cpus,
         disk: request.image.clone(),
         snapshot: false,
+        discard: false,
         cdrom: Some(request.iso.clone()),
         ssh_forward_from: None,
         no_reboot: true,
         vnc: request.vnc,
         serial_log: serial_log_path(&request.image, "install"),
         record_dir: request.record_dir.clone(),
+        driver: None,
     };
     reporter.info(match request.accelerator {
         Accelerator::Kvm => "accelerator: KVM".to_string(),

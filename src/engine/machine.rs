@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{broadcast, mpsc};
 
 use super::console::Console;
+use super::driver::DriverProfile;
 use super::host::Accelerator;
 use super::process::{ToolError, install_hint};
 use super::qmp::{Qmp, QmpError, QmpEvent};
@@ -42,6 +43,9 @@ pub struct MachineSpec {
     pub disk: PathBuf,
     /// Boot with `snapshot=on`: the image file is never written.
     pub snapshot: bool,
+    /// Pass the guest's discards (fstrim) and zero writes through as holes, so freed space
+    /// can be compacted away later (QEMU's default drops them).
+    pub discard: bool,
     pub cdrom: Option<PathBuf>,
     /// Forward 127.0.0.1:PORT to the guest's port 22, trying upward from this port.
     pub ssh_forward_from: Option<u16>,
@@ -53,11 +57,19 @@ pub struct MachineSpec {
     pub serial_log: PathBuf,
     /// Where records of running machines live, for crash recovery.
     pub record_dir: Option<PathBuf>,
+    /// Boot exactly as this CI driver does instead (the fields above that the driver fixes —
+    /// size, drive, network — are then the driver's).
+    pub driver: Option<DriverProfile>,
 }
 
 impl MachineSpec {
     /// The guest-facing part of the command line (what a person would type by hand).
     pub fn guest_args(&self, ssh_port: Option<u16>) -> Vec<String> {
+        if let (Some(driver), Some(port)) = (&self.driver, ssh_port) {
+            let mut args = vec!["-name".into(), format!("kiln-{}", self.purpose)];
+            args.extend(driver.guest_args(&self.disk, port));
+            return args;
+        }
         let mut args = vec!["-name".into(), format!("kiln-{}", self.purpose)];
         match self.accelerator {
             Accelerator::Kvm => args.extend(["-accel", "kvm", "-cpu", "host"].map(String::from)),
@@ -72,6 +84,9 @@ impl MachineSpec {
         let mut drive = format!("file={},media=disk,if=virtio", qemu_escape(&self.disk));
         if self.snapshot {
             drive.push_str(",snapshot=on");
+        }
+        if self.discard {
+            drive.push_str(",discard=unmap,detect-zeroes=unmap");
         }
         args.extend(["-drive".into(), drive]);
         if let Some(iso) = &self.cdrom {
@@ -666,12 +681,14 @@ mod tests {
             cpus: 1,
             disk: PathBuf::from("/images/a,b.qcow2"),
             snapshot: false,
+            discard: false,
             cdrom: Some(PathBuf::from("/isos/debian.iso")),
             ssh_forward_from: None,
             no_reboot: true,
             vnc: false,
             serial_log: PathBuf::from("/images/a.install.serial.log"),
             record_dir: None,
+            driver: None,
         }
     }
 

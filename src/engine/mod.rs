@@ -2,16 +2,21 @@
 //! headless CLI both drive it through [`task::Task`]s and the events they report.
 
 pub mod config;
+pub mod configure;
 pub mod console;
+pub mod driver;
 pub mod host;
 pub mod image;
 pub mod install;
 pub mod iso;
 pub mod machine;
 pub mod process;
+pub mod publish;
 pub mod qmp;
 pub mod screen;
+pub mod ssh;
 pub mod task;
+pub mod verify;
 
 /// The steps of the workflow, in the order a person walks them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

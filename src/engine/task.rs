@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::image::human_bytes;
 use super::machine::MachineView;
+use super::verify::Check;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -68,6 +69,8 @@ pub enum Event {
     },
     /// A machine started: frontends can now show its console and screen and type into it.
     Machine(MachineView),
+    /// A check of the Verify step has its verdict.
+    Check(Check),
     Finished {
         summary: String,
     },
@@ -100,6 +103,11 @@ impl Reporter {
             level: Level::Warn,
             message,
         });
+    }
+
+    /// Report a check's verdict as soon as it is known.
+    pub fn check(&self, check: Check) {
+        self.send(Event::Check(check));
     }
 
     /// Hand the frontend a view of a machine the step started.

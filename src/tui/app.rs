@@ -415,6 +415,7 @@ impl App {
             Event::Log { level, message } => log.push((level, message)),
             Event::Progress(p) => *progress = Some(p),
             Event::Machine(view) => self.install.machine = Some(view),
+            Event::Check(_) => {}
             // The result panel shows what the summary says.
             Event::Finished { .. } => {}
             Event::Failed { error: message } => *error = Some(message),

@@ -1,0 +1,167 @@
+//! `kiln configure IMAGE --user U (--password-file F | --key K)`: passwordless root and the
+//! reference sshd_config; exit 0 only when a fresh root login with an empty password worked.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use super::{Exit, report};
+use crate::engine::config::{Dirs, Settings};
+use crate::engine::configure::{self, ConfigureRequest, Extras, SshdConfig};
+use crate::engine::host;
+use crate::engine::ssh::Auth;
+use crate::engine::task;
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Variant {
+    /// internal-sftp, UsePAM no (Djinn's current base images).
+    #[default]
+    Reference,
+    /// UsePAM yes and the sftp-server binary (the older documented variant).
+    Pam,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigureArgs {
+    /// The installed disk image (booted writable).
+    pub image: PathBuf,
+    /// The user created during install (root works too).
+    #[arg(long, default_value = "root")]
+    pub user: String,
+    /// A file whose first line is the user's password (also used for sudo).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Log in with this private key instead of a password.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A file whose first line is the key's passphrase (asked for when the key is encrypted).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Which documented sshd_config to install.
+    #[arg(long, value_enum, default_value_t)]
+    pub variant: Variant,
+    /// Install this sshd_config instead (it must pass `sshd -t` in the guest).
+    #[arg(long, value_name = "FILE", conflicts_with = "variant")]
+    pub sshd_config: Option<PathBuf>,
+    /// Zero free space and fstrim, so compaction can shrink the image later.
+    #[arg(long)]
+    pub zero_free_space: bool,
+    /// Empty /etc/machine-id: every boot of a clone then makes its own machine ID.
+    #[arg(long)]
+    pub clear_machine_id: bool,
+    /// Remove SSH host keys and install a first-boot unit that regenerates them.
+    #[arg(long)]
+    pub regenerate_host_keys: bool,
+    /// Seconds to wait for the guest's SSH after power-on.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub boot_timeout: u64,
+}
+
+pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
+    let request = match request(args, settings, dirs).await {
+        Ok(request) => request,
+        Err(message) => {
+            eprintln!("kiln configure: {message}");
+            return Exit::Environment;
+        }
+    };
+    let title = format!(
+        "configuring {} as {}",
+        request.image.display(),
+        request.user
+    );
+    let task = task::spawn(title, |reporter| configure::configure(request, reporter));
+    match report::follow("configure", task, false).await {
+        Ok(_) => Exit::Ok,
+        Err(e) if e.is_usage() => Exit::Environment,
+        Err(_) => Exit::Failed,
+    }
+}
+
+async fn request(
+    args: ConfigureArgs,
+    settings: &Settings,
+    dirs: Option<&Dirs>,
+) -> Result<ConfigureRequest, String> {
+    let password = match &args.password_file {
+        Some(file) => Some(first_line(file)?),
+        None if args.key.is_none() && args.user != "root" => {
+            Some(prompt(&format!("password for {}: ", args.user))?)
+        }
+        None => None,
+    };
+    let auth = match &args.key {
+        Some(key) => {
+            if !key.exists() {
+                return Err(format!("key {} does not exist", key.display()));
+            }
+            let passphrase = match &args.passphrase_file {
+                Some(file) => Some(first_line(file)?),
+                None if key_is_encrypted(key) => {
+                    Some(prompt(&format!("passphrase for {}: ", key.display()))?)
+                }
+                None => None,
+            };
+            Auth::Key {
+                path: key.clone(),
+                passphrase,
+            }
+        }
+        None => Auth::Password(password.clone().unwrap_or_default()),
+    };
+    let sshd_config = match (&args.sshd_config, args.variant) {
+        (Some(file), _) => SshdConfig::Custom(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        ),
+        (None, Variant::Reference) => SshdConfig::Reference,
+        (None, Variant::Pam) => SshdConfig::Pam,
+    };
+    let (accelerator, why) = host::choose_accelerator().await;
+    eprintln!("kiln configure: {why}");
+    Ok(ConfigureRequest {
+        image: args.image,
+        user: args.user,
+        auth,
+        sudo_password: password,
+        sshd_config,
+        extras: Extras {
+            zero_free_space: args.zero_free_space,
+            clear_machine_id: args.clear_machine_id,
+            regenerate_host_keys: args.regenerate_host_keys,
+        },
+        accelerator,
+        memory_mib: settings.memory_mib,
+        cpus: settings.cpus,
+        boot_deadline: Duration::from_secs(args.boot_timeout),
+        record_dir: dirs.map(Dirs::machine_records),
+    })
+}
+
+/// The first line of a secret file, without its newline.
+fn first_line(file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Ask on the terminal without echo; refuse when there is no terminal to ask on.
+fn prompt(question: &str) -> Result<String, String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "{}needs a terminal; use --password-file / --passphrase-file",
+            question.trim_end_matches(": ")
+        ));
+    }
+    rpassword::prompt_password(question).map_err(|e| format!("cannot read the answer: {e}"))
+}
+
+/// Whether the key needs a passphrase (russh says so when loading it without one).
+fn key_is_encrypted(key: &Path) -> bool {
+    matches!(
+        russh::keys::load_secret_key(key, None),
+        Err(russh::keys::Error::KeyIsEncrypted)
+    )
+}

@@ -1,0 +1,545 @@
+//! The configure step: boot the installed disk, log in with the install's credentials,
+//! `passwd -d root`, install the reference sshd_config — and never lock anyone out.
+//!
+//! Order matters for that promise: the new config is written beside the old one and checked
+//! with `sshd -t` before anything changes; it replaces the old one with an atomic rename
+//! (after Ctrl-C the file is either the old or the new one); sshd is restarted while our first
+//! session stays open; a *new* root login with an empty password must then succeed, or the
+//! backup is restored through the session that is still open.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+
+use super::host::Accelerator;
+use super::image;
+use super::install::serial_log_path;
+use super::machine::{Machine, MachineError, MachineSpec};
+use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
+use super::task::{Reporter, Summary, TaskPanicked};
+
+/// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
+pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.reference");
+/// The older documented variant: PAM on, sftp-server binary.
+pub const PAM_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.pam");
+
+const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
+const BACKUP: &str = "/etc/ssh/sshd_config.kiln-backup";
+const CANDIDATE: &str = "/etc/ssh/sshd_config.kiln-new";
+/// The first port tried for SSH forwarding, as the Djinn driver does.
+pub const FIRST_SSH_PORT: u16 = 2222;
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+const PROOF_DEADLINE: Duration = Duration::from_secs(60);
+const POWEROFF_WAIT: Duration = Duration::from_secs(120);
+const CANCEL_GRACE: Duration = Duration::from_secs(30);
+
+/// Which sshd_config to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SshdConfig {
+    Reference,
+    Pam,
+    /// A file of the person's own.
+    Custom(String),
+}
+
+impl SshdConfig {
+    pub fn text(&self) -> &str {
+        match self {
+            SshdConfig::Reference => REFERENCE_SSHD_CONFIG,
+            SshdConfig::Pam => PAM_SSHD_CONFIG,
+            SshdConfig::Custom(text) => text,
+        }
+    }
+}
+
+/// The optional clean-ups, all off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    /// Zero free space and fstrim, so `publish --compact` can shrink the image.
+    pub zero_free_space: bool,
+    /// Empty /etc/machine-id so every clone gets its own at first boot.
+    pub clear_machine_id: bool,
+    /// Remove SSH host keys and install a first-boot unit that regenerates them.
+    pub regenerate_host_keys: bool,
+}
+
+/// What `kiln configure` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ConfigureRequest {
+    pub image: PathBuf,
+    pub user: String,
+    pub auth: Auth,
+    /// For a non-root user: the password sudo asks for (fed on stdin, never in argv).
+    pub sudo_password: Option<String>,
+    pub sshd_config: SshdConfig,
+    pub extras: Extras,
+    pub accelerator: Accelerator,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// How long to wait for the guest's SSH to answer after power-on.
+    pub boot_deadline: Duration,
+    pub record_dir: Option<PathBuf>,
+}
+
+/// A configured image.
+#[derive(Debug, Clone)]
+pub struct Configured {
+    pub image: PathBuf,
+    pub diff: String,
+    pub proof: String,
+}
+
+impl Summary for Configured {
+    fn summary(&self) -> String {
+        format!(
+            "{}: root logs in with an empty password ({}); the guest was shut down cleanly — next: verify",
+            self.image.display(),
+            self.proof
+        )
+    }
+}
+
+/// Why configuring failed; every variant says whether anything changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigureError {
+    #[error("image {} does not exist", .0.display())]
+    NoImage(PathBuf),
+    #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
+    InUse(PathBuf),
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    #[error("{error}\nlast serial console lines:\n{serial_tail}")]
+    Login {
+        error: SshError,
+        serial_tail: String,
+    },
+    #[error(
+        "sudo refused for {user}: {stderr} (is {user} in group sudo, and is the password right?)"
+    )]
+    Sudo { user: String, stderr: String },
+    #[error("`{command}` failed in the guest: {stderr}")]
+    Guest { command: String, stderr: String },
+    #[error("sshd rejects the new sshd_config, so nothing was changed:\n{0}")]
+    InvalidConfig(String),
+    #[error("root could not log in with an empty password after the change ({error}); the old sshd_config was restored{}", if *.restored { "" } else { " — RESTORE FAILED, log in on the console and copy /etc/ssh/sshd_config.kiln-backup back" })]
+    ProofFailed { error: SshError, restored: bool },
+    #[error(
+        "configure cancelled; the guest was shut down (sshd_config is either the old or the new file, never half)"
+    )]
+    Cancelled,
+    #[error(transparent)]
+    Panicked(#[from] TaskPanicked),
+}
+
+impl ConfigureError {
+    /// Errors about the request or environment (exit 2) rather than the guest (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ConfigureError::NoImage(_)
+                | ConfigureError::InUse(_)
+                | ConfigureError::Machine(MachineError::QemuMissing)
+                | ConfigureError::Machine(MachineError::ImageInUse(_))
+        )
+    }
+}
+
+/// A shell command to run as root, and the stdin that goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootCommand {
+    pub command: String,
+    pub stdin: Option<Vec<u8>>,
+}
+
+/// Wrap `script` so it runs as root: directly for root, else `sudo -S` with the password on
+/// stdin. The password never appears in the command line (visible in `ps` in the guest).
+pub fn as_root(user: &str, sudo_password: Option<&str>, script: &str) -> RootCommand {
+    let quoted = shell_quote(script);
+    if user == "root" {
+        RootCommand {
+            command: format!("sh -c {quoted}"),
+            stdin: None,
+        }
+    } else {
+        RootCommand {
+            command: format!("sudo -S -p '' sh -c {quoted}"),
+            stdin: Some(format!("{}\n", sudo_password.unwrap_or_default()).into_bytes()),
+        }
+    }
+}
+
+/// Single-quote `text` for a POSIX shell.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// A unified diff of the guest's sshd_config against the new one.
+pub fn config_diff(current: &str, new: &str) -> String {
+    similar::TextDiff::from_lines(current, new)
+        .unified_diff()
+        .context_radius(2)
+        .header(SSHD_CONFIG, "new sshd_config")
+        .to_string()
+}
+
+/// Boot the disk, make the change, prove it, shut down cleanly.
+pub async fn configure(
+    request: ConfigureRequest,
+    reporter: Reporter,
+) -> Result<Configured, ConfigureError> {
+    if !request.image.exists() {
+        return Err(ConfigureError::NoImage(request.image));
+    }
+    let image_path = std::fs::canonicalize(&request.image).unwrap_or(request.image.clone());
+    if image::is_locked(&image_path).await {
+        return Err(ConfigureError::InUse(image_path));
+    }
+    let spec = MachineSpec {
+        purpose: "configure".into(),
+        accelerator: request.accelerator,
+        memory_mib: request.memory_mib,
+        cpus: request.cpus,
+        disk: image_path.clone(),
+        snapshot: false,
+        cdrom: None,
+        ssh_forward_from: Some(FIRST_SSH_PORT),
+        no_reboot: false,
+        vnc: true,
+        discard: request.extras.zero_free_space,
+        serial_log: serial_log_path(&image_path, "configure"),
+        record_dir: request.record_dir.clone(),
+        driver: None,
+    };
+    let mut machine = Machine::start(&spec).await?;
+    let view = machine.view();
+    let port = view.ssh_port().expect("configure machines forward SSH");
+    reporter.info(format!(
+        "booting {} writable; SSH forwarded from 127.0.0.1:{port}",
+        image_path.display()
+    ));
+    reporter.machine(view.clone());
+
+    let work = change(&request, &image_path, port, &reporter);
+    let result = tokio::select! {
+        result = work => result,
+        _ = reporter.cancelled() => {
+            reporter.info("stopping: asking the guest to power off…");
+            machine.shut_down(CANCEL_GRACE).await;
+            return Err(ConfigureError::Cancelled);
+        }
+    };
+    match result {
+        Ok((configured, session)) => {
+            power_off(&request, session, &mut machine, &reporter).await;
+            Ok(configured)
+        }
+        Err(error) => {
+            let error = match error {
+                ConfigureError::Login { error, .. } => ConfigureError::Login {
+                    error,
+                    serial_tail: view.serial_tail(15),
+                },
+                other => other,
+            };
+            machine.shut_down(CANCEL_GRACE).await;
+            Err(error)
+        }
+    }
+}
+
+/// Everything between "machine is up" and "proof passed".
+async fn change(
+    request: &ConfigureRequest,
+    image_path: &std::path::Path,
+    port: u16,
+    reporter: &Reporter,
+) -> Result<(Configured, Session), ConfigureError> {
+    let target = SshTarget {
+        host: "127.0.0.1".into(),
+        port,
+        user: request.user.clone(),
+        auth: request.auth.clone(),
+    };
+    reporter.info(format!(
+        "waiting for SSH as {} (up to {} s)…",
+        request.user,
+        request.boot_deadline.as_secs()
+    ));
+    let session = ssh::connect(&target, request.boot_deadline, |stage| {
+        report_stage(reporter, &stage)
+    })
+    .await
+    .map_err(|error| ConfigureError::Login {
+        error,
+        serial_tail: String::new(),
+    })?;
+    let root = |script: &str| as_root(&request.user, request.sudo_password.as_deref(), script);
+
+    let current = run(&session, request, root(&format!("cat {SSHD_CONFIG}"))).await?;
+    let new = request.sshd_config.text();
+    let diff = config_diff(&current, new);
+    reporter.info(format!("changes to {SSHD_CONFIG}:\n{diff}"));
+
+    reporter.info(format!(
+        "backing up {SSHD_CONFIG} to {BACKUP} (kept if one exists)"
+    ));
+    run(
+        &session,
+        request,
+        root(&format!("[ -e {BACKUP} ] || cp -p {SSHD_CONFIG} {BACKUP}")),
+    )
+    .await?;
+
+    reporter.info("writing the new sshd_config beside the old one and checking it with sshd -t");
+    // base64 inside the command, so the file does not share stdin with sudo's password.
+    let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
+    run(
+        &session,
+        request,
+        root(&format!(
+            "echo {encoded} | base64 -d > {CANDIDATE} && chmod 644 {CANDIDATE}"
+        )),
+    )
+    .await?;
+    if let Err(ConfigureError::Guest { stderr, .. }) = run(
+        &session,
+        request,
+        root(&format!("/usr/sbin/sshd -t -f {CANDIDATE}")),
+    )
+    .await
+    {
+        let _ = run(&session, request, root(&format!("rm -f {CANDIDATE}"))).await;
+        return Err(ConfigureError::InvalidConfig(stderr));
+    }
+
+    reporter.info("installing it (atomic rename) and removing root's password (passwd -d root)");
+    run(
+        &session,
+        request,
+        root(&format!(
+            "mv {CANDIDATE} {SSHD_CONFIG} && sync && passwd -d root"
+        )),
+    )
+    .await?;
+    if request.extras.clear_machine_id {
+        reporter.info("emptying /etc/machine-id (each boot of a clone gets its own ID)");
+        run(
+            &session,
+            request,
+            root("truncate -s 0 /etc/machine-id && rm -f /var/lib/dbus/machine-id"),
+        )
+        .await?;
+    }
+    reporter.info("restarting sshd (this session stays open)");
+    run(&session, request, root(RESTART_SSHD)).await?;
+
+    reporter.info("proving it: a new SSH login as root with an empty password…");
+    let proof_target = SshTarget {
+        host: "127.0.0.1".into(),
+        port,
+        user: "root".into(),
+        auth: Auth::Password(String::new()),
+    };
+    let proof = match ssh::connect(&proof_target, PROOF_DEADLINE, |_| {}).await {
+        Ok(root_session) => {
+            let out = root_session.exec("id -u", None, &[], COMMAND_TIMEOUT).await;
+            root_session.close().await;
+            match out {
+                Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "0" => {
+                    format!("new login as root on port {port} ran `id -u` = 0")
+                }
+                Ok(out) => format!(
+                    "logged in as root; `id -u` printed {}",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ),
+                Err(e) => format!("logged in as root, but a command failed: {e}"),
+            }
+        }
+        Err(error) => {
+            reporter.warn(format!(
+                "root login failed ({error}); restoring the old sshd_config"
+            ));
+            let restored = run(
+                &session,
+                request,
+                root(&format!(
+                    "cp -p {BACKUP} {SSHD_CONFIG} && sync && {RESTART_SSHD}"
+                )),
+            )
+            .await
+            .is_ok();
+            return Err(ConfigureError::ProofFailed { error, restored });
+        }
+    };
+    reporter.info(format!("proof passed: {proof}"));
+
+    if request.extras.regenerate_host_keys {
+        reporter.info("removing SSH host keys; a first-boot unit regenerates them (ssh-keygen -A)");
+        run(&session, request, root(REGENERATE_HOST_KEYS)).await?;
+    }
+    if request.extras.zero_free_space {
+        reporter.info("zeroing free space and trimming (this takes a while on a large disk)…");
+        run(&session, request, root(ZERO_FREE_SPACE)).await?;
+    }
+    Ok((
+        Configured {
+            image: image_path.to_path_buf(),
+            diff,
+            proof,
+        },
+        session,
+    ))
+}
+
+const RESTART_SSHD: &str = "if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then \
+     systemctl restart ssh 2>/dev/null || systemctl restart sshd; \
+     elif [ -x /etc/init.d/ssh ]; then /etc/init.d/ssh restart; \
+     else /etc/init.d/sshd restart; fi";
+
+/// Debian does not recreate host keys by itself, so removing them needs a unit that does.
+const REGENERATE_HOST_KEYS: &str = "[ -d /run/systemd/system ] || { echo 'needs systemd to regenerate keys at boot' >&2; exit 1; }; \
+     printf '%s\\n' '[Unit]' 'Description=Regenerate SSH host keys (kiln)' 'Before=ssh.service sshd.service' \
+       'ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key' '[Service]' 'Type=oneshot' 'ExecStart=/usr/bin/ssh-keygen -A' \
+       '[Install]' 'WantedBy=multi-user.target' > /etc/systemd/system/kiln-ssh-host-keys.service && \
+     systemctl enable kiln-ssh-host-keys.service && rm -f /etc/ssh/ssh_host_*";
+
+const ZERO_FREE_SPACE: &str =
+    "dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync; fstrim -av || true";
+
+/// Run a root command and return its stdout; a non-zero exit is an error with stderr.
+async fn run(
+    session: &Session,
+    request: &ConfigureRequest,
+    root: RootCommand,
+) -> Result<String, ConfigureError> {
+    let out = session
+        .exec(&root.command, root.stdin.as_deref(), &[], COMMAND_TIMEOUT)
+        .await
+        .map_err(|error| ConfigureError::Login {
+            error,
+            serial_tail: String::new(),
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    match out.exit_status {
+        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        _ if request.user != "root" && is_sudo_refusal(&stderr) => Err(ConfigureError::Sudo {
+            user: request.user.clone(),
+            stderr,
+        }),
+        _ => Err(ConfigureError::Guest {
+            command: root.command.replace("sudo -S -p '' ", ""),
+            stderr,
+        }),
+    }
+}
+
+fn is_sudo_refusal(stderr: &str) -> bool {
+    stderr.contains("incorrect password")
+        || stderr.contains("is not in the sudoers")
+        || stderr.contains("a password is required")
+        || stderr.contains("Sorry, try again")
+}
+
+async fn power_off(
+    request: &ConfigureRequest,
+    session: Session,
+    machine: &mut Machine,
+    reporter: &Reporter,
+) {
+    reporter.info("shutting the guest down (poweroff)…");
+    // The session dies with the guest, so the command's own result does not matter.
+    let poweroff = as_root(
+        &request.user,
+        request.sudo_password.as_deref(),
+        "sync; (sleep 1; poweroff) >/dev/null 2>&1 &",
+    );
+    let _ = session
+        .exec(
+            &poweroff.command,
+            poweroff.stdin.as_deref(),
+            &[],
+            Duration::from_secs(20),
+        )
+        .await;
+    session.close().await;
+    match tokio::time::timeout(POWEROFF_WAIT, machine.wait()).await {
+        Ok(Ok(_)) => reporter.info("the guest powered off"),
+        _ => {
+            reporter.warn("the guest did not power off in time; pressing the power button, then stopping QEMU");
+            machine.shut_down(CANCEL_GRACE).await;
+        }
+    }
+}
+
+fn report_stage(reporter: &Reporter, stage: &Stage) {
+    match stage {
+        Stage::Connecting { attempt } if *attempt == 1 || attempt % 10 == 0 => {
+            reporter.info(format!("SSH: connecting (attempt {attempt})"))
+        }
+        Stage::Connecting { .. } => {}
+        Stage::TcpConnected => reporter.info("SSH: TCP connected"),
+        Stage::Banner(banner) => reporter.info(format!("SSH: banner {banner}")),
+        Stage::Methods(methods) => {
+            reporter.info(format!("SSH: server offers {}", methods.join(",")))
+        }
+        Stage::Authenticated => reporter.info("SSH: logged in"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_config_allows_what_the_driver_needs() {
+        for line in [
+            "PermitRootLogin yes",
+            "PasswordAuthentication yes",
+            "PermitEmptyPasswords yes",
+            "AcceptEnv *",
+            "Subsystem sftp internal-sftp",
+            "UsePAM no",
+        ] {
+            assert!(REFERENCE_SSHD_CONFIG.lines().any(|l| l == line), "{line}");
+        }
+        assert!(PAM_SSHD_CONFIG.lines().any(|l| l == "UsePAM yes"));
+        assert!(PAM_SSHD_CONFIG.contains("Subsystem sftp /usr/lib/openssh/sftp-server"));
+    }
+
+    #[test]
+    fn sudo_password_goes_to_stdin_never_argv() {
+        let cmd = as_root("builder", Some("s3cret pass'word"), "passwd -d root");
+        assert!(!cmd.command.contains("s3cret"), "{}", cmd.command);
+        assert_eq!(cmd.command, "sudo -S -p '' sh -c 'passwd -d root'");
+        assert_eq!(cmd.stdin.as_deref(), Some(&b"s3cret pass'word\n"[..]));
+        let root = as_root("root", None, "id -u");
+        assert_eq!(
+            root,
+            RootCommand {
+                command: "sh -c 'id -u'".into(),
+                stdin: None
+            }
+        );
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(shell_quote("echo 'hi'"), r"'echo '\''hi'\'''");
+    }
+
+    #[test]
+    fn diff_shows_changed_lines() {
+        let diff = config_diff(
+            "PermitRootLogin prohibit-password\nUsePAM yes\n",
+            REFERENCE_SSHD_CONFIG,
+        );
+        assert!(
+            diff.contains("-PermitRootLogin prohibit-password"),
+            "{diff}"
+        );
+        assert!(diff.contains("+PermitRootLogin yes"), "{diff}");
+        assert!(diff.contains("+Subsystem sftp internal-sftp"), "{diff}");
+        assert!(config_diff(REFERENCE_SSHD_CONFIG, REFERENCE_SSHD_CONFIG).is_empty());
+    }
+}

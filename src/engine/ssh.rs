@@ -1,0 +1,1472 @@
+//! SSH client for a test guest: connect with retry while it boots, log in the way the CI driver
+//! does (password, possibly empty) or with a key, run commands (env, stdin, streamed output) and
+//! move files over SFTP (driver-contract.md §2).
+//!
+//! Host keys are never checked: the CI driver does not check them either, and every guest kiln
+//! talks to is a throwaway VM booted from a snapshot on loopback.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use russh::client::{self, DisconnectReason, Handle};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::{ChannelMsg, Disconnect, Sig};
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::FileAttributes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep, timeout};
+use tracing::debug;
+
+/// Each TCP connect gets this long, as the CI driver's dial does.
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one attempt waits for the server's identification line after TCP connects. A
+/// booting guest's QEMU user-net accepts TCP before sshd listens and may then stay silent.
+const BANNER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Key exchange once the banner came; generous because a guest under TCG is slow.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// One authentication request (PAM under TCG can take seconds).
+const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Opening the SFTP subsystem, and each SFTP operation unless [`Sftp::set_timeout`] says otherwise.
+const SFTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest line the banner sniffer keeps; RFC 4253 caps the identification line at 255.
+const MAX_BANNER_LINE: usize = 255;
+/// Lines a server may send before its identification (RFC 4253 §4.2) that the sniffer reads.
+const MAX_PRE_BANNER_LINES: usize = 20;
+
+/// Where to log in and how.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Usually "127.0.0.1": QEMU forwards a loopback port to the guest's sshd.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub auth: Auth,
+}
+
+/// How to authenticate; never printed (Debug redacts the secrets).
+#[derive(Clone)]
+pub enum Auth {
+    /// The `password` method; may be empty, which is exactly how the CI driver logs in as root.
+    Password(String),
+    /// A private key file (OpenSSH, PKCS#8 or PEM), with its passphrase if it is encrypted.
+    Key {
+        path: PathBuf,
+        passphrase: Option<String>,
+    },
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Password(p) if p.is_empty() => f.write_str("Password(empty)"),
+            Auth::Password(_) => f.write_str("Password(<redacted>)"),
+            Auth::Key { path, passphrase } => f
+                .debug_struct("Key")
+                .field("path", path)
+                .field("passphrase", &passphrase.as_ref().map(|_| "<redacted>"))
+                .finish(),
+        }
+    }
+}
+
+/// Where a connection attempt got to; reported as it happens so a UI can show
+/// "TCP connect → banner → methods → auth". A retry starts again at `Connecting`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    Connecting {
+        attempt: u32,
+    },
+    TcpConnected,
+    /// The server's identification line, e.g. "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3".
+    Banner(String),
+    /// The authentication methods the server offers. Just `["none"]` when it let the user in
+    /// with the `none` method — OpenSSH does that for an account whose empty password it would
+    /// accept, and the CI driver (Go's x/crypto/ssh) tries `none` first too.
+    Methods(Vec<String>),
+    Authenticated,
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stage::Connecting { attempt } => write!(f, "TCP connect (attempt {attempt})"),
+            Stage::TcpConnected => f.write_str("TCP connected"),
+            Stage::Banner(banner) => write!(f, "banner {banner}"),
+            Stage::Methods(methods) => write!(f, "methods {}", methods.join(",")),
+            Stage::Authenticated => f.write_str("authenticated"),
+        }
+    }
+}
+
+/// Everything that can go wrong talking to a guest, each worded so the user knows what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error(
+        "nothing answers on {addr} after {} ({last}) — is the guest booted and sshd enabled?",
+        seconds(*.waited)
+    )]
+    NothingAnswers {
+        addr: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error(
+        "port {port} is open but no SSH banner came within {} ({last}) — is sshd installed and running?",
+        seconds(*.waited)
+    )]
+    NoBanner {
+        port: u16,
+        waited: Duration,
+        last: String,
+    },
+    #[error("{banner} answered on {addr} but the SSH handshake kept failing for {}: {last}", seconds(*.waited))]
+    Handshake {
+        addr: String,
+        banner: String,
+        waited: Duration,
+        last: String,
+    },
+    #[error("the server and kiln share no {what}: {detail}")]
+    NoCommonAlgorithm { what: String, detail: String },
+    #[error(
+        "the guest still refused logins for {user} after {} because it is booting (/run/nologin) — is systemd-user-sessions failing?",
+        seconds(*.waited)
+    )]
+    StillBooting { user: String, waited: Duration },
+    #[error("password rejected for {user}; server offers {}", list(.methods))]
+    PasswordRejected { user: String, methods: Vec<String> },
+    #[error(
+        "empty password rejected for {user}; server offers {} — the CI driver logs in this way, so the image needs `passwd -d {user}`, PasswordAuthentication yes and PermitEmptyPasswords yes{} in sshd_config",
+        list(.methods),
+        if .user == "root" { ", PermitRootLogin yes" } else { "" }
+    )]
+    EmptyPasswordRejected { user: String, methods: Vec<String> },
+    #[error("the server does not offer {method} login for {user}; it offers {}", list(.methods))]
+    MethodNotOffered {
+        user: String,
+        method: &'static str,
+        methods: Vec<String>,
+    },
+    #[error("key {} rejected for {user}; server offers {}", .path.display(), list(.methods))]
+    KeyRejected {
+        user: String,
+        path: PathBuf,
+        methods: Vec<String>,
+    },
+    #[error("the server closed the connection while logging in {user}: {message}")]
+    LoginRefused { user: String, message: String },
+    #[error("key {} is encrypted; give its passphrase", .path.display())]
+    KeyEncrypted { path: PathBuf },
+    #[error("wrong passphrase for key {}", .path.display())]
+    WrongPassphrase { path: PathBuf },
+    #[error("cannot read key {}: {source}", .path.display())]
+    KeyUnreadable { path: PathBuf, source: io::Error },
+    #[error("{} is not a private key kiln can use: {detail}", .path.display())]
+    KeyInvalid { path: PathBuf, detail: String },
+    #[error("authentication of {user} got no answer within {}", seconds(*.waited))]
+    AuthTimeout { user: String, waited: Duration },
+    #[error("the SSH connection was lost {during}: {detail}")]
+    ConnectionLost { during: String, detail: String },
+    #[error("the server refused to open a session channel: {0}")]
+    ChannelRefused(String),
+    #[error("the server refused to run `{command}`")]
+    ExecRefused { command: String },
+    #[error("`{command}` did not finish within {}; it was killed", seconds(*.waited))]
+    ExecTimeout { command: String, waited: Duration },
+    #[error(
+        "SFTP subsystem unavailable ({detail}) — make sure Subsystem in sshd_config on the image is configured correctly"
+    )]
+    SftpUnavailable { detail: String },
+    #[error("SFTP {op} {path} failed: {detail}")]
+    Sftp {
+        op: &'static str,
+        path: String,
+        detail: String,
+    },
+    #[error("SFTP {op} {path} did not finish within {}", seconds(*.waited))]
+    SftpTimeout {
+        op: &'static str,
+        path: String,
+        waited: Duration,
+    },
+}
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// `None` when the command died of a signal (see `exit_signal`) or the server sent no status.
+    pub exit_status: Option<u32>,
+    /// The signal's name ("KILL", "SEGV", …) when the command was killed by one.
+    pub exit_signal: Option<String>,
+    /// Empty for [`Session::exec_streaming`]: its output went to the callback only.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Names of the env variables the server refused (OpenSSH: not matched by `AcceptEnv`).
+    /// The CI driver only prints these, so a refused build variable is silently lost.
+    pub env_refused: Vec<String>,
+}
+
+impl ExecOutput {
+    /// Exit status 0.
+    pub fn success(&self) -> bool {
+        self.exit_status == Some(0)
+    }
+
+    /// Stdout as text, trailing newline(s) removed — handy for `id -un` and the like.
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout)
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    }
+
+    /// Stderr as text, trailing newline(s) removed.
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr)
+            .trim_end_matches(['\r', '\n'])
+            .to_string()
+    }
+}
+
+/// Which of a command's streams a piece of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A logged-in SSH connection to a guest.
+pub struct Session {
+    handle: Handle<Client>,
+    banner: String,
+    methods: Vec<String>,
+    user: String,
+    addr: String,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("addr", &self.addr)
+            .field("user", &self.user)
+            .field("banner", &self.banner)
+            .finish()
+    }
+}
+
+/// Connect to `target` and log in, retrying while the guest is still coming up.
+///
+/// Retries (backoff 100 ms doubling to 1 s) until `deadline` while the failure means "not up
+/// yet": connection refused, a port that stays silent or closes before the SSH banner, a cut-off
+/// key exchange, or PAM's /run/nologin while systemd boots. A rejected login, a bad key file or a
+/// wrong passphrase fail at once. `on_stage` sees each stage as it is reached.
+pub async fn connect(
+    target: &SshTarget,
+    deadline: Duration,
+    mut on_stage: impl FnMut(Stage) + Send,
+) -> Result<Session, SshError> {
+    let give_up = Instant::now() + deadline;
+    // A bad key fails before any waiting: no point watching a guest boot for it.
+    let key = match &target.auth {
+        Auth::Key { path, passphrase } => Some(load_key(path, passphrase.clone()).await?),
+        Auth::Password(_) => None,
+    };
+    let addr = resolve(&target.host, target.port).await?;
+    let config = Arc::new(client_config());
+    let mut furthest = Reached::Nothing;
+    let mut furthest_detail = String::from("no attempt finished");
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        on_stage(Stage::Connecting { attempt });
+        let outcome = try_once(target, addr, key.as_ref(), &config, give_up, &mut on_stage).await;
+        match outcome {
+            Ok(session) => return Ok(session),
+            Err(Attempt::Fatal(error)) => return Err(error),
+            Err(Attempt::NotYet(reached, detail)) => {
+                debug!(attempt, ?reached, %detail, "SSH not up yet");
+                if reached.rank() >= furthest.rank() {
+                    furthest = reached;
+                    furthest_detail = detail;
+                }
+            }
+        }
+        let now = Instant::now();
+        if now >= give_up {
+            return Err(gave_up(target, deadline, furthest, furthest_detail));
+        }
+        sleep(backoff(attempt).min(give_up - now)).await;
+        if Instant::now() >= give_up {
+            return Err(gave_up(target, deadline, furthest, furthest_detail));
+        }
+    }
+}
+
+/// The pause after failed attempt number `attempt` (1-based): 100 ms doubling, capped at 1 s.
+fn backoff(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(10);
+    (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
+}
+
+/// How far an attempt that should be retried got.
+#[derive(Debug)]
+enum Reached {
+    Nothing,
+    Tcp,
+    Banner(String),
+    /// Logged in, but the guest's PAM said it is still booting.
+    Booting,
+}
+
+impl Reached {
+    fn rank(&self) -> u8 {
+        match self {
+            Reached::Nothing => 0,
+            Reached::Tcp => 1,
+            Reached::Banner(_) => 2,
+            Reached::Booting => 3,
+        }
+    }
+}
+
+enum Attempt {
+    NotYet(Reached, String),
+    Fatal(SshError),
+}
+
+fn gave_up(target: &SshTarget, waited: Duration, reached: Reached, last: String) -> SshError {
+    let addr = format!("{}:{}", target.host, target.port);
+    match reached {
+        Reached::Nothing => SshError::NothingAnswers { addr, waited, last },
+        Reached::Tcp => SshError::NoBanner {
+            port: target.port,
+            waited,
+            last,
+        },
+        Reached::Banner(banner) => SshError::Handshake {
+            addr,
+            banner,
+            waited,
+            last,
+        },
+        Reached::Booting => SshError::StillBooting {
+            user: target.user.clone(),
+            waited,
+        },
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SshError> {
+    let resolve_error = |source| SshError::Resolve {
+        host: host.to_string(),
+        source,
+    };
+    tokio::net::lookup_host((host, port))
+        .await
+        .map_err(resolve_error)?
+        .next()
+        .ok_or_else(|| resolve_error(io::Error::other("no address")))
+}
+
+fn client_config() -> client::Config {
+    client::Config {
+        // Keepalives notice a guest that died under a long-running CI script.
+        keepalive_interval: Some(Duration::from_secs(15)),
+        keepalive_max: 4,
+        nodelay: true,
+        ..Default::default()
+    }
+}
+
+/// One connection attempt: TCP, banner, key exchange, methods, authentication.
+async fn try_once(
+    target: &SshTarget,
+    addr: SocketAddr,
+    key: Option<&Arc<PrivateKey>>,
+    config: &Arc<client::Config>,
+    give_up: Instant,
+    on_stage: &mut (impl FnMut(Stage) + Send),
+) -> Result<Session, Attempt> {
+    let remaining = give_up.saturating_duration_since(Instant::now());
+    let stream = match timeout(TCP_CONNECT_TIMEOUT.min(remaining), TcpStream::connect(addr)).await {
+        Err(_) => return Err(Attempt::NotYet(Reached::Nothing, "no answer".into())),
+        Ok(Err(e)) => return Err(Attempt::NotYet(Reached::Nothing, io_reason(&e))),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    on_stage(Stage::TcpConnected);
+
+    let (stream, banner_rx) = BannerSniffer::new(stream);
+    let notes = Arc::new(Mutex::new(ServerNotes::default()));
+    let handler = Client {
+        notes: Arc::clone(&notes),
+    };
+    let connecting = client::connect_stream(Arc::clone(config), stream, handler);
+    tokio::pin!(connecting);
+    tokio::pin!(banner_rx);
+
+    // The banner arrives while russh reads it inside `connecting`, so both are polled together.
+    let remaining = give_up.saturating_duration_since(Instant::now());
+    let banner_timer = sleep(BANNER_TIMEOUT.min(remaining));
+    tokio::pin!(banner_timer);
+    let mut banner: Option<String> = None;
+    let early = loop {
+        tokio::select! {
+            result = &mut connecting => break Some(result),
+            sniffed = &mut banner_rx, if banner.is_none() => match sniffed {
+                Ok(line) => {
+                    on_stage(Stage::Banner(line.clone()));
+                    banner = Some(line);
+                    break None;
+                }
+                // The sniffer is gone: russh stopped reading; `connecting` says why next.
+                Err(_) => continue,
+            },
+            _ = &mut banner_timer, if banner.is_none() => {
+                return Err(Attempt::NotYet(Reached::Tcp, "it stayed silent".into()));
+            }
+        }
+    };
+    let connected = match early {
+        Some(result) => result,
+        None => match timeout(HANDSHAKE_TIMEOUT, &mut connecting).await {
+            Ok(result) => result,
+            Err(_) => {
+                return Err(Attempt::NotYet(
+                    Reached::Banner(banner.unwrap_or_default()),
+                    format!(
+                        "key exchange did not finish within {}",
+                        seconds(HANDSHAKE_TIMEOUT)
+                    ),
+                ));
+            }
+        },
+    };
+    if banner.is_none() {
+        banner = banner_rx.try_recv().ok();
+    }
+    let mut handle = match (connected, banner) {
+        (Ok(handle), Some(banner)) => (handle, banner),
+        (Ok(handle), None) => (handle, String::from("SSH-?")),
+        (Err(e), None) => {
+            let detail = match e {
+                russh::Error::Disconnect => "the connection was closed without a word".into(),
+                russh::Error::IO(e) => io_reason(&e),
+                other => other.to_string(),
+            };
+            return Err(Attempt::NotYet(Reached::Tcp, detail));
+        }
+        (Err(russh::Error::NoCommonAlgo { kind, ours, theirs }), Some(_)) => {
+            return Err(Attempt::Fatal(SshError::NoCommonAlgorithm {
+                what: format!("{kind:?} algorithm").to_lowercase(),
+                detail: format!("ours {}, the server's {}", ours.join(","), theirs.join(",")),
+            }));
+        }
+        (Err(e), Some(banner)) => {
+            let detail = format!("key exchange failed: {}", russh_reason(&e, &notes));
+            return Err(Attempt::NotYet(Reached::Banner(banner), detail));
+        }
+    };
+    let banner = std::mem::take(&mut handle.1);
+    let mut handle = handle.0;
+
+    let methods = match timeout(AUTH_TIMEOUT, handle.authenticate_none(target.user.as_str())).await
+    {
+        Err(_) => {
+            return Err(Attempt::NotYet(
+                Reached::Banner(banner),
+                "no answer to the first authentication request".into(),
+            ));
+        }
+        Ok(Err(e)) => {
+            let detail = format!("connection lost before login: {e}");
+            return Err(Attempt::NotYet(Reached::Banner(banner), detail));
+        }
+        Ok(Ok(result)) if result.success() => {
+            on_stage(Stage::Methods(vec!["none".into()]));
+            on_stage(Stage::Authenticated);
+            return Ok(Session {
+                handle,
+                banner,
+                methods: vec!["none".into()],
+                user: target.user.clone(),
+                addr: addr.to_string(),
+            });
+        }
+        Ok(Ok(client::AuthResult::Failure {
+            remaining_methods, ..
+        })) => {
+            if handle.is_closed() {
+                let detail = format!(
+                    "connection closed before login: {}",
+                    note_or(&notes, "no reason given")
+                );
+                return Err(Attempt::NotYet(Reached::Banner(banner), detail));
+            }
+            method_names(&remaining_methods)
+        }
+        Ok(Ok(client::AuthResult::Success)) => unreachable!("handled above"),
+    };
+    on_stage(Stage::Methods(methods.clone()));
+
+    let user = target.user.clone();
+    let (method, result) = match (&target.auth, key) {
+        (Auth::Password(password), _) => {
+            if !methods.iter().any(|m| m == "password") {
+                return Err(Attempt::Fatal(SshError::MethodNotOffered {
+                    user,
+                    method: "password",
+                    methods,
+                }));
+            }
+            let result = timeout(
+                AUTH_TIMEOUT,
+                handle.authenticate_password(user.as_str(), password.as_str()),
+            )
+            .await;
+            ("password", result)
+        }
+        (Auth::Key { .. }, Some(key)) => {
+            if !methods.iter().any(|m| m == "publickey") {
+                return Err(Attempt::Fatal(SshError::MethodNotOffered {
+                    user,
+                    method: "publickey",
+                    methods,
+                }));
+            }
+            let result = timeout(AUTH_TIMEOUT, async {
+                // RSA keys need the server's preferred signature hash; others ignore it.
+                let hash = if key.algorithm().is_rsa() {
+                    handle.best_supported_rsa_hash().await?.flatten()
+                } else {
+                    None
+                };
+                let key = PrivateKeyWithHashAlg::new(Arc::clone(key), hash);
+                handle.authenticate_publickey(user.as_str(), key).await
+            })
+            .await;
+            ("publickey", result)
+        }
+        (Auth::Key { .. }, None) => unreachable!("connect loads the key first"),
+    };
+    let outcome = match result {
+        Err(_) => {
+            return Err(Attempt::Fatal(SshError::AuthTimeout {
+                user,
+                waited: AUTH_TIMEOUT,
+            }));
+        }
+        Ok(Err(e)) => {
+            return Err(Attempt::Fatal(SshError::ConnectionLost {
+                during: format!("during {method} login"),
+                detail: russh_reason(&e, &notes),
+            }));
+        }
+        Ok(Ok(outcome)) => outcome,
+    };
+    if outcome.success() {
+        on_stage(Stage::Authenticated);
+        return Ok(Session {
+            handle,
+            banner,
+            methods,
+            user,
+            addr: addr.to_string(),
+        });
+    }
+    if handle.is_closed() {
+        // OpenSSH accepted the credentials but PAM's account stage refused the login: it sends
+        // PAM's message as an auth banner and hangs up. pam_nologin does that to non-root users
+        // until systemd-user-sessions removes /run/nologin late in boot — not up yet.
+        let message = {
+            let notes = notes.lock().expect("notes lock");
+            notes
+                .auth_banner
+                .clone()
+                .or_else(|| notes.disconnect.clone())
+        };
+        let message = message.unwrap_or_else(|| "no reason given".into());
+        if is_booting_notice(&message) {
+            return Err(Attempt::NotYet(Reached::Booting, message));
+        }
+        return Err(Attempt::Fatal(SshError::LoginRefused {
+            user,
+            message: message.trim().to_string(),
+        }));
+    }
+    let methods = match outcome {
+        client::AuthResult::Failure {
+            remaining_methods, ..
+        } if !remaining_methods.is_empty() => method_names(&remaining_methods),
+        _ => methods,
+    };
+    Err(Attempt::Fatal(match &target.auth {
+        Auth::Password(p) if p.is_empty() => SshError::EmptyPasswordRejected { user, methods },
+        Auth::Password(_) => SshError::PasswordRejected { user, methods },
+        Auth::Key { path, .. } => SshError::KeyRejected {
+            user,
+            path: path.clone(),
+            methods,
+        },
+    }))
+}
+
+/// pam_nologin's message while systemd boots ("System is booting up. Unprivileged users are
+/// not permitted to log in yet. …").
+fn is_booting_notice(message: &str) -> bool {
+    message.contains("System is booting up") || message.contains("not permitted to log in yet")
+}
+
+fn method_names(methods: &[russh::MethodKind]) -> Vec<String> {
+    methods.iter().map(String::from).collect()
+}
+
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::ConnectionReset => "connection reset".into(),
+        io::ErrorKind::UnexpectedEof => "the connection was closed without a word".into(),
+        io::ErrorKind::BrokenPipe => "the connection was closed".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// A russh error, with the server's disconnect message when it sent one.
+fn russh_reason(e: &russh::Error, notes: &Mutex<ServerNotes>) -> String {
+    let base = match e {
+        russh::Error::IO(e) => io_reason(e),
+        other => other.to_string(),
+    };
+    match notes.lock().expect("notes lock").disconnect.clone() {
+        Some(note) => format!("{base} ({note})"),
+        None => base,
+    }
+}
+
+fn note_or(notes: &Mutex<ServerNotes>, fallback: &str) -> String {
+    let notes = notes.lock().expect("notes lock");
+    notes
+        .disconnect
+        .clone()
+        .or_else(|| notes.auth_banner.clone())
+        .unwrap_or_else(|| fallback.to_string())
+}
+
+/// Load (and decrypt) a private key off the async runtime: bcrypt-pbkdf is deliberately slow.
+async fn load_key(path: &Path, passphrase: Option<String>) -> Result<Arc<PrivateKey>, SshError> {
+    let owned = path.to_path_buf();
+    let had_passphrase = passphrase.is_some();
+    let loaded = tokio::task::spawn_blocking(move || {
+        russh::keys::load_secret_key(&owned, passphrase.as_deref())
+    })
+    .await
+    .map_err(|e| SshError::KeyInvalid {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    loaded
+        .map(Arc::new)
+        .map_err(|e| key_error(path, had_passphrase, e))
+}
+
+fn key_error(path: &Path, had_passphrase: bool, e: russh::keys::Error) -> SshError {
+    use russh::keys::{Error, ssh_key};
+    let path = path.to_path_buf();
+    match e {
+        Error::KeyIsEncrypted => SshError::KeyEncrypted { path },
+        Error::IO(source) => SshError::KeyUnreadable { path, source },
+        // A wrong passphrase decrypts to garbage whose check words differ (or bad padding).
+        Error::SshKey(ssh_key::Error::Crypto) | Error::Unpad(_) | Error::Pkcs8(_)
+            if had_passphrase =>
+        {
+            SshError::WrongPassphrase { path }
+        }
+        other => SshError::KeyInvalid {
+            path,
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// What the server told us besides protocol replies; kept for error messages.
+#[derive(Default)]
+struct ServerNotes {
+    auth_banner: Option<String>,
+    disconnect: Option<String>,
+}
+
+struct Client {
+    notes: Arc<Mutex<ServerNotes>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _server_public_key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // Not checked, on purpose: the CI driver does not check host keys either, and these are
+        // throwaway test VMs on loopback whose keys change with every image.
+        Ok(true)
+    }
+
+    async fn auth_banner(
+        &mut self,
+        banner: &str,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        self.notes.lock().expect("notes lock").auth_banner = Some(banner.to_string());
+        Ok(())
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        match reason {
+            DisconnectReason::ReceivedDisconnect(info) => {
+                let note = format!("server said: {:?} {}", info.reason_code, info.message);
+                self.notes.lock().expect("notes lock").disconnect = Some(note);
+                Ok(())
+            }
+            DisconnectReason::Error(e) => Err(e),
+        }
+    }
+}
+
+impl Session {
+    /// The server's identification line, e.g. "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3".
+    pub fn banner(&self) -> &str {
+        &self.banner
+    }
+
+    /// The authentication methods the server offered before login.
+    pub fn methods(&self) -> &[String] {
+        &self.methods
+    }
+
+    /// The user this session is logged in as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Run `command`, feed it `stdin` (then EOF) and collect its output. `env` goes first as SSH
+    /// `env` requests; the ones the server refuses are listed in [`ExecOutput::env_refused`].
+    pub async fn exec(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<ExecOutput, SshError> {
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut collect = |stream: OutputStream, bytes: &[u8]| match stream {
+            OutputStream::Stdout => stdout.extend_from_slice(bytes),
+            OutputStream::Stderr => stderr.extend_from_slice(bytes),
+        };
+        let mut output = self.run(command, stdin, env, timeout, &mut collect).await?;
+        output.stdout = stdout;
+        output.stderr = stderr;
+        Ok(output)
+    }
+
+    /// Like [`Session::exec`] without stdin, but hands output to `on_output` as it arrives (a CI
+    /// script's log) instead of keeping it: the returned stdout and stderr are empty.
+    pub async fn exec_streaming(
+        &self,
+        command: &str,
+        env: &[(String, String)],
+        timeout: Duration,
+        mut on_output: impl FnMut(OutputStream, &[u8]) + Send,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, None, env, timeout, &mut on_output).await
+    }
+
+    async fn run(
+        &self,
+        command: &str,
+        stdin: Option<&[u8]>,
+        env: &[(String, String)],
+        limit: Duration,
+        on_output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+    ) -> Result<ExecOutput, SshError> {
+        let shown = short_command(command);
+        let started = Instant::now();
+        let channel = match timeout(limit, self.handle.channel_open_session()).await {
+            Err(_) => {
+                return Err(SshError::ExecTimeout {
+                    command: shown,
+                    waited: limit,
+                });
+            }
+            Ok(Err(e)) => return Err(channel_error(e, &shown)),
+            Ok(Ok(channel)) => channel,
+        };
+        let (mut read, write) = channel.split();
+        let remaining = limit.saturating_sub(started.elapsed());
+        let work = async {
+            // Requests are answered in order, so the first env.len() replies are the env ones
+            // and the next one is the exec's; sending them all at once saves round trips.
+            for (name, value) in env {
+                write
+                    .set_env(true, name.as_str(), value.as_str())
+                    .await
+                    .map_err(|e| lost(e, &shown))?;
+            }
+            write
+                .exec(true, command.as_bytes())
+                .await
+                .map_err(|e| lost(e, &shown))?;
+            let (started_tx, started_rx) = oneshot::channel::<()>();
+            let feed = async {
+                // stdin only once the command runs: if it is refused there is nobody to read it.
+                if started_rx.await.is_err() {
+                    return;
+                }
+                if let Some(bytes) = stdin {
+                    let _ = write.data(bytes).await;
+                }
+                let _ = write.eof().await;
+            };
+            let reading = read_replies(&mut read, env, &shown, started_tx, on_output);
+            tokio::pin!(feed, reading);
+            let mut fed = false;
+            loop {
+                tokio::select! {
+                    result = &mut reading => break result,
+                    // A command that exits without reading stdin may leave the feed stuck on
+                    // the window; the read side decides when we are done.
+                    _ = &mut feed, if !fed => fed = true,
+                }
+            }
+        };
+        match timeout(remaining, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = write.signal(Sig::KILL).await;
+                let _ = write.close().await;
+                Err(SshError::ExecTimeout {
+                    command: shown,
+                    waited: limit,
+                })
+            }
+        }
+    }
+
+    /// Open the `sftp` subsystem (the CI driver copies its script this way).
+    pub async fn sftp(&self) -> Result<Sftp, SshError> {
+        let opening = async {
+            let mut channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| channel_error(e, "sftp"))?;
+            channel
+                .request_subsystem(true, "sftp")
+                .await
+                .map_err(|e| lost(e, "sftp"))?;
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Success) => break,
+                    Some(ChannelMsg::Failure) => {
+                        return Err(SshError::SftpUnavailable {
+                            detail: "the server refused the `sftp` subsystem request".into(),
+                        });
+                    }
+                    Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                        return Err(SshError::SftpUnavailable {
+                            detail: "EOF".into(),
+                        });
+                    }
+                    Some(_) => continue,
+                }
+            }
+            let config = russh_sftp::client::Config {
+                request_timeout_secs: SFTP_TIMEOUT.as_secs(),
+                ..Default::default()
+            };
+            SftpSession::new_with_config(channel.into_stream(), config)
+                .await
+                .map_err(|e| SshError::SftpUnavailable {
+                    detail: sftp_reason(&e),
+                })
+        };
+        match timeout(SFTP_TIMEOUT, opening).await {
+            Ok(Ok(session)) => Ok(Sftp {
+                session,
+                timeout: SFTP_TIMEOUT,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SshError::SftpUnavailable {
+                detail: format!("no answer within {}", seconds(SFTP_TIMEOUT)),
+            }),
+        }
+    }
+
+    /// Say goodbye politely (bounded in time); the connection is gone either way afterwards.
+    pub async fn close(self) {
+        let _ = timeout(
+            CLOSE_TIMEOUT,
+            self.handle
+                .disconnect(Disconnect::ByApplication, "kiln is done", "en"),
+        )
+        .await;
+    }
+}
+
+/// Read a command's channel until it closes: request replies, output, exit status.
+async fn read_replies(
+    read: &mut russh::ChannelReadHalf,
+    env: &[(String, String)],
+    command: &str,
+    started: oneshot::Sender<()>,
+    on_output: &mut (dyn FnMut(OutputStream, &[u8]) + Send),
+) -> Result<ExecOutput, SshError> {
+    let mut output = ExecOutput::default();
+    let mut replies = 0;
+    let mut started = Some(started);
+    let mut closed = false;
+    while let Some(message) = read.wait().await {
+        match message {
+            ChannelMsg::Success | ChannelMsg::Failure => {
+                let refused = matches!(message, ChannelMsg::Failure);
+                if let Some((name, _)) = env.get(replies) {
+                    if refused {
+                        output.env_refused.push(name.clone());
+                    }
+                } else if replies == env.len() {
+                    if refused {
+                        return Err(SshError::ExecRefused {
+                            command: command.to_string(),
+                        });
+                    }
+                    if let Some(started) = started.take() {
+                        let _ = started.send(());
+                    }
+                }
+                replies += 1;
+            }
+            ChannelMsg::Data { data } => on_output(OutputStream::Stdout, &data),
+            // Extended data type 1 is stderr (RFC 4254 §5.2); there is no other in use.
+            ChannelMsg::ExtendedData { data, ext: 1 } => on_output(OutputStream::Stderr, &data),
+            ChannelMsg::ExitStatus { exit_status } => output.exit_status = Some(exit_status),
+            ChannelMsg::ExitSignal { signal_name, .. } => {
+                output.exit_signal = Some(signal_text(&signal_name));
+            }
+            ChannelMsg::Close => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    if !closed && output.exit_status.is_none() && output.exit_signal.is_none() {
+        return Err(SshError::ConnectionLost {
+            during: format!("while running `{command}`"),
+            detail: "the channel ended without an exit status".into(),
+        });
+    }
+    Ok(output)
+}
+
+fn signal_text(signal: &Sig) -> String {
+    match signal {
+        Sig::Custom(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn channel_error(e: russh::Error, command: &str) -> SshError {
+    match e {
+        russh::Error::ChannelOpenFailure(reason) => SshError::ChannelRefused(format!("{reason:?}")),
+        other => lost(other, command),
+    }
+}
+
+fn lost(e: russh::Error, command: &str) -> SshError {
+    SshError::ConnectionLost {
+        during: format!("while running `{command}`"),
+        detail: e.to_string(),
+    }
+}
+
+/// A command as error messages show it: one line, at most 80 characters.
+fn short_command(command: &str) -> String {
+    let line = command.lines().next().unwrap_or("");
+    let mut shown: String = line.chars().take(80).collect();
+    if shown.len() < command.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// "3 s", "0.5 s", "300 s".
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 10.0 || s.fract() == 0.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+fn list(methods: &[String]) -> String {
+    if methods.is_empty() {
+        "no methods".into()
+    } else {
+        methods.join(",")
+    }
+}
+
+fn sftp_reason(e: &russh_sftp::client::error::Error) -> String {
+    use russh_sftp::client::error::Error;
+    match e {
+        Error::Status(status) if status.error_message.is_empty() => status.status_code.to_string(),
+        Error::Status(status) => format!("{} ({})", status.status_code, status.error_message),
+        // russh-sftp reports a closed channel as an I/O or "unexpected" error; say it plainly.
+        Error::IO(detail) | Error::UnexpectedBehavior(detail)
+            if detail.contains("EOF") || detail.contains("eof") || detail.contains("closed") =>
+        {
+            format!("EOF: {detail}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An open SFTP session on a guest; every operation has a timeout.
+pub struct Sftp {
+    session: SftpSession,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Sftp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sftp")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Sftp {
+    /// How long each later operation may take (default 60 s); big transfers need more.
+    pub fn set_timeout(&mut self, limit: Duration) {
+        self.timeout = limit;
+        self.session.set_timeout(limit.as_secs().max(1));
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        path: &str,
+        work: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, SshError> {
+        match timeout(self.timeout, work).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(detail)) => Err(SshError::Sftp {
+                op,
+                path: path.to_string(),
+                detail,
+            }),
+            Err(_) => Err(SshError::SftpTimeout {
+                op,
+                path: path.to_string(),
+                waited: self.timeout,
+            }),
+        }
+    }
+
+    /// Create or truncate `path` and write `bytes` to it.
+    pub async fn write(&self, path: &str, bytes: &[u8]) -> Result<(), SshError> {
+        self.bounded("write", path, async {
+            let mut file = self
+                .session
+                .create(path)
+                .await
+                .map_err(|e| sftp_reason(&e))?;
+            file.write_all(bytes).await.map_err(|e| e.to_string())?;
+            // Shutdown waits for every pending write to be acknowledged.
+            file.shutdown().await.map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// Set `path`'s permission bits, e.g. 0o755 for a script.
+    pub async fn chmod(&self, path: &str, mode: u32) -> Result<(), SshError> {
+        self.bounded("chmod", path, async {
+            let attributes = FileAttributes {
+                permissions: Some(mode),
+                ..FileAttributes::empty()
+            };
+            self.session
+                .set_metadata(path, attributes)
+                .await
+                .map_err(|e| sftp_reason(&e))
+        })
+        .await
+    }
+
+    /// The whole content of `path`.
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, SshError> {
+        self.bounded("read", path, async {
+            self.session.read(path).await.map_err(|e| sftp_reason(&e))
+        })
+        .await
+    }
+
+    /// Names in `dir` (without "." and ".."), sorted.
+    pub async fn list(&self, dir: &str) -> Result<Vec<String>, SshError> {
+        self.bounded("list", dir, async {
+            let entries = self
+                .session
+                .read_dir(dir)
+                .await
+                .map_err(|e| sftp_reason(&e))?;
+            let mut names: Vec<String> = entries.map(|entry| entry.file_name()).collect();
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
+    /// Delete the file `path`.
+    pub async fn remove(&self, path: &str) -> Result<(), SshError> {
+        self.bounded("remove", path, async {
+            self.session
+                .remove_file(path)
+                .await
+                .map_err(|e| sftp_reason(&e))
+        })
+        .await
+    }
+
+    /// The login's home directory (where the CI driver puts its script): `.` made absolute.
+    pub async fn home(&self) -> Result<String, SshError> {
+        self.bounded("canonicalize", ".", async {
+            self.session
+                .canonicalize(".")
+                .await
+                .map_err(|e| sftp_reason(&e))
+        })
+        .await
+    }
+
+    /// End the SFTP session (the SSH session stays open).
+    pub async fn close(self) {
+        let _ = timeout(CLOSE_TIMEOUT, self.session.close()).await;
+    }
+}
+
+/// Passes a stream through unchanged while noting the first line the server sends that starts
+/// with "SSH-": russh reads the server's identification but does not expose it.
+struct BannerSniffer<S> {
+    inner: S,
+    line: Vec<u8>,
+    lines_seen: usize,
+    found: Option<oneshot::Sender<String>>,
+}
+
+impl<S> BannerSniffer<S> {
+    fn new(inner: S) -> (BannerSniffer<S>, oneshot::Receiver<String>) {
+        let (tx, rx) = oneshot::channel();
+        let sniffer = BannerSniffer {
+            inner,
+            line: Vec::with_capacity(64),
+            lines_seen: 0,
+            found: Some(tx),
+        };
+        (sniffer, rx)
+    }
+
+    fn sniff(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            if self.found.is_none() {
+                return;
+            }
+            if byte != b'\n' {
+                if self.line.len() < MAX_BANNER_LINE {
+                    self.line.push(byte);
+                }
+                continue;
+            }
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.starts_with(b"SSH-") {
+                if let Some(found) = self.found.take() {
+                    let _ = found.send(String::from_utf8_lossy(&line).into_owned());
+                }
+                return;
+            }
+            // RFC 4253 §4.2 lets a server send other lines first; past a few, give up.
+            self.lines_seen += 1;
+            if self.lines_seen >= MAX_PRE_BANNER_LINES {
+                self.found = None;
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for BannerSniffer<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if this.found.is_some() {
+            this.sniff(&buf.filled()[before..]);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for BannerSniffer<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, duplex};
+
+    #[tokio::test]
+    async fn sniffer_reports_the_banner_and_passes_every_byte_through() {
+        let (client, mut server) = duplex(1024);
+        let (mut sniffer, banner) = BannerSniffer::new(client);
+        let sent = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n\x00\x00\x01\x2cbinary";
+        server.write_all(sent).await.unwrap();
+        drop(server);
+        let mut received = Vec::new();
+        sniffer.read_to_end(&mut received).await.unwrap();
+        assert_eq!(received, sent);
+        assert_eq!(
+            banner.await.unwrap(),
+            "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3"
+        );
+    }
+
+    #[tokio::test]
+    async fn sniffer_joins_a_banner_split_across_reads_and_skips_pre_banner_lines() {
+        let (client, mut server) = duplex(1024);
+        let (mut sniffer, mut banner) = BannerSniffer::new(client);
+        let mut buf = [0u8; 64];
+        server
+            .write_all(b"hello there\r\nSSH-2.0-Op")
+            .await
+            .unwrap();
+        let n = sniffer.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello there\r\nSSH-2.0-Op");
+        assert!(banner.try_recv().is_err(), "no banner before its newline");
+        server.write_all(b"enSSH_9.2\nrest").await.unwrap();
+        let n = sniffer.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"enSSH_9.2\nrest");
+        assert_eq!(banner.await.unwrap(), "SSH-2.0-OpenSSH_9.2");
+    }
+
+    #[tokio::test]
+    async fn sniffer_writes_go_to_the_inner_stream() {
+        let (client, mut server) = duplex(1024);
+        let (mut sniffer, _banner) = BannerSniffer::new(client);
+        sniffer.write_all(b"SSH-2.0-kiln\r\n").await.unwrap();
+        let mut buf = [0u8; 32];
+        let n = server.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"SSH-2.0-kiln\r\n");
+    }
+
+    #[tokio::test]
+    async fn sniffer_drops_the_sender_when_the_stream_ends_without_a_banner() {
+        let (client, mut server) = duplex(1024);
+        let (mut sniffer, banner) = BannerSniffer::new(client);
+        server.write_all(b"not ssh\n").await.unwrap();
+        drop(server);
+        let mut received = Vec::new();
+        sniffer.read_to_end(&mut received).await.unwrap();
+        drop(sniffer);
+        assert!(banner.await.is_err());
+    }
+
+    #[test]
+    fn sniffer_gives_up_after_many_pre_banner_lines() {
+        let (client, _server) = tokio::io::duplex(16);
+        let (mut sniffer, mut banner) = BannerSniffer::new(client);
+        sniffer.sniff("noise\n".repeat(MAX_PRE_BANNER_LINES).as_bytes());
+        sniffer.sniff(b"SSH-2.0-late\n");
+        assert!(banner.try_recv().is_err());
+    }
+
+    #[test]
+    fn backoff_starts_short_doubles_and_caps_at_one_second() {
+        let schedule: Vec<u128> = (1..=7).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(schedule, [100, 200, 400, 800, 1000, 1000, 1000]);
+        assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn errors_name_the_stage_and_what_to_check() {
+        let waited = Duration::from_secs(60);
+        let nothing = SshError::NothingAnswers {
+            addr: "127.0.0.1:2222".into(),
+            waited,
+            last: "connection refused".into(),
+        };
+        assert_eq!(
+            nothing.to_string(),
+            "nothing answers on 127.0.0.1:2222 after 60 s (connection refused) — is the guest booted and sshd enabled?"
+        );
+        let silent = SshError::NoBanner {
+            port: 2222,
+            waited,
+            last: "it stayed silent".into(),
+        };
+        assert_eq!(
+            silent.to_string(),
+            "port 2222 is open but no SSH banner came within 60 s (it stayed silent) — is sshd installed and running?"
+        );
+        let rejected = SshError::PasswordRejected {
+            user: "builder".into(),
+            methods: vec!["publickey".into(), "password".into()],
+        };
+        assert_eq!(
+            rejected.to_string(),
+            "password rejected for builder; server offers publickey,password"
+        );
+        let root = SshError::EmptyPasswordRejected {
+            user: "root".into(),
+            methods: vec!["publickey".into(), "password".into()],
+        }
+        .to_string();
+        assert!(
+            root.starts_with("empty password rejected for root; server offers publickey,password")
+        );
+        assert!(
+            root.contains("PermitEmptyPasswords yes, PermitRootLogin yes"),
+            "{root}"
+        );
+        let encrypted = SshError::KeyEncrypted {
+            path: "/x/id_ed25519".into(),
+        };
+        assert_eq!(
+            encrypted.to_string(),
+            "key /x/id_ed25519 is encrypted; give its passphrase"
+        );
+        let sftp = SshError::SftpUnavailable {
+            detail: "EOF".into(),
+        };
+        assert_eq!(
+            sftp.to_string(),
+            "SFTP subsystem unavailable (EOF) — make sure Subsystem in sshd_config on the image is configured correctly"
+        );
+    }
+
+    #[test]
+    fn seconds_are_short_and_readable() {
+        assert_eq!(seconds(Duration::from_secs(3)), "3 s");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5 s");
+        assert_eq!(seconds(Duration::from_millis(300_400)), "300 s");
+    }
+
+    #[test]
+    fn auth_debug_never_shows_secrets() {
+        let password = format!("{:?}", Auth::Password("builder-pass".into()));
+        assert!(!password.contains("builder-pass"), "{password}");
+        let key = format!(
+            "{:?}",
+            Auth::Key {
+                path: "/k".into(),
+                passphrase: Some("secretphrase".into()),
+            }
+        );
+        assert!(!key.contains("secretphrase") && key.contains("/k"), "{key}");
+    }
+
+    #[test]
+    fn long_commands_are_shortened_in_messages() {
+        assert_eq!(short_command("id -un"), "id -un");
+        let long = "x".repeat(100);
+        assert_eq!(short_command(&long).chars().count(), 81);
+        assert_eq!(short_command("a\nb"), "a…");
+    }
+
+    #[test]
+    fn booting_notice_is_recognised() {
+        let notice = "System is booting up. Unprivileged users are not permitted to log in yet. \
+                      Please come back later. For technical details, see pam_nologin(8).\n";
+        assert!(is_booting_notice(notice));
+        assert!(!is_booting_notice("Your account has expired"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_file_fails_at_once_without_connecting() {
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            port: 9, // never dialled: the key is read first
+            user: "builder".into(),
+            auth: Auth::Key {
+                path: "/nonexistent/kiln/id_ed25519".into(),
+                passphrase: None,
+            },
+        };
+        let started = std::time::Instant::now();
+        let error = connect(&target, Duration::from_secs(30), |_| {})
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SshError::KeyUnreadable { .. }), "{error}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn connect_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            port: 1,
+            user: "u".into(),
+            auth: Auth::Password(String::new()),
+        };
+        let future = connect(&target, Duration::from_secs(1), |_| {});
+        assert_send(&future);
+    }
+}

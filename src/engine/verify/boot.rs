@@ -1,0 +1,479 @@
+//! The dynamic checks: boot the image exactly as the CI driver does (snapshot=on, so the file
+//! is never written) and walk the driver's SSH procedure step by step, each step a check.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Check, Verdict};
+use crate::engine::driver::DriverProfile;
+use crate::engine::install::serial_log_path;
+use crate::engine::machine::{Machine, MachineError, MachineSpec};
+use crate::engine::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget, Stage};
+use crate::engine::task::Reporter;
+
+/// Ids and names of the dynamic checks, in the order the driver meets them.
+pub const BOOT_CHECKS: [(&str, &str); 10] = [
+    ("boots", "boots (serial console output)"),
+    ("ssh-port", "SSH port answers"),
+    ("ssh-banner", "SSH banner"),
+    ("root-login", "login with an empty password"),
+    ("sftp", "sftp subsystem opens"),
+    ("script-upload", "script uploaded and chmod 0755"),
+    ("env", "Setenv variable reaches the script (AcceptEnv)"),
+    (
+        "script-run",
+        "script runs, output streams, exit code propagates",
+    ),
+    ("artifact", "artifact downloaded by SFTP glob"),
+    ("ready-time", "time from QEMU start to SSH ready"),
+];
+
+const FIRST_PORT: u16 = 2222;
+const JOB: &str = "kiln-check";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to boot and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub image: PathBuf,
+    pub profile: DriverProfile,
+    /// How long SSH may take to come up (the Djinn driver waits 5 minutes).
+    pub deadline: Duration,
+    pub record_dir: Option<PathBuf>,
+}
+
+/// The machine could not even be started: the checks could not run (exit 2, not 1).
+#[derive(Debug, thiserror::Error)]
+#[error("the test boot could not start: {0}")]
+pub struct BootNotStarted(#[from] pub MachineError);
+
+/// Boot and run the driver's procedure; one check per step, in order.
+pub async fn boot_checks(
+    request: &BootRequest,
+    reporter: &Reporter,
+) -> Result<Vec<Check>, BootNotStarted> {
+    let spec = MachineSpec {
+        purpose: "verify".into(),
+        accelerator: request.profile.accelerator,
+        memory_mib: request.profile.memory_mib,
+        cpus: request.profile.cpus,
+        disk: request.image.clone(),
+        snapshot: true,
+        discard: false,
+        cdrom: None,
+        ssh_forward_from: Some(FIRST_PORT),
+        no_reboot: false,
+        vnc: false,
+        serial_log: serial_log_path(&request.image, "verify"),
+        record_dir: request.record_dir.clone(),
+        driver: Some(request.profile.clone()),
+    };
+    let started = Instant::now();
+    let mut machine = Machine::start(&spec).await?;
+    let view = machine.view();
+    let port = view.ssh_port().expect("verify machines forward SSH");
+    reporter.info(format!(
+        "the driver runs: {}",
+        request.profile.driver_argv(&request.image, port).join(" ")
+    ));
+    reporter.info(format!("kiln runs: {}", view.argv().join(" ")));
+    for note in request.profile.differences() {
+        reporter.info(format!("  ({note})"));
+    }
+    reporter.machine(view.clone());
+
+    let procedure = procedure(request, port, started, reporter);
+    let mut checks = tokio::select! {
+        checks = procedure => checks,
+        _ = reporter.cancelled() => {
+            machine.shut_down(Duration::ZERO).await;
+            return Ok(Vec::new());
+        }
+    };
+    // `boots` is judged last, from everything the serial port printed meanwhile.
+    let (serial, _) = view.subscribe_serial();
+    let serial = String::from_utf8_lossy(&serial).into_owned();
+    let logged_in = checks
+        .iter()
+        .any(|c| c.id == "root-login" && c.verdict == Verdict::Pass);
+    checks.insert(0, boots_check(&serial, logged_in, &view.serial_tail(10)));
+    // The driver kills QEMU without a clean shutdown; with snapshot=on nothing is lost.
+    machine.shut_down(Duration::ZERO).await;
+    Ok(checks)
+}
+
+fn boots_check(serial: &str, logged_in: bool, tail: &str) -> Check {
+    let (id, name) = BOOT_CHECKS[0];
+    let kernel = serial.contains("Linux version")
+        || serial.contains("systemd[1]")
+        || serial.contains("login:");
+    match (kernel, logged_in, serial.trim().is_empty()) {
+        (true, _, _) => Check::new(id, name, Verdict::Pass, "kernel output on ttyS0"),
+        (false, true, _) => Check::new(id, name, Verdict::Warn, "booted (SSH works) but printed nothing recognisable on the serial console")
+            .fix("add console=ttyS0,115200 to the kernel command line so boot problems are visible"),
+        (false, false, true) => Check::new(id, name, Verdict::Fail, "nothing at all on the serial console")
+            .fix("check that the image boots by BIOS from its own disk (virtio, /dev/vda) and add console=ttyS0,115200"),
+        (false, false, false) => Check::new(id, name, Verdict::Fail, format!("no kernel output; the serial console ends with:\n{tail}"))
+            .fix("the boot loader may be stuck; boot it in the Install screen to look at the VGA console"),
+    }
+}
+
+/// The driver's procedure from the first TCP connect to the artifact download.
+async fn procedure(
+    request: &BootRequest,
+    port: u16,
+    started: Instant,
+    reporter: &Reporter,
+) -> Vec<Check> {
+    let user = request.profile.user();
+    let target = SshTarget {
+        host: "127.0.0.1".into(),
+        port,
+        user: user.into(),
+        auth: Auth::Password(String::new()),
+    };
+    let reached = Arc::new(Mutex::new(Vec::<Stage>::new()));
+    let seen = reached.clone();
+    reporter.info(format!(
+        "waiting for SSH on 127.0.0.1:{port} as {user} with an empty password…"
+    ));
+    let session = ssh::connect(&target, request.deadline, |stage| {
+        if !matches!(stage, Stage::Connecting { .. }) {
+            seen.lock().expect("stage lock").push(stage);
+        }
+    })
+    .await;
+    let ready_after = started.elapsed();
+    let stages = reached.lock().expect("stage lock").clone();
+    let mut checks = connection_checks(&stages, session.as_ref().err(), user);
+    let Ok(session) = session else {
+        skip_rest(&mut checks, "there is no SSH session");
+        return checks;
+    };
+    reporter.info(format!(
+        "SSH ready {:.1} s after QEMU started",
+        ready_after.as_secs_f64()
+    ));
+    let directives = sshd_directives(&session).await;
+    run_job(&session, &directives, reporter, &mut checks).await;
+    let (id, name) = BOOT_CHECKS[9];
+    checks.push(Check::new(
+        id,
+        name,
+        Verdict::Pass,
+        format!("{:.1} s", ready_after.as_secs_f64()),
+    ));
+    session.close().await;
+    checks
+}
+
+/// ssh-port, ssh-banner and root-login from how far the connection got.
+fn connection_checks(stages: &[Stage], error: Option<&SshError>, user: &str) -> Vec<Check> {
+    let tcp = stages.contains(&Stage::TcpConnected);
+    let banner = stages.iter().find_map(|s| match s {
+        Stage::Banner(b) => Some(b.clone()),
+        _ => None,
+    });
+    let authenticated = stages.contains(&Stage::Authenticated);
+    let because = |e: Option<&SshError>| e.map(|e| e.to_string()).unwrap_or_default();
+    let (port_id, port_name) = BOOT_CHECKS[1];
+    let (banner_id, banner_name) = BOOT_CHECKS[2];
+    let (login_id, login_name) = BOOT_CHECKS[3];
+    let mut checks = Vec::new();
+    checks.push(if tcp {
+        Check::new(
+            port_id,
+            port_name,
+            Verdict::Pass,
+            "TCP connect to the forwarded port works",
+        )
+    } else {
+        Check::new(port_id, port_name, Verdict::Fail, because(error))
+            .fix("check QEMU's user networking (-net user,hostfwd=…)")
+    });
+    checks.push(match (&banner, tcp) {
+        (Some(b), _) => Check::new(banner_id, banner_name, Verdict::Pass, b.clone()),
+        (None, true) => Check::new(banner_id, banner_name, Verdict::Fail, because(error))
+            .fix("install and enable OpenSSH (apt-get install openssh-server; systemctl enable ssh) and DHCP on the virtio NIC"),
+        (None, false) => Check::skipped(banner_id, banner_name, "the port never answered"),
+    });
+    checks.push(match (authenticated, banner.is_some()) {
+        (true, _) => Check::new(login_id, login_name, Verdict::Pass, format!("{user} logged in with the password method and an empty password")),
+        (false, true) => Check::new(login_id, login_name, Verdict::Fail, because(error)).fix(format!(
+            "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config)"
+        )),
+        (false, false) => Check::skipped(login_id, login_name, "no SSH banner"),
+    });
+    checks
+}
+
+fn skip_rest(checks: &mut Vec<Check>, because: &str) {
+    for (id, name) in &BOOT_CHECKS[checks.len() + 1..] {
+        checks.push(Check::skipped(id, name, because));
+    }
+}
+
+/// `sshd -T` as the logged-in user sees it (root can read it), to name the directive at fault.
+async fn sshd_directives(session: &Session) -> Vec<String> {
+    match session
+        .exec(
+            "/usr/sbin/sshd -T 2>/dev/null || sshd -T",
+            None,
+            &[],
+            COMMAND_TIMEOUT,
+        )
+        .await
+    {
+        Ok(out) if out.success() => out.stdout_text().lines().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn directive(directives: &[String], name: &str) -> String {
+    let found: Vec<&str> = directives
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some(name))
+        .map(String::as_str)
+        .collect();
+    if found.is_empty() {
+        format!("`{name}` is not set (sshd -T)")
+    } else {
+        format!("sshd -T says: {}", found.join("; "))
+    }
+}
+
+/// sftp → upload → env → run → artifact, as the driver does a job.
+async fn run_job(
+    session: &Session,
+    directives: &[String],
+    reporter: &Reporter,
+    checks: &mut Vec<Check>,
+) {
+    let (sftp_id, sftp_name) = BOOT_CHECKS[4];
+    let sftp = match session.sftp().await {
+        Ok(sftp) => {
+            checks.push(Check::new(
+                sftp_id,
+                sftp_name,
+                Verdict::Pass,
+                "subsystem sftp opened",
+            ));
+            sftp
+        }
+        Err(e) => {
+            checks.push(
+                Check::new(
+                    sftp_id,
+                    sftp_name,
+                    Verdict::Fail,
+                    format!("{e}; {}", directive(directives, "subsystem")),
+                )
+                .fix("add `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config"),
+            );
+            skip_rest_before_ready(checks, "SFTP is unavailable");
+            return;
+        }
+    };
+    // A value the image cannot have by chance, so seeing it proves the round trip.
+    let nonce = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let home = sftp.home().await.unwrap_or_else(|_| "/root".into());
+    let script_path = format!("{home}/{JOB}.sh");
+    let script = format!(
+        "#!/bin/sh\necho \"kiln-check: KILN_CHECK_VAR=${{KILN_CHECK_VAR:-unset}}\"\necho kiln-check-stderr >&2\n\
+         mkdir -p artifacts && echo 'artifact-{nonce}' > artifacts/{JOB}-artifact.txt\nexit 0\n"
+    );
+    let (upload_id, upload_name) = BOOT_CHECKS[5];
+    let uploaded = async {
+        sftp.write(&script_path, script.as_bytes()).await?;
+        sftp.chmod(&script_path, 0o755).await
+    }
+    .await;
+    if let Err(e) = uploaded {
+        checks.push(
+            Check::new(upload_id, upload_name, Verdict::Fail, e.to_string())
+                .fix("check that root's home is writable"),
+        );
+        skip_rest_before_ready(checks, "the script could not be uploaded");
+        return;
+    }
+    checks.push(Check::new(
+        upload_id,
+        upload_name,
+        Verdict::Pass,
+        script_path.clone(),
+    ));
+
+    let env = vec![("KILN_CHECK_VAR".to_string(), nonce.clone())];
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let run = session
+        .exec_streaming(
+            &format!("./{JOB}.sh"),
+            &env,
+            COMMAND_TIMEOUT,
+            |stream, bytes| {
+                let text = String::from_utf8_lossy(bytes);
+                for line in text.lines() {
+                    reporter.info(format!("  job: {line}"));
+                }
+                match stream {
+                    OutputStream::Stdout => stdout.extend_from_slice(bytes),
+                    OutputStream::Stderr => stderr.extend_from_slice(bytes),
+                }
+            },
+        )
+        .await;
+    let (env_id, env_name) = BOOT_CHECKS[6];
+    let (run_id, run_name) = BOOT_CHECKS[7];
+    let output = match run {
+        Ok(output) => output,
+        Err(e) => {
+            checks.push(Check::skipped(env_id, env_name, "the script did not run"));
+            checks.push(Check::new(run_id, run_name, Verdict::Fail, e.to_string()));
+            skip_rest_before_ready(checks, "the script did not run");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&stdout);
+    let seen = stdout.contains(&format!("KILN_CHECK_VAR={nonce}"));
+    checks.push(if output.env_refused.is_empty() && seen {
+        Check::new(env_id, env_name, Verdict::Pass, "KILN_CHECK_VAR arrived")
+    } else {
+        Check::new(
+            env_id,
+            env_name,
+            Verdict::Fail,
+            format!("the server refused the Setenv request for KILN_CHECK_VAR, so build variables are silently lost; {}", directive(directives, "acceptenv")),
+        )
+        .fix("add `AcceptEnv *` to /etc/ssh/sshd_config")
+    });
+    // A failing script must fail the job: run one that exits 3.
+    let failing = session
+        .exec("sh -c 'exit 3'", None, &[], COMMAND_TIMEOUT)
+        .await;
+    let streamed = stdout.contains("kiln-check:")
+        && String::from_utf8_lossy(&stderr).contains("kiln-check-stderr");
+    checks.push(match (output.exit_status, failing.as_ref().map(|o| o.exit_status)) {
+        (Some(0), Ok(Some(3))) if streamed => Check::new(run_id, run_name, Verdict::Pass, "exit 0 with stdout and stderr streamed; a failing command exited 3"),
+        (status, failing) => Check::new(
+            run_id,
+            run_name,
+            Verdict::Fail,
+            format!("script exit {status:?}, streamed output {streamed}, failing command {failing:?}"),
+        )
+        .fix("check that /bin/sh works for root and the home directory is not mounted noexec"),
+    });
+
+    let (artifact_id, artifact_name) = BOOT_CHECKS[8];
+    let artifact = async {
+        let names = sftp.list(&format!("{home}/artifacts")).await?;
+        let Some(name) = names.iter().find(|n| glob_matches("*-artifact.txt", n)) else {
+            return Ok(None);
+        };
+        sftp.read(&format!("{home}/artifacts/{name}"))
+            .await
+            .map(Some)
+    }
+    .await;
+    checks.push(match artifact {
+        Ok(Some(bytes))
+            if String::from_utf8_lossy(&bytes).trim() == format!("artifact-{nonce}") =>
+        {
+            Check::new(
+                artifact_id,
+                artifact_name,
+                Verdict::Pass,
+                "artifacts/*-artifact.txt downloaded intact",
+            )
+        }
+        Ok(other) => Check::new(
+            artifact_id,
+            artifact_name,
+            Verdict::Fail,
+            format!("artifact missing or altered: {other:?}"),
+        ),
+        Err(e) => Check::new(artifact_id, artifact_name, Verdict::Fail, e.to_string()),
+    });
+    // The driver removes the script afterwards; so do we (the boot is a snapshot anyway).
+    let _ = sftp.remove(&script_path).await;
+    sftp.close().await;
+}
+
+/// Mark the remaining job checks skipped, leaving `ready-time` to the caller.
+fn skip_rest_before_ready(checks: &mut Vec<Check>, because: &str) {
+    for (id, name) in &BOOT_CHECKS[checks.len() + 1..9] {
+        checks.push(Check::skipped(id, name, because));
+    }
+}
+
+/// `*` and `?` globbing, as the driver matches artifact patterns.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// The image's serial log of the verify boot, next to it.
+pub fn serial_log(image: &Path) -> PathBuf {
+    serial_log_path(image, "verify")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("*-artifact.txt", "kiln-check-artifact.txt"));
+        assert!(glob_matches("a?c", "abc"));
+        assert!(!glob_matches("*.txt", "x.log"));
+    }
+
+    #[test]
+    fn connection_stages_name_the_failing_step() {
+        let checks = connection_checks(&[Stage::TcpConnected], None, "root");
+        assert_eq!(
+            checks.iter().map(|c| c.verdict).collect::<Vec<_>>(),
+            [Verdict::Pass, Verdict::Fail, Verdict::Skipped]
+        );
+        let stages = [
+            Stage::TcpConnected,
+            Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
+            Stage::Methods(vec!["publickey".into()]),
+        ];
+        let checks = connection_checks(&stages, None, "root");
+        assert_eq!(checks[2].verdict, Verdict::Fail);
+        assert!(checks[2].fix.as_ref().unwrap().contains("passwd -d root"));
+    }
+
+    #[test]
+    fn directives_are_quoted_from_sshd_t() {
+        let lines = vec![
+            "acceptenv LANG".to_string(),
+            "acceptenv LC_*".to_string(),
+            "port 22".to_string(),
+        ];
+        assert_eq!(
+            directive(&lines, "acceptenv"),
+            "sshd -T says: acceptenv LANG; acceptenv LC_*"
+        );
+        assert_eq!(
+            directive(&lines, "subsystem"),
+            "`subsystem` is not set (sshd -T)"
+        );
+    }
+}

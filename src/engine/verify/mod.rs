@@ -1,0 +1,180 @@
+//! `kiln check` / the Verify step: will the CI driver accept this image? Every requirement is
+//! a named check with a verdict and, when it fails, the command or change that fixes it.
+
+pub mod boot;
+mod static_checks;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use static_checks::static_checks;
+
+use super::driver::DriverProfile;
+use super::task::{Reporter, Summary, TaskPanicked};
+use boot::{BOOT_CHECKS, BootNotStarted, BootRequest};
+
+/// What `kiln check` was asked to do.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub image: PathBuf,
+    /// The driver to imitate for the test boot; `None` runs the static checks only.
+    pub profile: Option<DriverProfile>,
+    pub deadline: Duration,
+    pub record_dir: Option<PathBuf>,
+}
+
+/// Every check's verdict, in order, for the TUI checklist and the reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub image: PathBuf,
+    pub profile: Option<DriverProfile>,
+    /// The command line the CI driver would run (shown verbatim).
+    pub driver_argv: Option<Vec<String>>,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        failures(&self.checks).is_empty()
+    }
+}
+
+impl Summary for Report {
+    fn summary(&self) -> String {
+        let count = |v: Verdict| self.checks.iter().filter(|c| c.verdict == v).count();
+        format!(
+            "{}: {} passed, {} failed, {} warnings, {} skipped",
+            self.image.display(),
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Warn),
+            count(Verdict::Skipped)
+        )
+    }
+}
+
+/// The checks could not run at all (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Boot(#[from] BootNotStarted),
+    #[error("check cancelled")]
+    Cancelled,
+    #[error(transparent)]
+    Panicked(#[from] TaskPanicked),
+}
+
+/// Static checks, then (unless static-only, or the file cannot be booted) the test boot.
+pub async fn verify(request: VerifyRequest, reporter: Reporter) -> Result<Report, VerifyError> {
+    let image = std::fs::canonicalize(&request.image).unwrap_or(request.image.clone());
+    let mut checks = static_checks(&image).await;
+    for check in &checks {
+        reporter.check(check.clone());
+    }
+    let Some(profile) = request.profile.clone() else {
+        return Ok(Report {
+            image,
+            profile: None,
+            driver_argv: None,
+            checks,
+        });
+    };
+    let unbootable = checks
+        .iter()
+        .find(|c| c.verdict == Verdict::Fail && matches!(c.id, "file" | "not-in-use" | "format"));
+    if let Some(blocker) = unbootable {
+        let because = format!("{} failed", blocker.name);
+        for (id, name) in BOOT_CHECKS {
+            let check = Check::skipped(id, name, &because);
+            reporter.check(check.clone());
+            checks.push(check);
+        }
+        return Ok(Report {
+            image,
+            profile: Some(profile),
+            driver_argv: None,
+            checks,
+        });
+    }
+    let boot = BootRequest {
+        image: image.clone(),
+        profile: profile.clone(),
+        deadline: request.deadline,
+        record_dir: request.record_dir.clone(),
+    };
+    let boot_checks = boot::boot_checks(&boot, &reporter).await?;
+    if reporter.is_cancelled() {
+        return Err(VerifyError::Cancelled);
+    }
+    for check in &boot_checks {
+        reporter.check(check.clone());
+    }
+    checks.extend(boot_checks);
+    let driver_argv = Some(profile.driver_argv(&image, 2222));
+    Ok(Report {
+        image,
+        profile: Some(profile),
+        driver_argv,
+        checks,
+    })
+}
+
+/// The first four bytes of every qcow2 file (the Djinn server checks only these).
+pub const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+    Skipped,
+}
+
+/// One named requirement, what was found, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// Stable identifier for JSON/JUnit consumers, e.g. `qcow2-v3`.
+    pub id: &'static str,
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub(crate) fn new(
+        id: &'static str,
+        name: &'static str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+    ) -> Check {
+        Check {
+            id,
+            name,
+            verdict,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    pub(crate) fn fix(mut self, fix: impl Into<String>) -> Check {
+        self.fix = Some(fix.into());
+        self
+    }
+
+    pub(crate) fn skipped(id: &'static str, name: &'static str, because: &str) -> Check {
+        Check::new(id, name, Verdict::Skipped, format!("skipped: {because}"))
+    }
+}
+
+/// The checks that failed outright (a publish or a boot must not go ahead).
+pub fn failures(checks: &[Check]) -> Vec<&Check> {
+    checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .collect()
+}
