@@ -345,17 +345,31 @@ impl Machine {
             });
         }
 
-        // QEMU that cannot start (image locked, port taken) exits before QMP answers.
-        let qmp = tokio::select! {
-            qmp = Qmp::connect(&qmp_socket, CONNECT_TIMEOUT) => qmp,
-            status = child.wait() => {
-                let status = status?;
+        // QEMU that cannot start (image locked, port taken) exits before QMP answers — or
+        // just after accepting the QMP connection, resetting it under us.
+        let connected = tokio::select! {
+            qmp = Qmp::connect(&qmp_socket, CONNECT_TIMEOUT) => qmp.map_err(|e| (e, None)),
+            status = child.wait() => Err((QmpError::Closed, Some(status))),
+        };
+        let qmp = match connected {
+            Ok(qmp) => qmp,
+            Err((error, status)) => {
+                let status = match status {
+                    Some(status) => Some(status?),
+                    None => tokio::time::timeout(Duration::from_secs(2), child.wait())
+                        .await
+                        .ok()
+                        .transpose()?,
+                };
+                let Some(status) = status else {
+                    return Err(error.into());
+                };
                 // Let the stderr reader catch up with QEMU's last words.
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let text = stderr.lock().expect("stderr lock").trim().to_string();
                 return Err(explain_start_failure(spec, status.to_string(), text));
             }
-        }?;
+        };
 
         let vnc = if spec.vnc {
             qmp.vnc_address().await?

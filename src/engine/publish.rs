@@ -1419,9 +1419,15 @@ impl DjinnUpload {
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> PublishError {
+        let mut reason = error_chain(error);
+        if reason.contains("certificate") {
+            reason.push_str(
+                "; the server's certificate is not trusted here: add its CA to the system trust store (update-ca-certificates)",
+            );
+        }
         PublishError::Unreachable {
             url: self.api.base.clone(),
-            reason: error_chain(error),
+            reason,
         }
     }
 

@@ -272,6 +272,11 @@ impl fmt::Debug for Session {
 /// yet": connection refused, a port that stays silent or closes before the SSH banner, a cut-off
 /// key exchange, or PAM's /run/nologin while systemd boots. A rejected login, a bad key file or a
 /// wrong passphrase fail at once. `on_stage` sees each stage as it is reached.
+///
+/// Each TCP connect gets 1 s and each wait for the banner 5 s, both cut short by the deadline.
+/// Once a server has spoken, its key exchange (30 s) and each login request (30 s) keep their
+/// own timeouts even past the deadline, so a guest that came up at the last moment is not cut
+/// off mid-login.
 pub async fn connect(
     target: &SshTarget,
     deadline: Duration,
@@ -422,17 +427,22 @@ async fn try_once(
     let banner_timer = sleep(BANNER_TIMEOUT.min(remaining));
     tokio::pin!(banner_timer);
     let mut banner: Option<String> = None;
+    // A oneshot receiver must not be polled again once it has answered.
+    let mut sniffer_done = false;
     let early = loop {
         tokio::select! {
             result = &mut connecting => break Some(result),
-            sniffed = &mut banner_rx, if banner.is_none() => match sniffed {
-                Ok(line) => {
-                    on_stage(Stage::Banner(line.clone()));
-                    banner = Some(line);
-                    break None;
+            sniffed = &mut banner_rx, if !sniffer_done => {
+                sniffer_done = true;
+                match sniffed {
+                    Ok(line) => {
+                        on_stage(Stage::Banner(line.clone()));
+                        banner = Some(line);
+                        break None;
+                    }
+                    // The sniffer is gone without a banner: `connecting` says why next.
+                    Err(_) => continue,
                 }
-                // The sniffer is gone: russh stopped reading; `connecting` says why next.
-                Err(_) => continue,
             },
             _ = &mut banner_timer, if banner.is_none() => {
                 return Err(Attempt::NotYet(Reached::Tcp, "it stayed silent".into()));
@@ -454,10 +464,12 @@ async fn try_once(
             }
         },
     };
-    if banner.is_none() {
-        banner = banner_rx.try_recv().ok();
+    // `connecting` may finish in the same poll that read the banner, before its branch ran.
+    if !sniffer_done && let Ok(line) = banner_rx.try_recv() {
+        on_stage(Stage::Banner(line.clone()));
+        banner = Some(line);
     }
-    let mut handle = match (connected, banner) {
+    let (mut handle, banner) = match (connected, banner) {
         (Ok(handle), Some(banner)) => (handle, banner),
         (Ok(handle), None) => (handle, String::from("SSH-?")),
         (Err(e), None) => {
@@ -479,8 +491,6 @@ async fn try_once(
             return Err(Attempt::NotYet(Reached::Banner(banner), detail));
         }
     };
-    let banner = std::mem::take(&mut handle.1);
-    let mut handle = handle.0;
 
     let methods = match timeout(AUTH_TIMEOUT, handle.authenticate_none(target.user.as_str())).await
     {
@@ -667,36 +677,51 @@ fn note_or(notes: &Mutex<ServerNotes>, fallback: &str) -> String {
 /// Load (and decrypt) a private key off the async runtime: bcrypt-pbkdf is deliberately slow.
 async fn load_key(path: &Path, passphrase: Option<String>) -> Result<Arc<PrivateKey>, SshError> {
     let owned = path.to_path_buf();
-    let had_passphrase = passphrase.is_some();
     let loaded = tokio::task::spawn_blocking(move || {
-        russh::keys::load_secret_key(&owned, passphrase.as_deref())
+        let text = std::fs::read_to_string(&owned).map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => KeyTrouble::Invalid("not a text file".into()),
+            _ => KeyTrouble::Unreadable(e),
+        })?;
+        // russh reads an encrypted PKCS#8 key without a passphrase as a plain one and fails
+        // with a DER error; the PEM label says what is really going on.
+        if passphrase.is_none() && text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+            return Err(KeyTrouble::Encrypted);
+        }
+        russh::keys::decode_secret_key(&text, passphrase.as_deref())
+            .map_err(|e| key_trouble(passphrase.is_some(), e))
     })
     .await
-    .map_err(|e| SshError::KeyInvalid {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    loaded
-        .map(Arc::new)
-        .map_err(|e| key_error(path, had_passphrase, e))
+    .map_err(|e| KeyTrouble::Invalid(e.to_string()))
+    .and_then(|loaded| loaded);
+    let path = path.to_path_buf();
+    match loaded {
+        Ok(key) => Ok(Arc::new(key)),
+        Err(KeyTrouble::Encrypted) => Err(SshError::KeyEncrypted { path }),
+        Err(KeyTrouble::WrongPassphrase) => Err(SshError::WrongPassphrase { path }),
+        Err(KeyTrouble::Unreadable(source)) => Err(SshError::KeyUnreadable { path, source }),
+        Err(KeyTrouble::Invalid(detail)) => Err(SshError::KeyInvalid { path, detail }),
+    }
 }
 
-fn key_error(path: &Path, had_passphrase: bool, e: russh::keys::Error) -> SshError {
+enum KeyTrouble {
+    Encrypted,
+    WrongPassphrase,
+    Unreadable(io::Error),
+    Invalid(String),
+}
+
+fn key_trouble(had_passphrase: bool, e: russh::keys::Error) -> KeyTrouble {
     use russh::keys::{Error, ssh_key};
-    let path = path.to_path_buf();
     match e {
-        Error::KeyIsEncrypted => SshError::KeyEncrypted { path },
-        Error::IO(source) => SshError::KeyUnreadable { path, source },
-        // A wrong passphrase decrypts to garbage whose check words differ (or bad padding).
+        Error::KeyIsEncrypted => KeyTrouble::Encrypted,
+        // A wrong passphrase decrypts to garbage: OpenSSH keys' check words differ, PEM keys'
+        // padding is bad, PKCS#8 keys fail to decrypt or parse.
         Error::SshKey(ssh_key::Error::Crypto) | Error::Unpad(_) | Error::Pkcs8(_)
             if had_passphrase =>
         {
-            SshError::WrongPassphrase { path }
+            KeyTrouble::WrongPassphrase
         }
-        other => SshError::KeyInvalid {
-            path,
-            detail: other.to_string(),
-        },
+        other => KeyTrouble::Invalid(other.to_string()),
     }
 }
 
@@ -819,38 +844,44 @@ impl Session {
         let (mut read, write) = channel.split();
         let remaining = limit.saturating_sub(started.elapsed());
         let work = async {
+            let (started_tx, started_rx) = oneshot::channel::<()>();
             // Requests are answered in order, so the first env.len() replies are the env ones
-            // and the next one is the exec's; sending them all at once saves round trips.
-            for (name, value) in env {
+            // and the next one is the exec's; sending them all at once saves round trips. The
+            // replies are read while they are sent: russh stalls the whole connection when a
+            // channel's unread messages pile up.
+            let requests = async {
+                for (name, value) in env {
+                    write
+                        .set_env(true, name.as_str(), value.as_str())
+                        .await
+                        .map_err(|e| lost(e, &shown))?;
+                }
                 write
-                    .set_env(true, name.as_str(), value.as_str())
+                    .exec(true, command.as_bytes())
                     .await
                     .map_err(|e| lost(e, &shown))?;
-            }
-            write
-                .exec(true, command.as_bytes())
-                .await
-                .map_err(|e| lost(e, &shown))?;
-            let (started_tx, started_rx) = oneshot::channel::<()>();
-            let feed = async {
-                // stdin only once the command runs: if it is refused there is nobody to read it.
-                if started_rx.await.is_err() {
-                    return;
+                // stdin only once the command runs: if it is refused nobody would read it.
+                if started_rx.await.is_ok() {
+                    if let Some(bytes) = stdin {
+                        // A command may exit without reading its stdin; that is its business.
+                        let _ = write.data(bytes).await;
+                    }
+                    let _ = write.eof().await;
                 }
-                if let Some(bytes) = stdin {
-                    let _ = write.data(bytes).await;
-                }
-                let _ = write.eof().await;
+                Ok(())
             };
             let reading = read_replies(&mut read, env, &shown, started_tx, on_output);
-            tokio::pin!(feed, reading);
-            let mut fed = false;
+            tokio::pin!(requests, reading);
+            let mut sent = false;
             loop {
                 tokio::select! {
                     result = &mut reading => break result,
-                    // A command that exits without reading stdin may leave the feed stuck on
-                    // the window; the read side decides when we are done.
-                    _ = &mut feed, if !fed => fed = true,
+                    // The read side decides when we are done: stdin still waiting for window
+                    // space when the command exits is simply dropped.
+                    result = &mut requests, if !sent => {
+                        sent = true;
+                        result?;
+                    }
                 }
             }
         };

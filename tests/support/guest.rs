@@ -86,3 +86,75 @@ pub fn qemu_running_with(needle: &str) -> bool {
         .lines()
         .any(|l| l.contains(needle))
 }
+
+/// Run `command` in the guest with OpenSSH's own client (not kiln's), password via sshpass.
+/// Retries while sshd is still coming up; returns the last attempt's output.
+pub fn openssh(
+    port: u16,
+    user: &str,
+    password: &str,
+    command: &str,
+    timeout: Duration,
+) -> std::process::Output {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("sshpass")
+            .args(["-p", password, "ssh"])
+            .args(OPENSSH_OPTIONS)
+            .args([
+                "-p",
+                &port.to_string(),
+                &format!("{user}@127.0.0.1"),
+                command,
+            ])
+            .output()
+            .expect("sshpass and ssh run (apt-get install sshpass openssh-client)");
+        // 255 is ssh's own failure (connection refused, auth failed); retry those until the deadline.
+        if out.status.code() != Some(255) || start.elapsed() > timeout {
+            return out;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// `sftp` with OpenSSH: put a file, list it back. Returns sftp's output.
+pub fn openssh_sftp(port: u16, user: &str, password: &str, batch: &str) -> std::process::Output {
+    let mut child = Command::new("sshpass")
+        .args(["-p", password, "sftp"])
+        .args(OPENSSH_OPTIONS)
+        .args([
+            "-b",
+            "-",
+            "-P",
+            &port.to_string(),
+            &format!("{user}@127.0.0.1"),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sftp runs");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const OPENSSH_OPTIONS: [&str; 12] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "PreferredAuthentications=password",
+    "-o",
+    "PubkeyAuthentication=no",
+    "-o",
+    "ConnectTimeout=5",
+    "-o",
+    "LogLevel=ERROR",
+];
