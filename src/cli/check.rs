@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::report::verdict_word;
 use super::{Exit, report};
 use crate::engine::config::Dirs;
 use crate::engine::driver::DriverProfile;
@@ -99,7 +98,7 @@ pub fn text(report: &Report) -> String {
     for check in &report.checks {
         out.push_str(&format!(
             "[{}] {:<48} {}\n",
-            verdict_word(check.verdict),
+            check.verdict.word(),
             check.name,
             check.detail
         ));

@@ -5,7 +5,6 @@ use std::time::{Duration, Instant};
 
 use crate::engine::machine::MachineView;
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
-use crate::engine::verify::Verdict;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -56,7 +55,7 @@ where
             }
             Event::Check(check) => eprintln!(
                 "kiln {step}: [{}] {}: {}",
-                verdict_word(check.verdict),
+                check.verdict.word(),
                 check.name,
                 check.detail
             ),
@@ -70,16 +69,6 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(1), stream).await;
     }
     result
-}
-
-/// `pass`, `FAIL`, `warn`, `skip`: the words every text report uses.
-pub fn verdict_word(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Pass => "pass",
-        Verdict::Fail => "FAIL",
-        Verdict::Warn => "warn",
-        Verdict::Skipped => "skip",
-    }
 }
 
 /// Copy a machine's serial output (from its first byte) to stdout until the machine ends.

@@ -57,9 +57,4 @@ impl Step {
             Step::Publish => "upload to Djinn or install for the offline runner",
         }
     }
-
-    /// Steps that this build of kiln can run.
-    pub fn is_built(self) -> bool {
-        matches!(self, Step::Create | Step::Install)
-    }
 }

@@ -788,6 +788,11 @@ impl Session {
         &self.user
     }
 
+    /// Whether the connection is gone (guest powered off, sshd killed, keepalives unanswered).
+    pub fn is_closed(&self) -> bool {
+        self.handle.is_closed()
+    }
+
     /// Run `command`, feed it `stdin` (then EOF) and collect its output. `env` goes first as SSH
     /// `env` requests; the ones the server refuses are listed in [`ExecOutput::env_refused`].
     pub async fn exec(

@@ -6,16 +6,24 @@ use std::path::PathBuf;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::guest_keys;
+use super::steps::configure::ConfigureScreen;
 use super::steps::create::CreateScreen;
-use super::steps::install::{InstallScreen, KeyTarget, Pane};
+use super::steps::install::InstallScreen;
+use super::steps::machine_pane::{KeyTarget, MachinePane};
+use super::steps::publish::PublishScreen;
+use super::steps::run::StepRun;
+use super::steps::verify::VerifyScreen;
 use super::theme::Theme;
 use crate::engine::Step;
 use crate::engine::config::Settings;
+use crate::engine::configure::{self, ConfigureError, Configured};
 use crate::engine::host::{Accelerator, HostReport};
 use crate::engine::image::{self, CreateError, CreateRequest, ImageInfo};
 use crate::engine::install::{self, InstallError, InstallOutcome, InstallRequest};
 use crate::engine::iso::Expected;
-use crate::engine::task::{self, Event, Level, Task};
+use crate::engine::publish::{self, PublishError, Published};
+use crate::engine::task::{self, Event, Level, Summary, Task};
+use crate::engine::verify::{self, Report, VerifyError};
 
 /// Where a step stands, as the step list shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +32,6 @@ pub enum StepState {
     Running,
     Done,
     Failed,
-    NotBuilt,
 }
 
 /// Which part of the workbench receives keys.
@@ -54,8 +61,11 @@ pub enum GuestInput {
 /// Something the key handler asks the async loop to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    StartCreate { force: bool },
-    StartInstall,
+    StartCreate {
+        force: bool,
+    },
+    /// Start the selected form-based step (install, configure, verify, publish).
+    Start(Step),
     Guest(GuestInput),
     Quit,
 }
@@ -64,6 +74,9 @@ pub enum Command {
 pub enum Running {
     Create(Task<ImageInfo, CreateError>),
     Install(Task<InstallOutcome, InstallError>),
+    Configure(Task<Configured, ConfigureError>),
+    Verify(Task<Report, VerifyError>),
+    Publish(Task<Published, PublishError>),
 }
 
 impl Running {
@@ -71,6 +84,9 @@ impl Running {
         match self {
             Running::Create(task) => task.next_event().await,
             Running::Install(task) => task.next_event().await,
+            Running::Configure(task) => task.next_event().await,
+            Running::Verify(task) => task.next_event().await,
+            Running::Publish(task) => task.next_event().await,
         }
     }
 
@@ -78,6 +94,9 @@ impl Running {
         match self {
             Running::Create(task) => task.cancel(),
             Running::Install(task) => task.cancel(),
+            Running::Configure(task) => task.cancel(),
+            Running::Verify(task) => task.cancel(),
+            Running::Publish(task) => task.cancel(),
         }
     }
 
@@ -85,6 +104,9 @@ impl Running {
         match self {
             Running::Create(_) => Step::Create,
             Running::Install(_) => Step::Install,
+            Running::Configure(_) => Step::Configure,
+            Running::Verify(_) => Step::Verify,
+            Running::Publish(_) => Step::Publish,
         }
     }
 }
@@ -100,11 +122,16 @@ pub struct App {
     pub overlay: Overlay,
     pub create: CreateScreen,
     pub install: InstallScreen,
+    pub configure: ConfigureScreen,
+    pub verify: VerifyScreen,
+    pub publish: PublishScreen,
     states: [StepState; 5],
     pub doctor: Option<HostReport>,
     pub running: Option<Running>,
     /// Where machine records live (crash recovery), when kiln has a data directory.
     pub record_dir: Option<PathBuf>,
+    /// kiln's config directory (the Djinn token file lives there).
+    pub config_dir: Option<PathBuf>,
     /// The terminal's width at the last draw, to know whether the screen pane is visible.
     pub width: u16,
     pub quitting: bool,
@@ -112,26 +139,23 @@ pub struct App {
 
 impl App {
     pub fn new(settings: Settings, theme: Theme) -> App {
-        let states = Step::ALL.map(|s| {
-            if s.is_built() {
-                StepState::Pending
-            } else {
-                StepState::NotBuilt
-            }
-        });
         App {
             create: CreateScreen::new(&settings),
             install: InstallScreen::new(),
+            configure: ConfigureScreen::new(),
+            verify: VerifyScreen::new(),
+            publish: PublishScreen::new(&settings),
             settings,
             theme,
             notice: None,
             selected: 0,
             focus: Focus::Steps,
             overlay: Overlay::None,
-            states,
+            states: [StepState::Pending; 5],
             doctor: None,
             running: None,
             record_dir: None,
+            config_dir: None,
             width: 80,
             quitting: false,
         }
@@ -160,20 +184,62 @@ impl App {
         self.running.is_some()
     }
 
-    /// Whether a fresh screenshot should be taken (install running, screen pane visible).
+    /// The machine pane of a step's screen.
+    pub fn machine(&self, step: Step) -> Option<&MachinePane> {
+        match step {
+            Step::Install => Some(&self.install.machine),
+            Step::Configure => Some(&self.configure.run.machine),
+            Step::Verify => Some(&self.verify.run.machine),
+            Step::Create | Step::Publish => None,
+        }
+    }
+
+    fn machine_mut(&mut self, step: Step) -> Option<&mut MachinePane> {
+        match step {
+            Step::Install => Some(&mut self.install.machine),
+            Step::Configure => Some(&mut self.configure.run.machine),
+            Step::Verify => Some(&mut self.verify.run.machine),
+            Step::Create | Step::Publish => None,
+        }
+    }
+
+    /// The run state of a form-based step.
+    pub fn run(&self, step: Step) -> Option<&StepRun> {
+        match step {
+            Step::Configure => Some(&self.configure.run),
+            Step::Verify => Some(&self.verify.run),
+            Step::Publish => Some(&self.publish.run),
+            Step::Create | Step::Install => None,
+        }
+    }
+
+    fn run_mut(&mut self, step: Step) -> Option<&mut StepRun> {
+        match step {
+            Step::Configure => Some(&mut self.configure.run),
+            Step::Verify => Some(&mut self.verify.run),
+            Step::Publish => Some(&mut self.publish.run),
+            Step::Create | Step::Install => None,
+        }
+    }
+
+    /// Whether a fresh screenshot should be taken (a machine on screen, its VGA pane visible).
     pub fn wants_screenshot(&self) -> bool {
-        self.selected_step() == Step::Install && self.install.screen_visible(self.width)
+        self.machine(self.selected_step())
+            .is_some_and(|m| m.screen_visible(self.width))
     }
 
     /// A key was pressed; returns work for the async loop, if any.
     pub fn handle_key(&mut self, key: KeyEvent) -> Option<Command> {
         // While the guest has the keyboard, everything but the release chord goes to it.
-        if self.install.keys_to != KeyTarget::Kiln {
-            if guest_keys::is_release_chord(&key) || self.install.machine.is_none() {
-                self.install.keys_to = KeyTarget::Kiln;
+        let step = self.selected_step();
+        if let Some(machine) = self.machine_mut(step)
+            && machine.keys_to != KeyTarget::Kiln
+        {
+            if guest_keys::is_release_chord(&key) || machine.view.is_none() {
+                machine.keys_to = KeyTarget::Kiln;
                 return None;
             }
-            return match self.install.keys_to {
+            return match machine.keys_to {
                 KeyTarget::Serial => {
                     guest_keys::serial_bytes(&key).map(|b| Command::Guest(GuestInput::Serial(b)))
                 }
@@ -252,49 +318,33 @@ impl App {
                     force: self.create.overwrite,
                 })
             }
-            Step::Install if running_here => {
-                self.machine_key(key);
+            _ if running_here => {
+                if let (KeyCode::Char(c), Some(machine)) = (key.code, self.machine_mut(step)) {
+                    machine.handle_key(c);
+                }
                 None
             }
-            Step::Install if !self.is_running() => self
+            _ if self.is_running() => None,
+            Step::Create => None,
+            Step::Install => self
                 .install
                 .handle_form_key(key)
-                .then_some(Command::StartInstall),
-            _ if !step.is_built() => {
-                if matches!(
-                    key.code,
-                    KeyCode::Left | KeyCode::Char('h') | KeyCode::Char('q')
-                ) {
-                    self.focus = Focus::Steps;
-                }
-                None
-            }
-            _ => None,
-        }
-    }
-
-    /// kiln's own keys on the Install screen while the machine runs.
-    fn machine_key(&mut self, key: KeyEvent) {
-        let screen = &mut self.install;
-        if screen.machine.is_none() {
-            return;
-        }
-        match key.code {
-            KeyCode::Char('c') => {
-                screen.pane = Pane::Console;
-                screen.keys_to = KeyTarget::Serial;
-            }
-            KeyCode::Char('v') => {
-                screen.pane = Pane::Screen;
-                screen.keys_to = KeyTarget::Vga;
-            }
-            KeyCode::Char('t') => {
-                screen.pane = match screen.pane {
-                    Pane::Console => Pane::Screen,
-                    Pane::Screen => Pane::Console,
-                }
-            }
-            _ => {}
+                .then_some(Command::Start(step)),
+            Step::Configure => self
+                .configure
+                .form
+                .handle_key(key)
+                .then_some(Command::Start(step)),
+            Step::Verify => self
+                .verify
+                .form
+                .handle_key(key)
+                .then_some(Command::Start(step)),
+            Step::Publish => self
+                .publish
+                .form
+                .handle_key(key)
+                .then_some(Command::Start(step)),
         }
     }
 
@@ -352,17 +402,78 @@ impl App {
         }
     }
 
+    /// The accelerator machines get: what the doctor found, TCG until it has answered.
+    fn accelerator(&self) -> Accelerator {
+        self.doctor
+            .as_ref()
+            .map_or(Accelerator::Tcg, |report| report.accelerator)
+    }
+
+    /// Start a form-based step with what its form says.
+    pub fn start(&mut self, step: Step) {
+        if self.is_running() {
+            return;
+        }
+        let accelerator = self.accelerator();
+        let record_dir = self.record_dir.clone();
+        let running = match step {
+            Step::Install => return self.start_install(),
+            Step::Create => return,
+            Step::Configure => {
+                let request = self.configure.request(
+                    accelerator,
+                    self.settings.memory_mib,
+                    self.settings.cpus,
+                    record_dir,
+                );
+                let title = format!(
+                    "configuring {} as {}",
+                    request.image.display(),
+                    request.user
+                );
+                Running::Configure(task::spawn(title, |r| configure::configure(request, r)))
+            }
+            Step::Verify => {
+                let request = self.verify.request(accelerator, record_dir);
+                let title = format!("checking {}", request.image.display());
+                Running::Verify(task::spawn(title, |r| verify::verify(request, r)))
+            }
+            Step::Publish => match self.publish.request(self.config_dir.clone()) {
+                Ok(request) => {
+                    let title = format!(
+                        "publishing {} to {}",
+                        request.image.display(),
+                        request.target.describe()
+                    );
+                    Running::Publish(task::spawn(title, |r| publish::publish(request, r)))
+                }
+                Err(e) => {
+                    self.publish.run.reset();
+                    self.publish.run.error = Some(e.to_string());
+                    self.set_state(Step::Publish, StepState::Failed);
+                    return;
+                }
+            },
+        };
+        if let Some(run) = self.run_mut(step) {
+            run.reset();
+        }
+        self.set_state(step, StepState::Running);
+        self.running = Some(running);
+    }
+
     /// Start the installer machine with the form's inputs.
     pub fn start_install(&mut self) {
         if self.is_running() {
             return;
         }
+        let accelerator = self.accelerator();
         let screen = &mut self.install;
         screen.error = None;
         screen.log.clear();
         screen.progress = None;
         screen.outcome = None;
-        screen.picture = None;
+        screen.machine.clear();
         let sha = screen.sha256.value.trim();
         let checksum = if sha.is_empty() {
             None
@@ -371,10 +482,6 @@ impl App {
         } else {
             Some(Expected::SumsFile(PathBuf::from(sha)))
         };
-        let accelerator = self
-            .doctor
-            .as_ref()
-            .map_or(Accelerator::Tcg, |report| report.accelerator);
         let request = InstallRequest {
             image: PathBuf::from(screen.image.value.trim()),
             iso: PathBuf::from(screen.iso.value.trim()),
@@ -398,77 +505,153 @@ impl App {
         let Some(step) = self.running.as_ref().map(Running::step) else {
             return;
         };
+        if let Event::Machine(view) = event {
+            if let Some(machine) = self.machine_mut(step) {
+                machine.view = Some(view);
+            }
+            return;
+        }
         let (log, progress, error) = match step {
+            Step::Create => (
+                &mut self.create.log,
+                &mut self.create.progress,
+                &mut self.create.error,
+            ),
             Step::Install => (
                 &mut self.install.log,
                 &mut self.install.progress,
                 &mut self.install.error,
             ),
-            _ => (
-                &mut self.create.log,
-                &mut self.create.progress,
-                &mut self.create.error,
-            ),
+            other => {
+                let run = self.run_mut(other).expect("form steps have a run");
+                if let Event::Check(check) = event {
+                    run.checks.push(check);
+                    return;
+                }
+                (&mut run.log, &mut run.progress, &mut run.error)
+            }
         };
         match event {
             Event::Started { title } => log.push((Level::Info, title)),
             Event::Log { level, message } => log.push((level, message)),
             Event::Progress(p) => *progress = Some(p),
-            Event::Machine(view) => self.install.machine = Some(view),
-            Event::Check(_) => {}
-            // The result panel shows what the summary says.
-            Event::Finished { .. } => {}
             Event::Failed { error: message } => *error = Some(message),
+            // The result panel shows what the summary says; machines and checks went above.
+            Event::Finished { .. } | Event::Machine(_) | Event::Check(_) => {}
         }
     }
 
     /// The running step has sent its last event: collect its result.
     pub async fn finish(&mut self) {
-        match self.running.take() {
-            None => {}
-            Some(Running::Create(task)) => match task.result().await {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let step = running.step();
+        if let Some(machine) = self.machine_mut(step) {
+            machine.clear();
+        }
+        let outcome: Result<Vec<String>, String> = match running {
+            Running::Create(task) => match task.result().await {
                 Ok(info) => {
-                    self.install.image =
-                        super::widgets::text_field::TextField::new(info.path.display().to_string());
+                    let path = info.path.display().to_string();
+                    self.install.image = super::widgets::text_field::TextField::new(path.clone());
+                    self.carry_disk(&path);
                     self.create.result = Some(info);
                     self.create.overwrite = false;
-                    self.set_state(Step::Create, StepState::Done);
+                    Ok(Vec::new())
                 }
                 Err(e) => {
                     self.create.error = Some(e.to_string());
-                    self.set_state(Step::Create, StepState::Failed);
+                    Err(e.to_string())
                 }
             },
-            Some(Running::Install(task)) => {
-                let result = task.result().await;
-                self.install.machine = None;
-                self.install.keys_to = KeyTarget::Kiln;
-                match result {
-                    Ok(outcome) => {
-                        self.install.outcome = Some(outcome);
-                        self.set_state(Step::Install, StepState::Done);
-                    }
-                    Err(e) => {
-                        self.install.error = Some(e.to_string());
-                        self.set_state(Step::Install, StepState::Failed);
-                    }
+            Running::Install(task) => match task.result().await {
+                Ok(outcome) => {
+                    self.carry_disk(&outcome.image.display().to_string());
+                    self.install.outcome = Some(outcome);
+                    Ok(Vec::new())
                 }
+                Err(e) => {
+                    self.install.error = Some(e.to_string());
+                    Err(e.to_string())
+                }
+            },
+            Running::Configure(task) => task
+                .result()
+                .await
+                .map(|c| {
+                    let mut lines = vec![c.summary()];
+                    lines.extend(c.diff.lines().map(str::to_string));
+                    lines
+                })
+                .map_err(|e| e.to_string()),
+            Running::Verify(task) => match task.result().await {
+                Ok(report) if report.passed() => Ok(vec![
+                    report.summary(),
+                    "the CI driver should accept this image".into(),
+                ]),
+                Ok(report) => Err(format!("{} — see the fixes above", report.summary())),
+                Err(e) => Err(e.to_string()),
+            },
+            Running::Publish(task) => task
+                .result()
+                .await
+                .map(|p| {
+                    let mut lines = vec![p.summary()];
+                    lines.extend(
+                        p.destination
+                            .manifest()
+                            .into_iter()
+                            .flat_map(|m| m.lines().map(str::to_string).collect::<Vec<_>>()),
+                    );
+                    if let Some(sum) = &p.checksum {
+                        lines.push(format!("sha256 {} ({})", sum.sha256, sum.file.display()));
+                    }
+                    lines
+                })
+                .map_err(|e| e.to_string()),
+        };
+        let failed = outcome.is_err();
+        if let Some(run) = self.run_mut(step) {
+            match outcome {
+                Ok(lines) => run.outcome = lines,
+                Err(message) => run.error = Some(message),
             }
+        }
+        self.set_state(
+            step,
+            if failed {
+                StepState::Failed
+            } else {
+                StepState::Done
+            },
+        );
+    }
+
+    /// A finished step's disk becomes the next steps' default.
+    fn carry_disk(&mut self, path: &str) {
+        for form in [
+            &mut self.configure.form,
+            &mut self.verify.form,
+            &mut self.publish.form,
+        ] {
+            form.set_text("disk", path);
         }
     }
 
-    /// Deliver typed input to the running machine.
+    /// Deliver typed input to the machine on screen.
     pub async fn send_to_guest(&mut self, input: GuestInput) {
-        let Some(view) = self.install.machine.clone() else {
+        let Some(view) = self
+            .machine(self.selected_step())
+            .and_then(|m| m.view.clone())
+        else {
             return;
         };
         match input {
             GuestInput::Serial(bytes) => view.send_serial(bytes),
             GuestInput::Vga(keys) => {
                 if let Err(e) = view.send_key(&keys).await {
-                    self.install
-                        .log
-                        .push((Level::Warn, format!("key not sent: {e}")));
+                    tracing::warn!("key not sent to the guest: {e}");
                 }
             }
         }
@@ -479,11 +662,16 @@ impl App {
         if !self.wants_screenshot() {
             return;
         }
-        let Some(view) = self.install.machine.clone() else {
+        let step = self.selected_step();
+        let Some(view) = self.machine(step).and_then(|m| m.view.clone()) else {
             return;
         };
         match view.screenshot().await {
-            Ok(picture) => self.install.picture = Some(picture),
+            Ok(picture) => {
+                if let Some(machine) = self.machine_mut(step) {
+                    machine.picture = Some(picture);
+                }
+            }
             Err(e) => tracing::debug!("screenshot: {e}"),
         }
     }

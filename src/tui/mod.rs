@@ -33,6 +33,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
     );
     let mut app = App::new(settings, theme);
     app.record_dir = dirs.as_ref().map(Dirs::machine_records);
+    app.config_dir = dirs.as_ref().map(|d| d.config_dir.clone());
     if let Some(problem) = theme_problem {
         tracing::warn!("{problem}");
         app.notice = Some(format!("{problem} — using the built-in theme"));
@@ -80,7 +81,7 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> s
                     match app.handle_key(key) {
                         Some(Command::Quit) => app.quitting = true,
                         Some(Command::StartCreate { force }) => app.start_create(force).await,
-                        Some(Command::StartInstall) => app.start_install(),
+                        Some(Command::Start(step)) => app.start(step),
                         Some(Command::Guest(input)) => app.send_to_guest(input).await,
                         None => {}
                     }

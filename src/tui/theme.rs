@@ -21,7 +21,7 @@ const BUILT_IN: [(&str, &str); 3] = [
 ];
 
 /// Every role a theme must style, by its name in the TOML files.
-pub const ROLES: [&str; 20] = [
+pub const ROLES: [&str; 19] = [
     "text",
     "muted",
     "title",
@@ -32,7 +32,6 @@ pub const ROLES: [&str; 20] = [
     "step_running",
     "step_done",
     "step_failed",
-    "step_not_built",
     "input",
     "input_focused",
     "ok",
@@ -171,7 +170,6 @@ impl Theme {
             StepState::Running => "step_running",
             StepState::Done => "step_done",
             StepState::Failed => "step_failed",
-            StepState::NotBuilt => "step_not_built",
         })
     }
     pub fn input(&self, focused: bool) -> Style {

@@ -134,6 +134,18 @@ pub enum Verdict {
     Skipped,
 }
 
+impl Verdict {
+    /// `pass`, `FAIL`, `warn`, `skip`: the words every text report uses.
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "FAIL",
+            Verdict::Warn => "warn",
+            Verdict::Skipped => "skip",
+        }
+    }
+}
+
 /// One named requirement, what was found, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Check {

@@ -7,22 +7,26 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
 use super::create::{level_style, message};
-use crate::engine::host::Accelerator;
-use crate::engine::machine::MachineView;
+use super::machine;
 use crate::engine::task::Level;
 use crate::tui::app::{App, StepState};
-use crate::tui::steps::install::{
-    InstallField, InstallScreen, KeyTarget, Pane, SIDE_BY_SIDE_WIDTH,
-};
+use crate::tui::steps::install::{InstallField, InstallScreen};
 use crate::tui::theme::Theme;
-use crate::tui::widgets::screen::ScreenView;
-use crate::tui::widgets::{console, progress};
+use crate::tui::widgets::progress;
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, focused: bool) {
     let screen = &app.install;
     let theme = &app.theme;
-    match &screen.machine {
-        Some(view) => draw_machine(frame, area, screen, view, app.width, theme),
+    match &screen.machine.view {
+        Some(view) => machine::draw(
+            frame,
+            area,
+            &screen.machine,
+            view,
+            "installer running",
+            app.width,
+            theme,
+        ),
         None => draw_form(
             frame,
             area,
@@ -139,87 +143,4 @@ fn draw_form(
         ));
     }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), rest);
-}
-
-fn draw_machine(
-    frame: &mut Frame,
-    area: Rect,
-    screen: &InstallScreen,
-    view: &MachineView,
-    width: u16,
-    theme: &Theme,
-) {
-    let [status, panes] = Layout::vertical([Constraint::Length(2), Constraint::Min(3)]).areas(area);
-    let accel = match view.accelerator() {
-        Accelerator::Kvm => "KVM",
-        Accelerator::Tcg => "TCG (no KVM)",
-    };
-    let vnc = view
-        .vnc()
-        .map_or("no VNC".to_string(), |addr| format!("VNC {addr}"));
-    let keys = match screen.keys_to {
-        KeyTarget::Kiln => Span::styled("keys: kiln", theme.muted()),
-        KeyTarget::Serial => Span::styled("keys → console (Ctrl-] to return)", theme.warning()),
-        KeyTarget::Vga => Span::styled("keys → screen (Ctrl-] to return)", theme.warning()),
-    };
-    frame.render_widget(
-        Paragraph::new(vec![
-            Line::from(vec![
-                Span::styled(" installer running · ", theme.step(StepState::Running)),
-                Span::styled(format!("{accel} · {vnc} · "), theme.text()),
-                keys,
-            ]),
-            Line::styled(
-                format!(" serial log: {}", view.serial_log().display()),
-                theme.muted(),
-            ),
-        ]),
-        status,
-    );
-    let console_title = "Serial console (c to type)";
-    if width >= SIDE_BY_SIDE_WIDTH {
-        let [left, right] =
-            Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
-                .areas(panes);
-        console::draw(
-            frame,
-            left,
-            view.console(),
-            console_title,
-            screen.keys_to == KeyTarget::Serial,
-            theme,
-        );
-        draw_screen(frame, right, screen, theme);
-    } else {
-        match screen.pane {
-            Pane::Console => console::draw(
-                frame,
-                panes,
-                view.console(),
-                console_title,
-                screen.keys_to == KeyTarget::Serial,
-                theme,
-            ),
-            Pane::Screen => draw_screen(frame, panes, screen, theme),
-        }
-    }
-}
-
-fn draw_screen(frame: &mut Frame, area: Rect, screen: &InstallScreen, theme: &Theme) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Line::styled(" Screen (v to type) ", theme.title()))
-        .border_style(theme.border(screen.keys_to == KeyTarget::Vga));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    match &screen.picture {
-        Some(picture) => frame.render_widget(ScreenView(picture), inner),
-        None => frame.render_widget(
-            Paragraph::new(Line::styled(
-                "waiting for the first picture…",
-                theme.muted(),
-            )),
-            inner,
-        ),
-    }
 }

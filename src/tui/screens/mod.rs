@@ -4,7 +4,8 @@ mod create;
 mod doctor;
 mod help;
 mod install;
-mod not_built;
+mod machine;
+mod step_run;
 mod steps;
 
 use ratatui::Frame;
@@ -13,7 +14,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Focus, Overlay};
-use super::steps::install::KeyTarget;
+use super::steps::machine_pane::KeyTarget;
 use super::widgets::dialog;
 use crate::engine::Step;
 
@@ -58,7 +59,23 @@ pub fn draw(frame: &mut Frame, app: &App) {
             theme,
         ),
         Step::Install => install::draw(frame, screen, app, focused),
-        other => not_built::draw(frame, screen, other, focused, theme),
+        Step::Configure => step_run::draw(
+            frame,
+            screen,
+            app,
+            Step::Configure,
+            &app.configure.form,
+            focused,
+        ),
+        Step::Verify => step_run::draw(frame, screen, app, Step::Verify, &app.verify.form, focused),
+        Step::Publish => step_run::draw(
+            frame,
+            screen,
+            app,
+            Step::Publish,
+            &app.publish.form,
+            focused,
+        ),
     }
 
     frame.render_widget(Paragraph::new(footer_line(app)), footer);
@@ -114,10 +131,12 @@ fn footer_line(app: &App) -> Line<'static> {
     if let Some(notice) = &app.notice {
         return Line::styled(format!(" {notice}"), theme.warning());
     }
-    let install = &app.install;
+    let machine = app.machine(app.selected_step());
     let hints: &[(&str, &str)] = match (app.focus, app.is_running()) {
-        _ if install.keys_to != KeyTarget::Kiln => &[("Ctrl-]", "give the keyboard back to kiln")],
-        (Focus::Screen, true) if install.machine.is_some() => &[
+        _ if machine.is_some_and(|m| m.keys_to != KeyTarget::Kiln) => {
+            &[("Ctrl-]", "give the keyboard back to kiln")]
+        }
+        (Focus::Screen, true) if machine.is_some_and(|m| m.view.is_some()) => &[
             ("c", "type into console"),
             ("v", "type into screen"),
             ("t", "toggle pane"),

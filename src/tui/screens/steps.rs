@@ -18,7 +18,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             StepState::Running => "…",
             StepState::Done => "✔",
             StepState::Failed => "✘",
-            StepState::NotBuilt => "-",
         };
         let label = format!(" {mark} {} {:<10}", i + 1, step.title());
         let style = if i == app.selected {
@@ -27,7 +26,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             theme.step(state)
         };
         let note = match state {
-            StepState::NotBuilt => " soon",
             StepState::Running => " running",
             StepState::Failed => " failed",
             StepState::Done => " done",

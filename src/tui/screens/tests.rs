@@ -64,13 +64,33 @@ fn inline_messages_while_typing() {
 }
 
 #[test]
-fn steps_not_built_say_so() {
+fn configure_verify_and_publish_forms() {
     let mut app = app();
-    press(&mut app, KeyCode::Down);
-    press(&mut app, KeyCode::Down);
-    assert_eq!(app.step_state(app.selected_step()), StepState::NotBuilt);
-    let screen = render(&app, 80, 24).to_string();
-    assert!(screen.contains("not built yet"), "{screen}");
+    for (downs, name) in [
+        (2, "configure_form"),
+        (3, "verify_form"),
+        (4, "publish_form"),
+    ] {
+        app.focus = crate::tui::app::Focus::Steps;
+        app.selected = 0;
+        for _ in 0..downs {
+            press(&mut app, KeyCode::Down);
+        }
+        press(&mut app, KeyCode::Enter);
+        insta::assert_snapshot!(name, render(&app, 100, 30));
+    }
+    // Secrets are masked on screen.
+    app.selected = 2;
+    app.focus = crate::tui::app::Focus::Screen;
+    for _ in 0..2 {
+        press(&mut app, KeyCode::Tab);
+    }
+    type_text(&mut app, "hunter2");
+    let screen = render(&app, 100, 30).to_string();
+    assert!(
+        !screen.contains("hunter2") && screen.contains("•••••••"),
+        "{screen}"
+    );
 }
 
 #[test]

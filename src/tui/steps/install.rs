@@ -2,9 +2,8 @@
 
 use crossterm::event::{KeyCode, KeyEvent};
 
+use super::machine_pane::MachinePane;
 use crate::engine::install::InstallOutcome;
-use crate::engine::machine::MachineView;
-use crate::engine::screen::Picture;
 use crate::engine::task::{Level, Progress};
 use crate::tui::widgets::text_field::TextField;
 
@@ -36,21 +35,6 @@ impl InstallField {
     }
 }
 
-/// Which view of the machine is shown when there is room for only one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pane {
-    Console,
-    Screen,
-}
-
-/// Where typed keys go while a machine runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyTarget {
-    Kiln,
-    Serial,
-    Vga,
-}
-
 pub struct InstallScreen {
     pub image: TextField,
     pub iso: TextField,
@@ -60,14 +44,8 @@ pub struct InstallScreen {
     pub progress: Option<Progress>,
     pub error: Option<String>,
     pub outcome: Option<InstallOutcome>,
-    pub machine: Option<MachineView>,
-    pub pane: Pane,
-    pub keys_to: KeyTarget,
-    pub picture: Option<Picture>,
+    pub machine: MachinePane,
 }
-
-/// Terminal width from which console and screen are shown side by side.
-pub const SIDE_BY_SIDE_WIDTH: u16 = 140;
 
 impl InstallScreen {
     pub fn new() -> InstallScreen {
@@ -80,10 +58,7 @@ impl InstallScreen {
             progress: None,
             error: None,
             outcome: None,
-            machine: None,
-            pane: Pane::Console,
-            keys_to: KeyTarget::Kiln,
-            picture: None,
+            machine: MachinePane::default(),
         }
     }
 
@@ -104,11 +79,6 @@ impl InstallScreen {
             }
         }
         false
-    }
-
-    /// Whether the VGA picture is on screen at this terminal width (and so worth refreshing).
-    pub fn screen_visible(&self, width: u16) -> bool {
-        self.machine.is_some() && (width >= SIDE_BY_SIDE_WIDTH || self.pane == Pane::Screen)
     }
 
     /// Hint under the ISO field while typing.

@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod dialog;
+pub mod form;
 pub mod progress;
 pub mod screen;
 pub mod text_field;

@@ -1,0 +1,78 @@
+//! A running machine as a screen shows it: console or VGA pane, and where typed keys go.
+
+use crate::engine::machine::MachineView;
+use crate::engine::screen::Picture;
+
+/// Which view of the machine is shown when there is room for only one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Console,
+    Screen,
+}
+
+/// Where typed keys go while a machine runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTarget {
+    Kiln,
+    Serial,
+    Vga,
+}
+
+/// Terminal width from which console and screen are shown side by side.
+pub const SIDE_BY_SIDE_WIDTH: u16 = 140;
+
+/// The machine of a running step, if it has one.
+#[derive(Clone)]
+pub struct MachinePane {
+    pub view: Option<MachineView>,
+    pub pane: Pane,
+    pub keys_to: KeyTarget,
+    pub picture: Option<Picture>,
+}
+
+impl Default for MachinePane {
+    fn default() -> Self {
+        MachinePane {
+            view: None,
+            pane: Pane::Console,
+            keys_to: KeyTarget::Kiln,
+            picture: None,
+        }
+    }
+}
+
+impl MachinePane {
+    /// Whether the VGA picture is on screen at this terminal width (and so worth refreshing).
+    pub fn screen_visible(&self, width: u16) -> bool {
+        self.view.is_some() && (width >= SIDE_BY_SIDE_WIDTH || self.pane == Pane::Screen)
+    }
+
+    /// The machine is gone: drop it and give the keyboard back.
+    pub fn clear(&mut self) {
+        *self = MachinePane::default();
+    }
+
+    /// kiln's own keys while the machine runs: c/v hand the keyboard to the guest, t toggles.
+    pub fn handle_key(&mut self, c: char) {
+        if self.view.is_none() {
+            return;
+        }
+        match c {
+            'c' => {
+                self.pane = Pane::Console;
+                self.keys_to = KeyTarget::Serial;
+            }
+            'v' => {
+                self.pane = Pane::Screen;
+                self.keys_to = KeyTarget::Vga;
+            }
+            't' => {
+                self.pane = match self.pane {
+                    Pane::Console => Pane::Screen,
+                    Pane::Screen => Pane::Console,
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! A form of labelled fields — text, choice, checkbox, button — with Tab order, for the step
+//! screens that ask several things before they run.
+
+use crossterm::event::{KeyCode, KeyEvent};
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::Paragraph;
+
+use super::text_field::TextField;
+use crate::tui::theme::Theme;
+
+/// What a field holds.
+#[derive(Debug, Clone)]
+pub enum FieldKind {
+    Text(TextField),
+    /// One of a few options; Space or ←/→ cycles.
+    Choice(Vec<&'static str>, usize),
+    Check(bool),
+    Button,
+}
+
+/// One line of the form.
+#[derive(Debug, Clone)]
+pub struct Field {
+    /// Stable name the step code reads the value by.
+    pub key: &'static str,
+    pub label: &'static str,
+    pub kind: FieldKind,
+}
+
+impl Field {
+    pub fn text(key: &'static str, label: &'static str, value: &str) -> Field {
+        Field {
+            key,
+            label,
+            kind: FieldKind::Text(TextField::new(value)),
+        }
+    }
+
+    pub fn secret(key: &'static str, label: &'static str) -> Field {
+        let mut field = TextField::new("");
+        field.masked = true;
+        Field {
+            key,
+            label,
+            kind: FieldKind::Text(field),
+        }
+    }
+
+    pub fn choice(key: &'static str, label: &'static str, options: Vec<&'static str>) -> Field {
+        Field {
+            key,
+            label,
+            kind: FieldKind::Choice(options, 0),
+        }
+    }
+
+    pub fn check(key: &'static str, label: &'static str) -> Field {
+        Field {
+            key,
+            label,
+            kind: FieldKind::Check(false),
+        }
+    }
+
+    pub fn button(label: &'static str) -> Field {
+        Field {
+            key: "run",
+            label,
+            kind: FieldKind::Button,
+        }
+    }
+}
+
+/// Fields in Tab order and which one has focus.
+#[derive(Debug, Clone)]
+pub struct Form {
+    pub fields: Vec<Field>,
+    pub focused: usize,
+}
+
+const LABEL_WIDTH: usize = 10;
+
+impl Form {
+    pub fn new(fields: Vec<Field>) -> Form {
+        Form { fields, focused: 0 }
+    }
+
+    /// Apply a key; `true` means "run the step" (Enter).
+    pub fn handle_key(&mut self, key: KeyEvent) -> bool {
+        let n = self.fields.len();
+        match key.code {
+            KeyCode::Tab | KeyCode::Down => self.focused = (self.focused + 1) % n,
+            KeyCode::BackTab | KeyCode::Up => self.focused = (self.focused + n - 1) % n,
+            KeyCode::Enter => return true,
+            _ => match &mut self.fields[self.focused].kind {
+                FieldKind::Text(field) => {
+                    field.edit(key);
+                }
+                FieldKind::Choice(options, index) => match key.code {
+                    KeyCode::Char(' ') | KeyCode::Right => *index = (*index + 1) % options.len(),
+                    KeyCode::Left => *index = (*index + options.len() - 1) % options.len(),
+                    _ => {}
+                },
+                FieldKind::Check(on) if key.code == KeyCode::Char(' ') => *on = !*on,
+                _ => {}
+            },
+        }
+        false
+    }
+
+    fn field(&self, key: &str) -> &Field {
+        self.fields
+            .iter()
+            .find(|f| f.key == key)
+            .unwrap_or_else(|| panic!("form has no field {key}"))
+    }
+
+    /// The trimmed text of a text field.
+    pub fn text(&self, key: &str) -> String {
+        match &self.field(key).kind {
+            FieldKind::Text(field) => field.value.trim().to_string(),
+            _ => String::new(),
+        }
+    }
+
+    /// A text field's value as typed (secrets are not trimmed).
+    pub fn raw(&self, key: &str) -> String {
+        match &self.field(key).kind {
+            FieldKind::Text(field) => field.value.clone(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn set_text(&mut self, key: &str, value: &str) {
+        if let Some(Field {
+            kind: FieldKind::Text(field),
+            ..
+        }) = self.fields.iter_mut().find(|f| f.key == key)
+        {
+            field.value = value.to_string();
+        }
+    }
+
+    pub fn checked(&self, key: &str) -> bool {
+        matches!(self.field(key).kind, FieldKind::Check(true))
+    }
+
+    pub fn choice(&self, key: &str) -> &'static str {
+        match &self.field(key).kind {
+            FieldKind::Choice(options, index) => options[*index],
+            _ => "",
+        }
+    }
+
+    /// One line per field; the focused one highlighted, the cursor in a focused text field.
+    pub fn draw(&self, frame: &mut Frame, area: Rect, focused: bool, theme: &Theme) {
+        for (i, field) in self.fields.iter().enumerate().take(area.height as usize) {
+            let row = Rect {
+                y: area.y + i as u16,
+                height: 1,
+                ..area
+            };
+            let here = focused && i == self.focused;
+            let pad = " ".repeat(LABEL_WIDTH);
+            let line = match &field.kind {
+                FieldKind::Text(text) => {
+                    text.draw(frame, row, field.label, here, theme);
+                    continue;
+                }
+                FieldKind::Choice(options, index) => {
+                    let mut spans = vec![Span::styled(
+                        format!("{:<LABEL_WIDTH$}", field.label),
+                        theme.text(),
+                    )];
+                    for (j, option) in options.iter().enumerate() {
+                        let style = match (j == *index, here) {
+                            (true, true) => theme.input(true),
+                            (true, false) => theme.selected(),
+                            _ => theme.muted(),
+                        };
+                        spans.push(Span::styled(format!(" {option} "), style));
+                        spans.push(Span::raw(" "));
+                    }
+                    Line::from(spans)
+                }
+                FieldKind::Check(on) => Line::from(vec![
+                    Span::raw(pad),
+                    Span::styled(
+                        format!("{} {}", if *on { "[x]" } else { "[ ]" }, field.label),
+                        if here {
+                            theme.input(true)
+                        } else {
+                            theme.text()
+                        },
+                    ),
+                ]),
+                FieldKind::Button => Line::from(vec![
+                    Span::raw(pad),
+                    Span::styled(
+                        format!("[ {} ]", field.label),
+                        if here {
+                            theme.selected()
+                        } else {
+                            theme.key_hint()
+                        },
+                    ),
+                    Span::styled("  (Enter from any field)", theme.muted()),
+                ]),
+            };
+            frame.render_widget(Paragraph::new(line), row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossterm::event::KeyModifiers;
+
+    fn key(code: KeyCode) -> KeyEvent {
+        KeyEvent::new(code, KeyModifiers::NONE)
+    }
+
+    #[test]
+    fn tab_order_editing_and_values() {
+        let mut form = Form::new(vec![
+            Field::text("name", "Name", "a"),
+            Field::choice("to", "Target", vec!["djinn", "offline"]),
+            Field::check("compact", "Compact"),
+            Field::button("Go"),
+        ]);
+        form.handle_key(key(KeyCode::Char('b')));
+        assert_eq!(form.text("name"), "ab");
+        form.handle_key(key(KeyCode::Tab));
+        form.handle_key(key(KeyCode::Char(' ')));
+        assert_eq!(form.choice("to"), "offline");
+        form.handle_key(key(KeyCode::Tab));
+        form.handle_key(key(KeyCode::Char(' ')));
+        assert!(form.checked("compact"));
+        form.handle_key(key(KeyCode::BackTab));
+        form.handle_key(key(KeyCode::Left));
+        assert_eq!(form.choice("to"), "djinn");
+        assert!(form.handle_key(key(KeyCode::Enter)));
+    }
+}
