@@ -63,3 +63,28 @@ pub fn fixtures() -> &'static Fixtures {
         }
     })
 }
+
+/// The broken (and one good) variants of the installed disk, from tests/fixtures/variants.sh:
+/// `good` passes every check; each other one differs from it in exactly one way.
+pub fn variant(name: &str) -> PathBuf {
+    static VARIANTS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
+    let variants = VARIANTS.get_or_init(|| {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/variants.sh");
+        let out = Command::new("bash").arg(&script).output().expect("variants.sh runs");
+        assert!(
+            out.status.success(),
+            "variants build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("KILN_VARIANT_"))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_ascii_lowercase().replace('_', "-"), PathBuf::from(v)))
+            .collect()
+    });
+    variants
+        .get(name)
+        .unwrap_or_else(|| panic!("no variant {name}; have {:?}", variants.keys()))
+        .clone()
+}
