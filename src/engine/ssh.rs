@@ -34,8 +34,10 @@ const BANNER_TIMEOUT: Duration = Duration::from_secs(5);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One authentication request (PAM under TCG can take seconds).
 const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Short waits between attempts, so kiln notices sshd within a fraction of a second of it
+/// listening (the Djinn driver polls once a second; a failed attempt costs the guest nothing).
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opening the SFTP subsystem, and each SFTP operation unless [`Sftp::set_timeout`] says otherwise.
 const SFTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -268,7 +270,7 @@ impl fmt::Debug for Session {
 
 /// Connect to `target` and log in, retrying while the guest is still coming up.
 ///
-/// Retries (backoff 100 ms doubling to 1 s) until `deadline` while the failure means "not up
+/// Retries (backoff 50 ms doubling to 200 ms) until `deadline` while the failure means "not up
 /// yet": connection refused, a port that stays silent or closes before the SSH banner, a cut-off
 /// key exchange, or PAM's /run/nologin while systemd boots. A rejected login, a bad key file or a
 /// wrong passphrase fail at once. `on_stage` sees each stage as it is reached.
@@ -1374,9 +1376,9 @@ mod tests {
     }
 
     #[test]
-    fn backoff_starts_short_doubles_and_caps_at_one_second() {
-        let schedule: Vec<u128> = (1..=7).map(|n| backoff(n).as_millis()).collect();
-        assert_eq!(schedule, [100, 200, 400, 800, 1000, 1000, 1000]);
+    fn backoff_starts_short_doubles_and_caps_at_200_ms() {
+        let schedule: Vec<u128> = (1..=5).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(schedule, [50, 100, 200, 200, 200]);
         assert_eq!(backoff(u32::MAX), MAX_BACKOFF);
     }
 
