@@ -1,0 +1,121 @@
+//! How soon after the guest's sshd starts does kiln notice? For several boots of the good
+//! fixture image: the host time the serial console says sshd started, kiln's SSH banner and
+//! login times, and what the Djinn driver's wait (sleep 2 s, then dial once a second) would
+//! give for the same boot. Run: `cargo bench --bench readiness` (as root; builds fixtures).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kiln::engine::driver::DriverProfile;
+use kiln::engine::host::Accelerator;
+use kiln::engine::machine::{Machine, MachineSpec};
+use kiln::engine::ssh::{self, Auth, SshTarget, Stage};
+
+const BOOTS: usize = 3;
+
+fn good_image() -> PathBuf {
+    if let Ok(path) = std::env::var("KILN_BENCH_IMAGE") {
+        return PathBuf::from(path);
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/variants.sh");
+    let out = Command::new("bash").arg(script).output().expect("variants.sh runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("KILN_VARIANT_GOOD="))
+        .map(PathBuf::from)
+        .expect("variants.sh names the good image")
+}
+
+#[tokio::main]
+async fn main() {
+    let image = good_image();
+    println!("image: {}", image.display());
+    println!("{:>4} {:>10} {:>10} {:>10} {:>12} {:>14}", "boot", "sshd up s", "banner s", "login s", "overhead ms", "driver wait ms");
+    let mut overheads = Vec::new();
+    let mut driver_waits = Vec::new();
+    for boot in 1..=BOOTS {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = MachineSpec {
+            purpose: "bench".into(),
+            accelerator: Accelerator::Tcg,
+            memory_mib: 2048,
+            cpus: 1,
+            disk: image.clone(),
+            snapshot: true,
+            discard: false,
+            cdrom: None,
+            ssh_forward_from: Some(2222),
+            no_reboot: false,
+            vnc: false,
+            serial_log: dir.path().join("serial.log"),
+            record_dir: None,
+            driver: Some(DriverProfile::djinn(Accelerator::Tcg)),
+        };
+        let started = Instant::now();
+        let mut machine = Machine::start(&spec).await.expect("machine starts");
+        let view = machine.view();
+        // Watch the serial console for systemd's "Started ssh.service" line, timestamped here.
+        let sshd_up: Arc<Mutex<Option<Duration>>> = Arc::default();
+        {
+            let sshd_up = sshd_up.clone();
+            let (history, mut live) = view.subscribe_serial();
+            tokio::spawn(async move {
+                let mut text = String::from_utf8_lossy(&history).into_owned();
+                loop {
+                    if text.contains("Started ssh.service") || text.contains("Started OpenBSD Secure Shell") {
+                        sshd_up.lock().unwrap().get_or_insert(started.elapsed());
+                        break;
+                    }
+                    match live.recv().await {
+                        Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                        Err(_) => break,
+                    }
+                }
+            });
+        }
+        let banner: Arc<Mutex<Option<Duration>>> = Arc::default();
+        let seen = banner.clone();
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            port: view.ssh_port().unwrap(),
+            user: "root".into(),
+            auth: Auth::Password(String::new()),
+        };
+        let session = ssh::connect(&target, Duration::from_secs(300), move |stage| {
+            if let Stage::Banner(_) = stage {
+                seen.lock().unwrap().get_or_insert(started.elapsed());
+            }
+        })
+        .await
+        .expect("the good image logs in");
+        let login = started.elapsed();
+        session.close().await;
+        machine.shut_down(Duration::ZERO).await;
+        let (Some(up), Some(banner)) = (*sshd_up.lock().unwrap(), *banner.lock().unwrap()) else {
+            println!("{boot:>4} (serial console never said sshd started; skipped)");
+            continue;
+        };
+        let overhead = banner.saturating_sub(up);
+        // The driver sleeps 2 s, then dials once a second: it notices at the first tick ≥ up.
+        let driver_notice = Duration::from_secs(2.max(up.as_secs_f64().ceil() as u64));
+        let driver_wait = driver_notice.saturating_sub(up);
+        println!(
+            "{boot:>4} {:>10.2} {:>10.2} {:>10.2} {:>12} {:>14}",
+            up.as_secs_f64(),
+            banner.as_secs_f64(),
+            login.as_secs_f64(),
+            overhead.as_millis(),
+            driver_wait.as_millis()
+        );
+        overheads.push(overhead.as_millis());
+        driver_waits.push(driver_wait.as_millis());
+    }
+    overheads.sort_unstable();
+    driver_waits.sort_unstable();
+    if let (Some(o), Some(d)) = (overheads.get(overheads.len() / 2), driver_waits.get(driver_waits.len() / 2)) {
+        println!("median: kiln notices sshd {o} ms after it starts (goal ≤ 200 ms); the driver's 1 s polling would add {d} ms");
+    }
+}
