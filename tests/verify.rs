@@ -17,9 +17,17 @@ fn check(image: &Path, args: &[&str]) -> (Option<i32>, Value) {
     let mut all = vec!["check", image.to_str().unwrap(), "--format", "json"];
     all.extend(args);
     let out = sandbox.kiln(&all);
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}):\n{}\n{}", text(&out.stdout), text(&out.stderr)));
-    assert!(!qemu_running_with(&image.display().to_string()), "QEMU left running");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}):\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    assert!(
+        !qemu_running_with(&image.display().to_string()),
+        "QEMU left running"
+    );
     (out.status.code(), report)
 }
 
@@ -38,7 +46,10 @@ fn set(ids: &[&str]) -> BTreeSet<String> {
 }
 
 fn sha256(path: &Path) -> String {
-    let out = std::process::Command::new("sha256sum").arg(path).output().unwrap();
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .unwrap();
     text(&out.stdout)
 }
 
@@ -51,7 +62,10 @@ fn a_good_image_passes_every_check_and_is_not_modified() {
     assert_eq!(ids(&report, "fail"), set(&[]), "{report:#}");
     assert_eq!(report["checks"].as_array().unwrap().len(), 20);
     let argv = report["driver_argv"].as_array().unwrap();
-    assert!(argv.iter().any(|a| a == "-daemonize"), "the driver's own argv is reported");
+    assert!(
+        argv.iter().any(|a| a == "-daemonize"),
+        "the driver's own argv is reported"
+    );
     assert_eq!(sha256(&image), before, "kiln check wrote to the image");
 }
 
@@ -61,10 +75,21 @@ fn login_defects_fail_the_login_check_only() {
     for name in ["root-password", "no-empty-passwords", "prohibit-password"] {
         let (code, report) = check(&variant(name), &[]);
         assert_eq!(code, Some(1), "{name}");
-        assert_eq!(ids(&report, "fail"), set(&["root-login"]), "{name}: {report:#}");
+        assert_eq!(
+            ids(&report, "fail"),
+            set(&["root-login"]),
+            "{name}: {report:#}"
+        );
         assert_eq!(
             ids(&report, "skip"),
-            set(&["sftp", "script-upload", "env", "script-run", "artifact", "ready-time"]),
+            set(&[
+                "sftp",
+                "script-upload",
+                "env",
+                "script-run",
+                "artifact",
+                "ready-time"
+            ]),
             "{name}"
         );
     }
@@ -75,9 +100,22 @@ fn a_missing_sftp_subsystem_fails_sftp_with_the_drivers_hint() {
     let (code, report) = check(&variant("no-sftp"), &[]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["sftp"]), "{report:#}");
-    let sftp = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "sftp").unwrap();
-    assert!(sftp["detail"].as_str().unwrap().contains("Subsystem"), "{sftp:#}");
-    assert!(sftp["fix"].as_str().unwrap().contains("Subsystem sftp internal-sftp"));
+    let sftp = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "sftp")
+        .unwrap();
+    assert!(
+        sftp["detail"].as_str().unwrap().contains("Subsystem"),
+        "{sftp:#}"
+    );
+    assert!(
+        sftp["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Subsystem sftp internal-sftp")
+    );
 }
 
 #[test]
@@ -85,8 +123,16 @@ fn a_missing_accept_env_fails_env_and_names_the_directive() {
     let (code, report) = check(&variant("no-acceptenv"), &[]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["env"]), "{report:#}");
-    let env = report["checks"].as_array().unwrap().iter().find(|c| c["id"] == "env").unwrap();
-    assert!(env["detail"].as_str().unwrap().contains("acceptenv"), "sshd -T is quoted: {env:#}");
+    let env = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "env")
+        .unwrap();
+    assert!(
+        env["detail"].as_str().unwrap().contains("acceptenv"),
+        "sshd -T is quoted: {env:#}"
+    );
 }
 
 #[test]
@@ -94,7 +140,10 @@ fn a_disabled_sshd_fails_the_banner_check() {
     let (code, report) = check(&variant("sshd-disabled"), &["--timeout", "150"]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["ssh-banner"]), "{report:#}");
-    assert_eq!(ids(&report, "pass").contains("boots"), true, "the guest itself booted: {report:#}");
+    assert!(
+        ids(&report, "pass").contains("boots"),
+        "the guest itself booted: {report:#}"
+    );
 }
 
 #[test]
@@ -115,16 +164,30 @@ fn file_defects_fail_their_static_checks_only() {
 fn junit_and_text_reports() {
     let sandbox = Sandbox::new();
     let image = variant("compat010");
-    let out = sandbox.kiln(&["check", image.to_str().unwrap(), "--static-only", "--format", "junit"]);
+    let out = sandbox.kiln(&[
+        "check",
+        image.to_str().unwrap(),
+        "--static-only",
+        "--format",
+        "junit",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let xml = text(&out.stdout);
     assert!(xml.starts_with("<?xml"), "{xml}");
     assert!(xml.contains("tests=\"10\" failures=\"1\""), "{xml}");
-    assert!(xml.contains("<testcase classname=\"kiln.check\" name=\"qcow2-v3: qcow2 v3 (compat 1.1)\"><failure"), "{xml}");
+    assert!(
+        xml.contains(
+            "<testcase classname=\"kiln.check\" name=\"qcow2-v3: qcow2 v3 (compat 1.1)\"><failure"
+        ),
+        "{xml}"
+    );
     let out = sandbox.kiln(&["check", image.to_str().unwrap(), "--static-only"]);
     let report = text(&out.stdout);
     assert!(report.contains("[FAIL] qcow2 v3 (compat 1.1)"), "{report}");
-    assert!(report.contains("fix: qemu-img amend -f qcow2 -o compat=1.1"), "{report}");
+    assert!(
+        report.contains("fix: qemu-img amend -f qcow2 -o compat=1.1"),
+        "{report}"
+    );
 
     let out = sandbox.kiln(&["check", "/nonexistent.qcow2", "--static-only"]);
     assert_eq!(out.status.code(), Some(1));

@@ -272,7 +272,10 @@ pub struct Published {
     pub source: PathBuf,
     /// Bytes published (after compaction, if any).
     pub bytes: u64,
+    /// The whole step, checks included.
     pub seconds: f64,
+    /// Moving the bytes alone: the upload, or the copy or compaction into place.
+    pub transfer_seconds: f64,
     pub compaction: Option<CompactedSize>,
     pub checksum: Option<Checksum>,
 }
@@ -280,16 +283,22 @@ pub struct Published {
 impl Summary for Published {
     fn summary(&self) -> String {
         let size = human_bytes(self.bytes);
-        let took = format!("{:.1} s", self.seconds);
+        let rate = self.bytes as f64 / self.transfer_seconds.max(1e-3);
+        let took = format!(
+            "in {:.1} s, {:.1} s of it moving the bytes at {}/s",
+            self.seconds,
+            self.transfer_seconds,
+            human_bytes(rate as u64)
+        );
         match &self.destination {
             Destination::Djinn { id, url, .. } => format!(
-                "Djinn image {} at {} ({size} in {took})",
+                "Djinn image {} at {} ({size} {took})",
                 id.map_or_else(|| "?".to_string(), |id| id.to_string()),
                 url.as_deref().unwrap_or("(no URL in the answer)")
             ),
             Destination::Offline { path, image } | Destination::Srht { path, image, .. } => {
                 format!(
-                    "installed {} ({size} in {took}); a manifest names it `image: {image}`",
+                    "installed {} ({size} {took}); a manifest names it `image: {image}`",
                     path.display()
                 )
             }
@@ -722,7 +731,7 @@ pub async fn publish(
     let started = Instant::now();
     let plan = plan(&request)?;
     preflight(&request.image, &reporter).await?;
-    let (destination, bytes, compaction, checksum) = match plan {
+    let outcome = match plan {
         Plan::Djinn {
             api,
             name,
@@ -748,16 +757,24 @@ pub async fn publish(
         Plan::File(plan) => install_file(&request, plan, &reporter).await?,
     };
     Ok(Published {
-        destination,
+        destination: outcome.destination,
         source: request.image.clone(),
-        bytes,
+        bytes: outcome.bytes,
         seconds: started.elapsed().as_secs_f64(),
-        compaction,
-        checksum,
+        transfer_seconds: outcome.transfer_seconds,
+        compaction: outcome.compaction,
+        checksum: outcome.checksum,
     })
 }
 
-type Outcome = (Destination, u64, Option<CompactedSize>, Option<Checksum>);
+/// What publishing to one kind of target produced.
+struct Outcome {
+    destination: Destination,
+    bytes: u64,
+    transfer_seconds: f64,
+    compaction: Option<CompactedSize>,
+    checksum: Option<Checksum>,
+}
 
 /// `verify::static_checks` must have no failure; warnings are passed on.
 async fn preflight(image: &Path, reporter: &Reporter) -> Result<(), PublishError> {
@@ -825,6 +842,7 @@ async fn install_file(
     let temp = TempFile(temp_path(&dir, &name, "tmp"));
     // A leftover of a crashed run with the same process id.
     let _ = std::fs::remove_file(&temp.0);
+    let transfer = Instant::now();
     let compaction = match request.compact {
         Some(options) => {
             let sizes = compact(&request.image, &temp.0, options, reporter).await?;
@@ -847,6 +865,7 @@ async fn install_file(
             None
         }
     };
+    let transfer_seconds = transfer.elapsed().as_secs_f64();
     let checksum = if request.sha256 {
         Some(sha256(&temp.0, reporter).await?)
     } else {
@@ -864,7 +883,13 @@ async fn install_file(
         Some(hex) => Some(write_checksum(&dir, &name, hex)?),
         None => None,
     };
-    Ok((plan.destination, bytes, compaction, checksum))
+    Ok(Outcome {
+        destination: plan.destination,
+        bytes,
+        transfer_seconds,
+        compaction,
+        checksum,
+    })
 }
 
 /// Rename `temp` to `dest`. Without `replace`, a hard link refuses a file that appeared since
@@ -1403,7 +1428,9 @@ impl DjinnUpload {
         } else {
             None
         };
+        let transfer = Instant::now();
         let (id, url, bytes) = self.upload(upload_path, reporter).await?;
+        let transfer_seconds = transfer.elapsed().as_secs_f64();
         drop(compacted);
         let checksum = match checksum {
             Some(hex) => Some(write_checksum(&source_dir, &self.name, hex)?),
@@ -1415,7 +1442,13 @@ impl DjinnUpload {
             name: self.name.clone(),
             namespace: self.namespace.clone(),
         };
-        Ok((destination, bytes, compaction, checksum))
+        Ok(Outcome {
+            destination,
+            bytes,
+            transfer_seconds,
+            compaction,
+            checksum,
+        })
     }
 
     fn unreachable(&self, error: &reqwest::Error) -> PublishError {

@@ -314,9 +314,12 @@ impl App {
         }
         match step {
             Step::Create if !running_here => {
-                self.create.handle_key(key).then_some(Command::StartCreate {
-                    force: self.create.overwrite,
-                })
+                self.create
+                    .form
+                    .handle_key(key)
+                    .then_some(Command::StartCreate {
+                        force: self.create.form.checked("overwrite"),
+                    })
             }
             _ if running_here => {
                 if let (KeyCode::Char(c), Some(machine)) = (key.code, self.machine_mut(step)) {
@@ -328,7 +331,8 @@ impl App {
             Step::Create => None,
             Step::Install => self
                 .install
-                .handle_form_key(key)
+                .form
+                .handle_key(key)
                 .then_some(Command::Start(step)),
             Step::Configure => self
                 .configure
@@ -376,8 +380,8 @@ impl App {
             return;
         }
         let request = CreateRequest {
-            path: PathBuf::from(self.create.path.value.trim()),
-            size: self.create.size.value.clone(),
+            path: PathBuf::from(self.create.form.text("path")),
+            size: self.create.form.raw("size"),
             force,
         };
         self.create.error = None;
@@ -474,7 +478,8 @@ impl App {
         screen.progress = None;
         screen.outcome = None;
         screen.machine.clear();
-        let sha = screen.sha256.value.trim();
+        let sha = screen.form.text("sha256");
+        let sha = sha.as_str();
         let checksum = if sha.is_empty() {
             None
         } else if sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -483,8 +488,8 @@ impl App {
             Some(Expected::SumsFile(PathBuf::from(sha)))
         };
         let request = InstallRequest {
-            image: PathBuf::from(screen.image.value.trim()),
-            iso: PathBuf::from(screen.iso.value.trim()),
+            image: PathBuf::from(screen.form.text("disk")),
+            iso: PathBuf::from(screen.form.text("iso")),
             checksum,
             accelerator,
             memory_mib: self.settings.memory_mib,
@@ -554,10 +559,9 @@ impl App {
             Running::Create(task) => match task.result().await {
                 Ok(info) => {
                     let path = info.path.display().to_string();
-                    self.install.image = super::widgets::text_field::TextField::new(path.clone());
                     self.carry_disk(&path);
                     self.create.result = Some(info);
-                    self.create.overwrite = false;
+                    self.create.form.set_checked("overwrite", false);
                     Ok(Vec::new())
                 }
                 Err(e) => {

@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use crate::engine::image::human_bytes;
 use crate::engine::task::Level;
 use crate::tui::app::StepState;
-use crate::tui::steps::create::{CreateField, CreateScreen};
+use crate::tui::steps::create::CreateScreen;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::progress;
 
@@ -31,65 +31,17 @@ pub fn draw(
     let inner = block.inner(area);
     frame.render_widget(block, area);
 
-    let [
-        path,
-        path_msg,
-        size,
-        size_msg,
-        overwrite,
-        button,
-        _,
-        status,
-        rest,
-    ] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(2),
-        Constraint::Length(1),
-        Constraint::Length(2),
-        Constraint::Length(1),
-        Constraint::Length(1),
+    let hints = |key: &str| screen.hint(key);
+    let [form, _, status, rest] = Layout::vertical([
+        Constraint::Length(screen.form.height(&hints)),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(0),
     ])
     .areas(inner);
-
-    let field_focus = |field: CreateField| focused && screen.field == field;
     screen
-        .path
-        .draw(frame, path, "Path", field_focus(CreateField::Path), theme);
-    message(frame, path_msg, screen.path_message(), theme);
-    screen
-        .size
-        .draw(frame, size, "Size", field_focus(CreateField::Size), theme);
-    message(frame, size_msg, screen.size_message(), theme);
-
-    let check = if screen.overwrite { "[x]" } else { "[ ]" };
-    let check_style = if field_focus(CreateField::Overwrite) {
-        theme.input(true)
-    } else {
-        theme.text()
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::raw(" ".repeat(10)),
-            Span::styled(format!("{check} replace an existing file"), check_style),
-        ])),
-        overwrite,
-    );
-    let button_style = if field_focus(CreateField::Button) {
-        theme.selected()
-    } else {
-        theme.key_hint()
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::raw(" ".repeat(10)),
-            Span::styled("[ Create ]", button_style),
-            Span::styled("  (Enter from any field)", theme.muted()),
-        ])),
-        button,
-    );
+        .form
+        .draw_with_hints(frame, form, focused, theme, &hints);
 
     match (state, &screen.progress) {
         (StepState::Running, Some(p)) => progress::draw(frame, status, p, theme),
@@ -133,21 +85,6 @@ pub fn draw(
         ));
     }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), rest);
-}
-
-pub fn message(frame: &mut Frame, area: Rect, message: Option<(Level, String)>, theme: &Theme) {
-    // Indented under the field's value, wrapped so long hints stay readable.
-    let area = Rect {
-        x: area.x + 10,
-        width: area.width.saturating_sub(10),
-        ..area
-    };
-    if let Some((level, text)) = message {
-        frame.render_widget(
-            Paragraph::new(Line::styled(text, level_style(level, theme))).wrap(Wrap { trim: true }),
-            area,
-        );
-    }
 }
 
 pub fn level_style(level: Level, theme: &Theme) -> Style {

@@ -3,14 +3,13 @@
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::{Line, Span};
+use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
-use super::create::{level_style, message};
+use super::create::level_style;
 use super::machine;
-use crate::engine::task::Level;
 use crate::tui::app::{App, StepState};
-use crate::tui::steps::install::{InstallField, InstallScreen};
+use crate::tui::steps::install::InstallScreen;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::progress;
 
@@ -55,63 +54,17 @@ fn draw_form(
         .border_style(theme.border(focused));
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let [
-        image,
-        _,
-        iso,
-        iso_msg,
-        sha,
-        sha_msg,
-        button,
-        _,
-        status,
-        rest,
-    ] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(2),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(1),
+    let hints = |key: &str| screen.hint(key);
+    let [form, _, status, rest] = Layout::vertical([
+        Constraint::Length(screen.form.height(&hints)),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(0),
     ])
     .areas(inner);
-    let at = |field: InstallField| focused && screen.field == field;
     screen
-        .image
-        .draw(frame, image, "Disk", at(InstallField::Image), theme);
-    screen
-        .iso
-        .draw(frame, iso, "ISO", at(InstallField::Iso), theme);
-    message(frame, iso_msg, screen.iso_message(), theme);
-    screen
-        .sha256
-        .draw(frame, sha, "SHA-256", at(InstallField::Sha256), theme);
-    message(
-        frame,
-        sha_msg,
-        Some((
-            Level::Info,
-            "optional: 64 hex digits or a SHA256SUMS file".into(),
-        )),
-        theme,
-    );
-    let button_style = if at(InstallField::Button) {
-        theme.selected()
-    } else {
-        theme.key_hint()
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::raw(" ".repeat(10)),
-            Span::styled("[ Boot installer ]", button_style),
-            Span::styled("  (Enter from any field)", theme.muted()),
-        ])),
-        button,
-    );
+        .form
+        .draw_with_hints(frame, form, focused, theme, &hints);
     if let (StepState::Running, Some(p)) = (state, &screen.progress) {
         progress::draw(frame, status, p, theme);
     }

@@ -2,48 +2,15 @@
 
 use std::path::PathBuf;
 
-use crossterm::event::{KeyCode, KeyEvent};
-
 use crate::engine::config::Settings;
 use crate::engine::image::{self, ImageInfo, image_name_problem, parse_size};
 use crate::engine::task::{Level, Progress};
-use crate::tui::widgets::text_field::TextField;
-
-/// The fields of the Create form, in Tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateField {
-    Path,
-    Size,
-    Overwrite,
-    Button,
-}
-
-impl CreateField {
-    const ORDER: [CreateField; 4] = [
-        CreateField::Path,
-        CreateField::Size,
-        CreateField::Overwrite,
-        CreateField::Button,
-    ];
-
-    fn step(self, forward: bool) -> CreateField {
-        let i = Self::ORDER.iter().position(|f| *f == self).unwrap_or(0);
-        let n = Self::ORDER.len();
-        Self::ORDER[if forward {
-            (i + 1) % n
-        } else {
-            (i + n - 1) % n
-        }]
-    }
-}
+use crate::tui::widgets::form::{Field, Form};
 
 /// The Create screen: its form, what the last run said, and its result.
 #[derive(Debug, Clone)]
 pub struct CreateScreen {
-    pub path: TextField,
-    pub size: TextField,
-    pub overwrite: bool,
-    pub field: CreateField,
+    pub form: Form,
     /// Log lines of the current or last run.
     pub log: Vec<(Level, String)>,
     pub progress: Option<Progress>,
@@ -55,10 +22,12 @@ impl CreateScreen {
     pub fn new(settings: &Settings) -> CreateScreen {
         let path = settings.image_dir.join("my-image.qcow2");
         CreateScreen {
-            path: TextField::new(path.display().to_string()),
-            size: TextField::new("10G"),
-            overwrite: false,
-            field: CreateField::Path,
+            form: Form::new(vec![
+                Field::text("path", "Path", &path.display().to_string()),
+                Field::text("size", "Size", "10G"),
+                Field::check("overwrite", "replace an existing file"),
+                Field::button("Create"),
+            ]),
             log: Vec::new(),
             progress: None,
             error: None,
@@ -66,31 +35,40 @@ impl CreateScreen {
         }
     }
 
-    /// Problems with the size as typed, shown under the field while typing.
-    pub fn size_message(&self) -> Option<(Level, String)> {
-        match parse_size(&self.size.value) {
-            Err(e) => Some((Level::Warn, e)),
+    /// The hint under a field while typing: the size as understood, the path's problems.
+    pub fn hint(&self, key: &str) -> Option<(Level, String)> {
+        match key {
+            "path" => Some(self.path_message().unwrap_or((Level::Info, String::new()))),
+            "size" => Some(self.size_message()),
+            _ => None,
+        }
+    }
+
+    fn size_message(&self) -> (Level, String) {
+        match parse_size(&self.form.raw("size")) {
+            Err(e) => (Level::Warn, e),
             Ok(size) if size.bytes() > image::RECOMMENDED_MAX_SIZE => {
-                Some((Level::Warn, format!("{size}: above the recommended 20 GB")))
+                (Level::Warn, format!("{size}: above the recommended 20 GB"))
             }
-            Ok(size) => Some((
+            Ok(size) => (
                 Level::Info,
                 format!("{size}, allocated as the guest writes"),
-            )),
+            ),
         }
     }
 
     /// Hints about the path as typed: an existing file, a name Djinn would refuse.
-    pub fn path_message(&self) -> Option<(Level, String)> {
-        let path = PathBuf::from(&self.path.value);
-        if self.path.value.trim().is_empty() {
+    fn path_message(&self) -> Option<(Level, String)> {
+        let text = self.form.text("path");
+        let path = PathBuf::from(&text);
+        if text.is_empty() {
             return Some((Level::Warn, "type where the image should go".into()));
         }
         if path.is_dir() {
             return Some((Level::Warn, "that is a directory; add a file name".into()));
         }
         if path.exists() {
-            let note = if self.overwrite {
+            let note = if self.form.checked("overwrite") {
                 "exists and will be replaced"
             } else {
                 "exists; creating will ask before replacing it"
@@ -98,29 +76,5 @@ impl CreateScreen {
             return Some((Level::Warn, note.into()));
         }
         image_name_problem(&path).map(|p| (Level::Warn, p))
-    }
-}
-
-impl CreateScreen {
-    /// Keys while the form has focus; `true` from Enter means "run the step".
-    pub fn handle_key(&mut self, key: KeyEvent) -> bool {
-        match key.code {
-            KeyCode::Tab | KeyCode::Down => self.field = self.field.step(true),
-            KeyCode::BackTab | KeyCode::Up => self.field = self.field.step(false),
-            KeyCode::Enter => return true,
-            _ => match self.field {
-                CreateField::Path => {
-                    self.path.edit(key);
-                }
-                CreateField::Size => {
-                    self.size.edit(key);
-                }
-                CreateField::Overwrite if key.code == KeyCode::Char(' ') => {
-                    self.overwrite = !self.overwrite
-                }
-                _ => {}
-            },
-        }
-        false
     }
 }

@@ -1,45 +1,12 @@
 //! The Install screen's state: the form, then the running machine's console and screen.
 
-use crossterm::event::{KeyCode, KeyEvent};
-
 use super::machine_pane::MachinePane;
 use crate::engine::install::InstallOutcome;
 use crate::engine::task::{Level, Progress};
-use crate::tui::widgets::text_field::TextField;
-
-/// The fields of the Install form, in Tab order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstallField {
-    Image,
-    Iso,
-    Sha256,
-    Button,
-}
-
-impl InstallField {
-    const ORDER: [InstallField; 4] = [
-        InstallField::Image,
-        InstallField::Iso,
-        InstallField::Sha256,
-        InstallField::Button,
-    ];
-
-    fn step(self, forward: bool) -> InstallField {
-        let i = Self::ORDER.iter().position(|f| *f == self).unwrap_or(0);
-        let n = Self::ORDER.len();
-        Self::ORDER[if forward {
-            (i + 1) % n
-        } else {
-            (i + n - 1) % n
-        }]
-    }
-}
+use crate::tui::widgets::form::{Field, Form};
 
 pub struct InstallScreen {
-    pub image: TextField,
-    pub iso: TextField,
-    pub sha256: TextField,
-    pub field: InstallField,
+    pub form: Form,
     pub log: Vec<(Level, String)>,
     pub progress: Option<Progress>,
     pub error: Option<String>,
@@ -50,10 +17,12 @@ pub struct InstallScreen {
 impl InstallScreen {
     pub fn new() -> InstallScreen {
         InstallScreen {
-            image: TextField::new(""),
-            iso: TextField::new(""),
-            sha256: TextField::new(""),
-            field: InstallField::Image,
+            form: Form::new(vec![
+                Field::text("disk", "Disk", ""),
+                Field::text("iso", "ISO", ""),
+                Field::text("sha256", "SHA-256", ""),
+                Field::button("Boot installer"),
+            ]),
             log: Vec::new(),
             progress: None,
             error: None,
@@ -62,34 +31,26 @@ impl InstallScreen {
         }
     }
 
-    /// Form keys; `true` from Enter means "start the install".
-    pub fn handle_form_key(&mut self, key: KeyEvent) -> bool {
-        match key.code {
-            KeyCode::Tab | KeyCode::Down => self.field = self.field.step(true),
-            KeyCode::BackTab | KeyCode::Up => self.field = self.field.step(false),
-            KeyCode::Enter => return true,
-            _ => {
-                let field = match self.field {
-                    InstallField::Image => &mut self.image,
-                    InstallField::Iso => &mut self.iso,
-                    InstallField::Sha256 => &mut self.sha256,
-                    InstallField::Button => return false,
-                };
-                field.edit(key);
+    /// The hint under a field while typing: is the ISO bootable, what the checksum field takes.
+    pub fn hint(&self, key: &str) -> Option<(Level, String)> {
+        match key {
+            "iso" => {
+                let iso = self.form.text("iso");
+                if iso.is_empty() {
+                    return Some((Level::Warn, "path of the installer ISO to boot".into()));
+                }
+                Some(
+                    match crate::engine::iso::validate(std::path::Path::new(&iso)) {
+                        Ok(()) => (Level::Info, "bootable ISO 9660 image".into()),
+                        Err(e) => (Level::Warn, e.to_string()),
+                    },
+                )
             }
-        }
-        false
-    }
-
-    /// Hint under the ISO field while typing.
-    pub fn iso_message(&self) -> Option<(Level, String)> {
-        let iso = self.iso.value.trim();
-        if iso.is_empty() {
-            return Some((Level::Warn, "path of the installer ISO to boot".into()));
-        }
-        match crate::engine::iso::validate(std::path::Path::new(iso)) {
-            Ok(()) => Some((Level::Info, "bootable ISO 9660 image".into())),
-            Err(e) => Some((Level::Warn, e.to_string())),
+            "sha256" => Some((
+                Level::Info,
+                "optional: 64 hex digits or a SHA256SUMS file".into(),
+            )),
+            _ => None,
         }
     }
 }

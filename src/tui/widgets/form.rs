@@ -8,7 +8,14 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::text_field::TextField;
+use crate::engine::task::Level;
 use crate::tui::theme::Theme;
+
+/// A line of advice under a field (size parsed, file exists, ISO bootable…), by field key.
+pub type Hints<'a> = &'a dyn Fn(&str) -> Option<(Level, String)>;
+
+/// Rows a hint takes under its field (hints wrap).
+const HINT_ROWS: u16 = 2;
 
 /// What a field holds.
 #[derive(Debug, Clone)]
@@ -133,6 +140,16 @@ impl Form {
         }
     }
 
+    pub fn set_checked(&mut self, key: &str, on: bool) {
+        if let Some(Field {
+            kind: FieldKind::Check(value),
+            ..
+        }) = self.fields.iter_mut().find(|f| f.key == key)
+        {
+            *value = on;
+        }
+    }
+
     pub fn set_text(&mut self, key: &str, value: &str) {
         if let Some(Field {
             kind: FieldKind::Text(field),
@@ -154,14 +171,63 @@ impl Form {
         }
     }
 
+    /// Rows the form needs with these hints.
+    pub fn height(&self, hints: Hints) -> u16 {
+        self.fields
+            .iter()
+            .map(|f| {
+                if hints(f.key).is_some() {
+                    1 + HINT_ROWS
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
     /// One line per field; the focused one highlighted, the cursor in a focused text field.
     pub fn draw(&self, frame: &mut Frame, area: Rect, focused: bool, theme: &Theme) {
-        for (i, field) in self.fields.iter().enumerate().take(area.height as usize) {
+        self.draw_with_hints(frame, area, focused, theme, &|_| None);
+    }
+
+    /// Like [`Form::draw`], with each field's hint wrapped under it.
+    pub fn draw_with_hints(
+        &self,
+        frame: &mut Frame,
+        area: Rect,
+        focused: bool,
+        theme: &Theme,
+        hints: Hints,
+    ) {
+        let mut y = area.y;
+        for (i, field) in self.fields.iter().enumerate() {
+            if y >= area.bottom() {
+                break;
+            }
             let row = Rect {
-                y: area.y + i as u16,
+                y,
                 height: 1,
                 ..area
             };
+            y += 1;
+            if let Some((level, text)) = hints(field.key) {
+                let style = match level {
+                    Level::Info => theme.muted(),
+                    Level::Warn => theme.warning(),
+                };
+                let hint = Rect {
+                    x: area.x + LABEL_WIDTH as u16,
+                    y,
+                    width: area.width.saturating_sub(LABEL_WIDTH as u16),
+                    height: HINT_ROWS.min(area.bottom().saturating_sub(y)),
+                };
+                frame.render_widget(
+                    Paragraph::new(Line::styled(text, style))
+                        .wrap(ratatui::widgets::Wrap { trim: true }),
+                    hint,
+                );
+                y += HINT_ROWS;
+            }
             let here = focused && i == self.focused;
             let pad = " ".repeat(LABEL_WIDTH);
             let line = match &field.kind {
