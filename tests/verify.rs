@@ -81,7 +81,7 @@ fn login_defects_fail_the_login_check_only() {
             "{name}: {report:#}"
         );
         assert_eq!(
-            ids(&report, "skip"),
+            ids(&report, "skipped"),
             set(&[
                 "sftp",
                 "script-upload",
