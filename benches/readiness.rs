@@ -20,8 +20,15 @@ fn good_image() -> PathBuf {
         return PathBuf::from(path);
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/variants.sh");
-    let out = Command::new("bash").arg(script).output().expect("variants.sh runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("variants.sh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("KILN_VARIANT_GOOD="))
@@ -33,7 +40,10 @@ fn good_image() -> PathBuf {
 async fn main() {
     let image = good_image();
     println!("image: {}", image.display());
-    println!("{:>4} {:>10} {:>10} {:>10} {:>12} {:>14}", "boot", "sshd up s", "banner s", "login s", "overhead ms", "driver wait ms");
+    println!(
+        "{:>4} {:>10} {:>10} {:>10} {:>12} {:>14}",
+        "boot", "sshd up s", "banner s", "login s", "overhead ms", "driver wait ms"
+    );
     let mut overheads = Vec::new();
     let mut driver_waits = Vec::new();
     for boot in 1..=BOOTS {
@@ -65,7 +75,9 @@ async fn main() {
             tokio::spawn(async move {
                 let mut text = String::from_utf8_lossy(&history).into_owned();
                 loop {
-                    if text.contains("Started ssh.service") || text.contains("Started OpenBSD Secure Shell") {
+                    if text.contains("Started ssh.service")
+                        || text.contains("Started OpenBSD Secure Shell")
+                    {
                         sshd_up.lock().unwrap().get_or_insert(started.elapsed());
                         break;
                     }
@@ -115,7 +127,12 @@ async fn main() {
     }
     overheads.sort_unstable();
     driver_waits.sort_unstable();
-    if let (Some(o), Some(d)) = (overheads.get(overheads.len() / 2), driver_waits.get(driver_waits.len() / 2)) {
-        println!("median: kiln notices sshd {o} ms after it starts (goal ≤ 200 ms); the driver's 1 s polling would add {d} ms");
+    if let (Some(o), Some(d)) = (
+        overheads.get(overheads.len() / 2),
+        driver_waits.get(driver_waits.len() / 2),
+    ) {
+        println!(
+            "median: kiln notices sshd {o} ms after it starts (goal ≤ 200 ms); the driver's 1 s polling would add {d} ms"
+        );
     }
 }

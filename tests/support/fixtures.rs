@@ -70,7 +70,10 @@ pub fn variant(name: &str) -> PathBuf {
     static VARIANTS: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     let variants = VARIANTS.get_or_init(|| {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/variants.sh");
-        let out = Command::new("bash").arg(&script).output().expect("variants.sh runs");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("variants.sh runs");
         assert!(
             out.status.success(),
             "variants build failed:\n{}",
