@@ -82,7 +82,7 @@ async fn main() {
                         break;
                     }
                     match live.recv().await {
-                        Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                        Ok(bytes) => text.push_str(&strip_ansi(&String::from_utf8_lossy(&bytes))),
                         Err(_) => break,
                     }
                 }
@@ -135,4 +135,22 @@ async fn main() {
             "median: kiln notices sshd {o} ms after it starts (goal ≤ 200 ms); the driver's 1 s polling would add {d} ms"
         );
     }
+}
+
+/// systemd colours its status lines; drop the escape sequences before matching.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

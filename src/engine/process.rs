@@ -75,6 +75,8 @@ where
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Tools never need the Djinn token; keep it out of their environment.
+        .env_remove("KILN_DJINN_TOKEN")
         .kill_on_drop(true);
     let child = command.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {

@@ -24,7 +24,7 @@ use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
-use tokio_util::io::ReaderStream;
+use tokio_util::bytes::Bytes;
 
 use super::image::{self, human_bytes, is_valid_image_name};
 use super::iso::{self, IsoError};
@@ -45,6 +45,8 @@ const SRHT_IMAGE: &str = "root.img.qcow2";
 
 /// Uploads read the file in blocks this large (the benchmark compares against `curl -T`).
 const UPLOAD_BUFFER: usize = 1 << 20;
+/// Upload blocks in existence at once: one being read, the others queued or being sent.
+const UPLOAD_BUFFERS: usize = 4;
 /// Copies move this much per step, so progress and Ctrl-C are noticed several times a second.
 const COPY_CHUNK: usize = 8 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -1555,12 +1557,9 @@ impl DjinnUpload {
         path: &Path,
         reporter: &Reporter,
     ) -> Result<(Option<u64>, Option<String>, u64), PublishError> {
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(io_error("cannot read", path))?;
+        let file = File::open(path).map_err(io_error("cannot read", path))?;
         let total = file
             .metadata()
-            .await
             .map_err(io_error("cannot read", path))?
             .len();
         let mut url = self.api.images.clone();
@@ -1584,7 +1583,7 @@ impl DjinnUpload {
             reporter: reporter.clone(),
         };
         progress.meter.update(reporter, 0);
-        let body = ReaderStream::with_capacity(file, UPLOAD_BUFFER).map(move |chunk| {
+        let body = file_blocks(file).map(move |chunk| {
             if let Ok(bytes) = &chunk {
                 progress.add(bytes.len());
             }
@@ -1686,6 +1685,85 @@ impl DjinnUpload {
             }),
         }
     }
+}
+
+/// A block of the file on its way to the server; dropping it hands the buffer back to the reader.
+struct Block {
+    data: Vec<u8>,
+    len: usize,
+    recycle: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let _ = self.recycle.send(std::mem::take(&mut self.data));
+    }
+}
+
+/// The file as a stream of blocks, read on a blocking thread a few blocks ahead of the network
+/// through [`UPLOAD_BUFFERS`] reused buffers: the bytes are copied once out of the page cache
+/// and once into the socket, never in between, and nothing is allocated per block. Dropping
+/// the stream stops the reader.
+fn file_blocks(mut file: File) -> impl futures::Stream<Item = std::io::Result<Bytes>> {
+    let (blocks, receiver) = tokio::sync::mpsc::channel(UPLOAD_BUFFERS);
+    let (recycle, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+    tokio::task::spawn_blocking(move || {
+        let mut made = 0;
+        loop {
+            let mut data = match returned.try_recv() {
+                Ok(data) => data,
+                Err(_) if made < UPLOAD_BUFFERS => {
+                    made += 1;
+                    vec![0u8; UPLOAD_BUFFER]
+                }
+                // Every buffer is out: wait until the network is done with one.
+                Err(_) => match returned.recv() {
+                    Ok(data) => data,
+                    Err(_) => break,
+                },
+            };
+            match read_full(&mut file, &mut data) {
+                Ok(0) => break,
+                Ok(len) => {
+                    let block = Block {
+                        data,
+                        len,
+                        recycle: recycle.clone(),
+                    };
+                    if blocks.blocking_send(Ok(Bytes::from_owner(block))).is_err() {
+                        break; // the upload ended
+                    }
+                }
+                Err(e) => {
+                    let _ = blocks.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|block| (block, receiver))
+    })
+}
+
+/// Fill `buffer` from `file`; fewer bytes only at the end of the file.
+fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Resolves with an error when the upload stops moving: no byte for [`STALL_TIMEOUT`] while
@@ -2547,6 +2625,34 @@ nested {
         task.cancel();
         let err = task.result().await.unwrap_err();
         assert!(matches!(err, PublishError::Cancelled(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn upload_blocks_carry_the_whole_file_through_reused_buffers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        // More blocks than buffers, and a short last block.
+        let data: Vec<u8> = (0..(UPLOAD_BUFFER * (UPLOAD_BUFFERS + 3) + 777))
+            .map(|i| (i % 253) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let mut blocks = std::pin::pin!(file_blocks(File::open(&path).unwrap()));
+        let mut received = Vec::new();
+        let mut count = 0;
+        while let Some(block) = blocks.next().await {
+            let block = block.unwrap();
+            assert!(block.len() == UPLOAD_BUFFER || received.len() + block.len() == data.len());
+            received.extend_from_slice(&block);
+            count += 1;
+        }
+        assert_eq!(count, UPLOAD_BUFFERS + 4);
+        assert!(received == data, "the blocks differ from the file");
+
+        // Dropping the stream mid-file stops the reader instead of leaving it blocked.
+        let mut blocks = Box::pin(file_blocks(File::open(&path).unwrap()));
+        let first = blocks.next().await.unwrap().unwrap();
+        drop(blocks);
+        drop(first);
     }
 
     #[derive(Debug)]
