@@ -137,6 +137,8 @@ async fn request(
         cpus: settings.cpus,
         boot_deadline: Duration::from_secs(args.boot_timeout),
         record_dir: dirs.map(Dirs::machine_records),
+        // Headless: the diff is printed, then applied (scripts cannot answer a question).
+        approve: None,
     })
 }
 

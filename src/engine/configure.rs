@@ -7,7 +7,10 @@
 //! session stays open; a *new* root login with an empty password must then succeed, or the
 //! backup is restored through the session that is still open.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -64,6 +67,20 @@ pub struct Extras {
     pub regenerate_host_keys: bool,
 }
 
+/// Asks the person whether to apply a change, showing them the sshd_config diff (the TUI's
+/// confirm dialog). Headless runs have none: the diff is printed and applied.
+#[derive(Clone)]
+pub struct Approval(pub Arc<dyn Fn(String) -> Answer + Send + Sync>);
+
+/// The person's answer, arriving later.
+pub type Answer = Pin<Box<dyn Future<Output = bool> + Send>>;
+
+impl std::fmt::Debug for Approval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Approval")
+    }
+}
+
 /// What `kiln configure` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ConfigureRequest {
@@ -80,6 +97,8 @@ pub struct ConfigureRequest {
     /// How long to wait for the guest's SSH to answer after power-on.
     pub boot_deadline: Duration,
     pub record_dir: Option<PathBuf>,
+    /// Ask before changing anything; `None` applies at once.
+    pub approve: Option<Approval>,
 }
 
 /// A configured image.
@@ -124,6 +143,10 @@ pub enum ConfigureError {
     InvalidConfig(String),
     #[error("root could not log in with an empty password after the change ({error}); the old sshd_config was restored{}", if *.restored { "" } else { " — RESTORE FAILED, log in on the console and copy /etc/ssh/sshd_config.kiln-backup back" })]
     ProofFailed { error: SshError, restored: bool },
+    #[error(
+        "you declined the change; nothing in the image was modified and the guest was shut down"
+    )]
+    Declined,
     #[error(
         "configure cancelled; the guest was shut down (sshd_config is either the old or the new file, never half)"
     )]
@@ -280,6 +303,11 @@ async fn change(
     let new = request.sshd_config.text();
     let diff = config_diff(&current, new);
     reporter.info(format!("changes to {SSHD_CONFIG}:\n{diff}"));
+    if let Some(Approval(approve)) = &request.approve
+        && !approve(diff.clone()).await
+    {
+        return Err(ConfigureError::Declined);
+    }
 
     reporter.info(format!(
         "backing up {SSHD_CONFIG} to {BACKUP} (kept if one exists)"

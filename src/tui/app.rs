@@ -2,8 +2,10 @@
 //! `screens/`; the terminal loop in `tui/mod.rs`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use tokio::sync::{mpsc, oneshot};
 
 use super::guest_keys;
 use super::steps::configure::ConfigureScreen;
@@ -16,7 +18,7 @@ use super::steps::verify::VerifyScreen;
 use super::theme::Theme;
 use crate::engine::Step;
 use crate::engine::config::Settings;
-use crate::engine::configure::{self, ConfigureError, Configured};
+use crate::engine::configure::{self, Approval, ConfigureError, Configured};
 use crate::engine::host::{Accelerator, HostReport};
 use crate::engine::image::{self, CreateError, CreateRequest, ImageInfo};
 use crate::engine::install::{self, InstallError, InstallOutcome, InstallRequest};
@@ -49,7 +51,12 @@ pub enum Overlay {
     Doctor,
     ConfirmOverwrite(PathBuf),
     ConfirmStop,
+    /// The sshd_config diff, waiting for the person's yes before configure applies it.
+    ConfirmDiff(String),
 }
+
+/// A question from a running step: the diff to show and where the answer goes.
+pub type ApprovalRequest = (String, oneshot::Sender<bool>);
 
 /// Input for the guest, delivered by the async loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,13 +139,30 @@ pub struct App {
     pub record_dir: Option<PathBuf>,
     /// kiln's config directory (the Djinn token file lives there).
     pub config_dir: Option<PathBuf>,
+    /// Steps ask their questions here; the event loop turns them into dialogs.
+    pub approvals: mpsc::UnboundedSender<ApprovalRequest>,
+    /// The answer the open ConfirmDiff dialog owes.
+    pub pending_approval: Option<oneshot::Sender<bool>>,
     /// The terminal's width at the last draw, to know whether the screen pane is visible.
     pub width: u16,
     pub quitting: bool,
 }
 
 impl App {
-    pub fn new(settings: Settings, theme: Theme) -> App {
+    /// The app and the receiving end of its steps' questions (for the event loop).
+    pub fn new(
+        settings: Settings,
+        theme: Theme,
+    ) -> (App, mpsc::UnboundedReceiver<ApprovalRequest>) {
+        let (approvals, questions) = mpsc::unbounded_channel();
+        (App::with_approvals(settings, theme, approvals), questions)
+    }
+
+    fn with_approvals(
+        settings: Settings,
+        theme: Theme,
+        approvals: mpsc::UnboundedSender<ApprovalRequest>,
+    ) -> App {
         App {
             create: CreateScreen::new(&settings),
             install: InstallScreen::new(),
@@ -156,6 +180,8 @@ impl App {
             running: None,
             record_dir: None,
             config_dir: None,
+            approvals,
+            pending_approval: None,
             width: 80,
             quitting: false,
         }
@@ -258,7 +284,9 @@ impl App {
             return None;
         }
         match self.overlay.clone() {
-            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmStop => return self.confirm_key(key),
+            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmStop | Overlay::ConfirmDiff(_) => {
+                return self.confirm_key(key);
+            }
             Overlay::Help | Overlay::Doctor => {
                 if matches!(
                     key.code,
@@ -364,6 +392,12 @@ impl App {
         let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
         match overlay {
             Overlay::ConfirmOverwrite(_) if yes => Some(Command::StartCreate { force: true }),
+            Overlay::ConfirmDiff(_) => {
+                if let Some(reply) = self.pending_approval.take() {
+                    let _ = reply.send(yes);
+                }
+                None
+            }
             Overlay::ConfirmStop if yes => {
                 if let Some(running) = &self.running {
                     running.cancel();
@@ -424,11 +458,21 @@ impl App {
             Step::Install => return self.start_install(),
             Step::Create => return,
             Step::Configure => {
+                let approvals = self.approvals.clone();
+                let approve = Approval(Arc::new(move |diff: String| {
+                    let approvals = approvals.clone();
+                    Box::pin(async move {
+                        let (reply, answer) = oneshot::channel();
+                        // No frontend to ask (it went away): do not change anything.
+                        approvals.send((diff, reply)).is_ok() && answer.await.unwrap_or(false)
+                    })
+                }));
                 let request = self.configure.request(
                     accelerator,
                     self.settings.memory_mib,
                     self.settings.cpus,
                     record_dir,
+                    approve,
                 );
                 let title = format!(
                     "configuring {} as {}",

@@ -31,7 +31,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
         &settings.theme,
         dirs.as_ref().map(|d| d.theme_dir()).as_deref(),
     );
-    let mut app = App::new(settings, theme);
+    let (mut app, mut questions) = App::new(settings, theme);
     app.record_dir = dirs.as_ref().map(Dirs::machine_records);
     app.config_dir = dirs.as_ref().map(|d| d.config_dir.clone());
     if let Some(problem) = theme_problem {
@@ -41,7 +41,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
     // ratatui::init enters the alternate screen and raw mode and installs a panic hook that
     // restores the terminal before the panic message is printed.
     let mut terminal = ratatui::init();
-    let result = event_loop(&mut terminal, &mut app).await;
+    let result = event_loop(&mut terminal, &mut app, &mut questions).await;
     app.shut_down().await;
     ratatui::restore();
     match result {
@@ -53,7 +53,11 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
     }
 }
 
-async fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> std::io::Result<()> {
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    questions: &mut tokio::sync::mpsc::UnboundedReceiver<app::ApprovalRequest>,
+) -> std::io::Result<()> {
     let mut keys = EventStream::new();
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
@@ -97,6 +101,10 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, app: &mut App) -> s
             report = &mut doctor, if !doctor_done => {
                 doctor_done = true;
                 app.doctor = Some(report);
+            }
+            Some((diff, reply)) = questions.recv() => {
+                app.overlay = app::Overlay::ConfirmDiff(diff);
+                app.pending_approval = Some(reply);
             }
             _ = redraw.tick(), if running => {}
             _ = screenshot.tick(), if wants_screenshot => app.refresh_screen().await,

@@ -104,6 +104,47 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 theme,
             );
         }
+        Overlay::ConfirmDiff(diff) => {
+            let area = dialog::centred(
+                frame.area(),
+                frame.area().width.saturating_sub(4),
+                frame.area().height.saturating_sub(2),
+            );
+            let mut lines = vec![
+                Line::raw(
+                    "kiln will change /etc/ssh/sshd_config like this (the old file is kept as",
+                ),
+                Line::raw("sshd_config.kiln-backup; sshd -t checks the new one first):"),
+                Line::raw(""),
+            ];
+            let room = area.height.saturating_sub(8) as usize;
+            let diff_lines: Vec<&str> = diff.lines().collect();
+            for line in diff_lines.iter().take(room) {
+                let style = match line.chars().next() {
+                    Some('+') => theme.ok(),
+                    Some('-') => theme.error(),
+                    _ => theme.muted(),
+                };
+                lines.push(Line::styled(line.to_string(), style));
+            }
+            if diff_lines.len() > room {
+                lines.push(Line::styled(
+                    format!(
+                        "… {} more lines (all of it is in the log)",
+                        diff_lines.len() - room
+                    ),
+                    theme.muted(),
+                ));
+            }
+            lines.push(Line::raw(""));
+            lines.push(Line::from(vec![
+                Span::styled("y", theme.key_hint()),
+                Span::raw(" apply   "),
+                Span::styled("n", theme.key_hint()),
+                Span::raw(" change nothing and shut the guest down"),
+            ]));
+            dialog::draw(frame, area, "Apply this sshd_config?", lines, theme);
+        }
         Overlay::ConfirmStop => {
             let area = dialog::centred(frame.area(), 60, 6);
             dialog::draw(

@@ -15,7 +15,7 @@ fn app() -> App {
         memory_mib: 8192,
     };
     let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    App::new(settings, Theme::built_in("default"))
+    App::new(settings, Theme::built_in("default")).0
 }
 
 fn press(app: &mut App, code: KeyCode) -> Option<Command> {
@@ -158,4 +158,24 @@ async fn create_then_confirm_overwrite() {
     assert_eq!(press(&mut app, KeyCode::Char('n')), None);
     assert_eq!(app.overlay, Overlay::None);
     assert!(app.running.is_none());
+}
+
+#[tokio::test]
+async fn configure_asks_before_applying_the_diff() {
+    let mut app = app();
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    app.overlay =
+        Overlay::ConfirmDiff("-PermitRootLogin prohibit-password\n+PermitRootLogin yes\n".into());
+    app.pending_approval = Some(reply);
+    let screen = render(&app, 100, 30).to_string();
+    assert!(
+        screen.contains("Apply this sshd_config?") && screen.contains("+PermitRootLogin yes"),
+        "{screen}"
+    );
+    // Any other key leaves the question open; `n` answers no.
+    press(&mut app, KeyCode::Char('x'));
+    assert!(matches!(app.overlay, Overlay::ConfirmDiff(_)));
+    press(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.overlay, Overlay::None);
+    assert_eq!(answer.await, Ok(false));
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::run::StepRun;
-use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig};
+use crate::engine::configure::{Approval, ConfigureRequest, Extras, SshdConfig};
 use crate::engine::host::Accelerator;
 use crate::engine::ssh::Auth;
 use crate::tui::widgets::form::{Field, Form};
@@ -46,6 +46,7 @@ impl ConfigureScreen {
         memory_mib: u32,
         cpus: u32,
         record_dir: Option<PathBuf>,
+        approve: Approval,
     ) -> ConfigureRequest {
         let form = &self.form;
         let password = form.raw("password");
@@ -78,6 +79,7 @@ impl ConfigureScreen {
             cpus,
             boot_deadline: Duration::from_secs(300),
             record_dir,
+            approve: Some(approve),
         }
     }
 }
