@@ -134,7 +134,7 @@ async fn probe_banner(port: u16, started: Instant, up: Arc<Mutex<Option<Duration
         {
             let mut buffer = [0u8; 8];
             if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await
+                tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buffer)).await
                 && buffer[..n].starts_with(b"SSH-")
             {
                 up.lock().unwrap().get_or_insert(started.elapsed());
