@@ -16,9 +16,10 @@ fn shell_command(sandbox: &Sandbox) -> String {
         .into_iter()
         .map(|(k, v)| format!("{k}='{v}'"))
         .collect();
-    // After kiln exits, print its exit code and whether the tty is back in canonical mode.
+    // After kiln exits, print whether the tty is back in canonical mode, then its exit code
+    // (last, so waiting for the exit line means both are on screen).
     format!(
-        "cd '{}' && env {} '{}'; echo \"KILN-EXITED $?\"; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60",
+        "cd '{}' && env {} '{}'; rc=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; echo \"KILN-EXITED $rc\"; sleep 60",
         sandbox.work().display(),
         env.join(" "),
         kiln_bin()
@@ -105,6 +106,63 @@ fn a_broken_user_theme_is_named_and_the_workbench_still_opens() {
     let tmux = Tmux::start("theme", 160, 30, &shell_command(&sandbox));
     let screen = tmux.wait_for("using the built-in theme", SCREEN);
     assert!(screen.contains("styles.error.fg"), "{screen}");
+    tmux.keys(&["q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+}
+
+#[test]
+fn a_machine_left_by_a_crashed_kiln_is_offered_for_cleanup() {
+    let sandbox = Sandbox::new();
+    // A real QEMU with nobody owning it, and a record naming a kiln that no longer exists.
+    let mut qemu = std::process::Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-m",
+            "64",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-S",
+            "-name",
+            "kiln-leftover-test",
+        ])
+        .spawn()
+        .expect("qemu-system-x86_64 runs");
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = gone.id();
+    gone.wait().unwrap();
+    let records = sandbox.path().join("data/kiln/machines");
+    std::fs::create_dir_all(&records).unwrap();
+    std::fs::write(
+        records.join(format!("{}.json", qemu.id())),
+        format!(
+            r#"{{"qemu_pid":{},"kiln_pid":{dead_pid},"purpose":"configure","image":"/tmp/left.qcow2"}}"#,
+            qemu.id()
+        ),
+    )
+    .unwrap();
+
+    let tmux = Tmux::start("leftover", 100, 30, &shell_command(&sandbox));
+    let screen = tmux.wait_for("Machines left running", SCREEN);
+    assert!(
+        screen.contains(&format!("QEMU pid {}", qemu.id())),
+        "{screen}"
+    );
+    tmux.keys(&["y"]);
+    tmux.wait_for("stopped 1 machine(s)", SCREEN);
+    let start = std::time::Instant::now();
+    while qemu.try_wait().unwrap().is_none() {
+        assert!(
+            start.elapsed() < SCREEN,
+            "the leftover QEMU is still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        std::fs::read_dir(&records).unwrap().next().is_none(),
+        "record removed"
+    );
     tmux.keys(&["q"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);
 }

@@ -23,6 +23,7 @@ use crate::engine::host::{Accelerator, HostReport};
 use crate::engine::image::{self, CreateError, CreateRequest, ImageInfo};
 use crate::engine::install::{self, InstallError, InstallOutcome, InstallRequest};
 use crate::engine::iso::Expected;
+use crate::engine::machine::{self, MachineRecord};
 use crate::engine::publish::{self, PublishError, Published};
 use crate::engine::task::{self, Event, Level, Summary, Task};
 use crate::engine::verify::{self, Report, VerifyError};
@@ -53,6 +54,8 @@ pub enum Overlay {
     ConfirmStop,
     /// The sshd_config diff, waiting for the person's yes before configure applies it.
     ConfirmDiff(String),
+    /// Machines an earlier kiln left running (it crashed or was killed): stop them?
+    ConfirmCleanLeftovers(Vec<(PathBuf, MachineRecord)>),
 }
 
 /// A question from a running step: the diff to show and where the answer goes.
@@ -74,6 +77,8 @@ pub enum Command {
     /// Start the selected form-based step (install, configure, verify, publish).
     Start(Step),
     Guest(GuestInput),
+    /// Stop machines an earlier kiln left behind.
+    CleanLeftovers(Vec<(PathBuf, MachineRecord)>),
     Quit,
 }
 
@@ -284,7 +289,10 @@ impl App {
             return None;
         }
         match self.overlay.clone() {
-            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmStop | Overlay::ConfirmDiff(_) => {
+            Overlay::ConfirmOverwrite(_)
+            | Overlay::ConfirmStop
+            | Overlay::ConfirmDiff(_)
+            | Overlay::ConfirmCleanLeftovers(_) => {
                 return self.confirm_key(key);
             }
             Overlay::Help | Overlay::Doctor => {
@@ -392,6 +400,7 @@ impl App {
         let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
         match overlay {
             Overlay::ConfirmOverwrite(_) if yes => Some(Command::StartCreate { force: true }),
+            Overlay::ConfirmCleanLeftovers(found) if yes => Some(Command::CleanLeftovers(found)),
             Overlay::ConfirmDiff(_) => {
                 if let Some(reply) = self.pending_approval.take() {
                     let _ = reply.send(yes);
@@ -438,6 +447,28 @@ impl App {
                 })));
             }
         }
+    }
+
+    /// Ask about machines a crashed kiln left running, if there are any.
+    pub fn offer_leftover_cleanup(&mut self) {
+        let Some(dir) = &self.record_dir else {
+            return;
+        };
+        let found = machine::leftovers(dir);
+        if !found.is_empty() {
+            self.overlay = Overlay::ConfirmCleanLeftovers(found);
+        }
+    }
+
+    /// Stop the leftover machines the person agreed to stop.
+    pub async fn clean_leftovers(&mut self, found: Vec<(PathBuf, MachineRecord)>) {
+        for (record_file, record) in &found {
+            machine::clean_leftover(record_file, record).await;
+        }
+        self.notice = Some(format!(
+            "stopped {} machine(s) left by an earlier kiln",
+            found.len()
+        ));
     }
 
     /// The accelerator machines get: what the doctor found, TCG until it has answered.

@@ -34,6 +34,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
     let (mut app, mut questions) = App::new(settings, theme);
     app.record_dir = dirs.as_ref().map(Dirs::machine_records);
     app.config_dir = dirs.as_ref().map(|d| d.config_dir.clone());
+    app.offer_leftover_cleanup();
     if let Some(problem) = theme_problem {
         tracing::warn!("{problem}");
         app.notice = Some(format!("{problem} — using the built-in theme"));
@@ -87,6 +88,7 @@ async fn event_loop(
                         Some(Command::StartCreate { force }) => app.start_create(force).await,
                         Some(Command::Start(step)) => app.start(step),
                         Some(Command::Guest(input)) => app.send_to_guest(input).await,
+                        Some(Command::CleanLeftovers(found)) => app.clean_leftovers(found).await,
                         None => {}
                     }
                 }

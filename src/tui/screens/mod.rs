@@ -145,6 +145,31 @@ pub fn draw(frame: &mut Frame, app: &App) {
             ]));
             dialog::draw(frame, area, "Apply this sshd_config?", lines, theme);
         }
+        Overlay::ConfirmCleanLeftovers(found) => {
+            let area = dialog::centred(frame.area(), 76, found.len() as u16 + 7);
+            let mut lines = vec![Line::raw(
+                "An earlier kiln stopped without shutting these machines down:",
+            )];
+            for (_, record) in found {
+                lines.push(Line::styled(
+                    format!(
+                        "  QEMU pid {} ({}) on {}",
+                        record.qemu_pid,
+                        record.purpose,
+                        record.image.display()
+                    ),
+                    theme.warning(),
+                ));
+            }
+            lines.push(Line::raw(""));
+            lines.push(Line::from(vec![
+                Span::styled("y", theme.key_hint()),
+                Span::raw(" stop them (the images are then free)   "),
+                Span::styled("n", theme.key_hint()),
+                Span::raw(" leave them running"),
+            ]));
+            dialog::draw(frame, area, "Machines left running", lines, theme);
+        }
         Overlay::ConfirmStop => {
             let area = dialog::centred(frame.area(), 60, 6);
             dialog::draw(
