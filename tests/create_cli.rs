@@ -90,18 +90,10 @@ fn create_refuses_to_replace_an_image_in_use() {
             .status
             .success()
     );
-    // qemu-io holds the image's write lock the same way a running QEMU does.
-    let mut holder = std::process::Command::new("qemu-io")
-        .arg(&image)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("qemu-io (qemu-utils) runs");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    let holder = support::ImageLock::hold(&image);
     let before = std::fs::read(&image).unwrap();
     let out = sandbox.kiln(&["create", "busy.qcow2", "--size", "2G", "--force"]);
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("in use"),

@@ -121,17 +121,10 @@ fn install_refuses_an_image_in_use() {
             .success()
     );
     let image = sandbox.work().join("busy.qcow2");
-    let mut holder = std::process::Command::new("qemu-io")
-        .arg(&image)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    let holder = support::ImageLock::hold(&image);
     let iso = fixtures.iso.display().to_string();
     let out = sandbox.kiln(&["install", "busy.qcow2", "--iso", &iso]);
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(holder);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         text(&out.stderr).contains("in use"),

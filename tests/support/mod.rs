@@ -71,6 +71,31 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Holds an image's write lock the way a running QEMU does (qemu-io keeps it open); released
+/// when dropped.
+pub struct ImageLock(std::process::Child);
+
+impl ImageLock {
+    pub fn hold(image: &Path) -> ImageLock {
+        let child = Command::new("qemu-io")
+            .arg(image)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("qemu-io (qemu-utils) runs");
+        // qemu-io takes the lock as it opens the image; give it a moment.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        ImageLock(child)
+    }
+}
+
+impl Drop for ImageLock {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `qemu-img info --output=json` read by the test itself, not through kiln.
 pub fn qemu_img_info(path: &Path) -> serde_json::Value {
     let out = Command::new("qemu-img")

@@ -1,17 +1,17 @@
 //! The Create screen: path, size, overwrite, a Create button, messages inline, the result.
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 
 use crate::engine::image::human_bytes;
 use crate::engine::task::Level;
 use crate::tui::app::StepState;
 use crate::tui::steps::create::CreateScreen;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::progress;
+use crate::tui::widgets::{form, progress};
 
 pub fn draw(
     frame: &mut Frame,
@@ -21,27 +21,16 @@ pub fn draw(
     focused: bool,
     theme: &Theme,
 ) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Line::styled(
-            " Create — a new qcow2 v3 disk ",
-            theme.title(),
-        ))
-        .border_style(theme.border(focused));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-
     let hints = |key: &str| screen.hint(key);
-    let [form, _, status, rest] = Layout::vertical([
-        Constraint::Length(screen.form.height(&hints)),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Min(0),
-    ])
-    .areas(inner);
-    screen
-        .form
-        .draw_with_hints(frame, form, focused, theme, &hints);
+    let (status, rest) = form::framed(
+        frame,
+        area,
+        "Create — a new qcow2 v3 disk",
+        &screen.form,
+        &hints,
+        focused,
+        theme,
+    );
 
     match (state, &screen.progress) {
         (StepState::Running, Some(p)) => progress::draw(frame, status, p, theme),

@@ -2,16 +2,16 @@
 //! screen (side by side when the terminal is wide, else one at a time).
 
 use ratatui::Frame;
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::Rect;
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 
 use super::create::level_style;
 use super::machine;
 use crate::tui::app::{App, StepState};
 use crate::tui::steps::install::InstallScreen;
 use crate::tui::theme::Theme;
-use crate::tui::widgets::progress;
+use crate::tui::widgets::{form, progress};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, focused: bool) {
     let screen = &app.install;
@@ -45,26 +45,16 @@ fn draw_form(
     focused: bool,
     theme: &Theme,
 ) {
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Line::styled(
-            " Install — boot an installer with the disk ",
-            theme.title(),
-        ))
-        .border_style(theme.border(focused));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
     let hints = |key: &str| screen.hint(key);
-    let [form, _, status, rest] = Layout::vertical([
-        Constraint::Length(screen.form.height(&hints)),
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Min(0),
-    ])
-    .areas(inner);
-    screen
-        .form
-        .draw_with_hints(frame, form, focused, theme, &hints);
+    let (status, rest) = form::framed(
+        frame,
+        area,
+        "Install — boot an installer with the disk",
+        &screen.form,
+        &hints,
+        focused,
+        theme,
+    );
     if let (StepState::Running, Some(p)) = (state, &screen.progress) {
         progress::draw(frame, status, p, theme);
     }

@@ -280,6 +280,36 @@ impl Form {
     }
 }
 
+/// A step screen's frame: a titled box with the form (and its hints) at the top. Returns the
+/// status row under the form and the area below it for results and the log.
+pub fn framed(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    form: &Form,
+    hints: Hints,
+    focused: bool,
+    theme: &Theme,
+) -> (Rect, Rect) {
+    use ratatui::layout::{Constraint, Layout};
+    use ratatui::widgets::{Block, Borders};
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Line::styled(format!(" {title} "), theme.title()))
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let [top, _, status, rest] = Layout::vertical([
+        Constraint::Length(form.height(hints)),
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    form.draw_with_hints(frame, top, focused, theme, hints);
+    (status, rest)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
