@@ -14,12 +14,16 @@ pub mod process;
 pub mod publish;
 pub mod qmp;
 pub mod screen;
+pub mod session;
 pub mod ssh;
 pub mod task;
 pub mod verify;
 
 /// The steps of the workflow, in the order a person walks them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Step {
     Create,
     Install,

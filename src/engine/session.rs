@@ -1,0 +1,586 @@
+//! The session file: what kiln has done to one image, so a person (or `kiln run`) can stop and
+//! come back. It sits next to the image as `NAME.kiln.toml` and records each step's outcome,
+//! the choices made (ISO, user, variant, target…) and the image's fingerprint when the step
+//! ended — never a password, passphrase or token.
+//!
+//! A step is *stale* when what it vouched for no longer holds: an earlier step ran again after
+//! it, or (for verify and publish, which do not change the image) the image changed since.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::Step;
+
+/// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
+pub fn session_path(image: &Path) -> PathBuf {
+    let name = image
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".qcow2").unwrap_or(&name);
+    image.with_file_name(format!("{stem}.kiln.toml"))
+}
+
+/// Size and modification time: cheap to read, and changed by anything that writes the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub size: u64,
+    pub modified_ns: i64,
+}
+
+impl Fingerprint {
+    pub fn of(image: &Path) -> Option<Fingerprint> {
+        let meta = std::fs::metadata(image).ok()?;
+        let modified = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+        Some(Fingerprint {
+            size: meta.len(),
+            modified_ns: i64::try_from(modified.as_nanos()).ok()?,
+        })
+    }
+}
+
+/// How a step's last run ended, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Started and not yet ended (or the kiln running it died: see `pid`).
+    Running,
+    Done,
+    Failed,
+    /// Not run by kiln: the image existed already, or it came installed.
+    Skipped,
+}
+
+/// One step's last run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub outcome: Outcome,
+    /// Order of runs within this session: a larger number started later.
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub started: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<u64>,
+    /// The kiln process running the step, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The image when the step ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Fingerprint>,
+    /// The result or the error, in one line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+}
+
+/// The choices a person made, carried from step to step and from one kiln run to the next.
+/// Secrets are deliberately absent: they are asked for (or read from files) each time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Choices {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iso: Option<PathBuf>,
+    /// 64 hex digits or a SHA256SUMS file, as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iso_checksum: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// sshd_config variant: reference or pam.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_free_space: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clear_machine_id: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regenerate_host_keys: Option<bool>,
+    /// Driver to imitate when verifying: djinn or srht.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Publish target: djinn, offline or srht.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_conf: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// builds.sr.ht `distro/release`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compact: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<bool>,
+}
+
+impl Choices {
+    /// Take every choice `newer` makes; keep ours where it says nothing.
+    pub fn update(&mut self, newer: &Choices) {
+        macro_rules! take {
+            ($($field:ident),*) => {
+                $( if newer.$field.is_some() { self.$field = newer.$field.clone(); } )*
+            };
+        }
+        take!(
+            size,
+            iso,
+            iso_checksum,
+            memory_mib,
+            cpus,
+            user,
+            key,
+            variant,
+            zero_free_space,
+            clear_machine_id,
+            regenerate_host_keys,
+            profile,
+            target,
+            name,
+            namespace,
+            url,
+            driver_conf,
+            root,
+            release,
+            compact,
+            compress,
+            sha256
+        );
+    }
+}
+
+/// Where a step stands now, as the step list and `kiln run` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepStatus {
+    Pending,
+    /// Another live kiln is running it.
+    Running { pid: u32 },
+    /// A kiln started it and died (killed, crashed, machine lost power).
+    Interrupted,
+    Done,
+    Skipped,
+    Failed(String),
+    /// It ran, but what it vouched for no longer holds; the reason says why.
+    Stale(String),
+}
+
+impl StepStatus {
+    /// Done (or skipped) and still true: the flow can go past it.
+    pub fn is_settled(&self) -> bool {
+        matches!(self, StepStatus::Done | StepStatus::Skipped)
+    }
+
+    /// One word for lists and logs.
+    pub fn word(&self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running { .. } => "running",
+            StepStatus::Interrupted => "interrupted",
+            StepStatus::Done => "done",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Failed(_) => "failed",
+            StepStatus::Stale(_) => "stale",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot read the session file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("the session file {0} is not valid ({1}); move it away to start over")]
+    Parse(PathBuf, String),
+    #[error("cannot write the session file {0}: {1}")]
+    Write(PathBuf, std::io::Error),
+    #[error("{step} is already running in kiln pid {pid} on this image")]
+    Busy { step: &'static str, pid: u32 },
+}
+
+/// What kiln knows about one image's journey.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    /// Where this session is saved (not written into the file).
+    #[serde(skip)]
+    path: PathBuf,
+    /// The image, as it was given.
+    #[serde(skip)]
+    image: PathBuf,
+    #[serde(default)]
+    pub choices: Choices,
+    #[serde(default)]
+    steps: BTreeMap<Step, StepRecord>,
+}
+
+impl Session {
+    /// The session of `image`: read from its file, or new (nothing done yet) if there is none.
+    pub fn open(image: &Path) -> Result<Session, SessionError> {
+        let path = session_path(image);
+        let mut session = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<Session>(&text)
+                .map_err(|e| SessionError::Parse(path.clone(), e.message().to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Session::default(),
+            Err(e) => return Err(SessionError::Read(path, e)),
+        };
+        session.path = path;
+        session.image = image.to_path_buf();
+        Ok(session)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
+    /// Whether any step was ever recorded (a file existed or has been written).
+    pub fn is_new(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    pub fn record(&self, step: Step) -> Option<&StepRecord> {
+        self.steps.get(&step)
+    }
+
+    /// Where `step` stands now, judged against the image on disk.
+    pub fn status(&self, step: Step) -> StepStatus {
+        let Some(record) = self.steps.get(&step) else {
+            return StepStatus::Pending;
+        };
+        match record.outcome {
+            Outcome::Running => {
+                return match record.pid {
+                    Some(pid) if pid != std::process::id() && kiln_is_alive(pid) => {
+                        StepStatus::Running { pid }
+                    }
+                    Some(pid) if pid == std::process::id() => StepStatus::Running { pid },
+                    _ => StepStatus::Interrupted,
+                };
+            }
+            Outcome::Failed => {
+                return StepStatus::Failed(record.summary.clone().unwrap_or_default());
+            }
+            Outcome::Done | Outcome::Skipped => {}
+        }
+        if let Some(reason) = self.staleness(step, record) {
+            return StepStatus::Stale(reason);
+        }
+        match record.outcome {
+            Outcome::Skipped => StepStatus::Skipped,
+            _ => StepStatus::Done,
+        }
+    }
+
+    fn staleness(&self, step: Step, record: &StepRecord) -> Option<String> {
+        let current = Fingerprint::of(&self.image);
+        if current.is_none() {
+            return Some(format!("{} no longer exists", self.image.display()));
+        }
+        for earlier in Step::ALL.iter().take_while(|s| **s != step) {
+            if let Some(other) = self.steps.get(earlier)
+                && other.seq > record.seq
+            {
+                return Some(format!(
+                    "{} ran again after it",
+                    earlier.title().to_lowercase()
+                ));
+            }
+        }
+        // Verify and publish vouch for the exact bytes they saw; they never change them.
+        let vouches_for_bytes = matches!(step, Step::Verify | Step::Publish);
+        if vouches_for_bytes && record.image.is_some() && record.image != current {
+            return Some("the image changed since".into());
+        }
+        None
+    }
+
+    /// The first step that is not done (or no longer true): where the flow resumes.
+    pub fn resume_at(&self) -> Option<Step> {
+        Step::ALL
+            .into_iter()
+            .find(|step| !self.status(*step).is_settled())
+    }
+
+    /// Publish only what was verified, as it is now.
+    pub fn publish_allowed(&self) -> Result<(), String> {
+        match self.status(Step::Verify) {
+            StepStatus::Done => Ok(()),
+            StepStatus::Stale(reason) => Err(format!(
+                "verify is stale ({reason}): run verify again before publishing"
+            )),
+            StepStatus::Failed(_) => {
+                Err("verify failed: fix the image and verify it again before publishing".into())
+            }
+            other => Err(format!(
+                "verify has not passed yet ({}): run verify before publishing",
+                other.word()
+            )),
+        }
+    }
+
+    /// A step starts in this process; refused if a live kiln is already on it.
+    pub fn begin(&mut self, step: Step) -> Result<(), SessionError> {
+        if let StepStatus::Running { pid } = self.status(step)
+            && pid != std::process::id()
+        {
+            return Err(SessionError::Busy {
+                step: step.title(),
+                pid,
+            });
+        }
+        let seq = self.next_seq();
+        self.steps.insert(
+            step,
+            StepRecord {
+                outcome: Outcome::Running,
+                seq,
+                started: now(),
+                ended: None,
+                pid: Some(std::process::id()),
+                image: None,
+                summary: None,
+            },
+        );
+        self.save()
+    }
+
+    /// A step ended: done with its summary, or failed with its error.
+    pub fn end(&mut self, step: Step, result: Result<String, String>) -> Result<(), SessionError> {
+        let image = Fingerprint::of(&self.image);
+        let record = self.steps.entry(step).or_insert_with(|| StepRecord {
+            outcome: Outcome::Running,
+            seq: 0,
+            started: now(),
+            ended: None,
+            pid: None,
+            image: None,
+            summary: None,
+        });
+        let (outcome, summary) = match result {
+            Ok(summary) => (Outcome::Done, summary),
+            Err(error) => (Outcome::Failed, error),
+        };
+        record.outcome = outcome;
+        record.ended = Some(now());
+        record.pid = None;
+        record.image = image;
+        record.summary = Some(first_line(&summary));
+        self.save()
+    }
+
+    /// Record a step kiln did not run (the image was made elsewhere), with why.
+    pub fn skip(&mut self, step: Step, reason: &str) -> Result<(), SessionError> {
+        let seq = self.next_seq();
+        self.steps.insert(
+            step,
+            StepRecord {
+                outcome: Outcome::Skipped,
+                seq,
+                started: now(),
+                ended: Some(now()),
+                pid: None,
+                image: Fingerprint::of(&self.image),
+                summary: Some(reason.to_string()),
+            },
+        );
+        self.save()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.steps.values().map(|r| r.seq).max().unwrap_or(0) + 1
+    }
+
+    /// Write the file whole: to a temporary name, then renamed over the old one.
+    pub fn save(&self) -> Result<(), SessionError> {
+        let text = format!(
+            "# kiln's record of {} — safe to delete (kiln then starts over).\n{}",
+            self.image
+                .file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default(),
+            toml::to_string(self).expect("a session always serialises")
+        );
+        let temp = self.path.with_extension("toml.tmp");
+        std::fs::write(&temp, text)
+            .and_then(|()| std::fs::rename(&temp, &self.path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                SessionError::Write(self.path.clone(), e)
+            })
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().trim().to_string()
+}
+
+/// Whether `pid` is a live kiln (not a recycled pid now used by something else).
+fn kiln_is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end() == "kiln" || comm.trim_end().starts_with("kiln-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image_in(dir: &Path) -> PathBuf {
+        let image = dir.join("disk.qcow2");
+        std::fs::write(&image, b"QFI\xfb fake image").unwrap();
+        image
+    }
+
+    /// Make the image look written to later (mtime granularity is not to be trusted).
+    fn modify(image: &Path) {
+        let file = std::fs::OpenOptions::new().append(true).open(image).unwrap();
+        file.set_len(4096).unwrap();
+    }
+
+    #[test]
+    fn session_file_sits_next_to_the_image() {
+        assert_eq!(
+            session_path(Path::new("/i/debian-12.qcow2")),
+            Path::new("/i/debian-12.kiln.toml")
+        );
+        assert_eq!(
+            session_path(Path::new("/i/disk.img")),
+            Path::new("/i/disk.img.kiln.toml")
+        );
+    }
+
+    #[test]
+    fn a_new_image_resumes_at_create_and_steps_carry_over_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mut session = Session::open(&image).unwrap();
+        assert!(session.is_new());
+        assert_eq!(session.resume_at(), Some(Step::Create));
+        session.choices.iso = Some("/isos/debian.iso".into());
+        session.begin(Step::Create).unwrap();
+        assert_eq!(
+            session.status(Step::Create),
+            StepStatus::Running {
+                pid: std::process::id()
+            }
+        );
+        session.end(Step::Create, Ok("created".into())).unwrap();
+        session.begin(Step::Install).unwrap();
+        session
+            .end(Step::Install, Err("the guest did not power off\nmore".into()))
+            .unwrap();
+
+        let again = Session::open(&image).unwrap();
+        assert_eq!(again.status(Step::Create), StepStatus::Done);
+        assert_eq!(
+            again.status(Step::Install),
+            StepStatus::Failed("the guest did not power off".into())
+        );
+        assert_eq!(again.resume_at(), Some(Step::Install));
+        assert_eq!(again.choices.iso, Some(PathBuf::from("/isos/debian.iso")));
+    }
+
+    #[test]
+    fn a_step_whose_kiln_died_is_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mut session = Session::open(&image).unwrap();
+        session.skip(Step::Create, "existing image").unwrap();
+        session.begin(Step::Configure).unwrap();
+        // Pretend another process wrote it and died: a pid no kiln has.
+        session.steps.get_mut(&Step::Configure).unwrap().pid = Some(u32::MAX - 1);
+        assert_eq!(session.status(Step::Configure), StepStatus::Interrupted);
+        assert_eq!(session.status(Step::Create), StepStatus::Skipped);
+    }
+
+    #[test]
+    fn verify_goes_stale_when_the_image_changes_and_publish_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mut session = Session::open(&image).unwrap();
+        for step in [Step::Create, Step::Install, Step::Configure, Step::Verify] {
+            session.begin(step).unwrap();
+            session.end(step, Ok("ok".into())).unwrap();
+        }
+        assert_eq!(session.publish_allowed(), Ok(()));
+        assert_eq!(session.resume_at(), Some(Step::Publish));
+
+        modify(&image);
+        let session = Session::open(&image).unwrap();
+        assert_eq!(
+            session.status(Step::Verify),
+            StepStatus::Stale("the image changed since".into())
+        );
+        // Configure changed the image itself; a later change does not undo it.
+        assert_eq!(session.status(Step::Configure), StepStatus::Done);
+        assert_eq!(session.resume_at(), Some(Step::Verify));
+        let refused = session.publish_allowed().unwrap_err();
+        assert!(refused.contains("verify is stale"), "{refused}");
+    }
+
+    #[test]
+    fn running_an_earlier_step_again_makes_later_ones_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mut session = Session::open(&image).unwrap();
+        for step in [Step::Create, Step::Install, Step::Configure, Step::Verify] {
+            session.begin(step).unwrap();
+            session.end(step, Ok("ok".into())).unwrap();
+        }
+        session.begin(Step::Configure).unwrap();
+        session.end(Step::Configure, Ok("again".into())).unwrap();
+        assert_eq!(session.status(Step::Configure), StepStatus::Done);
+        assert_eq!(
+            session.status(Step::Verify),
+            StepStatus::Stale("configure ran again after it".into())
+        );
+        assert!(session.publish_allowed().is_err());
+    }
+
+    #[test]
+    fn the_file_holds_choices_but_no_secret_field_and_a_broken_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mut session = Session::open(&image).unwrap();
+        session.choices.user = Some("builder".into());
+        session.choices.update(&Choices {
+            target: Some("djinn".into()),
+            ..Choices::default()
+        });
+        session.save().unwrap();
+        let text = std::fs::read_to_string(session.path()).unwrap();
+        assert!(text.contains("user = \"builder\""), "{text}");
+        assert!(text.contains("target = \"djinn\""), "{text}");
+        for secret in ["password", "token", "passphrase"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(!dir.path().join("disk.kiln.toml.tmp").exists());
+
+        std::fs::write(session.path(), "steps = 3").unwrap();
+        let error = Session::open(&image).unwrap_err().to_string();
+        assert!(error.contains("disk.kiln.toml"), "{error}");
+    }
+}
