@@ -35,7 +35,8 @@ async fn run(args: Args) -> Exit {
     };
     let settings = config::resolve(args.overrides(), file, host::resources());
     match args.command {
-        None => tui::run(settings, dirs).await,
+        None => tui::run(settings, dirs, args.image).await,
+        Some(Command::Run(run)) => cli::run::run(run, &settings, dirs.as_ref()).await,
         Some(Command::Create(create)) => cli::create::run(create).await,
         Some(Command::Install(install)) => {
             cli::install::run(install, &settings, dirs.as_ref()).await

@@ -143,14 +143,14 @@ async fn request(
 }
 
 /// The first line of a secret file, without its newline.
-fn first_line(file: &Path) -> Result<String, String> {
+pub(super) fn first_line(file: &Path) -> Result<String, String> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
 /// Ask on the terminal without echo; refuse when there is no terminal to ask on.
-fn prompt(question: &str) -> Result<String, String> {
+pub(super) fn prompt(question: &str) -> Result<String, String> {
     if !std::io::stdin().is_terminal() {
         return Err(format!(
             "{}needs a terminal; use --password-file / --passphrase-file",
@@ -161,7 +161,7 @@ fn prompt(question: &str) -> Result<String, String> {
 }
 
 /// Whether the key needs a passphrase (russh says so when loading it without one).
-fn key_is_encrypted(key: &Path) -> bool {
+pub(super) fn key_is_encrypted(key: &Path) -> bool {
     matches!(
         russh::keys::load_secret_key(key, None),
         Err(russh::keys::Error::KeyIsEncrypted)

@@ -9,6 +9,7 @@ pub mod install;
 pub mod logging;
 pub mod publish;
 pub mod report;
+pub mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,12 +20,21 @@ use crate::engine::config::CliOverrides;
 
 /// kiln — prepare, verify and publish QEMU images for CI drivers.
 ///
-/// Run without a command to open the workbench.
+/// Run without a command to open the workbench; `kiln IMAGE` opens it on that image's session.
 #[derive(Debug, Parser)]
-#[command(name = "kiln", version, about, long_about)]
+#[command(
+    name = "kiln",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Open the workbench on this image, at the first step its session has not done.
+    pub image: Option<PathBuf>,
 
     /// Read settings from this file instead of ~/.config/kiln/config.toml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -72,6 +82,9 @@ pub enum Command {
     Configure(configure::ConfigureArgs),
     /// Upload to a Djinn namespace, or install for the offline runner or a builds.sr.ht tree.
     Publish(publish::PublishArgs),
+    /// The whole flow for one image, headless: create, install, configure, verify, publish.
+    /// Resumes from the image's session file (NAME.kiln.toml) and stops at the first failure.
+    Run(run::RunArgs),
     /// Show what this host can do: QEMU, KVM, CPUs, memory, disk space.
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.

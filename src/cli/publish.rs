@@ -128,7 +128,7 @@ fn misplaced_flag(args: &PublishArgs) -> Option<String> {
     let wrong = given
         .iter()
         .find(|(_, set, kind)| *set && *kind != args.to)
-        .map(|(flag, _, kind)| format!("{flag} only applies to --to {}", name(*kind)));
+        .map(|(flag, _, kind)| format!("{flag} only applies to --to {}", kind.name()));
     wrong.or_else(|| match args.to {
         TargetKind::Djinn if args.replace => Some(
             "--replace does not apply to --to djinn; delete the old image in Djinn first".into(),
@@ -140,11 +140,13 @@ fn misplaced_flag(args: &PublishArgs) -> Option<String> {
     })
 }
 
-fn name(kind: TargetKind) -> &'static str {
-    match kind {
-        TargetKind::Djinn => "djinn",
-        TargetKind::Offline => "offline",
-        TargetKind::Srht => "srht",
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Djinn => "djinn",
+            TargetKind::Offline => "offline",
+            TargetKind::Srht => "srht",
+        }
     }
 }
 

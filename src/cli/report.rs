@@ -59,6 +59,8 @@ where
                 check.name,
                 check.detail
             ),
+            // Headless steps never hold their machine (nobody could look at it).
+            Event::Held { error } => eprintln!("kiln {step}: failed: {error}"),
             Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),
             Event::Failed { error } => eprintln!("kiln {step}: failed: {error}"),
         }

@@ -265,6 +265,9 @@ pub async fn configure(
                 },
                 other => other,
             };
+            if !matches!(error, ConfigureError::Declined) {
+                reporter.hold(&error.to_string()).await;
+            }
             machine.shut_down(CANCEL_GRACE).await;
             Err(error)
         }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod configure;
 pub mod console;
 pub mod driver;
+pub mod flow;
 pub mod host;
 pub mod image;
 pub mod install;
@@ -48,6 +49,17 @@ impl Step {
             Step::Configure => "Configure",
             Step::Verify => "Verify",
             Step::Publish => "Publish",
+        }
+    }
+
+    /// The lowercase name used on the command line, in session files and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Create => "create",
+            Step::Install => "install",
+            Step::Configure => "configure",
+            Step::Verify => "verify",
+            Step::Publish => "publish",
         }
     }
 

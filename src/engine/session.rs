@@ -129,6 +129,9 @@ pub struct Choices {
     pub compress: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<bool>,
+    /// Replace an image of the same name (local targets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
 }
 
 impl Choices {
@@ -161,7 +164,8 @@ impl Choices {
             release,
             compact,
             compress,
-            sha256
+            sha256,
+            replace
         );
     }
 }
@@ -171,7 +175,9 @@ impl Choices {
 pub enum StepStatus {
     Pending,
     /// Another live kiln is running it.
-    Running { pid: u32 },
+    Running {
+        pid: u32,
+    },
     /// A kiln started it and died (killed, crashed, machine lost power).
     Interrupted,
     Done,
@@ -404,6 +410,23 @@ impl Session {
         self.save()
     }
 
+    /// A disk kiln did not create (no session yet): create is recorded as skipped, and so is
+    /// install unless an ISO was chosen — people bring installed images to configure, verify
+    /// and publish. Saves the session either way.
+    pub fn adopt_existing_image(&mut self) -> Result<(), SessionError> {
+        if !self.is_new() || !self.image.exists() {
+            return self.save();
+        }
+        self.skip(Step::Create, "the image existed before kiln's session")?;
+        if self.choices.iso.is_none() {
+            self.skip(
+                Step::Install,
+                "no installer ISO given: the disk is taken as installed",
+            )?;
+        }
+        Ok(())
+    }
+
     fn next_seq(&self) -> u64 {
         self.steps.values().map(|r| r.seq).max().unwrap_or(0) + 1
     }
@@ -456,7 +479,10 @@ mod tests {
 
     /// Make the image look written to later (mtime granularity is not to be trusted).
     fn modify(image: &Path) {
-        let file = std::fs::OpenOptions::new().append(true).open(image).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(image)
+            .unwrap();
         file.set_len(4096).unwrap();
     }
 
@@ -490,7 +516,10 @@ mod tests {
         session.end(Step::Create, Ok("created".into())).unwrap();
         session.begin(Step::Install).unwrap();
         session
-            .end(Step::Install, Err("the guest did not power off\nmore".into()))
+            .end(
+                Step::Install,
+                Err("the guest did not power off\nmore".into()),
+            )
             .unwrap();
 
         let again = Session::open(&image).unwrap();

@@ -71,6 +71,10 @@ pub enum Event {
     Machine(MachineView),
     /// A check of the Verify step has its verdict.
     Check(Check),
+    /// The step failed and keeps its machine up for a look until the frontend cancels it.
+    Held {
+        error: String,
+    },
     Finished {
         summary: String,
     },
@@ -84,6 +88,8 @@ pub enum Event {
 pub struct Reporter {
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
+    /// The frontend can show a failed step's machine (the TUI), so keep it up on failure.
+    hold_failures: bool,
 }
 
 impl Reporter {
@@ -117,6 +123,20 @@ impl Reporter {
 
     pub fn progress(&self, done: u64, total: Option<u64>, rate: f64) {
         self.send(Event::Progress(Progress { done, total, rate }));
+    }
+
+    /// The step failed while its machine is up. A frontend that asked for it (the TUI) gets
+    /// [`Event::Held`] and the machine stays up — console, screen and all — until it cancels
+    /// (retry or stop), like Packer's `-on-error=ask`. Otherwise this returns at once.
+    pub async fn hold(&self, error: &str) {
+        if !self.hold_failures || self.cancel.is_cancelled() {
+            return;
+        }
+        self.warn(format!("failed: {error}"));
+        self.send(Event::Held {
+            error: error.to_string(),
+        });
+        self.cancel.cancelled().await;
     }
 
     /// Resolves when the frontend asked the step to stop.
@@ -154,13 +174,35 @@ where
     F: FnOnce(Reporter) -> Fut,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
+    start(title.into(), false, work)
+}
+
+/// Like [`spawn`], for a frontend that shows a failed step's machine: the step keeps it up
+/// (see [`Reporter::hold`]) until the task is cancelled.
+pub fn spawn_holding<T, E, F, Fut>(title: impl Into<String>, work: F) -> Task<T, E>
+where
+    T: Summary + Send + 'static,
+    E: Display + Send + 'static,
+    F: FnOnce(Reporter) -> Fut,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
+    start(title.into(), true, work)
+}
+
+fn start<T, E, F, Fut>(title: String, hold_failures: bool, work: F) -> Task<T, E>
+where
+    T: Summary + Send + 'static,
+    E: Display + Send + 'static,
+    F: FnOnce(Reporter) -> Fut,
+    Fut: Future<Output = Result<T, E>> + Send + 'static,
+{
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
     let reporter = Reporter {
         events: tx.clone(),
         cancel: cancel.clone(),
+        hold_failures,
     };
-    let title = title.into();
     tracing::info!("step started: {title}");
     let _ = tx.send(Event::Started { title });
     let work = work(reporter);
@@ -281,6 +323,33 @@ mod tests {
             }
         );
         assert_eq!(task.result().await.unwrap().0, 2);
+    }
+
+    #[tokio::test]
+    async fn a_holding_step_keeps_going_until_cancelled_and_a_plain_one_does_not_wait() {
+        let plain = spawn("plain", |r: Reporter| async move {
+            r.hold("boom").await;
+            Err::<Done, _>(TestError::Cancelled)
+        });
+        // Returns without anyone cancelling it.
+        assert!(plain.result().await.is_err());
+
+        let mut held = spawn_holding("held", |r: Reporter| async move {
+            r.hold("boom").await;
+            Err::<Done, _>(TestError::Cancelled)
+        });
+        loop {
+            match held.next_event().await {
+                Some(Event::Held { error }) => {
+                    assert_eq!(error, "boom");
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("ended without holding"),
+            }
+        }
+        held.cancel();
+        assert!(held.result().await.is_err());
     }
 
     #[tokio::test]

@@ -1,10 +1,12 @@
 //! The workbench's state and how keys and engine events change it. Drawing lives in
 //! `screens/`; the terminal loop in `tui/mod.rs`.
 
-use std::path::PathBuf;
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::layout::{Position, Rect};
 use tokio::sync::{mpsc, oneshot};
 
 use super::guest_keys;
@@ -19,12 +21,13 @@ use super::theme::Theme;
 use crate::engine::Step;
 use crate::engine::config::Settings;
 use crate::engine::configure::{self, Approval, ConfigureError, Configured};
+use crate::engine::flow::{self, MachineSettings};
 use crate::engine::host::{Accelerator, HostReport};
-use crate::engine::image::{self, CreateError, CreateRequest, ImageInfo};
-use crate::engine::install::{self, InstallError, InstallOutcome, InstallRequest};
-use crate::engine::iso::Expected;
+use crate::engine::image::{self, CreateError, ImageInfo};
+use crate::engine::install::{self, InstallError, InstallOutcome};
 use crate::engine::machine::{self, MachineRecord};
 use crate::engine::publish::{self, PublishError, Published};
+use crate::engine::session::{Choices, Session, StepStatus};
 use crate::engine::task::{self, Event, Level, Summary, Task};
 use crate::engine::verify::{self, Report, VerifyError};
 
@@ -34,7 +37,28 @@ pub enum StepState {
     Pending,
     Running,
     Done,
+    /// Not run by kiln: the image was made or installed elsewhere.
+    Skipped,
     Failed,
+    /// Done once, but no longer true (the image changed, an earlier step ran again).
+    Stale,
+    /// A kiln running it was killed or crashed.
+    Interrupted,
+}
+
+impl StepState {
+    /// The word the step list shows after the title.
+    pub fn word(self) -> &'static str {
+        match self {
+            StepState::Pending => "",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Skipped => "skipped",
+            StepState::Failed => "failed",
+            StepState::Stale => "stale",
+            StepState::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// Which part of the workbench receives keys.
@@ -56,6 +80,11 @@ pub enum Overlay {
     ConfirmDiff(String),
     /// Machines an earlier kiln left running (it crashed or was killed): stop them?
     ConfirmCleanLeftovers(Vec<(PathBuf, MachineRecord)>),
+    /// The whole log of a step, scrolled up by `scroll` lines from the newest.
+    Log {
+        step: Step,
+        scroll: usize,
+    },
 }
 
 /// A question from a running step: the diff to show and where the answer goes.
@@ -79,7 +108,16 @@ pub enum Command {
     Guest(GuestInput),
     /// Stop machines an earlier kiln left behind.
     CleanLeftovers(Vec<(PathBuf, MachineRecord)>),
+    /// Stop the failed step's kept machine and run the step again.
+    Retry(Step),
     Quit,
+}
+
+/// Where things were drawn last, so a mouse click can find what it hit.
+#[derive(Debug, Default)]
+pub struct HitAreas {
+    /// The step list's inner area: row `i` is step `i`.
+    pub steps: Cell<Rect>,
 }
 
 /// The one step running in the background, if any.
@@ -137,7 +175,11 @@ pub struct App {
     pub configure: ConfigureScreen,
     pub verify: VerifyScreen,
     pub publish: PublishScreen,
-    states: [StepState; 5],
+    /// The session of the image being worked on (NAME.kiln.toml), once there is one.
+    pub session: Option<Session>,
+    /// A failed step whose kept machine is being stopped so the step can run again.
+    retry: Option<Step>,
+    pub hits: HitAreas,
     pub doctor: Option<HostReport>,
     pub running: Option<Running>,
     /// Where machine records live (crash recovery), when kiln has a data directory.
@@ -180,7 +222,9 @@ impl App {
             selected: 0,
             focus: Focus::Steps,
             overlay: Overlay::None,
-            states: [StepState::Pending; 5],
+            session: None,
+            retry: None,
+            hits: HitAreas::default(),
             doctor: None,
             running: None,
             record_dir: None,
@@ -196,12 +240,63 @@ impl App {
         Step::ALL[self.selected]
     }
 
+    /// What the step list shows: running here, else what the session says.
     pub fn step_state(&self, step: Step) -> StepState {
-        self.states[Self::index(step)]
+        if self.running.as_ref().is_some_and(|r| r.step() == step) {
+            return StepState::Running;
+        }
+        let Some(session) = &self.session else {
+            return StepState::Pending;
+        };
+        match session.status(step) {
+            StepStatus::Pending => StepState::Pending,
+            StepStatus::Running { .. } => StepState::Running,
+            StepStatus::Interrupted => StepState::Interrupted,
+            StepStatus::Done => StepState::Done,
+            StepStatus::Skipped => StepState::Skipped,
+            StepStatus::Failed(_) => StepState::Failed,
+            StepStatus::Stale(_) => StepState::Stale,
+        }
     }
 
-    fn set_state(&mut self, step: Step, state: StepState) {
-        self.states[Self::index(step)] = state;
+    /// Why a stale step is stale, for its screen.
+    pub fn stale_reason(&self, step: Step) -> Option<String> {
+        match self.session.as_ref()?.status(step) {
+            StepStatus::Stale(reason) => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// Open the workbench on an image: its session's choices pre-filled, the first step not
+    /// done selected.
+    pub fn open_image(&mut self, image: &Path) {
+        let session = Session::open(image).and_then(|mut session| {
+            session.adopt_existing_image()?;
+            Ok(session)
+        });
+        match session {
+            Ok(session) => {
+                let path = image.display().to_string();
+                self.create.fill(&path, &session.choices);
+                self.carry_disk(&path);
+                self.fill_forms(&session.choices);
+                self.selected = Self::index(session.resume_at().unwrap_or(Step::Publish));
+                self.focus = Focus::Screen;
+                self.notice = Some(match session.resume_at() {
+                    None => format!("{path}: every step is done"),
+                    Some(step) => format!("{path}: resuming at {}", step.name()),
+                });
+                self.session = Some(session);
+            }
+            Err(e) => self.notice = Some(e.to_string()),
+        }
+    }
+
+    fn fill_forms(&mut self, choices: &Choices) {
+        self.install.fill(choices);
+        self.configure.fill(choices);
+        self.verify.fill(choices);
+        self.publish.fill(choices);
     }
 
     fn index(step: Step) -> usize {
@@ -215,41 +310,54 @@ impl App {
         self.running.is_some()
     }
 
-    /// The machine pane of a step's screen.
+    /// The machine pane of a step's screen (steps that boot one).
     pub fn machine(&self, step: Step) -> Option<&MachinePane> {
-        match step {
-            Step::Install => Some(&self.install.machine),
-            Step::Configure => Some(&self.configure.run.machine),
-            Step::Verify => Some(&self.verify.run.machine),
-            Step::Create | Step::Publish => None,
-        }
+        flow::boots_a_machine(step).then(|| &self.run(step).machine)
     }
 
     fn machine_mut(&mut self, step: Step) -> Option<&mut MachinePane> {
+        flow::boots_a_machine(step).then(|| &mut self.run_mut(step).machine)
+    }
+
+    /// What a step's screen shows about its current or last run.
+    pub fn run(&self, step: Step) -> &StepRun {
         match step {
-            Step::Install => Some(&mut self.install.machine),
-            Step::Configure => Some(&mut self.configure.run.machine),
-            Step::Verify => Some(&mut self.verify.run.machine),
-            Step::Create | Step::Publish => None,
+            Step::Create => &self.create.run,
+            Step::Install => &self.install.run,
+            Step::Configure => &self.configure.run,
+            Step::Verify => &self.verify.run,
+            Step::Publish => &self.publish.run,
         }
     }
 
-    /// The run state of a form-based step.
-    pub fn run(&self, step: Step) -> Option<&StepRun> {
+    fn run_mut(&mut self, step: Step) -> &mut StepRun {
         match step {
-            Step::Configure => Some(&self.configure.run),
-            Step::Verify => Some(&self.verify.run),
-            Step::Publish => Some(&self.publish.run),
-            Step::Create | Step::Install => None,
+            Step::Create => &mut self.create.run,
+            Step::Install => &mut self.install.run,
+            Step::Configure => &mut self.configure.run,
+            Step::Verify => &mut self.verify.run,
+            Step::Publish => &mut self.publish.run,
         }
     }
 
-    fn run_mut(&mut self, step: Step) -> Option<&mut StepRun> {
+    /// The form of a step's screen.
+    pub fn form(&self, step: Step) -> &super::widgets::form::Form {
         match step {
-            Step::Configure => Some(&mut self.configure.run),
-            Step::Verify => Some(&mut self.verify.run),
-            Step::Publish => Some(&mut self.publish.run),
-            Step::Create | Step::Install => None,
+            Step::Create => &self.create.form,
+            Step::Install => &self.install.form,
+            Step::Configure => &self.configure.form,
+            Step::Verify => &self.verify.form,
+            Step::Publish => &self.publish.form,
+        }
+    }
+
+    fn form_mut(&mut self, step: Step) -> &mut super::widgets::form::Form {
+        match step {
+            Step::Create => &mut self.create.form,
+            Step::Install => &mut self.install.form,
+            Step::Configure => &mut self.configure.form,
+            Step::Verify => &mut self.verify.form,
+            Step::Publish => &mut self.publish.form,
         }
     }
 
@@ -288,6 +396,15 @@ impl App {
             self.toggle(Overlay::Help);
             return None;
         }
+        if key.code == KeyCode::F(2) {
+            let log = Overlay::Log { step, scroll: 0 };
+            self.overlay = if matches!(self.overlay, Overlay::Log { .. }) {
+                Overlay::None
+            } else {
+                log
+            };
+            return None;
+        }
         match self.overlay.clone() {
             Overlay::ConfirmOverwrite(_)
             | Overlay::ConfirmStop
@@ -304,11 +421,65 @@ impl App {
                 }
                 return None;
             }
+            Overlay::Log { step, scroll } => {
+                let scroll = match key.code {
+                    KeyCode::Esc | KeyCode::Char('q') => {
+                        self.overlay = Overlay::None;
+                        return None;
+                    }
+                    KeyCode::Up | KeyCode::Char('k') => scroll + 1,
+                    KeyCode::Down | KeyCode::Char('j') => scroll.saturating_sub(1),
+                    KeyCode::PageUp => scroll + 10,
+                    KeyCode::PageDown => scroll.saturating_sub(10),
+                    KeyCode::End => 0,
+                    _ => scroll,
+                };
+                let most = self.run(step).log.len().saturating_sub(1);
+                self.overlay = Overlay::Log {
+                    step,
+                    scroll: scroll.min(most),
+                };
+                return None;
+            }
             Overlay::None => {}
         }
         match self.focus {
             Focus::Steps => self.steps_key(key),
             Focus::Screen => self.screen_key(key),
+        }
+    }
+
+    /// A mouse click: on the step list it selects a step; on a form it focuses the field
+    /// (a button runs its step, a checkbox or choice changes).
+    pub fn handle_mouse(&mut self, mouse: MouseEvent) -> Option<Command> {
+        if mouse.kind != MouseEventKind::Down(MouseButton::Left) || self.overlay != Overlay::None {
+            return None;
+        }
+        let at = Position::new(mouse.column, mouse.row);
+        let steps = self.hits.steps.get();
+        if steps.contains(at) {
+            let row = usize::from(at.y - steps.y);
+            if row < Step::ALL.len() {
+                self.selected = row;
+                self.focus = Focus::Steps;
+            }
+            return None;
+        }
+        let step = self.selected_step();
+        if self.step_state(step) == StepState::Running || self.is_running() {
+            return None;
+        }
+        let clicked = self.form_mut(step).click(at)?;
+        self.focus = Focus::Screen;
+        clicked.then_some(self.start_command(step))
+    }
+
+    fn start_command(&self, step: Step) -> Command {
+        match step {
+            Step::Create => Command::StartCreate {
+                force: self.create.form.checked("overwrite"),
+            },
+            other => Command::Start(other),
         }
     }
 
@@ -340,6 +511,26 @@ impl App {
     fn screen_key(&mut self, key: KeyEvent) -> Option<Command> {
         let step = self.selected_step();
         let running_here = self.running.as_ref().is_some_and(|r| r.step() == step);
+        let held = running_here && self.run(step).held.is_some();
+        if held {
+            // A failed step's machine, kept for a look: retry, stop, or type into it.
+            return match key.code {
+                KeyCode::Char('r') => Some(Command::Retry(step)),
+                KeyCode::Esc | KeyCode::Char('s') => {
+                    if let Some(running) = &self.running {
+                        running.cancel();
+                    }
+                    None
+                }
+                KeyCode::Char(c) => {
+                    if let Some(machine) = self.machine_mut(step) {
+                        machine.handle_key(c);
+                    }
+                    None
+                }
+                _ => None,
+            };
+        }
         if key.code == KeyCode::Esc {
             if running_here {
                 self.overlay = Overlay::ConfirmStop;
@@ -348,44 +539,17 @@ impl App {
             }
             return None;
         }
-        match step {
-            Step::Create if !running_here => {
-                self.create
-                    .form
-                    .handle_key(key)
-                    .then_some(Command::StartCreate {
-                        force: self.create.form.checked("overwrite"),
-                    })
+        if running_here {
+            if let (KeyCode::Char(c), Some(machine)) = (key.code, self.machine_mut(step)) {
+                machine.handle_key(c);
             }
-            _ if running_here => {
-                if let (KeyCode::Char(c), Some(machine)) = (key.code, self.machine_mut(step)) {
-                    machine.handle_key(c);
-                }
-                None
-            }
-            _ if self.is_running() => None,
-            Step::Create => None,
-            Step::Install => self
-                .install
-                .form
-                .handle_key(key)
-                .then_some(Command::Start(step)),
-            Step::Configure => self
-                .configure
-                .form
-                .handle_key(key)
-                .then_some(Command::Start(step)),
-            Step::Verify => self
-                .verify
-                .form
-                .handle_key(key)
-                .then_some(Command::Start(step)),
-            Step::Publish => self
-                .publish
-                .form
-                .handle_key(key)
-                .then_some(Command::Start(step)),
+            return None;
         }
+        if self.is_running() {
+            return None;
+        }
+        let run = self.form_mut(step).handle_key(key);
+        run.then(|| self.start_command(step))
     }
 
     fn confirm_key(&mut self, key: KeyEvent) -> Option<Command> {
@@ -417,30 +581,64 @@ impl App {
         }
     }
 
+    /// The image a step's form names.
+    fn image_of(&self, step: Step) -> PathBuf {
+        let key = if step == Step::Create { "path" } else { "disk" };
+        PathBuf::from(self.form(step).text(key))
+    }
+
+    /// The choices every form makes now, merged (the session records them when a step starts).
+    fn form_choices(&self) -> Choices {
+        let mut choices = self.create.choices();
+        for more in [
+            self.install.choices(),
+            self.configure.choices(),
+            self.verify.choices(),
+            self.publish.choices(),
+        ] {
+            choices.update(&more);
+        }
+        choices
+    }
+
+    /// Record in the image's session that `step` starts, switching sessions if the form names
+    /// another image. An error (unreadable session, another kiln on it) stops the start.
+    fn begin_in_session(&mut self, step: Step) -> Result<(), String> {
+        let image = self.image_of(step);
+        if self.session.as_ref().is_none_or(|s| s.image() != image) {
+            let mut session = Session::open(&image).map_err(|e| e.to_string())?;
+            if step != Step::Create {
+                session.adopt_existing_image().map_err(|e| e.to_string())?;
+            }
+            self.session = Some(session);
+        }
+        let choices = self.form_choices();
+        let session = self.session.as_mut().expect("opened above");
+        session.choices.update(&choices);
+        if step == Step::Publish {
+            session.publish_allowed()?;
+        }
+        session.begin(step).map_err(|e| e.to_string())
+    }
+
     /// Validate the form and start `qemu-img create`; an existing file asks first.
     pub async fn start_create(&mut self, force: bool) {
         if self.is_running() {
             return;
         }
-        let request = CreateRequest {
-            path: PathBuf::from(self.create.form.text("path")),
-            size: self.create.form.raw("size"),
-            force,
-        };
-        self.create.error = None;
-        self.create.log.clear();
-        self.create.progress = None;
+        let image = self.image_of(Step::Create);
+        let request = flow::create_request(&image, &self.create.choices(), force);
+        self.create.run.reset();
         match image::plan_create(&request).await {
             Err(CreateError::Exists(path)) => {
                 self.overlay = Overlay::ConfirmOverwrite(path);
             }
-            Err(e) => {
-                self.create.error = Some(e.to_string());
-                self.set_state(Step::Create, StepState::Failed);
-            }
+            Err(e) => self.create.run.error = Some(e.to_string()),
             Ok(plan) => {
-                self.create.result = None;
-                self.set_state(Step::Create, StepState::Running);
+                if let Err(refusal) = self.begin_in_session(Step::Create) {
+                    self.create.run.error = Some(refusal);
+                    return;
+                }
                 let title = format!("creating {} ({})", plan.path.display(), plan.size);
                 self.running = Some(Running::Create(task::spawn(title, |r| {
                     image::create(plan, r)
@@ -471,23 +669,43 @@ impl App {
         ));
     }
 
-    /// The accelerator machines get: what the doctor found, TCG until it has answered.
-    fn accelerator(&self) -> Accelerator {
-        self.doctor
-            .as_ref()
-            .map_or(Accelerator::Tcg, |report| report.accelerator)
+    /// How machines are sized: the doctor's accelerator (TCG until it has answered).
+    fn machines(&self) -> MachineSettings {
+        MachineSettings {
+            accelerator: self
+                .doctor
+                .as_ref()
+                .map_or(Accelerator::Tcg, |report| report.accelerator),
+            memory_mib: self.settings.memory_mib,
+            cpus: self.settings.cpus,
+            record_dir: self.record_dir.clone(),
+        }
     }
 
-    /// Start a form-based step with what its form says.
+    /// Start a step with what its form says (create goes through [`App::start_create`]).
     pub fn start(&mut self, step: Step) {
-        if self.is_running() {
+        if self.is_running() || step == Step::Create {
             return;
         }
-        let accelerator = self.accelerator();
-        let record_dir = self.record_dir.clone();
+        self.run_mut(step).reset();
+        let image = self.image_of(step);
+        let choices = self.form_choices();
+        let machines = self.machines();
+        let static_only = step == Step::Verify && self.verify.static_only();
+        // A static-only check is not a verify the flow can publish on: it is not recorded.
+        if !static_only && let Err(refusal) = self.begin_in_session(step) {
+            self.run_mut(step).error = Some(refusal);
+            return;
+        }
         let running = match step {
-            Step::Install => return self.start_install(),
             Step::Create => return,
+            Step::Install => match flow::install_request(&image, &choices, &machines, true) {
+                Ok(request) => {
+                    let title = format!("installing onto {}", image.display());
+                    Running::Install(task::spawn_holding(title, |r| install::install(request, r)))
+                }
+                Err(e) => return self.refused(step, e),
+            },
             Step::Configure => {
                 let approvals = self.approvals.clone();
                 let approve = Approval(Arc::new(move |diff: String| {
@@ -498,86 +716,51 @@ impl App {
                         approvals.send((diff, reply)).is_ok() && answer.await.unwrap_or(false)
                     })
                 }));
-                let request = self.configure.request(
-                    accelerator,
-                    self.settings.memory_mib,
-                    self.settings.cpus,
-                    record_dir,
-                    approve,
+                let request = flow::configure_request(
+                    &image,
+                    &choices,
+                    &self.configure.secrets(),
+                    &machines,
+                    Some(approve),
                 );
-                let title = format!(
-                    "configuring {} as {}",
-                    request.image.display(),
-                    request.user
-                );
-                Running::Configure(task::spawn(title, |r| configure::configure(request, r)))
+                let title = format!("configuring {} as {}", image.display(), request.user);
+                Running::Configure(task::spawn_holding(title, |r| {
+                    configure::configure(request, r)
+                }))
             }
             Step::Verify => {
-                let request = self.verify.request(accelerator, record_dir);
-                let title = format!("checking {}", request.image.display());
-                Running::Verify(task::spawn(title, |r| verify::verify(request, r)))
+                let request = flow::verify_request(&image, &choices, &machines, static_only);
+                let title = format!("checking {}", image.display());
+                Running::Verify(task::spawn_holding(title, |r| verify::verify(request, r)))
             }
-            Step::Publish => match self.publish.request(self.config_dir.clone()) {
+            Step::Publish => match flow::publish_request(
+                &image,
+                &choices,
+                &self.publish.secrets(),
+                self.config_dir.as_deref(),
+            ) {
                 Ok(request) => {
                     let title = format!(
                         "publishing {} to {}",
-                        request.image.display(),
+                        image.display(),
                         request.target.describe()
                     );
                     Running::Publish(task::spawn(title, |r| publish::publish(request, r)))
                 }
-                Err(e) => {
-                    self.publish.run.reset();
-                    self.publish.run.error = Some(e.to_string());
-                    self.set_state(Step::Publish, StepState::Failed);
-                    return;
-                }
+                Err(e) => return self.refused(step, e.to_string()),
             },
         };
-        if let Some(run) = self.run_mut(step) {
-            run.reset();
-        }
-        self.set_state(step, StepState::Running);
         self.running = Some(running);
     }
 
-    /// Start the installer machine with the form's inputs.
-    pub fn start_install(&mut self) {
-        if self.is_running() {
-            return;
+    /// The step could not even start: say why, and record it as failed.
+    fn refused(&mut self, step: Step, error: String) {
+        if let Some(session) = self.session.as_mut()
+            && let Err(e) = session.end(step, Err(error.clone()))
+        {
+            self.notice = Some(e.to_string());
         }
-        let accelerator = self.accelerator();
-        let screen = &mut self.install;
-        screen.error = None;
-        screen.log.clear();
-        screen.progress = None;
-        screen.outcome = None;
-        screen.machine.clear();
-        let sha = screen.form.text("sha256");
-        let sha = sha.as_str();
-        let checksum = if sha.is_empty() {
-            None
-        } else if sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit()) {
-            Some(Expected::Hex(sha.to_string()))
-        } else {
-            Some(Expected::SumsFile(PathBuf::from(sha)))
-        };
-        let request = InstallRequest {
-            image: PathBuf::from(screen.form.text("disk")),
-            iso: PathBuf::from(screen.form.text("iso")),
-            checksum,
-            accelerator,
-            memory_mib: self.settings.memory_mib,
-            cpus: self.settings.cpus,
-            timeout: None,
-            vnc: true,
-            record_dir: self.record_dir.clone(),
-        };
-        let title = format!("installing onto {}", request.image.display());
-        self.set_state(Step::Install, StepState::Running);
-        self.running = Some(Running::Install(task::spawn(title, |r| {
-            install::install(request, r)
-        })));
+        self.run_mut(step).error = Some(error);
     }
 
     /// Take in one event from the running step.
@@ -585,43 +768,38 @@ impl App {
         let Some(step) = self.running.as_ref().map(Running::step) else {
             return;
         };
-        if let Event::Machine(view) = event {
-            if let Some(machine) = self.machine_mut(step) {
-                machine.view = Some(view);
-            }
-            return;
-        }
-        let (log, progress, error) = match step {
-            Step::Create => (
-                &mut self.create.log,
-                &mut self.create.progress,
-                &mut self.create.error,
-            ),
-            Step::Install => (
-                &mut self.install.log,
-                &mut self.install.progress,
-                &mut self.install.error,
-            ),
-            other => {
-                let run = self.run_mut(other).expect("form steps have a run");
-                if let Event::Check(check) = event {
-                    run.checks.push(check);
-                    return;
-                }
-                (&mut run.log, &mut run.progress, &mut run.error)
-            }
-        };
+        let run = self.run_mut(step);
         match event {
-            Event::Started { title } => log.push((Level::Info, title)),
-            Event::Log { level, message } => log.push((level, message)),
-            Event::Progress(p) => *progress = Some(p),
-            Event::Failed { error: message } => *error = Some(message),
-            // The result panel shows what the summary says; machines and checks went above.
-            Event::Finished { .. } | Event::Machine(_) | Event::Check(_) => {}
+            Event::Machine(view) => run.machine.view = Some(view),
+            Event::Check(check) => run.checks.push(check),
+            Event::Started { title } => run.log.push((Level::Info, title)),
+            Event::Log { level, message } => run.log.push((level, message)),
+            Event::Progress(p) => run.progress = Some(p),
+            Event::Held { error } => {
+                run.log.push((
+                    Level::Warn,
+                    "the machine is kept for a look: r retry, s stop it, c/v type into it".into(),
+                ));
+                run.held = Some(error);
+            }
+            Event::Failed { error: message } => run.error = Some(message),
+            // The result panel shows what the summary says.
+            Event::Finished { .. } => {}
         }
     }
 
-    /// The running step has sent its last event: collect its result.
+    /// Stop a failed step's kept machine, then run the step again once it has ended.
+    pub fn retry(&mut self, step: Step) {
+        if let Some(running) = &self.running
+            && running.step() == step
+        {
+            self.retry = Some(step);
+            running.cancel();
+        }
+    }
+
+    /// The running step has sent its last event: collect its result, record it in the session,
+    /// and on success move to the next step with the carried choices.
     pub async fn finish(&mut self) {
         let Some(running) = self.running.take() else {
             return;
@@ -631,30 +809,23 @@ impl App {
             machine.clear();
         }
         let outcome: Result<Vec<String>, String> = match running {
-            Running::Create(task) => match task.result().await {
-                Ok(info) => {
-                    let path = info.path.display().to_string();
-                    self.carry_disk(&path);
-                    self.create.result = Some(info);
+            Running::Create(task) => task
+                .result()
+                .await
+                .map(|info| {
+                    self.carry_disk(&info.path.display().to_string());
                     self.create.form.set_checked("overwrite", false);
-                    Ok(Vec::new())
-                }
-                Err(e) => {
-                    self.create.error = Some(e.to_string());
-                    Err(e.to_string())
-                }
-            },
-            Running::Install(task) => match task.result().await {
-                Ok(outcome) => {
+                    CreateScreen::outcome(&info)
+                })
+                .map_err(|e| e.to_string()),
+            Running::Install(task) => task
+                .result()
+                .await
+                .map(|outcome| {
                     self.carry_disk(&outcome.image.display().to_string());
-                    self.install.outcome = Some(outcome);
-                    Ok(Vec::new())
-                }
-                Err(e) => {
-                    self.install.error = Some(e.to_string());
-                    Err(e.to_string())
-                }
-            },
+                    InstallScreen::outcome(&outcome)
+                })
+                .map_err(|e| e.to_string()),
             Running::Configure(task) => task
                 .result()
                 .await
@@ -690,26 +861,46 @@ impl App {
                 })
                 .map_err(|e| e.to_string()),
         };
-        let failed = outcome.is_err();
-        if let Some(run) = self.run_mut(step) {
-            match outcome {
-                Ok(lines) => run.outcome = lines,
-                Err(message) => run.error = Some(message),
-            }
+        let recorded = !(step == Step::Verify && self.verify.static_only());
+        if recorded
+            && let Some(session) = self.session.as_mut()
+            && let Err(e) = session.end(
+                step,
+                match &outcome {
+                    Ok(lines) => Ok(lines.first().cloned().unwrap_or_default()),
+                    Err(error) => Err(error.clone()),
+                },
+            )
+        {
+            self.notice = Some(e.to_string());
         }
-        self.set_state(
-            step,
-            if failed {
-                StepState::Failed
-            } else {
-                StepState::Done
-            },
-        );
+        let succeeded = outcome.is_ok();
+        let run = self.run_mut(step);
+        run.held = None;
+        match outcome {
+            Ok(lines) => run.outcome = lines,
+            Err(message) => run.error = Some(message),
+        }
+        if let Some(again) = self.retry.take() {
+            self.start_again(again).await;
+        } else if succeeded && recorded && step != Step::Publish {
+            // Forward: the next step's screen, its form filled with what was carried.
+            self.selected = Self::index(step) + 1;
+            self.focus = Focus::Screen;
+        }
+    }
+
+    async fn start_again(&mut self, step: Step) {
+        match step {
+            Step::Create => self.start_create(false).await,
+            other => self.start(other),
+        }
     }
 
     /// A finished step's disk becomes the next steps' default.
     fn carry_disk(&mut self, path: &str) {
         for form in [
+            &mut self.install.form,
             &mut self.configure.form,
             &mut self.verify.form,
             &mut self.publish.form,

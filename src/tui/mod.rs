@@ -26,7 +26,11 @@ const SCREENSHOT_EVERY: Duration = Duration::from_millis(400);
 use theme::Theme;
 
 /// Open the workbench; the terminal is restored on every way out (quit, error, panic).
-pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
+pub async fn run(
+    settings: Settings,
+    dirs: Option<Dirs>,
+    image: Option<std::path::PathBuf>,
+) -> Exit {
     let (theme, theme_problem) = Theme::load(
         &settings.theme,
         dirs.as_ref().map(|d| d.theme_dir()).as_deref(),
@@ -34,6 +38,9 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
     let (mut app, mut questions) = App::new(settings, theme);
     app.record_dir = dirs.as_ref().map(Dirs::machine_records);
     app.config_dir = dirs.as_ref().map(|d| d.config_dir.clone());
+    if let Some(image) = &image {
+        app.open_image(image);
+    }
     app.offer_leftover_cleanup();
     if let Some(problem) = theme_problem {
         tracing::warn!("{problem}");
@@ -42,8 +49,11 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
     // ratatui::init enters the alternate screen and raw mode and installs a panic hook that
     // restores the terminal before the panic message is printed.
     let mut terminal = ratatui::init();
+    // Clicks on the step list and the forms' fields and buttons.
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
     let result = event_loop(&mut terminal, &mut app, &mut questions).await;
     app.shut_down().await;
+    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
     match result {
         Ok(()) => Exit::Ok,
@@ -51,6 +61,19 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>) -> Exit {
             eprintln!("kiln: terminal error: {e}");
             Exit::Environment
         }
+    }
+}
+
+/// Do what a key or click asked for.
+async fn perform(app: &mut App, command: Option<Command>) {
+    match command {
+        Some(Command::Quit) => app.quitting = true,
+        Some(Command::StartCreate { force }) => app.start_create(force).await,
+        Some(Command::Start(step)) => app.start(step),
+        Some(Command::Retry(step)) => app.retry(step),
+        Some(Command::Guest(input)) => app.send_to_guest(input).await,
+        Some(Command::CleanLeftovers(found)) => app.clean_leftovers(found).await,
+        None => {}
     }
 }
 
@@ -83,14 +106,12 @@ async fn event_loop(
         tokio::select! {
             event = keys.next() => match event {
                 Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
-                    match app.handle_key(key) {
-                        Some(Command::Quit) => app.quitting = true,
-                        Some(Command::StartCreate { force }) => app.start_create(force).await,
-                        Some(Command::Start(step)) => app.start(step),
-                        Some(Command::Guest(input)) => app.send_to_guest(input).await,
-                        Some(Command::CleanLeftovers(found)) => app.clean_leftovers(found).await,
-                        None => {}
-                    }
+                    let command = app.handle_key(key);
+                    perform(app, command).await;
+                }
+                Some(Ok(TermEvent::Mouse(mouse))) => {
+                    let command = app.handle_mouse(mouse);
+                    perform(app, command).await;
                 }
                 Some(Ok(_)) => {} // resize and others: the next draw adapts
                 Some(Err(e)) => return Err(e),

@@ -168,8 +168,9 @@ impl Theme {
         self.role(match state {
             StepState::Pending => "step_pending",
             StepState::Running => "step_running",
-            StepState::Done => "step_done",
+            StepState::Done | StepState::Skipped => "step_done",
             StepState::Failed => "step_failed",
+            StepState::Stale | StepState::Interrupted => "warning",
         })
     }
     pub fn input(&self, focused: bool) -> Style {

@@ -98,6 +98,16 @@ pub async fn boot_checks(
         .iter()
         .any(|c| c.id == "root-login" && c.verdict == Verdict::Pass);
     checks.insert(0, boots_check(&serial, logged_in, &view.serial_tail(10)));
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .map(|c| c.name)
+        .collect();
+    if !failed.is_empty() {
+        reporter
+            .hold(&format!("failed checks: {}", failed.join(", ")))
+            .await;
+    }
     // The driver kills QEMU without a clean shutdown; with snapshot=on nothing is lost.
     machine.shut_down(Duration::ZERO).await;
     Ok(checks)

@@ -1,9 +1,7 @@
 //! Drawing: one module per screen, each a pure function of the app state.
 
-mod create;
 mod doctor;
 mod help;
-mod install;
 mod machine;
 mod step_run;
 mod steps;
@@ -49,34 +47,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Layout::horizontal([Constraint::Length(26), Constraint::Min(30)]).areas(body);
     steps::draw(frame, list, app);
     let focused = app.focus == Focus::Screen;
-    match app.selected_step() {
-        Step::Create => create::draw(
-            frame,
-            screen,
-            &app.create,
-            app.step_state(Step::Create),
-            focused,
-            theme,
-        ),
-        Step::Install => install::draw(frame, screen, app, focused),
-        Step::Configure => step_run::draw(
-            frame,
-            screen,
-            app,
-            Step::Configure,
-            &app.configure.form,
-            focused,
-        ),
-        Step::Verify => step_run::draw(frame, screen, app, Step::Verify, &app.verify.form, focused),
-        Step::Publish => step_run::draw(
-            frame,
-            screen,
-            app,
-            Step::Publish,
-            &app.publish.form,
-            focused,
-        ),
-    }
+    step_run::draw(frame, screen, app, app.selected_step(), focused);
 
     frame.render_widget(Paragraph::new(footer_line(app)), footer);
 
@@ -170,6 +141,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
             ]));
             dialog::draw(frame, area, "Machines left running", lines, theme);
         }
+        Overlay::Log { step, scroll } => draw_log(frame, app, *step, *scroll),
         Overlay::ConfirmStop => {
             let area = dialog::centred(frame.area(), 60, 6);
             dialog::draw(
@@ -192,27 +164,77 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
+/// A step's whole log in a large dialog, newest at the bottom, scrolled with ↑↓ PgUp PgDn.
+fn draw_log(frame: &mut Frame, app: &App, step: Step, scroll: usize) {
+    let theme = &app.theme;
+    let area = dialog::centred(
+        frame.area(),
+        frame.area().width.saturating_sub(4),
+        frame.area().height.saturating_sub(2),
+    );
+    let log = &app.run(step).log;
+    let room = area.height.saturating_sub(4) as usize;
+    let end = log.len().saturating_sub(scroll);
+    let start = end.saturating_sub(room);
+    let mut lines: Vec<Line> = log[start..end]
+        .iter()
+        .map(|(level, text)| Line::styled(text.clone(), step_run::level_style(*level, theme)))
+        .collect();
+    if log.is_empty() {
+        lines.push(Line::styled(
+            "nothing logged yet for this step",
+            theme.muted(),
+        ));
+    }
+    lines.push(Line::from(vec![
+        Span::styled("↑↓ PgUp PgDn", theme.key_hint()),
+        Span::styled(" scroll   ", theme.muted()),
+        Span::styled("Esc", theme.key_hint()),
+        Span::styled(" close", theme.muted()),
+    ]));
+    let title = format!(
+        "{} log — lines {}–{} of {}",
+        step.title(),
+        start + 1,
+        end,
+        log.len()
+    );
+    dialog::draw(frame, area, &title, lines, theme);
+}
+
 fn footer_line(app: &App) -> Line<'static> {
     let theme = &app.theme;
     if let Some(notice) = &app.notice {
         return Line::styled(format!(" {notice}"), theme.warning());
     }
     let machine = app.machine(app.selected_step());
+    let held = app.run(app.selected_step()).held.is_some();
     let hints: &[(&str, &str)] = match (app.focus, app.is_running()) {
         _ if machine.is_some_and(|m| m.keys_to != KeyTarget::Kiln) => {
             &[("Ctrl-]", "give the keyboard back to kiln")]
         }
+        _ if matches!(app.overlay, Overlay::Log { .. }) => {
+            &[("↑↓", "scroll"), ("Esc", "close log")]
+        }
+        (Focus::Screen, true) if held => &[
+            ("r", "retry"),
+            ("c", "console"),
+            ("v", "screen"),
+            ("s", "stop machine"),
+            ("F2", "log"),
+        ],
         (Focus::Screen, true) if machine.is_some_and(|m| m.view.is_some()) => &[
             ("c", "type into console"),
             ("v", "type into screen"),
             ("t", "toggle pane"),
+            ("F2", "log"),
             ("Esc", "stop"),
-            ("Ctrl-C", "quit"),
         ],
-        (_, true) => &[("Esc", "stop"), ("Ctrl-C", "quit")],
+        (_, true) => &[("F2", "log"), ("Esc", "stop"), ("Ctrl-C", "quit")],
         (Focus::Steps, _) => &[
             ("↑↓", "step"),
             ("Enter", "open"),
+            ("F2", "log"),
             ("d", "doctor"),
             ("?", "help"),
             ("q", "quit"),
@@ -221,6 +243,7 @@ fn footer_line(app: &App) -> Line<'static> {
             ("Tab", "next field"),
             ("Space", "toggle"),
             ("Enter", "run"),
+            ("F2", "log"),
             ("Esc", "back"),
             ("F1", "help"),
         ],

@@ -1,57 +1,84 @@
-//! The screens of the form-based steps (configure, verify, publish): the form, then while it
-//! runs the machine (if any), the checklist, progress and log; then the outcome or the error.
+//! Every step's screen: the form (with hints under its fields); while a machine runs, its
+//! console and screen on top; then the checklist, progress, the result or the error, and the
+//! newest log lines (F2 shows the whole log).
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::text::Line;
+use ratatui::style::Style;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 
-use super::create::level_style;
 use super::machine;
 use crate::engine::Step;
+use crate::engine::task::Level;
 use crate::engine::verify::Verdict;
 use crate::tui::app::{App, StepState};
-use crate::tui::widgets::form::Form;
-use crate::tui::widgets::progress;
+use crate::tui::steps::run::StepRun;
+use crate::tui::theme::Theme;
+use crate::tui::widgets::{form, progress};
 
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, form: &Form, focused: bool) {
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool) {
     let theme = &app.theme;
-    let run = app.run(step).expect("form steps have a run");
+    let run = app.run(step);
     let state = app.step_state(step);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Line::styled(
-            format!(" {} — {} ", step.title(), step.purpose()),
-            theme.title(),
-        ))
-        .border_style(theme.border(focused));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let title = format!("{} — {}", step.title(), step.purpose());
 
-    // While a machine runs, it takes the top of the screen; the checklist and log go below.
-    let (top, rest) = match &run.machine.view {
+    let (status, rest) = match &run.machine.view {
+        // While a machine runs, it takes the top of the screen; the checklist and log go below.
         Some(view) => {
-            let [top, rest] =
-                Layout::vertical([Constraint::Percentage(60), Constraint::Min(4)]).areas(inner);
+            let block = Block::default()
+                .borders(Borders::ALL)
+                .title(Line::styled(format!(" {title} "), theme.title()))
+                .border_style(theme.border(focused));
+            let inner = block.inner(area);
+            frame.render_widget(block, area);
+            let [top, status, rest] = Layout::vertical([
+                Constraint::Percentage(65),
+                Constraint::Length(1),
+                Constraint::Min(3),
+            ])
+            .areas(inner);
             let what = format!("{} running", step.title().to_lowercase());
             machine::draw(frame, top, &run.machine, view, &what, app.width, theme);
-            (None, rest)
+            (status, rest)
         }
         None => {
-            let height = form.fields.len() as u16 + 1;
-            let [top, rest] =
-                Layout::vertical([Constraint::Length(height), Constraint::Min(2)]).areas(inner);
-            (Some(top), rest)
+            let hints = |key: &str| match step {
+                Step::Create => app.create.hint(key),
+                Step::Install => app.install.hint(key),
+                _ => None,
+            };
+            form::framed(
+                frame,
+                area,
+                &title,
+                app.form(step),
+                &hints,
+                focused && state != StepState::Running,
+                theme,
+            )
         }
     };
-    if let Some(top) = top {
-        form.draw(frame, top, focused && state != StepState::Running, theme);
-    }
-    let [status, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(rest);
-    if let (StepState::Running, Some(p)) = (state, &run.progress) {
-        progress::draw(frame, status, p, theme);
-    }
 
+    match (state, &run.progress, app.stale_reason(step)) {
+        (StepState::Running, Some(p), _) => progress::draw(frame, status, p, theme),
+        (StepState::Stale, _, Some(reason)) => frame.render_widget(
+            Paragraph::new(Line::styled(
+                format!("⚠ stale: {reason} — run it again"),
+                theme.warning(),
+            )),
+            status,
+        ),
+        _ => {}
+    }
+    frame.render_widget(
+        Paragraph::new(result_lines(run, rest.height as usize, theme)).wrap(Wrap { trim: false }),
+        rest,
+    );
+}
+
+/// Checks, the kept-machine banner, the error or the outcome, then the newest log lines that fit.
+fn result_lines<'a>(run: &'a StepRun, room: usize, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines: Vec<Line> = Vec::new();
     for check in &run.checks {
         let style = match check.verdict {
@@ -73,27 +100,42 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, form: &Form, f
             lines.push(Line::styled(format!("       fix: {fix}"), theme.key_hint()));
         }
     }
-    if let Some(error) = &run.error {
+    if let Some(error) = &run.held {
+        lines.push(Line::styled(format!("✘ {error}"), theme.error()));
+        lines.push(Line::from(vec![
+            Span::styled("  machine kept: ", theme.warning()),
+            Span::styled("r", theme.key_hint()),
+            Span::styled(" retry  ", theme.muted()),
+            Span::styled("c", theme.key_hint()),
+            Span::styled(" console  ", theme.muted()),
+            Span::styled("v", theme.key_hint()),
+            Span::styled(" screen  ", theme.muted()),
+            Span::styled("s", theme.key_hint()),
+            Span::styled(" stop it", theme.muted()),
+        ]));
+    } else if let Some(error) = &run.error {
         lines.push(Line::styled(format!("✘ {error}"), theme.error()));
     }
     for (i, line) in run.outcome.iter().enumerate() {
-        let style = if i == 0 { theme.ok() } else { theme.text() };
-        lines.push(Line::styled(
-            if i == 0 {
-                format!("✔ {line}")
-            } else {
-                format!("  {line}")
-            },
-            style,
-        ));
+        lines.push(if i == 0 {
+            Line::styled(format!("✔ {line}"), theme.ok())
+        } else {
+            Line::styled(format!("  {line}"), theme.text())
+        });
     }
-    // The newest log lines that still fit under the checklist.
-    let room = (body.height as usize).saturating_sub(lines.len());
-    for (level, text) in run.log.iter().rev().take(room).rev() {
+    let left = room.saturating_sub(lines.len());
+    for (level, text) in run.log.iter().rev().take(left).rev() {
         lines.push(Line::styled(
             format!("  {text}"),
             level_style(*level, theme),
         ));
     }
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
+    lines
+}
+
+pub fn level_style(level: Level, theme: &Theme) -> Style {
+    match level {
+        Level::Info => theme.muted(),
+        Level::Warn => theme.warning(),
+    }
 }

@@ -16,8 +16,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         let mark = match state {
             StepState::Pending => "·",
             StepState::Running => "…",
-            StepState::Done => "✔",
+            StepState::Done | StepState::Skipped => "✔",
             StepState::Failed => "✘",
+            StepState::Stale | StepState::Interrupted => "!",
         };
         let label = format!(" {mark} {} {:<10}", i + 1, step.title());
         let style = if i == app.selected {
@@ -25,20 +26,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
         } else {
             theme.step(state)
         };
-        let note = match state {
-            StepState::Running => " running",
-            StepState::Failed => " failed",
-            StepState::Done => " done",
-            StepState::Pending => "",
-        };
         lines.push(Line::from(vec![
             Span::styled(label, style),
-            Span::styled(note, theme.step(state)),
+            Span::styled(format!(" {}", state.word()), theme.step(state)),
         ]));
     }
     let block = Block::default()
         .borders(Borders::ALL)
         .title(Line::styled(" Steps ", theme.title()))
         .border_style(theme.border(app.focus == Focus::Steps));
+    app.hits.steps.set(block.inner(area));
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }

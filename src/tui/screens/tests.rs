@@ -136,11 +136,25 @@ async fn create_then_confirm_overwrite() {
         app.step_state(Step::Create),
         StepState::Done,
         "{:?}",
-        app.create.error
+        app.create.run.error
     );
-    let info = app.create.result.clone().unwrap();
+    let info = crate::engine::image::image_info(&dir.path().join("debian-12.qcow2"))
+        .await
+        .unwrap();
     assert_eq!(info.compat.as_deref(), Some("1.1"));
     assert_eq!(info.virtual_size, 2 << 30);
+    // The session file records it, and the flow moved on to Install with the disk carried.
+    let session = crate::engine::session::Session::open(&info.path).unwrap();
+    assert_eq!(
+        session.status(Step::Create),
+        crate::engine::session::StepStatus::Done
+    );
+    assert_eq!(app.selected_step(), Step::Install);
+    assert_eq!(
+        app.install.form.text("disk"),
+        info.path.display().to_string()
+    );
+    app.selected = 0;
 
     let tmp = dir.path().display().to_string();
     insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]"), (r"\d+ KiB on disk", "[N] KiB on disk"), (r"on disk +\d+ KiB", "on disk  [N] KiB")]}, {

@@ -1,12 +1,10 @@
 //! The Configure screen: credentials from the install, the sshd_config variant, the extras.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use super::run::StepRun;
-use crate::engine::configure::{Approval, ConfigureRequest, Extras, SshdConfig};
-use crate::engine::host::Accelerator;
-use crate::engine::ssh::Auth;
+use crate::engine::flow::Secrets;
+use crate::engine::session::Choices;
 use crate::tui::widgets::form::{Field, Form};
 
 pub struct ConfigureScreen {
@@ -39,47 +37,50 @@ impl ConfigureScreen {
         }
     }
 
-    /// The engine request from the form; the password doubles as sudo's.
-    pub fn request(
-        &self,
-        accelerator: Accelerator,
-        memory_mib: u32,
-        cpus: u32,
-        record_dir: Option<PathBuf>,
-        approve: Approval,
-    ) -> ConfigureRequest {
+    /// The choices this form makes, to carry and record (the password is not one).
+    pub fn choices(&self) -> Choices {
         let form = &self.form;
-        let password = form.raw("password");
         let key = form.text("key");
-        let auth = if key.is_empty() {
-            Auth::Password(password.clone())
-        } else {
-            let passphrase = form.raw("passphrase");
-            Auth::Key {
-                path: PathBuf::from(key),
-                passphrase: (!passphrase.is_empty()).then_some(passphrase),
+        Choices {
+            user: Some(form.text("user")),
+            key: (!key.is_empty()).then(|| PathBuf::from(key)),
+            variant: Some(form.choice("variant").to_string()),
+            zero_free_space: Some(form.checked("zero")),
+            clear_machine_id: Some(form.checked("machine-id")),
+            regenerate_host_keys: Some(form.checked("host-keys")),
+            ..Choices::default()
+        }
+    }
+
+    /// The password (sudo's too) and key passphrase typed this time.
+    pub fn secrets(&self) -> Secrets {
+        let nonempty = |key: &str| Some(self.form.raw(key)).filter(|t| !t.is_empty());
+        Secrets {
+            password: nonempty("password"),
+            passphrase: nonempty("passphrase"),
+            token: None,
+        }
+    }
+
+    pub fn fill(&mut self, choices: &Choices) {
+        let form = &mut self.form;
+        if let Some(user) = &choices.user {
+            form.set_text("user", user);
+        }
+        if let Some(key) = &choices.key {
+            form.set_text("key", &key.display().to_string());
+        }
+        if let Some(variant) = &choices.variant {
+            form.set_choice("variant", variant);
+        }
+        for (field, value) in [
+            ("zero", choices.zero_free_space),
+            ("machine-id", choices.clear_machine_id),
+            ("host-keys", choices.regenerate_host_keys),
+        ] {
+            if let Some(on) = value {
+                form.set_checked(field, on);
             }
-        };
-        ConfigureRequest {
-            image: PathBuf::from(form.text("disk")),
-            user: form.text("user"),
-            auth,
-            sudo_password: (!password.is_empty()).then_some(password),
-            sshd_config: match form.choice("variant") {
-                "pam" => SshdConfig::Pam,
-                _ => SshdConfig::Reference,
-            },
-            extras: Extras {
-                zero_free_space: form.checked("zero"),
-                clear_machine_id: form.checked("machine-id"),
-                regenerate_host_keys: form.checked("host-keys"),
-            },
-            accelerator,
-            memory_mib,
-            cpus,
-            boot_deadline: Duration::from_secs(300),
-            record_dir,
-            approve: Some(approve),
         }
     }
 }

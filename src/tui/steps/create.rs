@@ -2,20 +2,18 @@
 
 use std::path::PathBuf;
 
+use super::run::StepRun;
 use crate::engine::config::Settings;
-use crate::engine::image::{self, ImageInfo, image_name_problem, parse_size};
-use crate::engine::task::{Level, Progress};
+use crate::engine::image::{self, ImageInfo, human_bytes, image_name_problem, parse_size};
+use crate::engine::session::Choices;
+use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
 
-/// The Create screen: its form, what the last run said, and its result.
-#[derive(Debug, Clone)]
+/// The Create screen: its form and what the last run said.
+#[derive(Clone)]
 pub struct CreateScreen {
     pub form: Form,
-    /// Log lines of the current or last run.
-    pub log: Vec<(Level, String)>,
-    pub progress: Option<Progress>,
-    pub error: Option<String>,
-    pub result: Option<ImageInfo>,
+    pub run: StepRun,
 }
 
 impl CreateScreen {
@@ -28,11 +26,40 @@ impl CreateScreen {
                 Field::check("overwrite", "replace an existing file"),
                 Field::button("Create"),
             ]),
-            log: Vec::new(),
-            progress: None,
-            error: None,
-            result: None,
+            run: StepRun::default(),
         }
+    }
+
+    /// The choices this form makes, to carry and record.
+    pub fn choices(&self) -> Choices {
+        Choices {
+            size: Some(self.form.text("size")),
+            ..Choices::default()
+        }
+    }
+
+    /// Pre-fill from a session: the image it is about and the size chosen then.
+    pub fn fill(&mut self, image: &str, choices: &Choices) {
+        self.form.set_text("path", image);
+        if let Some(size) = &choices.size {
+            self.form.set_text("size", size);
+        }
+    }
+
+    /// The result panel's lines for a created image.
+    pub fn outcome(info: &ImageInfo) -> Vec<String> {
+        vec![
+            "image created".into(),
+            format!("path     {}", info.path.display()),
+            format!("format   {}", info.format),
+            format!(
+                "compat   {} (qcow2 v3)",
+                info.compat.as_deref().unwrap_or("unknown")
+            ),
+            format!("virtual  {}", human_bytes(info.virtual_size)),
+            format!("on disk  {}", human_bytes(info.actual_size)),
+            "Next: Install (boot an installer ISO with this disk).".into(),
+        ]
     }
 
     /// The hint under a field while typing: the size as understood, the path's problems.

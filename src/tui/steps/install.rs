@@ -1,17 +1,14 @@
 //! The Install screen's state: the form, then the running machine's console and screen.
 
-use super::machine_pane::MachinePane;
+use super::run::StepRun;
 use crate::engine::install::InstallOutcome;
-use crate::engine::task::{Level, Progress};
+use crate::engine::session::Choices;
+use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
 
 pub struct InstallScreen {
     pub form: Form,
-    pub log: Vec<(Level, String)>,
-    pub progress: Option<Progress>,
-    pub error: Option<String>,
-    pub outcome: Option<InstallOutcome>,
-    pub machine: MachinePane,
+    pub run: StepRun,
 }
 
 impl InstallScreen {
@@ -23,12 +20,39 @@ impl InstallScreen {
                 Field::text("sha256", "SHA-256", ""),
                 Field::button("Boot installer"),
             ]),
-            log: Vec::new(),
-            progress: None,
-            error: None,
-            outcome: None,
-            machine: MachinePane::default(),
+            run: StepRun::default(),
         }
+    }
+
+    /// The choices this form makes, to carry and record.
+    pub fn choices(&self) -> Choices {
+        let optional = |key: &str| Some(self.form.text(key)).filter(|t| !t.is_empty());
+        Choices {
+            iso: optional("iso").map(Into::into),
+            iso_checksum: optional("sha256"),
+            ..Choices::default()
+        }
+    }
+
+    pub fn fill(&mut self, choices: &Choices) {
+        if let Some(iso) = &choices.iso {
+            self.form.set_text("iso", &iso.display().to_string());
+        }
+        if let Some(sum) = &choices.iso_checksum {
+            self.form.set_text("sha256", sum);
+        }
+    }
+
+    /// The result panel's lines for a finished install.
+    pub fn outcome(outcome: &InstallOutcome) -> Vec<String> {
+        vec![
+            format!(
+                "installed: the guest powered off after {} s",
+                outcome.took.as_secs()
+            ),
+            format!("serial log: {}", outcome.serial_log.display()),
+            "Next: Configure (passwordless root, sshd_config).".into(),
+        ]
     }
 
     /// The hint under a field while typing: is the ISO bootable, what the checksum field takes.

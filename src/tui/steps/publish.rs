@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use super::run::StepRun;
 use crate::engine::config::Settings;
-use crate::engine::publish::{
-    self, Compaction, PublishError, PublishRequest, PublishTarget, Token,
-};
+use crate::engine::flow::Secrets;
+use crate::engine::publish::Token;
+use crate::engine::session::Choices;
 use crate::tui::widgets::form::{Field, Form};
 
 pub struct PublishScreen {
@@ -45,52 +45,69 @@ impl PublishScreen {
         }
     }
 
-    /// The engine request; the token comes from the field, else the environment or token file.
-    pub fn request(&self, config_dir: Option<PathBuf>) -> Result<PublishRequest, PublishError> {
+    /// The choices this form makes, to carry and record (the token is not one).
+    pub fn choices(&self) -> Choices {
         let form = &self.form;
-        let optional = |key: &str| {
-            let text = form.text(key);
-            (!text.is_empty()).then_some(text)
-        };
-        let replace = form.checked("replace");
-        let target = match form.choice("target") {
-            "offline" => PublishTarget::Offline {
-                driver_conf: optional("driver-conf")
-                    .map(PathBuf::from)
-                    .or_else(publish::default_driver_conf)
-                    .unwrap_or_default(),
-                namespace: optional("namespace"),
-                base: false,
-                replace,
-            },
-            "srht" => {
-                let release = form.text("release");
-                let (distro, release) = release.split_once('/').unwrap_or((release.as_str(), ""));
-                PublishTarget::Srht {
-                    root: PathBuf::from(form.text("root")),
-                    distro: distro.to_string(),
-                    release: release.to_string(),
-                    arch: "x86_64".into(),
-                    replace,
-                }
-            }
-            _ => PublishTarget::Djinn {
-                url: form.text("url"),
-                namespace: optional("namespace"),
-                token: match Token::new(&form.raw("token")) {
-                    Some(token) => token,
-                    None => publish::load_token(config_dir.as_deref())?,
-                },
-            },
-        };
-        Ok(PublishRequest {
-            image: PathBuf::from(form.text("disk")),
+        let optional = |key: &str| Some(form.text(key)).filter(|t| !t.is_empty());
+        Choices {
+            target: Some(form.choice("target").to_string()),
             name: optional("name"),
-            target,
-            compact: form.checked("compact").then_some(Compaction {
-                compress: form.checked("compress"),
-            }),
-            sha256: form.checked("sha256"),
-        })
+            namespace: optional("namespace"),
+            url: optional("url"),
+            driver_conf: optional("driver-conf").map(PathBuf::from),
+            root: optional("root").map(PathBuf::from),
+            release: optional("release"),
+            compact: Some(form.checked("compact")),
+            compress: Some(form.checked("compress")),
+            sha256: Some(form.checked("sha256")),
+            replace: Some(form.checked("replace")),
+            ..Choices::default()
+        }
+    }
+
+    /// The token typed this time, if any (else the environment or the token file).
+    pub fn secrets(&self) -> Secrets {
+        Secrets {
+            token: Token::new(&self.form.raw("token")),
+            ..Secrets::default()
+        }
+    }
+
+    pub fn fill(&mut self, choices: &Choices) {
+        let form = &mut self.form;
+        if let Some(target) = &choices.target {
+            form.set_choice("target", target);
+        }
+        for (field, value) in [
+            ("name", choices.name.clone()),
+            ("namespace", choices.namespace.clone()),
+            ("url", choices.url.clone()),
+            (
+                "driver-conf",
+                choices
+                    .driver_conf
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            ),
+            (
+                "root",
+                choices.root.as_ref().map(|p| p.display().to_string()),
+            ),
+            ("release", choices.release.clone()),
+        ] {
+            if let Some(value) = value {
+                form.set_text(field, &value);
+            }
+        }
+        for (field, value) in [
+            ("compact", choices.compact),
+            ("compress", choices.compress),
+            ("sha256", choices.sha256),
+            ("replace", choices.replace),
+        ] {
+            if let Some(on) = value {
+                form.set_checked(field, on);
+            }
+        }
     }
 }

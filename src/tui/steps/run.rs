@@ -14,6 +14,8 @@ pub struct StepRun {
     pub machine: MachinePane,
     /// The result in a few lines, once the run succeeded.
     pub outcome: Vec<String>,
+    /// The step failed and kept its machine up (the error): retry, look, or stop.
+    pub held: Option<String>,
 }
 
 impl StepRun {

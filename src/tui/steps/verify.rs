@@ -1,12 +1,7 @@
 //! The Verify screen: which driver to imitate; then the checklist as it fills in.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use super::run::StepRun;
-use crate::engine::driver::DriverProfile;
-use crate::engine::host::Accelerator;
-use crate::engine::verify::VerifyRequest;
+use crate::engine::session::Choices;
 use crate::tui::widgets::form::{Field, Form};
 
 pub struct VerifyScreen {
@@ -27,18 +22,23 @@ impl VerifyScreen {
         }
     }
 
-    pub fn request(&self, accelerator: Accelerator, record_dir: Option<PathBuf>) -> VerifyRequest {
-        let form = &self.form;
-        let profile = match form.choice("profile") {
-            "srht" => DriverProfile::srht(accelerator),
-            _ => DriverProfile::djinn(accelerator),
-        };
-        VerifyRequest {
-            image: PathBuf::from(form.text("disk")),
-            profile: (!form.checked("static")).then_some(profile),
-            deadline: Duration::from_secs(300),
-            record_dir,
+    /// The choices this form makes, to carry and record.
+    pub fn choices(&self) -> Choices {
+        Choices {
+            profile: Some(self.form.choice("profile").to_string()),
+            ..Choices::default()
         }
+    }
+
+    pub fn fill(&mut self, choices: &Choices) {
+        if let Some(profile) = &choices.profile {
+            self.form.set_choice("profile", profile);
+        }
+    }
+
+    /// Static checks only: quick, but not a verify the flow can publish on.
+    pub fn static_only(&self) -> bool {
+        self.form.checked("static")
     }
 }
 

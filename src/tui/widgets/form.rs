@@ -85,13 +85,38 @@ impl Field {
 pub struct Form {
     pub fields: Vec<Field>,
     pub focused: usize,
+    /// Each field's row at the last draw, for mouse clicks.
+    drawn: std::cell::RefCell<Vec<(Rect, usize)>>,
 }
 
 const LABEL_WIDTH: usize = 10;
 
 impl Form {
     pub fn new(fields: Vec<Field>) -> Form {
-        Form { fields, focused: 0 }
+        Form {
+            fields,
+            focused: 0,
+            drawn: Default::default(),
+        }
+    }
+
+    /// A click at `at`: focuses the field drawn there; a checkbox toggles, a choice moves on.
+    /// `Some(true)` when it was the button (run the step), `None` when it hit no field.
+    pub fn click(&mut self, at: ratatui::layout::Position) -> Option<bool> {
+        let index = self
+            .drawn
+            .borrow()
+            .iter()
+            .find(|(row, _)| row.contains(at))
+            .map(|(_, index)| *index)?;
+        self.focused = index;
+        match &mut self.fields[index].kind {
+            FieldKind::Button => return Some(true),
+            FieldKind::Check(on) => *on = !*on,
+            FieldKind::Choice(options, chosen) => *chosen = (*chosen + 1) % options.len(),
+            FieldKind::Text(_) => {}
+        }
+        Some(false)
     }
 
     /// Apply a key; `true` means "run the step" (Enter).
@@ -160,6 +185,19 @@ impl Form {
         }
     }
 
+    /// Select `option` in a choice field (unknown options are ignored).
+    pub fn set_choice(&mut self, key: &str, option: &str) {
+        if let Some(FieldKind::Choice(options, index)) = self
+            .fields
+            .iter_mut()
+            .find(|f| f.key == key)
+            .map(|f| &mut f.kind)
+            && let Some(at) = options.iter().position(|o| *o == option)
+        {
+            *index = at;
+        }
+    }
+
     pub fn checked(&self, key: &str) -> bool {
         matches!(self.field(key).kind, FieldKind::Check(true))
     }
@@ -199,6 +237,8 @@ impl Form {
         theme: &Theme,
         hints: Hints,
     ) {
+        let mut drawn = self.drawn.borrow_mut();
+        drawn.clear();
         let mut y = area.y;
         for (i, field) in self.fields.iter().enumerate() {
             if y >= area.bottom() {
@@ -210,6 +250,7 @@ impl Form {
                 ..area
             };
             y += 1;
+            drawn.push((row, i));
             if let Some((level, text)) = hints(field.key) {
                 let style = match level {
                     Level::Info => theme.muted(),
@@ -339,5 +380,26 @@ mod tests {
         form.handle_key(key(KeyCode::Left));
         assert_eq!(form.choice("to"), "djinn");
         assert!(form.handle_key(key(KeyCode::Enter)));
+    }
+
+    #[test]
+    fn clicks_land_on_the_field_drawn_there() {
+        use ratatui::{Terminal, backend::TestBackend, layout::Position};
+        let mut form = Form::new(vec![
+            Field::text("name", "Name", "a"),
+            Field::check("compact", "Compact"),
+            Field::button("Go"),
+        ]);
+        let theme = Theme::built_in("default");
+        let mut terminal = Terminal::new(TestBackend::new(40, 6)).unwrap();
+        terminal
+            .draw(|f| form.draw(f, Rect::new(2, 1, 30, 4), true, &theme))
+            .unwrap();
+        assert_eq!(form.click(Position::new(5, 2)), Some(false));
+        assert!(form.checked("compact"));
+        assert_eq!(form.focused, 1);
+        assert_eq!(form.click(Position::new(12, 3)), Some(true));
+        assert_eq!(form.click(Position::new(5, 5)), None);
+        assert_eq!(form.click(Position::new(0, 1)), None);
     }
 }
