@@ -258,3 +258,5 @@ fn footer_line(app: &App) -> Line<'static> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod theme_matrix;
