@@ -503,6 +503,10 @@ impl App {
             KeyCode::Enter | KeyCode::Right | KeyCode::Tab | KeyCode::Char('l') => {
                 self.focus = Focus::Screen
             }
+            KeyCode::Char('n') => {
+                self.selected = (self.selected + 1).min(Step::ALL.len() - 1);
+                self.focus = Focus::Screen;
+            }
             _ => {}
         }
         None
@@ -606,15 +610,14 @@ impl App {
     fn begin_in_session(&mut self, step: Step) -> Result<(), String> {
         let image = self.image_of(step);
         if self.session.as_ref().is_none_or(|s| s.image() != image) {
-            let mut session = Session::open(&image).map_err(|e| e.to_string())?;
-            if step != Step::Create {
-                session.adopt_existing_image().map_err(|e| e.to_string())?;
-            }
-            self.session = Some(session);
+            self.session = Some(Session::open(&image).map_err(|e| e.to_string())?);
         }
         let choices = self.form_choices();
         let session = self.session.as_mut().expect("opened above");
         session.choices.update(&choices);
+        if step != Step::Create {
+            session.adopt_existing_image().map_err(|e| e.to_string())?;
+        }
         if step == Step::Publish {
             session.publish_allowed()?;
         }
@@ -883,10 +886,9 @@ impl App {
         }
         if let Some(again) = self.retry.take() {
             self.start_again(again).await;
-        } else if succeeded && recorded && step != Step::Publish {
-            // Forward: the next step's screen, its form filled with what was carried.
-            self.selected = Self::index(step) + 1;
-            self.focus = Focus::Screen;
+        } else if succeeded {
+            // The result stays on screen; `n` moves on to the next step, its form pre-filled.
+            self.focus = Focus::Steps;
         }
     }
 

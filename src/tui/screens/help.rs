@@ -7,18 +7,19 @@ use crate::tui::theme::Theme;
 use crate::tui::widgets::dialog;
 
 /// Every key the workbench knows, by where it works.
-pub const KEYS: [(&str, &str, &str); 18] = [
+pub const KEYS: [(&str, &str, &str); 20] = [
     ("anywhere", "Ctrl-C", "quit (stops a running step first)"),
-    ("anywhere", "F1", "this help"),
+    ("anywhere", "F1  ?", "this help (? from the step list)"),
+    ("anywhere", "F2", "the whole log of the step on screen"),
+    ("anywhere", "mouse", "click a step, a field or a button"),
     ("step list", "↑ ↓  k j", "choose a step"),
     ("step list", "Enter → Tab", "open the step's screen"),
+    ("step list", "n", "next step, with the choices carried"),
     ("step list", "d", "doctor: what this host can do"),
-    ("step list", "?", "this help"),
-    ("step list", "q", "quit"),
+    ("step list", "q", "quit (the session file keeps your place)"),
     ("form", "Tab ↓ / Shift-Tab ↑", "next / previous field"),
-    ("form", "typing, Backspace", "edit the field"),
-    ("form", "Ctrl-U", "clear the field"),
-    ("form", "Space", "toggle a checkbox"),
+    ("form", "typing  Ctrl-U", "edit the field / clear it"),
+    ("form", "Space ← →", "toggle a checkbox, change a choice"),
     ("form", "Enter", "run the step"),
     ("form", "Esc", "back to the steps; cancel a run"),
     (
@@ -33,6 +34,7 @@ pub const KEYS: [(&str, &str, &str); 18] = [
         "switch console and screen (narrow terminals)",
     ),
     ("machine", "Esc", "stop the machine (asks first)"),
+    ("failed", "r / s", "retry the step / stop its kept machine"),
     ("dialogs", "y / n, Esc", "answer; close an overlay"),
 ];
 

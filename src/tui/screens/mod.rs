@@ -234,6 +234,7 @@ fn footer_line(app: &App) -> Line<'static> {
         (Focus::Steps, _) => &[
             ("↑↓", "step"),
             ("Enter", "open"),
+            ("n", "next step"),
             ("F2", "log"),
             ("d", "doctor"),
             ("?", "help"),

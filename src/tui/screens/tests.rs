@@ -143,22 +143,25 @@ async fn create_then_confirm_overwrite() {
         .unwrap();
     assert_eq!(info.compat.as_deref(), Some("1.1"));
     assert_eq!(info.virtual_size, 2 << 30);
-    // The session file records it, and the flow moved on to Install with the disk carried.
+    // The session file records it; `n` moves on to Install with the disk carried.
     let session = crate::engine::session::Session::open(&info.path).unwrap();
     assert_eq!(
         session.status(Step::Create),
         crate::engine::session::StepStatus::Done
     );
+    let created = render(&app, 100, 30);
+    press(&mut app, KeyCode::Char('n'));
     assert_eq!(app.selected_step(), Step::Install);
     assert_eq!(
         app.install.form.text("disk"),
         info.path.display().to_string()
     );
     app.selected = 0;
+    app.focus = crate::tui::app::Focus::Screen;
 
     let tmp = dir.path().display().to_string();
     insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]"), (r"\d+ KiB on disk", "[N] KiB on disk"), (r"on disk +\d+ KiB", "on disk  [N] KiB")]}, {
-        insta::assert_snapshot!("created", render(&app, 100, 30));
+        insta::assert_snapshot!("created", created);
     });
 
     let Some(Command::StartCreate { force }) = press(&mut app, KeyCode::Enter) else {

@@ -58,7 +58,7 @@ impl CreateScreen {
             ),
             format!("virtual  {}", human_bytes(info.virtual_size)),
             format!("on disk  {}", human_bytes(info.actual_size)),
-            "Next: Install (boot an installer ISO with this disk).".into(),
+            "Next: Install (boot an installer ISO with this disk) — press n.".into(),
         ]
     }
 

@@ -51,7 +51,7 @@ impl InstallScreen {
                 outcome.took.as_secs()
             ),
             format!("serial log: {}", outcome.serial_log.display()),
-            "Next: Configure (passwordless root, sshd_config).".into(),
+            "Next: Configure (passwordless root, sshd_config) — press n.".into(),
         ]
     }
 
