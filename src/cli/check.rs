@@ -7,10 +7,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{Exit, report};
+use crate::engine::Step;
 use crate::engine::config::Dirs;
 use crate::engine::driver::DriverProfile;
 use crate::engine::host;
-use crate::engine::task;
+use crate::engine::session::{Session, session_path};
+use crate::engine::task::{self, Summary};
 use crate::engine::verify::{self, Report, Verdict, VerifyError, VerifyRequest};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -65,9 +67,31 @@ pub async fn run(args: CheckArgs, dirs: Option<&Dirs>) -> Exit {
         deadline: Duration::from_secs(args.timeout),
         record_dir: dirs.map(Dirs::machine_records),
     };
+    // An image kiln keeps a session for gets this full check recorded as its verify step (a
+    // static-only check is not one); kiln does not start a session for images it only checks.
+    let mut session = (request.profile.is_some() && session_path(&request.image).exists())
+        .then(|| Session::open(&request.image).ok())
+        .flatten();
+    if let Some(session) = session.as_mut()
+        && let Err(e) = session.begin(Step::Verify)
+    {
+        eprintln!("kiln check: {e}");
+        return Exit::Environment;
+    }
     let title = format!("checking {}", request.image.display());
     let task = task::spawn(title, |reporter| verify::verify(request, reporter));
-    match report::follow("check", task, false).await {
+    let result = report::follow("check", task, false).await;
+    if let Some(session) = session.as_mut() {
+        let outcome = match &result {
+            Ok(report) if report.passed() => Ok(report.summary()),
+            Ok(report) => Err(report.summary()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = session.end(Step::Verify, outcome) {
+            eprintln!("kiln check: {e}");
+        }
+    }
+    match result {
         Ok(report) => {
             print!(
                 "{}",

@@ -11,6 +11,7 @@ use crate::engine::image::human_bytes;
 use crate::engine::publish::{
     self, Compaction, Destination, PublishError, PublishRequest, PublishTarget, Published,
 };
+use crate::engine::session::{Session, session_path};
 use crate::engine::task;
 
 /// Where `kiln publish` sends the image.
@@ -71,6 +72,10 @@ pub struct PublishArgs {
     #[arg(long, value_name = "A")]
     pub arch: Option<String>,
     /// How to print the result on stdout.
+    /// Publish even though the image's session file (NAME.kiln.toml) says verify has not
+    /// passed since the image last changed.
+    #[arg(long)]
+    pub unverified: bool,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -78,6 +83,10 @@ pub struct PublishArgs {
 pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
     if let Some(problem) = misplaced_flag(&args) {
         eprintln!("kiln publish: {problem}");
+        return Exit::Environment;
+    }
+    if let Some(refusal) = session_refusal(&args) {
+        eprintln!("kiln publish: {refusal}");
         return Exit::Environment;
     }
     let target = match target(&args, settings, dirs) {
@@ -111,6 +120,22 @@ pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) ->
 }
 
 /// A flag that means nothing for the chosen target is a mistake worth stopping for.
+/// An image kiln has a session for is published only once verify passed on these bytes.
+fn session_refusal(args: &PublishArgs) -> Option<String> {
+    if args.unverified || !session_path(&args.image).exists() {
+        return None;
+    }
+    match Session::open(&args.image) {
+        Err(e) => Some(e.to_string()),
+        Ok(session) => session.publish_allowed().err().map(|refusal| {
+            format!(
+                "{refusal} (`kiln check {}` or `kiln run`; --unverified publishes anyway)",
+                args.image.display()
+            )
+        }),
+    }
+}
+
 fn misplaced_flag(args: &PublishArgs) -> Option<String> {
     let given = [
         ("--url", args.url.is_some(), TargetKind::Djinn),

@@ -14,7 +14,7 @@ use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
 use crate::engine::flow::{self, MachineSettings, Secrets};
-use crate::engine::session::{Choices, Session, StepStatus};
+use crate::engine::session::{Choices, Session, SessionError, StepStatus};
 use crate::engine::task::{self, Summary};
 use crate::engine::{configure, host, image, install, publish, verify};
 
@@ -96,7 +96,8 @@ pub struct RunArgs {
     /// Replace an image of the same name (offline runner and builds.sr.ht targets).
     #[arg(long)]
     pub replace: bool,
-    /// Run this step and every later one again, even if the session says they are done.
+    /// Start here: run this step and every later one again, even if the session says they are
+    /// done; earlier steps not done are recorded as skipped (done another way).
     #[arg(long, value_enum, value_name = "STEP")]
     pub from: Option<StepArg>,
     /// Stop after this step.
@@ -204,6 +205,21 @@ pub async fn run(args: RunArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exi
 
     let first = args.from.map(Step::from);
     let last = args.until.map_or(Step::Publish, Step::from);
+    // Starting later means the steps before were done another way (an image configured by
+    // hand): they are recorded as skipped, so the next `kiln run` does not go back to them.
+    if let Some(first) = first {
+        for earlier in Step::ALL.into_iter().filter(|s| *s < first) {
+            if !session.status(earlier).is_settled()
+                && let Err(e) = session.skip(
+                    earlier,
+                    &format!("not run by kiln: the flow was started at {}", first.name()),
+                )
+            {
+                eprintln!("kiln run: {e}");
+                return Exit::Environment;
+            }
+        }
+    }
     let will_run = |session: &Session, step: Step| {
         step <= last && (first.is_some_and(|f| step >= f) || !session.status(step).is_settled())
     };
@@ -261,10 +277,15 @@ pub async fn run(args: RunArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exi
                 break;
             }
         }
-        if let Err(e) = session.begin(step) {
-            eprintln!("kiln run: {e}");
-            exit = Exit::Environment;
-            break;
+        match session.begin(step) {
+            // Not resumable, but the work itself can go on (an image in a read-only place).
+            Err(e @ SessionError::Write(..)) => eprintln!("kiln run: warning: {e}"),
+            Err(e) => {
+                eprintln!("kiln run: {e}");
+                exit = Exit::Environment;
+                break;
+            }
+            Ok(()) => {}
         }
         let started = Instant::now();
         let outcome = run_step(step, &session, &secrets, &machines, config_dir.as_deref()).await;

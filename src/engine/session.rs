@@ -412,10 +412,10 @@ impl Session {
 
     /// A disk kiln did not create (no session yet): create is recorded as skipped, and so is
     /// install unless an ISO was chosen — people bring installed images to configure, verify
-    /// and publish. Saves the session either way.
+    /// and publish.
     pub fn adopt_existing_image(&mut self) -> Result<(), SessionError> {
         if !self.is_new() || !self.image.exists() {
-            return self.save();
+            return Ok(());
         }
         self.skip(Step::Create, "the image existed before kiln's session")?;
         if self.choices.iso.is_none() {
@@ -587,6 +587,30 @@ mod tests {
             StepStatus::Stale("configure ran again after it".into())
         );
         assert!(session.publish_allowed().is_err());
+    }
+
+    #[test]
+    fn an_image_made_elsewhere_is_adopted_and_a_missing_one_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = image_in(dir.path());
+        let mut session = Session::open(&image).unwrap();
+        session.adopt_existing_image().unwrap();
+        assert_eq!(session.status(Step::Create), StepStatus::Skipped);
+        assert_eq!(session.status(Step::Install), StepStatus::Skipped);
+        assert_eq!(session.resume_at(), Some(Step::Configure));
+
+        let other = dir.path().join("other.qcow2");
+        std::fs::write(&other, b"QFI\xfb").unwrap();
+        let mut with_iso = Session::open(&other).unwrap();
+        with_iso.choices.iso = Some("/isos/d.iso".into());
+        with_iso.adopt_existing_image().unwrap();
+        assert_eq!(with_iso.resume_at(), Some(Step::Install));
+
+        let missing = dir.path().join("typo.qcow2");
+        let mut none = Session::open(&missing).unwrap();
+        none.adopt_existing_image().unwrap();
+        assert_eq!(none.resume_at(), Some(Step::Create));
+        assert!(!session_path(&missing).exists());
     }
 
     #[test]

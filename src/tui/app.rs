@@ -27,7 +27,7 @@ use crate::engine::image::{self, CreateError, ImageInfo};
 use crate::engine::install::{self, InstallError, InstallOutcome};
 use crate::engine::machine::{self, MachineRecord};
 use crate::engine::publish::{self, PublishError, Published};
-use crate::engine::session::{Choices, Session, StepStatus};
+use crate::engine::session::{Choices, Session, SessionError, StepStatus};
 use crate::engine::task::{self, Event, Level, Summary, Task};
 use crate::engine::verify::{self, Report, VerifyError};
 
@@ -243,7 +243,12 @@ impl App {
     /// What the step list shows: running here, else what the session says.
     pub fn step_state(&self, step: Step) -> StepState {
         if self.running.as_ref().is_some_and(|r| r.step() == step) {
-            return StepState::Running;
+            // A failed step keeping its machine up for a look has failed all the same.
+            return if self.run(step).held.is_some() {
+                StepState::Failed
+            } else {
+                StepState::Running
+            };
         }
         let Some(session) = &self.session else {
             return StepState::Pending;
@@ -615,13 +620,22 @@ impl App {
         let choices = self.form_choices();
         let session = self.session.as_mut().expect("opened above");
         session.choices.update(&choices);
-        if step != Step::Create {
-            session.adopt_existing_image().map_err(|e| e.to_string())?;
+        if step != Step::Create
+            && let Err(e) = session.adopt_existing_image()
+        {
+            self.notice = Some(e.to_string());
         }
         if step == Step::Publish {
             session.publish_allowed()?;
         }
-        session.begin(step).map_err(|e| e.to_string())
+        match session.begin(step) {
+            // An image in a read-only place can still be worked on, just not resumed.
+            Err(e @ SessionError::Write(..)) => {
+                self.notice = Some(format!("{e} — this run is not recorded"));
+                Ok(())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
     }
 
     /// Validate the form and start `qemu-img create`; an existing file asks first.

@@ -53,6 +53,35 @@ impl Tmux {
         std::thread::sleep(Duration::from_millis(150));
     }
 
+    /// A left click at 0-based cell (`column`, `row`), as the terminal reports it to a program
+    /// that asked for SGR mouse events: press then release.
+    pub fn click(&self, column: u16, row: u16) {
+        let (x, y) = (column + 1, row + 1);
+        self.type_text(&format!("\x1b[<0;{x};{y}M\x1b[<0;{x};{y}m"));
+    }
+
+    /// Resize the terminal, as a person dragging the window would.
+    pub fn resize(&self, width: u16, height: u16) {
+        let status = self
+            .tmux()
+            .args(["resize-window", "-t", &self.session])
+            .args(["-x", &width.to_string(), "-y", &height.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux resize-window failed");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// The pid of the program running in the pane (the shell's child).
+    pub fn program_pid(&self) -> Option<u32> {
+        let shell = self.display("#{pane_pid}");
+        let out = Command::new("pgrep").args(["-P", &shell]).output().ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .and_then(|pid| pid.trim().parse().ok())
+    }
+
     /// Type text literally (no key-name interpretation).
     pub fn type_text(&self, text: &str) {
         let status = self

@@ -6,7 +6,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::widgets::{Paragraph, Wrap};
 
 use super::machine;
 use crate::engine::Step;
@@ -26,12 +26,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
     let (status, rest) = match &run.machine.view {
         // While a machine runs, it takes the top of the screen; the checklist and log go below.
         Some(view) => {
-            let block = Block::default()
-                .borders(Borders::ALL)
-                .title(Line::styled(format!(" {title} "), theme.title()))
-                .border_style(theme.border(focused));
-            let inner = block.inner(area);
-            frame.render_widget(block, area);
+            let inner = form::screen_frame(frame, area, &title, focused, theme);
             let [top, status, rest] = Layout::vertical([
                 Constraint::Percentage(65),
                 Constraint::Length(1),

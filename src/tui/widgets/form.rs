@@ -321,6 +321,24 @@ impl Form {
     }
 }
 
+/// A step screen's titled box; returns the area inside it.
+pub fn screen_frame(
+    frame: &mut Frame,
+    area: Rect,
+    title: &str,
+    focused: bool,
+    theme: &Theme,
+) -> Rect {
+    use ratatui::widgets::{Block, Borders};
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(Line::styled(format!(" {title} "), theme.title()))
+        .border_style(theme.border(focused));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    inner
+}
+
 /// A step screen's frame: a titled box with the form (and its hints) at the top. Returns the
 /// status row under the form and the area below it for results and the log.
 pub fn framed(
@@ -333,13 +351,7 @@ pub fn framed(
     theme: &Theme,
 ) -> (Rect, Rect) {
     use ratatui::layout::{Constraint, Layout};
-    use ratatui::widgets::{Block, Borders};
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .title(Line::styled(format!(" {title} "), theme.title()))
-        .border_style(theme.border(focused));
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
+    let inner = screen_frame(frame, area, title, focused, theme);
     let [top, _, status, rest] = Layout::vertical([
         Constraint::Length(form.height(hints)),
         Constraint::Length(1),

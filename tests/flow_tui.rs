@@ -1,0 +1,166 @@
+//! The whole life of an image in one workbench, in a real terminal: create → install (the
+//! fixture installer ISO, console visible) → configure (as the fixture's sudo user) → verify →
+//! publish to the contract-checking Djinn server. Midway kiln is killed with SIGKILL during
+//! configure; the next kiln on the image resumes there. A last start shows every step done.
+
+mod support;
+
+use std::time::Duration;
+
+use support::djinn::{DjinnConfig, DjinnServer};
+use support::fixtures::fixtures;
+use support::guest::qemu_running_with;
+use support::tmux::Tmux;
+use support::{Sandbox, kiln_bin};
+
+const SCREEN: Duration = Duration::from_secs(20);
+/// A whole install or boot-and-SSH under TCG on a loaded 2-core machine.
+const MACHINE: Duration = Duration::from_secs(600);
+const SECRET: &str = "kiln-e2e-secret-6b0f3c19e2d4";
+
+/// kiln (with `args`) in the sandbox's work directory, then the exit status on screen.
+fn workbench(sandbox: &Sandbox, name: &str, args: &str) -> Tmux {
+    let env: Vec<String> = sandbox
+        .env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    let command = format!(
+        "cd '{}' && env {} KILN_DJINN_TOKEN={SECRET} '{}' --memory 1024 --cpus 1 {args}; \
+         echo \"KILN-EXITED $?\"; sleep 600",
+        sandbox.work().display(),
+        env.join(" "),
+        kiln_bin()
+    );
+    let tmux = Tmux::start(name, 120, 40, &command);
+    tmux.wait_for("Steps", SCREEN);
+    tmux
+}
+
+/// The step list's line for a step, e.g. `✔ 2 Install    done`.
+fn step_line(screen: &str, title: &str) -> String {
+    screen
+        .lines()
+        .find(|l| l.contains(title) && l.starts_with('│'))
+        .unwrap_or_else(|| panic!("no {title} line in\n{screen}"))
+        .split('│')
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
+    let sandbox = Sandbox::new();
+    let djinn = DjinnServer::start(DjinnConfig::default().token(
+        SECRET,
+        "tester",
+        &["image:write", "image:read"],
+    ));
+    let image = sandbox.work().join("flow.qcow2");
+    let user = fixtures().var("KILN_GUEST_USER");
+    let password = fixtures().var("KILN_GUEST_PASSWORD");
+
+    // ---- First kiln: create, install, start configure, then SIGKILL.
+    let tmux = workbench(&sandbox, "flow-first", "");
+    tmux.keys(&["Enter", "C-u"]);
+    tmux.type_text("flow.qcow2");
+    tmux.keys(&["Tab", "C-u"]);
+    tmux.type_text("4G");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("image created", SCREEN);
+
+    // The step list answers the mouse: a click on "2 Install" selects it.
+    tmux.click(5, 3);
+    let screen = tmux.wait_for("Boot installer", SCREEN);
+    assert!(screen.contains("flow.qcow2"), "disk not carried:\n{screen}");
+    tmux.keys(&["Enter", "Tab"]); // open the screen, ISO field
+    tmux.type_text(&fixtures().iso.display().to_string());
+    tmux.wait_for("bootable ISO 9660 image", SCREEN);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Serial console", SCREEN);
+    tmux.wait_for("kiln-installer:", MACHINE);
+    // Resizing mid-run redraws every pane at the new size, console included.
+    tmux.resize(80, 24);
+    let small = tmux.wait_for("Serial console", SCREEN);
+    assert!(
+        small.lines().all(|l| l.chars().count() <= 80) && small.lines().count() <= 24,
+        "{small}"
+    );
+    tmux.resize(120, 40);
+    let screen = tmux.wait_for("installed: the guest powered off", MACHINE);
+    assert!(step_line(&screen, "Install").ends_with("done"), "{screen}");
+
+    // n: on to Configure, disk carried; the install's user and password.
+    tmux.keys(&["n"]);
+    tmux.wait_for("[ Configure ]", SCREEN);
+    tmux.keys(&["Tab", "C-u"]);
+    tmux.type_text(user);
+    tmux.keys(&["Tab"]);
+    tmux.type_text(password);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Apply this sshd_config?", MACHINE);
+    let kiln = tmux.program_pid().expect("kiln runs in the pane");
+    // SAFETY: kill(2) on the kiln this test started.
+    unsafe { libc::kill(kiln as i32, libc::SIGKILL) };
+    tmux.wait_for("KILN-EXITED 137", SCREEN);
+    let gone = std::time::Instant::now();
+    while qemu_running_with(&image.display().to_string()) {
+        assert!(gone.elapsed() < SCREEN, "QEMU outlived the killed kiln");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(tmux);
+
+    // ---- Second kiln, on the image: configure was interrupted, the flow resumes there.
+    let tmux = workbench(&sandbox, "flow-second", "flow.qcow2");
+    let screen = tmux.wait_for("resuming at configure", SCREEN);
+    assert!(step_line(&screen, "Create").ends_with("done"), "{screen}");
+    assert!(step_line(&screen, "Install").ends_with("done"), "{screen}");
+    assert!(
+        step_line(&screen, "Configure").ends_with("interrupted"),
+        "{screen}"
+    );
+    // The user was carried; the password was not (it is never written down).
+    assert!(screen.contains(&format!("User      {user}")), "{screen}");
+    tmux.keys(&["Tab", "Tab"]);
+    tmux.type_text(password);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Apply this sshd_config?", MACHINE);
+    tmux.keys(&["y"]);
+    tmux.wait_for("root logs in with an empty password", MACHINE);
+
+    tmux.keys(&["n", "Enter"]); // Verify, with the carried disk
+    let screen = tmux.wait_for("the CI driver should accept this image", MACHINE);
+    assert!(screen.contains("[pass]"), "{screen}");
+    assert!(!screen.contains("[FAIL]"), "{screen}");
+
+    tmux.keys(&["n", "Tab", "Tab"]); // Publish: Disk, To, Name
+    tmux.type_text("flow-e2e");
+    tmux.keys(&["Tab", "Tab"]); // URL
+    tmux.type_text(&djinn.base_url());
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Djinn image", MACHINE);
+    let stored = djinn.images();
+    assert_eq!(stored.len(), 1, "{:?}", djinn.requests());
+    assert_eq!(stored[0].name, "flow-e2e");
+    assert_eq!(
+        djinn.stored_bytes(stored[0].id),
+        std::fs::read(&image).unwrap()
+    );
+    tmux.keys(&["Escape", "q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+    drop(tmux);
+
+    // ---- Third kiln on the image: every step done; nothing secret was written down.
+    let tmux = workbench(&sandbox, "flow-third", "flow.qcow2");
+    let screen = tmux.wait_for("every step is done", SCREEN);
+    for title in ["Create", "Install", "Configure", "Verify", "Publish"] {
+        assert!(step_line(&screen, title).ends_with("done"), "{screen}");
+    }
+    tmux.keys(&["Escape", "q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+    let session = std::fs::read_to_string(sandbox.work().join("flow.kiln.toml")).unwrap();
+    assert!(!session.contains(SECRET), "token in the session file");
+    assert!(!session.contains(password), "password in the session file");
+}
