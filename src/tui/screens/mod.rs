@@ -44,7 +44,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     );
 
     let [list, screen] =
-        Layout::horizontal([Constraint::Length(26), Constraint::Min(30)]).areas(body);
+        Layout::horizontal([Constraint::Length(28), Constraint::Min(30)]).areas(body);
     steps::draw(frame, list, app);
     let focused = app.focus == Focus::Screen;
     step_run::draw(frame, screen, app, app.selected_step(), focused);

@@ -20,7 +20,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             StepState::Failed => "✘",
             StepState::Stale | StepState::Interrupted => "!",
         };
-        let label = format!(" {mark} {} {:<10}", i + 1, step.title());
+        let label = format!(" {mark} {} {:<9}", i + 1, step.title());
         let style = if i == app.selected {
             theme.selected()
         } else {
