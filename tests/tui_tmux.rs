@@ -48,9 +48,10 @@ fn create_an_image_from_the_workbench_and_quit() {
     assert_eq!(info["format-specific"]["data"]["compat"], "1.1");
     assert_eq!(info["virtual-size"], 3u64 << 30);
 
-    // Creating again asks before replacing; answering no keeps the file.
+    // Creating again asks before replacing; answering no keeps the file. (After a step the
+    // step list has the keys: Enter opens the screen again, a second Enter runs the form.)
     let before = std::fs::read(sandbox.work().join("from-tui.qcow2")).unwrap();
-    tmux.keys(&["Enter"]);
+    tmux.keys(&["Enter", "Enter"]);
     tmux.wait_for("Replace image?", SCREEN);
     tmux.keys(&["n"]);
     assert_eq!(
