@@ -20,16 +20,10 @@ const SECRET: &str = "kiln-e2e-secret-6b0f3c19e2d4";
 
 /// kiln (with `args`) in the sandbox's work directory, then the exit status on screen.
 fn workbench(sandbox: &Sandbox, name: &str, args: &str) -> Tmux {
-    let env: Vec<String> = sandbox
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
     let command = format!(
-        "cd '{}' && env {} KILN_DJINN_TOKEN={SECRET} '{}' --memory 1024 --cpus 1 {args}; \
+        "{} KILN_DJINN_TOKEN={SECRET} '{}' --memory 1024 --cpus 1 {args}; \
          echo \"KILN-EXITED $?\"; sleep 600",
-        sandbox.work().display(),
-        env.join(" "),
+        sandbox.shell_prefix(),
         kiln_bin()
     );
     let tmux = Tmux::start(name, 120, 40, &command);
@@ -163,4 +157,43 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     let session = std::fs::read_to_string(sandbox.work().join("flow.kiln.toml")).unwrap();
     assert!(!session.contains(SECRET), "token in the session file");
     assert!(!session.contains(password), "password in the session file");
+}
+
+/// Like Packer's `-on-error=ask`, but visible: a verify that fails keeps its machine up for a
+/// look until the person stops it; then nothing is left running.
+#[test]
+fn a_failed_verify_keeps_its_machine_until_the_person_stops_it() {
+    let sandbox = Sandbox::new();
+    let image = sandbox.work().join("broken.qcow2");
+    std::fs::copy(support::fixtures::variant("no-sftp"), &image).unwrap();
+    let tmux = workbench(&sandbox, "held", "broken.qcow2");
+    // An image kiln did not make: create and install are skipped, the flow starts at configure.
+    let screen = tmux.wait_for("resuming at configure", SCREEN);
+    assert!(
+        step_line(&screen, "Install").ends_with("skipped"),
+        "{screen}"
+    );
+    tmux.keys(&["Escape", "Down", "Enter", "Enter"]); // Verify, run
+    let screen = tmux.wait_for("machine kept", MACHINE);
+    assert!(screen.contains("[FAIL]"), "{screen}");
+    assert!(step_line(&screen, "Verify").ends_with("failed"), "{screen}");
+    let path = image.display().to_string();
+    assert!(
+        qemu_running_with(&path),
+        "the failed step's machine is gone"
+    );
+
+    tmux.keys(&["s"]);
+    let stopped = std::time::Instant::now();
+    while qemu_running_with(&path) {
+        assert!(
+            stopped.elapsed() < SCREEN,
+            "s did not stop the kept machine"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let screen = tmux.wait_for("see the fixes above", SCREEN);
+    assert!(step_line(&screen, "Verify").ends_with("failed"), "{screen}");
+    tmux.keys(&["Escape", "q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
 }

@@ -14,15 +14,9 @@ const SCREEN: Duration = Duration::from_secs(20);
 const BOOT: Duration = Duration::from_secs(300);
 
 fn open_install_form(sandbox: &Sandbox, name: &str, width: u16) -> Tmux {
-    let env: Vec<String> = sandbox
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
     let command = format!(
-        "cd '{}' && env {} '{}' --memory 1024 --cpus 1; echo \"KILN-EXITED $?\"; sleep 120",
-        sandbox.work().display(),
-        env.join(" "),
+        "{} '{}' --memory 1024 --cpus 1; echo \"KILN-EXITED $?\"; sleep 120",
+        sandbox.shell_prefix(),
         kiln_bin()
     );
     let tmux = Tmux::start(name, width, 40, &command);

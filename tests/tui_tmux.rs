@@ -11,17 +11,11 @@ use support::{Sandbox, kiln_bin, qemu_img_info};
 const SCREEN: Duration = Duration::from_secs(20);
 
 fn shell_command(sandbox: &Sandbox) -> String {
-    let env: Vec<String> = sandbox
-        .env()
-        .into_iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
     // After kiln exits, print whether the tty is back in canonical mode, then its exit code
     // (last, so waiting for the exit line means both are on screen).
     format!(
-        "cd '{}' && env {} '{}'; rc=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; echo \"KILN-EXITED $rc\"; sleep 60",
-        sandbox.work().display(),
-        env.join(" "),
+        "{} '{}'; rc=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; echo \"KILN-EXITED $rc\"; sleep 60",
+        sandbox.shell_prefix(),
         kiln_bin()
     )
 }

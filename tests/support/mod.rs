@@ -52,6 +52,17 @@ impl Sandbox {
         ]
     }
 
+    /// `cd WORK && env HOME=… XDG_…=…`: the start of a shell command (for tmux) that runs a
+    /// program in the sandbox.
+    pub fn shell_prefix(&self) -> String {
+        let env: Vec<String> = self
+            .env()
+            .into_iter()
+            .map(|(k, v)| format!("{k}='{v}'"))
+            .collect();
+        format!("cd '{}' && env {}", self.work().display(), env.join(" "))
+    }
+
     /// `kiln ARGS…` run in the sandbox's work directory.
     pub fn kiln(&self, args: &[&str]) -> Output {
         Command::new(kiln_bin())
