@@ -142,7 +142,8 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
         djinn.stored_bytes(stored[0].id),
         std::fs::read(&image).unwrap()
     );
-    tmux.keys(&["Escape", "q"]);
+    tmux.keys(&["Escape"]); // alone: Escape then q in one burst reads as Alt-q
+    tmux.keys(&["q"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);
     drop(tmux);
 
@@ -152,7 +153,7 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     for title in ["Create", "Install", "Configure", "Verify", "Publish"] {
         assert!(step_line(&screen, title).ends_with("done"), "{screen}");
     }
-    tmux.keys(&["Escape", "q"]);
+    tmux.keys(&["q"]); // every step done: the step list has the keys
     tmux.wait_for("KILN-EXITED 0", SCREEN);
     let session = std::fs::read_to_string(sandbox.work().join("flow.kiln.toml")).unwrap();
     assert!(!session.contains(SECRET), "token in the session file");
@@ -173,7 +174,8 @@ fn a_failed_verify_keeps_its_machine_until_the_person_stops_it() {
         step_line(&screen, "Install").ends_with("skipped"),
         "{screen}"
     );
-    tmux.keys(&["Escape", "Down", "Enter", "Enter"]); // Verify, run
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["Down", "Enter", "Enter"]); // Verify, run
     let screen = tmux.wait_for("machine kept", MACHINE);
     assert!(screen.contains("[FAIL]"), "{screen}");
     assert!(step_line(&screen, "Verify").ends_with("failed"), "{screen}");
@@ -194,6 +196,7 @@ fn a_failed_verify_keeps_its_machine_until_the_person_stops_it() {
     }
     let screen = tmux.wait_for("see the fixes above", SCREEN);
     assert!(step_line(&screen, "Verify").ends_with("failed"), "{screen}");
-    tmux.keys(&["Escape", "q"]);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);
 }

@@ -286,7 +286,11 @@ impl App {
                 self.carry_disk(&path);
                 self.fill_forms(&session.choices);
                 self.selected = Self::index(session.resume_at().unwrap_or(Step::Publish));
-                self.focus = Focus::Screen;
+                // Nothing left to do: the step list has the keys, to look around or quit.
+                self.focus = match session.resume_at() {
+                    Some(_) => Focus::Screen,
+                    None => Focus::Steps,
+                };
                 self.notice = Some(match session.resume_at() {
                     None => format!("{path}: every step is done"),
                     Some(step) => format!("{path}: resuming at {}", step.name()),
