@@ -33,10 +33,11 @@ async fn run(args: Args) -> Exit {
             return Exit::Environment;
         }
     };
-    let settings = config::resolve(args.overrides(), file, host::resources());
+    let overrides = args.overrides();
+    let settings = config::resolve(overrides.clone(), file, host::resources());
     match args.command {
         None => tui::run(settings, dirs, args.image).await,
-        Some(Command::Run(run)) => cli::run::run(run, &settings, dirs.as_ref()).await,
+        Some(Command::Run(run)) => cli::run::run(run, &settings, &overrides, dirs.as_ref()).await,
         Some(Command::Create(create)) => cli::create::run(create).await,
         Some(Command::Install(install)) => {
             cli::install::run(install, &settings, dirs.as_ref()).await

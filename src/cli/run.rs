@@ -12,7 +12,7 @@ use super::configure::{Variant, first_line, key_is_encrypted, prompt};
 use super::publish::TargetKind;
 use super::{Exit, Format, report};
 use crate::engine::Step;
-use crate::engine::config::{Dirs, Settings};
+use crate::engine::config::{CliOverrides, Dirs, Settings};
 use crate::engine::flow::{self, MachineSettings, Secrets};
 use crate::engine::session::{Choices, Session, SessionError, StepStatus};
 use crate::engine::task::{self, Summary};
@@ -109,14 +109,15 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The choices this command line makes; the session keeps the earlier ones it does not.
-    fn choices(&self, settings: &Settings) -> Choices {
+    fn choices(&self, settings: &Settings, overrides: &CliOverrides) -> Choices {
         let on = |flag: bool| flag.then_some(true);
         Choices {
             size: self.size.clone(),
             iso: self.iso.as_ref().map(|p| absolute(p)),
             iso_checksum: self.iso_sha256.clone(),
-            memory_mib: None,
-            cpus: None,
+            // Only what was asked for on this command line; the defaults may change.
+            memory_mib: overrides.memory_mib,
+            cpus: overrides.cpus,
             user: self.user.clone(),
             key: self.key.as_ref().map(|p| absolute(p)),
             variant: self.variant.map(|v| {
@@ -188,7 +189,12 @@ impl StepFailure {
     }
 }
 
-pub async fn run(args: RunArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
+pub async fn run(
+    args: RunArgs,
+    settings: &Settings,
+    overrides: &CliOverrides,
+    dirs: Option<&Dirs>,
+) -> Exit {
     let mut session = match Session::open(&args.image) {
         Ok(session) => session,
         Err(e) => {
@@ -196,7 +202,7 @@ pub async fn run(args: RunArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exi
             return Exit::Environment;
         }
     };
-    session.choices.update(&args.choices(settings));
+    session.choices.update(&args.choices(settings, overrides));
     if let Err(e) = session.adopt_existing_image() {
         eprintln!("kiln run: {e}");
         return Exit::Environment;
