@@ -196,3 +196,61 @@ async fn configure_asks_before_applying_the_diff() {
     assert_eq!(app.overlay, Overlay::None);
     assert_eq!(answer.await, Ok(false));
 }
+
+#[test]
+fn f2_opens_the_step_log_from_anywhere_and_it_scrolls() {
+    let mut app = app();
+    for i in 0..100 {
+        app.configure
+            .run
+            .log
+            .push((crate::engine::task::Level::Info, format!("line {i}")));
+    }
+    app.selected = 2;
+    press(&mut app, KeyCode::F(2));
+    assert_eq!(
+        app.overlay,
+        Overlay::Log {
+            step: Step::Configure,
+            scroll: 0
+        }
+    );
+    let screen = render(&app, 80, 24).to_string();
+    assert!(
+        screen.contains("line 99") && !screen.contains("line 50"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::PageUp);
+    press(&mut app, KeyCode::PageUp);
+    let screen = render(&app, 80, 24).to_string();
+    assert!(
+        screen.contains("line 79") && !screen.contains("line 99"),
+        "{screen}"
+    );
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.overlay, Overlay::None);
+}
+
+#[test]
+fn clicks_select_steps_and_press_buttons() {
+    use crossterm::event::{MouseButton, MouseEvent, MouseEventKind};
+    let click = |column, row| MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column,
+        row,
+        modifiers: KeyModifiers::NONE,
+    };
+    let mut app = app();
+    render(&app, 100, 30); // the hit areas are where the last draw put things
+    assert_eq!(app.handle_mouse(click(5, 5)), None);
+    assert_eq!(app.selected_step(), Step::Verify);
+    let screen = render(&app, 100, 30).to_string();
+    let row = screen
+        .lines()
+        .position(|l| l.contains("[ Check ]"))
+        .expect("the Verify button is drawn") as u16;
+    assert_eq!(
+        app.handle_mouse(click(42, row)),
+        Some(Command::Start(Step::Verify))
+    );
+}
