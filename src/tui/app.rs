@@ -29,7 +29,7 @@ use crate::engine::machine::{self, MachineRecord};
 use crate::engine::publish::{self, PublishError, Published};
 use crate::engine::session::{Choices, Session, SessionError, StepStatus};
 use crate::engine::task::{self, Event, Level, Summary, Task};
-use crate::engine::verify::{self, Report, VerifyError};
+use crate::engine::verify::{self, Report, Verdict, VerifyError};
 
 /// Where a step stands, as the step list shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -792,7 +792,23 @@ impl App {
         let run = self.run_mut(step);
         match event {
             Event::Machine(view) => run.machine.view = Some(view),
-            Event::Check(check) => run.checks.push(check),
+            Event::Check(check) => {
+                // Also in the log, so F2 shows every verdict when the list is folded.
+                let level = match check.verdict {
+                    Verdict::Pass | Verdict::Skipped => Level::Info,
+                    Verdict::Fail | Verdict::Warn => Level::Warn,
+                };
+                run.log.push((
+                    level,
+                    format!(
+                        "[{}] {}: {}",
+                        check.verdict.word(),
+                        check.name,
+                        check.detail
+                    ),
+                ));
+                run.checks.push(check);
+            }
             Event::Started { title } => run.log.push((Level::Info, title)),
             Event::Log { level, message } => run.log.push((level, message)),
             Event::Progress(p) => run.progress = Some(p),

@@ -72,10 +72,44 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
     );
 }
 
-/// Checks, the kept-machine banner, the error or the outcome, then the newest log lines that fit.
+/// The error (and the kept-machine keys), the checks, the outcome, then the newest log lines
+/// that fit.
 fn result_lines<'a>(run: &'a StepRun, room: usize, theme: &Theme) -> Vec<Line<'a>> {
     let mut lines: Vec<Line> = Vec::new();
+    // What went wrong (and what can be done about it) first, so it is never cut off.
+    if let Some(error) = &run.held {
+        lines.push(Line::styled(format!("✘ {error}"), theme.error()));
+        lines.push(Line::from(vec![
+            Span::styled("  machine kept: ", theme.warning()),
+            Span::styled("r", theme.key_hint()),
+            Span::styled(" retry  ", theme.muted()),
+            Span::styled("c", theme.key_hint()),
+            Span::styled(" console  ", theme.muted()),
+            Span::styled("v", theme.key_hint()),
+            Span::styled(" screen  ", theme.muted()),
+            Span::styled("s", theme.key_hint()),
+            Span::styled(" stop it", theme.muted()),
+        ]));
+    } else if let Some(error) = &run.error {
+        lines.push(Line::styled(format!("✘ {error}"), theme.error()));
+    }
+    // When the checklist does not fit, the passes fold into one line so failures stay visible.
+    let fold_passes = run.checks.len() + 3 > room;
+    let passed = run
+        .checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Pass)
+        .count();
+    if fold_passes && passed > 0 {
+        lines.push(Line::styled(
+            format!("[pass] {passed} checks passed (F2: the whole log)"),
+            theme.ok(),
+        ));
+    }
     for check in &run.checks {
+        if fold_passes && check.verdict == Verdict::Pass {
+            continue;
+        }
         let style = match check.verdict {
             Verdict::Pass => theme.ok(),
             Verdict::Fail => theme.error(),
@@ -94,22 +128,6 @@ fn result_lines<'a>(run: &'a StepRun, room: usize, theme: &Theme) -> Vec<Line<'a
         if let (Some(fix), Verdict::Fail | Verdict::Warn) = (&check.fix, check.verdict) {
             lines.push(Line::styled(format!("       fix: {fix}"), theme.key_hint()));
         }
-    }
-    if let Some(error) = &run.held {
-        lines.push(Line::styled(format!("✘ {error}"), theme.error()));
-        lines.push(Line::from(vec![
-            Span::styled("  machine kept: ", theme.warning()),
-            Span::styled("r", theme.key_hint()),
-            Span::styled(" retry  ", theme.muted()),
-            Span::styled("c", theme.key_hint()),
-            Span::styled(" console  ", theme.muted()),
-            Span::styled("v", theme.key_hint()),
-            Span::styled(" screen  ", theme.muted()),
-            Span::styled("s", theme.key_hint()),
-            Span::styled(" stop it", theme.muted()),
-        ]));
-    } else if let Some(error) = &run.error {
-        lines.push(Line::styled(format!("✘ {error}"), theme.error()));
     }
     for (i, line) in run.outcome.iter().enumerate() {
         lines.push(if i == 0 {
