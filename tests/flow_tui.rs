@@ -194,7 +194,7 @@ fn a_failed_verify_keeps_its_machine_until_the_person_stops_it() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let screen = tmux.wait_for("see the fixes above", SCREEN);
+    let screen = tmux.wait_for("1 failed, 0 warnings", SCREEN);
     assert!(step_line(&screen, "Verify").ends_with("failed"), "{screen}");
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);

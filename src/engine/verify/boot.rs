@@ -48,7 +48,8 @@ pub struct BootRequest {
 #[error("the test boot could not start: {0}")]
 pub struct BootNotStarted(#[from] pub MachineError);
 
-/// Boot and run the driver's procedure; one check per step, in order.
+/// Boot and run the driver's procedure; one check per step, in order, reported once all are
+/// known (`boots` is judged last) and before a failed run holds its machine.
 pub async fn boot_checks(
     request: &BootRequest,
     reporter: &Reporter,
@@ -86,6 +87,7 @@ pub async fn boot_checks(
     let procedure = procedure(request, port, started, reporter);
     let mut checks = tokio::select! {
         checks = procedure => checks,
+        // Cancelled mid-procedure: no verdicts (the caller reports the cancellation).
         _ = reporter.cancelled() => {
             machine.shut_down(Duration::ZERO).await;
             return Ok(Vec::new());
@@ -98,6 +100,9 @@ pub async fn boot_checks(
         .iter()
         .any(|c| c.id == "root-login" && c.verdict == Verdict::Pass);
     checks.insert(0, boots_check(&serial, logged_in, &view.serial_tail(10)));
+    for check in &checks {
+        reporter.check(check.clone());
+    }
     let failed: Vec<&str> = checks
         .iter()
         .filter(|c| c.verdict == Verdict::Fail)
