@@ -36,7 +36,18 @@ async fn run(args: Args) -> Exit {
     let overrides = args.overrides();
     let settings = config::resolve(overrides.clone(), file, host::resources());
     match args.command {
-        None => tui::run(settings, dirs, args.image).await,
+        None => tui::run(settings, dirs, None).await,
+        Some(Command::Open(words)) => match words.as_slice() {
+            [image] if looks_like_an_image(image.as_ref()) => {
+                tui::run(settings, dirs, Some(image.into())).await
+            }
+            _ => {
+                eprintln!(
+                    "kiln: {words:?} is neither a command nor an image; `kiln IMAGE` opens an image, `kiln --help` lists the commands"
+                );
+                Exit::Environment
+            }
+        },
         Some(Command::Run(run)) => cli::run::run(run, &settings, &overrides, dirs.as_ref()).await,
         Some(Command::Create(create)) => cli::create::run(create).await,
         Some(Command::Install(install)) => {
@@ -52,4 +63,11 @@ async fn run(args: Args) -> Exit {
         Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
         Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),
     }
+}
+
+/// `kiln IMAGE` takes an existing file, or a new path that names a file (has a dot or a
+/// slash); a bare unknown word is more likely a mistyped command.
+fn looks_like_an_image(word: &std::path::Path) -> bool {
+    let text = word.to_string_lossy();
+    word.exists() || text.contains('.') || text.contains('/')
 }

@@ -182,3 +182,23 @@ fn config_precedence_and_template() {
         "{stderr}"
     );
 }
+
+#[test]
+fn global_flags_go_before_any_command_and_a_mistyped_command_is_not_taken_for_an_image() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.kiln(&["--memory", "1024", "--cpus", "1", "config", "--path"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("config.toml"));
+
+    let out = sandbox.kiln(&["--memory", "512", "confgure"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("neither a command nor an image"),
+        "{}",
+        text(&out.stderr)
+    );
+    // An image path, but no terminal: the workbench says what to use instead.
+    let out = sandbox.kiln(&["disk.qcow2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("kiln run"), "{}", text(&out.stderr));
+}

@@ -11,6 +11,7 @@ pub mod publish;
 pub mod report;
 pub mod run;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,19 +23,10 @@ use crate::engine::config::CliOverrides;
 ///
 /// Run without a command to open the workbench; `kiln IMAGE` opens it on that image's session.
 #[derive(Debug, Parser)]
-#[command(
-    name = "kiln",
-    version,
-    about,
-    long_about,
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "kiln", version, about, long_about)]
 pub struct Args {
     #[command(subcommand)]
     pub command: Option<Command>,
-
-    /// Open the workbench on this image, at the first step its session has not done.
-    pub image: Option<PathBuf>,
 
     /// Read settings from this file instead of ~/.config/kiln/config.toml.
     #[arg(long, global = true, value_name = "FILE")]
@@ -89,6 +81,10 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.
     Config(config::ConfigArgs),
+    /// `kiln IMAGE`: the workbench on that image, at the first step its session has not done.
+    /// (Parsed as an unknown command so that global flags may still come first.)
+    #[command(external_subcommand)]
+    Open(Vec<OsString>),
 }
 
 /// How results are printed on stdout.

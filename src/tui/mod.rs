@@ -31,6 +31,13 @@ pub async fn run(
     dirs: Option<Dirs>,
     image: Option<std::path::PathBuf>,
 ) -> Exit {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        eprintln!(
+            "kiln: the workbench needs a terminal; in scripts use `kiln run` or a step command"
+        );
+        return Exit::Environment;
+    }
     let (theme, theme_problem) = Theme::load(
         &settings.theme,
         dirs.as_ref().map(|d| d.theme_dir()).as_deref(),
