@@ -200,5 +200,9 @@ fn global_flags_go_before_any_command_and_a_mistyped_command_is_not_taken_for_an
     // An image path, but no terminal: the workbench says what to use instead.
     let out = sandbox.kiln(&["disk.qcow2"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("kiln run"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("kiln run"),
+        "{}",
+        text(&out.stderr)
+    );
 }
