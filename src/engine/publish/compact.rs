@@ -1,7 +1,7 @@
 //! Compaction with `qemu-img convert` (its `-p` progress passed on) and the `NAME.sha256`
 //! file written beside a published image.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -195,10 +195,10 @@ pub(super) async fn sha256(path: &Path, reporter: &Reporter) -> Result<String, P
     reporter.info(format!("computing the SHA-256 of {}", path.display()));
     iso::sha256_file(path, reporter)
         .await
-        .map_err(checksum_error)
+        .map_err(|e| checksum_error(path, e))
 }
 
-fn checksum_error(error: IsoError) -> PublishError {
+fn checksum_error(path: &Path, error: IsoError) -> PublishError {
     match error {
         IsoError::Cancelled => PublishError::Cancelled("nothing was published".into()),
         IsoError::Read { path, source } => PublishError::Io {
@@ -208,7 +208,7 @@ fn checksum_error(error: IsoError) -> PublishError {
         },
         other => PublishError::Io {
             action: "cannot checksum",
-            path: PathBuf::new(),
+            path: path.to_path_buf(),
             source: std::io::Error::other(other.to_string()),
         },
     }

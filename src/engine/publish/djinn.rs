@@ -71,7 +71,8 @@ pub(super) fn parse_api_url(url: &str) -> Result<(Api, bool), PublishError> {
     Ok((Api { base, images }, plain))
 }
 
-pub(super) fn http_client() -> Result<reqwest::Client, PublishError> {
+/// The HTTP client for the API at `base` (named in the error if TLS cannot be set up).
+pub(super) fn http_client(base: &str) -> Result<reqwest::Client, PublishError> {
     static PROVIDER: std::sync::Once = std::sync::Once::new();
     // reqwest is built with `rustls-no-provider`: it takes the process-wide provider. An error
     // means one is installed already, which is as good.
@@ -87,7 +88,7 @@ pub(super) fn http_client() -> Result<reqwest::Client, PublishError> {
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| PublishError::Unreachable {
-            url: String::new(),
+            url: base.to_string(),
             reason: format!("cannot set up HTTPS: {}", error_chain(&e)),
         })
 }

@@ -558,7 +558,7 @@ pub async fn publish(
                 ));
             }
             let djinn = DjinnUpload {
-                client: http_client()?,
+                client: http_client(&api.base)?,
                 authorization: token.authorization()?,
                 api,
                 name,
