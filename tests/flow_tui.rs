@@ -161,9 +161,9 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
 }
 
 /// Like Packer's `-on-error=ask`, but visible: a verify that fails keeps its machine up for a
-/// look until the person stops it; then nothing is left running.
+/// look until the person retries or stops it; then nothing is left running.
 #[test]
-fn a_failed_verify_keeps_its_machine_until_the_person_stops_it() {
+fn a_failed_verify_keeps_its_machine_until_the_person_retries_or_stops_it() {
     let sandbox = Sandbox::new();
     let image = sandbox.work().join("broken.qcow2");
     std::fs::copy(support::fixtures::variant("no-sftp"), &image).unwrap();
