@@ -53,12 +53,7 @@ where
                     streams.push(tokio::spawn(stream_serial(view)));
                 }
             }
-            Event::Check(check) => eprintln!(
-                "kiln {step}: [{}] {}: {}",
-                check.verdict.word(),
-                check.name,
-                check.detail
-            ),
+            Event::Check(check) => eprintln!("kiln {step}: {}", check.line()),
             // Headless steps never hold their machine (nobody could look at it).
             Event::Held { error } => eprintln!("kiln {step}: failed: {error}"),
             Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),

@@ -14,7 +14,7 @@ use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::config::{CliOverrides, Dirs, Settings};
 use crate::engine::flow::{self, MachineSettings, Secrets};
-use crate::engine::session::{Choices, Session, SessionError, StepStatus};
+use crate::engine::session::{Choices, Session, SessionError};
 use crate::engine::task::{self, Summary};
 use crate::engine::{configure, host, image, install, publish, verify};
 
@@ -264,11 +264,6 @@ pub async fn run(
                     .unwrap_or_default(),
             });
             continue;
-        }
-        if let StepStatus::Running { pid } = session.status(step) {
-            eprintln!("kiln run: {} is running in kiln pid {pid}", step.name());
-            exit = Exit::Environment;
-            break;
         }
         if step == Step::Publish {
             if session.choices.target.is_none() {

@@ -274,10 +274,9 @@ impl Session {
         match record.outcome {
             Outcome::Running => {
                 return match record.pid {
-                    Some(pid) if pid != std::process::id() && kiln_is_alive(pid) => {
+                    Some(pid) if pid == std::process::id() || kiln_is_alive(pid) => {
                         StepStatus::Running { pid }
                     }
-                    Some(pid) if pid == std::process::id() => StepStatus::Running { pid },
                     _ => StepStatus::Interrupted,
                 };
             }

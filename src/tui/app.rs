@@ -723,7 +723,7 @@ impl App {
             Step::Install => match flow::install_request(&image, &choices, &machines, true) {
                 Ok(request) => {
                     let title = format!("installing onto {}", image.display());
-                    Running::Install(task::spawn_holding(title, |r| install::install(request, r)))
+                    Running::Install(task::spawn(title, |r| install::install(request, r)))
                 }
                 Err(e) => return self.refused(step, e),
             },
@@ -798,15 +798,7 @@ impl App {
                     Verdict::Pass | Verdict::Skipped => Level::Info,
                     Verdict::Fail | Verdict::Warn => Level::Warn,
                 };
-                run.log.push((
-                    level,
-                    format!(
-                        "[{}] {}: {}",
-                        check.verdict.word(),
-                        check.name,
-                        check.detail
-                    ),
-                ));
+                run.log.push((level, check.line()));
                 run.checks.push(check);
             }
             Event::Started { title } => run.log.push((Level::Info, title)),
@@ -919,17 +911,10 @@ impl App {
             Err(message) => run.error = Some(message),
         }
         if let Some(again) = self.retry.take() {
-            self.start_again(again).await;
+            self.start(again);
         } else if succeeded {
             // The result stays on screen; `n` moves on to the next step, its form pre-filled.
             self.focus = Focus::Steps;
-        }
-    }
-
-    async fn start_again(&mut self, step: Step) {
-        match step {
-            Step::Create => self.start_create(false).await,
-            other => self.start(other),
         }
     }
 

@@ -156,6 +156,11 @@ pub struct Check {
 }
 
 impl Check {
+    /// `[FAIL] name: detail`, as logs and the checklist show a verdict.
+    pub fn line(&self) -> String {
+        format!("[{}] {}: {}", self.verdict.word(), self.name, self.detail)
+    }
+
     pub(crate) fn new(
         id: &'static str,
         name: &'static str,

@@ -116,15 +116,7 @@ fn result_lines<'a>(run: &'a StepRun, room: usize, theme: &Theme) -> Vec<Line<'a
             Verdict::Warn => theme.warning(),
             Verdict::Skipped => theme.muted(),
         };
-        lines.push(Line::styled(
-            format!(
-                "[{}] {}: {}",
-                check.verdict.word(),
-                check.name,
-                check.detail
-            ),
-            style,
-        ));
+        lines.push(Line::styled(check.line(), style));
         if let (Some(fix), Verdict::Fail | Verdict::Warn) = (&check.fix, check.verdict) {
             lines.push(Line::styled(format!("       fix: {fix}"), theme.key_hint()));
         }
