@@ -8,12 +8,13 @@ use clap::{Args, ValueEnum};
 
 use super::{Exit, report};
 use crate::engine::Step;
+use crate::engine::check::Verdict;
 use crate::engine::config::Dirs;
 use crate::engine::driver::DriverProfile;
 use crate::engine::host;
 use crate::engine::session::{Session, session_path};
 use crate::engine::task::{self, Summary};
-use crate::engine::verify::{self, Report, Verdict, VerifyError, VerifyRequest};
+use crate::engine::verify::{self, Report, VerifyError, VerifyRequest};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ProfileArg {

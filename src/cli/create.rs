@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Exit, Format, report};
-use crate::engine::image::{self, CreateError, CreateRequest, human_bytes};
+use crate::engine::image::{self, CreateError, CreateRequest};
 use crate::engine::task;
+use crate::engine::units::human_bytes;
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {

@@ -7,12 +7,12 @@ use clap::{Args, ValueEnum};
 
 use super::{Exit, Format, report};
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::image::human_bytes;
 use crate::engine::publish::{
     self, Compaction, Destination, PublishError, PublishRequest, PublishTarget, Published,
 };
 use crate::engine::session::{Session, session_path};
 use crate::engine::task;
+use crate::engine::units::human_bytes;
 
 /// Where `kiln publish` sends the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::config::{HostResources, Settings};
-use super::image::{free_space, human_bytes};
 use super::process::{find_on_path, install_hint, run_tool};
+use super::units::human_bytes;
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a KVM probe machine must survive to count as working.
@@ -274,6 +274,16 @@ async fn probe_boot() -> Result<String, KvmProblem> {
             })
         }
     }
+}
+
+/// Bytes available to us on the filesystem holding `dir`.
+pub fn free_space(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c_path is a valid NUL-terminated string and stat a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
+    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 #[cfg(test)]

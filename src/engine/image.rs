@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::host::free_space;
 use super::process::{ToolError, run_tool};
 use super::task::{Reporter, Summary, TaskPanicked};
+use super::units::human_bytes;
 
 const GIB: u64 = 1 << 30;
 /// The Djinn image guide recommends a virtual size under 20 GB; we warn above 20 GiB so that
@@ -81,24 +83,6 @@ pub fn image_name_problem(path: &Path) -> Option<String> {
     (!is_valid_image_name(&stem)).then(|| {
         format!("`{stem}` is not a valid Djinn image name: use letters, digits, `_` and `-`")
     })
-}
-
-/// `1.5 GiB`, `390.2 MiB`, `512 B`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else if value.fract() == 0.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 /// What `kiln create` was asked to do.
@@ -320,16 +304,6 @@ fn probe_writable(dir: &Path) -> Result<(), CreateError> {
     }
 }
 
-/// Bytes available to us on the filesystem holding `dir`.
-pub fn free_space(dir: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c_path is a valid NUL-terminated string and stat a properly sized out-parameter.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
-    (rc == 0).then(|| stat.f_bavail as u64 * stat.f_frsize as u64)
-}
-
 /// True when a running QEMU holds the image's write lock.
 pub async fn is_locked(path: &Path) -> bool {
     match run_tool(
@@ -480,13 +454,6 @@ mod tests {
         }
         assert!(image_name_problem(Path::new("/tmp/debian-12.qcow2")).is_none());
         assert!(image_name_problem(Path::new("/tmp/debian 12.qcow2")).is_some());
-    }
-
-    #[test]
-    fn human_sizes() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(10 * GIB), "10 GiB");
-        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
     }
 
     #[test]

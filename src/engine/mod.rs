@@ -1,6 +1,7 @@
 //! The engine: every step of an image's life, with no user-interface code. The TUI and the
 //! headless CLI both drive it through [`task::Task`]s and the events they report.
 
+pub mod check;
 pub mod config;
 pub mod configure;
 pub mod console;
@@ -18,6 +19,7 @@ pub mod screen;
 pub mod session;
 pub mod ssh;
 pub mod task;
+pub mod units;
 pub mod verify;
 
 /// The steps of the workflow, in the order a person walks them.

@@ -9,9 +9,9 @@ use std::future::Future;
 
 use tokio::sync::mpsc;
 
-use super::image::human_bytes;
+use super::check::Check;
 use super::machine::MachineView;
-use super::verify::Check;
+use super::units::human_bytes;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

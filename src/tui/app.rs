@@ -19,6 +19,7 @@ use super::steps::run::StepRun;
 use super::steps::verify::VerifyScreen;
 use super::theme::Theme;
 use crate::engine::Step;
+use crate::engine::check::Verdict;
 use crate::engine::config::Settings;
 use crate::engine::configure::{self, Approval, ConfigureError, Configured};
 use crate::engine::flow::{self, MachineSettings};
@@ -29,7 +30,7 @@ use crate::engine::machine::{self, MachineRecord};
 use crate::engine::publish::{self, PublishError, Published};
 use crate::engine::session::{Choices, Session, SessionError, StepStatus};
 use crate::engine::task::{self, Event, Level, Summary, Task};
-use crate::engine::verify::{self, Report, Verdict, VerifyError};
+use crate::engine::verify::{self, Report, VerifyError};
 
 /// Where a step stands, as the step list shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

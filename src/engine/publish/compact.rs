@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::local::{TempFile, temp_path};
+use super::temp::{TempFile, temp_path};
 use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, TOKEN_ENV, io_error};
-use crate::engine::image::{self, human_bytes};
+use crate::engine::image;
 use crate::engine::iso::{self, IsoError};
 use crate::engine::process::{ToolError, install_hint};
 use crate::engine::task::Reporter;
+use crate::engine::units::human_bytes;
 
 /// `qemu-img convert -p -O qcow2 -o compat=1.1 [-c] IN OUT`, with its progress passed on.
 pub(super) async fn compact(

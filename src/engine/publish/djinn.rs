@@ -16,10 +16,10 @@ use serde_json::Value;
 use tokio_util::bytes::Bytes;
 
 use super::compact::{compact, sha256, write_checksum};
-use super::local::{TempFile, parent_dir, temp_path};
+use super::temp::{TempFile, parent_dir, temp_path};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, TOKEN_ENV, io_error};
-use crate::engine::image::human_bytes;
 use crate::engine::task::Reporter;
+use crate::engine::units::human_bytes;
 
 /// The content type of a raw qcow2 upload (driver-contract.md §5).
 pub const QEMU_DISK: &str = "application/x-qemu-disk";

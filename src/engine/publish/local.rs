@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::compact::{compact, sha256, write_checksum};
+use super::temp::{TempFile, parent_dir, temp_path};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, driver_conf, io_error};
-use crate::engine::image::human_bytes;
 use crate::engine::task::{Reporter, TaskPanicked};
+use crate::engine::units::human_bytes;
 
 /// Copies move this much per step, so progress and Ctrl-C are noticed several times a second.
 const COPY_CHUNK: usize = 8 << 20;
@@ -133,31 +134,10 @@ fn expand_env(text: &str) -> Result<String, String> {
     Ok(out)
 }
 
-/// A file removed when dropped, unless it was already moved away.
-pub(super) struct TempFile(pub(super) PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-/// `.NAME.kiln-SUFFIX-PID` in `dir`: hidden, and unique to this process.
-pub(super) fn temp_path(dir: &Path, name: &str, suffix: &str) -> PathBuf {
-    dir.join(format!(".{name}.kiln-{suffix}-{}", std::process::id()))
-}
-
 fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-pub(super) fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
 }
 
 /// Offline runner and builds.sr.ht: compact or copy into a temporary file beside the final

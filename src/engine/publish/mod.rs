@@ -16,6 +16,7 @@ mod compact;
 mod djinn;
 pub mod driver_conf;
 mod local;
+mod temp;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -28,10 +29,12 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 
-use super::image::{human_bytes, is_valid_image_name};
+use super::check::{self, Check, Verdict};
+use super::image::is_valid_image_name;
 use super::process::ToolError;
 use super::task::{Reporter, Summary, TaskPanicked};
-use super::verify::{self, Check, Verdict};
+use super::units::human_bytes;
+use super::verify;
 use djinn::{Api, DjinnUpload, http_client, parse_api_url};
 use local::{FilePlan, file_plan, install_file, layout_component, namespace_segments, read_disks};
 
@@ -605,7 +608,7 @@ async fn preflight(image: &Path, reporter: &Reporter) -> Result<(), PublishError
             .unwrap_or_default();
         reporter.warn(format!("{}: {}{fix}", check.name, check.detail));
     }
-    let failed: Vec<Check> = verify::failures(&checks).into_iter().cloned().collect();
+    let failed: Vec<Check> = check::failures(&checks).into_iter().cloned().collect();
     if !failed.is_empty() {
         return Err(PublishError::NotReady(failed));
     }

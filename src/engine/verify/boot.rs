@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Check, Verdict};
+use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
 use crate::engine::install::serial_log_path;
 use crate::engine::machine::{Machine, MachineError, MachineSpec};

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Check, QCOW2_MAGIC, Verdict};
-use crate::engine::image::{self, RECOMMENDED_MAX_SIZE, human_bytes, is_valid_image_name};
+use super::QCOW2_MAGIC;
+use crate::engine::check::{Check, Verdict};
+use crate::engine::image::{self, RECOMMENDED_MAX_SIZE, is_valid_image_name};
+use crate::engine::units::human_bytes;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -314,7 +316,7 @@ async fn consistency_check(path: &Path) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::verify::failures;
+    use crate::engine::check::failures;
 
     async fn qemu_img(args: &[&str]) {
         let out = tokio::process::Command::new("qemu-img")

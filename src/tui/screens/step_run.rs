@@ -10,8 +10,8 @@ use ratatui::widgets::{Paragraph, Wrap};
 
 use super::machine;
 use crate::engine::Step;
+use crate::engine::check::Verdict;
 use crate::engine::task::Level;
-use crate::engine::verify::Verdict;
 use crate::tui::app::{App, StepState};
 use crate::tui::steps::run::StepRun;
 use crate::tui::theme::Theme;

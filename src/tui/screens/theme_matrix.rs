@@ -10,9 +10,9 @@ use ratatui::buffer::Buffer;
 use ratatui::style::{Color, Modifier, Style};
 
 use crate::engine::Step;
+use crate::engine::check::{Check, Verdict};
 use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::task::{Level, Progress};
-use crate::engine::verify::{Check, Verdict};
 use crate::tui::app::{App, Focus, Overlay, StepState};
 use crate::tui::theme::Theme;
 

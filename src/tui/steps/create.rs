@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use super::run::StepRun;
 use crate::engine::config::Settings;
-use crate::engine::image::{self, ImageInfo, human_bytes, image_name_problem, parse_size};
+use crate::engine::image::{self, ImageInfo, image_name_problem, parse_size};
 use crate::engine::session::Choices;
 use crate::engine::task::Level;
+use crate::engine::units::human_bytes;
 use crate::tui::widgets::form::{Field, Form};
 
 /// The Create screen: its form and what the last run said.

@@ -1,8 +1,8 @@
 //! What a step screen shows about its current or last run.
 
 use super::machine_pane::MachinePane;
+use crate::engine::check::Check;
 use crate::engine::task::{Level, Progress};
-use crate::engine::verify::Check;
 
 #[derive(Clone, Default)]
 pub struct StepRun {
