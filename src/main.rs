@@ -36,10 +36,10 @@ async fn run(args: Args) -> Exit {
     let overrides = args.overrides();
     let settings = config::resolve(overrides.clone(), file, host::resources());
     match args.command {
-        None => tui::run(settings, dirs, None).await,
+        None => workbench(settings, dirs, None).await,
         Some(Command::Open(words)) => match words.as_slice() {
             [image] if looks_like_an_image(image.as_ref()) => {
-                tui::run(settings, dirs, Some(image.into())).await
+                workbench(settings, dirs, Some(image.into())).await
             }
             _ => {
                 eprintln!(
@@ -49,11 +49,11 @@ async fn run(args: Args) -> Exit {
             }
         },
         Some(Command::Run(run)) => cli::run::run(run, &settings, &overrides, dirs.as_ref()).await,
-        Some(Command::Create(create)) => cli::create::run(create).await,
+        Some(Command::Create(create)) => cli::create::run(create, &settings, dirs.as_ref()).await,
         Some(Command::Install(install)) => {
             cli::install::run(install, &settings, dirs.as_ref()).await
         }
-        Some(Command::Check(check)) => cli::check::run(check, dirs.as_ref()).await,
+        Some(Command::Check(check)) => cli::check::run(check, &settings, dirs.as_ref()).await,
         Some(Command::Configure(configure)) => {
             cli::configure::run(configure, &settings, dirs.as_ref()).await
         }
@@ -62,6 +62,18 @@ async fn run(args: Args) -> Exit {
         }
         Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
         Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),
+    }
+}
+
+/// The workbench, and the exit code its ending means.
+async fn workbench(
+    settings: config::Settings,
+    dirs: Option<Dirs>,
+    image: Option<std::path::PathBuf>,
+) -> Exit {
+    match tui::run(settings, dirs, image).await {
+        tui::Ending::Quit => Exit::Ok,
+        tui::Ending::NoTerminal | tui::Ending::TerminalError => Exit::Environment,
     }
 }
 

@@ -9,12 +9,11 @@ use clap::{Args, ValueEnum};
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::check::Verdict;
-use crate::engine::config::Dirs;
-use crate::engine::driver::DriverProfile;
-use crate::engine::host;
-use crate::engine::session::{Session, session_path};
-use crate::engine::task::{self, Summary};
-use crate::engine::verify::{self, Report, VerifyError, VerifyRequest};
+use crate::engine::config::{Dirs, Settings};
+use crate::engine::driver::Profile;
+use crate::engine::session::Choices;
+use crate::engine::verify::Report;
+use crate::engine::workflow::{Recording, Secrets, StepOptions, StepResult, Workflow};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ProfileArg {
@@ -23,6 +22,15 @@ pub enum ProfileArg {
     Djinn,
     /// builds.sr.ht-style runners: user build, virtio-rng.
     Srht,
+}
+
+impl From<ProfileArg> for Profile {
+    fn from(profile: ProfileArg) -> Profile {
+        match profile {
+            ProfileArg::Djinn => Profile::Djinn,
+            ProfileArg::Srht => Profile::Srht,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
@@ -37,9 +45,9 @@ pub enum ReportFormat {
 pub struct CheckArgs {
     /// The qcow2 image to check (it is never modified).
     pub image: PathBuf,
-    /// Which CI driver to imitate for the test boot.
-    #[arg(long, value_enum, default_value_t)]
-    pub profile: ProfileArg,
+    /// Which CI driver to imitate for the test boot [default: the session's choice, else djinn].
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
     /// Only the checks that need no boot (well under a second).
     #[arg(long)]
     pub static_only: bool,
@@ -51,49 +59,29 @@ pub struct CheckArgs {
     pub timeout: u64,
 }
 
-pub async fn run(args: CheckArgs, dirs: Option<&Dirs>) -> Exit {
-    let profile = if args.static_only {
-        None
-    } else {
-        let (accelerator, why) = host::choose_accelerator().await;
-        eprintln!("kiln check: {why}");
-        Some(match args.profile {
-            ProfileArg::Djinn => DriverProfile::djinn(accelerator),
-            ProfileArg::Srht => DriverProfile::srht(accelerator),
-        })
-    };
-    let request = VerifyRequest {
-        image: args.image,
-        profile,
-        deadline: Duration::from_secs(args.timeout),
-        record_dir: dirs.map(Dirs::machine_records),
-    };
-    // An image kiln keeps a session for gets this full check recorded as its verify step (a
-    // static-only check is not one); kiln does not start a session for images it only checks.
-    let mut session = (request.profile.is_some() && session_path(&request.image).exists())
-        .then(|| Session::open(&request.image).ok())
-        .flatten();
-    if let Some(session) = session.as_mut()
-        && let Err(e) = session.begin(Step::Verify)
-    {
-        eprintln!("kiln check: {e}");
-        return Exit::Environment;
-    }
-    let title = format!("checking {}", request.image.display());
-    let task = task::spawn(title, |reporter| verify::verify(request, reporter));
-    let result = report::follow("check", task, false).await;
-    if let Some(session) = session.as_mut() {
-        let outcome = match &result {
-            Ok(report) if report.passed() => Ok(report.summary()),
-            Ok(report) => Err(report.summary()),
-            Err(e) => Err(e.to_string()),
-        };
-        if let Err(e) = session.end(Step::Verify, outcome) {
+/// An image with a session gets this full check recorded as its verify step (a static-only
+/// check is not one); an image without one is checked and left as it was.
+pub async fn run(args: CheckArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
+    let environment = super::environment("check", !args.static_only, settings, dirs).await;
+    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+        Ok(workflow) => workflow,
+        Err(e) => {
             eprintln!("kiln check: {e}");
+            return Exit::Environment;
         }
-    }
-    match result {
-        Ok(report) => {
+    };
+    workflow.choose(&Choices {
+        profile: args.profile.map(Profile::from),
+        ..Choices::default()
+    });
+    let options = StepOptions {
+        static_only: args.static_only,
+        timeout: Some(Duration::from_secs(args.timeout)),
+        ..StepOptions::default()
+    };
+    let task = workflow.start(Step::Verify, Secrets::default(), options);
+    match report::follow("check", task, false).await {
+        Ok(StepResult::Verified(report)) => {
             print!(
                 "{}",
                 match args.format {
@@ -109,8 +97,8 @@ pub async fn run(args: CheckArgs, dirs: Option<&Dirs>) -> Exit {
                 Exit::Failed
             }
         }
-        Err(VerifyError::Cancelled) => Exit::Failed,
-        Err(_) => Exit::Environment,
+        Ok(_) => Exit::Failed,
+        Err(e) => Exit::for_step(&e),
     }
 }
 

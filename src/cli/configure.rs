@@ -8,11 +8,12 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::{Exit, report};
+use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::configure::{self, ConfigureRequest, Extras, SshdConfig};
-use crate::engine::host;
-use crate::engine::ssh::Auth;
-use crate::engine::task;
+use crate::engine::configure::SshdVariant;
+use crate::engine::session::Choices;
+use crate::engine::task::{Answers, TaskOptions};
+use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum Variant {
@@ -21,6 +22,15 @@ pub enum Variant {
     Reference,
     /// UsePAM yes and the sftp-server binary (the older documented variant).
     Pam,
+}
+
+impl From<Variant> for SshdVariant {
+    fn from(variant: Variant) -> SshdVariant {
+        match variant {
+            Variant::Reference => SshdVariant::Reference,
+            Variant::Pam => SshdVariant::Pam,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -60,31 +70,53 @@ pub struct ConfigureArgs {
 }
 
 pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let request = match request(args, settings, dirs).await {
-        Ok(request) => request,
+    let secrets = match secrets(&args) {
+        Ok(secrets) => secrets,
         Err(message) => {
             eprintln!("kiln configure: {message}");
             return Exit::Environment;
         }
     };
-    let title = format!(
-        "configuring {} as {}",
-        request.image.display(),
-        request.user
-    );
-    let task = task::spawn(title, |reporter| configure::configure(request, reporter));
+    let environment = super::environment("configure", true, settings, dirs).await;
+    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+        Ok(workflow) => workflow,
+        Err(e) => {
+            eprintln!("kiln configure: {e}");
+            return Exit::Environment;
+        }
+    };
+    let on = |flag: bool| flag.then_some(true);
+    workflow.choose(&Choices {
+        user: Some(args.user.clone()),
+        key: args.key.as_deref().map(super::absolute),
+        variant: Some(args.variant.into()),
+        sshd_config: args.sshd_config.as_deref().map(super::absolute),
+        zero_free_space: on(args.zero_free_space),
+        clear_machine_id: on(args.clear_machine_id),
+        regenerate_host_keys: on(args.regenerate_host_keys),
+        ..Choices::default()
+    });
+    let options = StepOptions {
+        // Headless: the diff is printed, then applied (scripts cannot answer a question).
+        task: TaskOptions {
+            answers: Answers {
+                apply_sshd_config: Some(true),
+                ..Answers::default()
+            },
+            ..TaskOptions::default()
+        },
+        timeout: Some(Duration::from_secs(args.boot_timeout)),
+        ..StepOptions::default()
+    };
+    let task = workflow.start(Step::Configure, secrets, options);
     match report::follow("configure", task, false).await {
         Ok(_) => Exit::Ok,
-        Err(e) if e.is_usage() => Exit::Environment,
-        Err(_) => Exit::Failed,
+        Err(e) => Exit::for_step(&e),
     }
 }
 
-async fn request(
-    args: ConfigureArgs,
-    settings: &Settings,
-    dirs: Option<&Dirs>,
-) -> Result<ConfigureRequest, String> {
+/// The password (file or prompt) and the key's passphrase, read before anything boots.
+fn secrets(args: &ConfigureArgs) -> Result<Secrets, String> {
     let password = match &args.password_file {
         Some(file) => Some(first_line(file)?),
         None if args.key.is_none() && args.user != "root" => {
@@ -92,54 +124,23 @@ async fn request(
         }
         None => None,
     };
-    let auth = match &args.key {
-        Some(key) => {
-            if !key.exists() {
-                return Err(format!("key {} does not exist", key.display()));
-            }
-            let passphrase = match &args.passphrase_file {
-                Some(file) => Some(first_line(file)?),
-                None if key_is_encrypted(key) => {
-                    Some(prompt(&format!("passphrase for {}: ", key.display()))?)
-                }
-                None => None,
-            };
-            Auth::Key {
-                path: key.clone(),
-                passphrase,
-            }
+    let mut secrets = Secrets {
+        password,
+        ..Secrets::default()
+    };
+    if let Some(key) = &args.key {
+        if !key.exists() {
+            return Err(format!("key {} does not exist", key.display()));
         }
-        None => Auth::Password(password.clone().unwrap_or_default()),
-    };
-    let sshd_config = match (&args.sshd_config, args.variant) {
-        (Some(file), _) => SshdConfig::Custom(
-            std::fs::read_to_string(file)
-                .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
-        ),
-        (None, Variant::Reference) => SshdConfig::Reference,
-        (None, Variant::Pam) => SshdConfig::Pam,
-    };
-    let (accelerator, why) = host::choose_accelerator().await;
-    eprintln!("kiln configure: {why}");
-    Ok(ConfigureRequest {
-        image: args.image,
-        user: args.user,
-        auth,
-        sudo_password: password,
-        sshd_config,
-        extras: Extras {
-            zero_free_space: args.zero_free_space,
-            clear_machine_id: args.clear_machine_id,
-            regenerate_host_keys: args.regenerate_host_keys,
-        },
-        accelerator,
-        memory_mib: settings.memory_mib,
-        cpus: settings.cpus,
-        boot_deadline: Duration::from_secs(args.boot_timeout),
-        record_dir: dirs.map(Dirs::machine_records),
-        // Headless: the diff is printed, then applied (scripts cannot answer a question).
-        approve: None,
-    })
+        secrets.passphrase = match &args.passphrase_file {
+            Some(file) => Some(first_line(file)?),
+            None if key_is_encrypted(key) => {
+                Some(prompt(&format!("passphrase for {}: ", key.display()))?)
+            }
+            None => None,
+        };
+    }
+    Ok(secrets)
 }
 
 /// The first line of a secret file, without its newline.

@@ -5,9 +5,12 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Exit, Format, report};
-use crate::engine::image::{self, CreateError, CreateRequest};
-use crate::engine::task;
+use crate::engine::Step;
+use crate::engine::config::{Dirs, Settings};
+use crate::engine::session::Choices;
+use crate::engine::task::{Answers, TaskOptions};
 use crate::engine::units::human_bytes;
+use crate::engine::workflow::{Recording, Secrets, StepOptions, StepResult, Workflow};
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -24,28 +27,32 @@ pub struct CreateArgs {
     pub format: Format,
 }
 
-pub async fn run(args: CreateArgs) -> Exit {
-    let request = CreateRequest {
-        path: args.path,
-        size: args.size,
-        force: args.force,
+pub async fn run(args: CreateArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
+    let environment = super::environment("create", false, settings, dirs).await;
+    let workflow = match Workflow::open(&args.path, Recording::IfSessionExists, environment) {
+        Ok(workflow) => workflow,
+        Err(e) => {
+            eprintln!("kiln create: {e}");
+            return Exit::Environment;
+        }
     };
-    let plan = match image::plan_create(&request).await {
-        Ok(plan) => plan,
-        Err(e) => return fail(e),
+    workflow.choose(&Choices {
+        size: Some(args.size),
+        ..Choices::default()
+    });
+    let options = StepOptions {
+        task: TaskOptions {
+            answers: Answers {
+                replace_file: Some(args.force),
+                ..Answers::default()
+            },
+            ..TaskOptions::default()
+        },
+        ..StepOptions::default()
     };
-    if let Some(free) = plan.free_space {
-        eprintln!(
-            "kiln create: {} free in the target directory",
-            human_bytes(free)
-        );
-    }
-    let task = task::spawn(
-        format!("creating {} ({})", plan.path.display(), plan.size),
-        |reporter| image::create(plan, reporter),
-    );
+    let task = workflow.start(Step::Create, Secrets::default(), options);
     match report::follow("create", task, false).await {
-        Ok(info) => {
+        Ok(StepResult::Created(info)) => {
             match args.format {
                 Format::Text => {
                     println!("path:         {}", info.path.display());
@@ -65,17 +72,8 @@ pub async fn run(args: CreateArgs) -> Exit {
             }
             Exit::Ok
         }
+        Ok(_) => Exit::Failed,
         // The failure was already printed by `follow`.
-        Err(e) if e.is_usage() => Exit::Environment,
-        Err(_) => Exit::Failed,
-    }
-}
-
-fn fail(error: CreateError) -> Exit {
-    eprintln!("kiln create: {error}");
-    if error.is_usage() {
-        Exit::Environment
-    } else {
-        Exit::Failed
+        Err(e) => Exit::for_step(&e),
     }
 }

@@ -7,11 +7,10 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{Exit, report};
+use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::host;
-use crate::engine::install::{self, InstallRequest};
-use crate::engine::iso::Expected;
-use crate::engine::task;
+use crate::engine::session::Choices;
+use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -35,33 +34,36 @@ pub struct InstallArgs {
 }
 
 pub async fn run(args: InstallArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let (accelerator, why) = host::choose_accelerator().await;
-    eprintln!("kiln install: {why}");
+    let environment = super::environment("install", true, settings, dirs).await;
+    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+        Ok(workflow) => workflow,
+        Err(e) => {
+            eprintln!("kiln install: {e}");
+            return Exit::Environment;
+        }
+    };
     let checksum = match (args.sha256, args.sha256sums) {
-        (Some(hex), _) => Some(Expected::Hex(hex)),
-        (None, Some(file)) => Some(Expected::SumsFile(file)),
+        (Some(hex), _) if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) => {
+            eprintln!("kiln install: --sha256 takes the ISO's SHA-256 as 64 hex digits");
+            return Exit::Environment;
+        }
+        (Some(hex), _) => Some(hex),
+        (None, Some(file)) => Some(super::absolute(&file).display().to_string()),
         (None, None) => None,
     };
-    let request = InstallRequest {
-        image: args.image,
-        iso: args.iso,
-        checksum,
-        accelerator,
-        memory_mib: settings.memory_mib,
-        cpus: settings.cpus,
+    workflow.choose(&Choices {
+        iso: Some(super::absolute(&args.iso)),
+        iso_checksum: checksum,
+        ..Choices::default()
+    });
+    let options = StepOptions {
         timeout: args.timeout.map(Duration::from_secs),
-        vnc: !args.no_vnc,
-        record_dir: dirs.map(Dirs::machine_records),
+        no_vnc: args.no_vnc,
+        ..StepOptions::default()
     };
-    let title = format!(
-        "installing {} onto {}",
-        request.iso.display(),
-        request.image.display()
-    );
-    let task = task::spawn(title, |reporter| install::install(request, reporter));
+    let task = workflow.start(Step::Install, Secrets::default(), options);
     match report::follow("install", task, true).await {
         Ok(_) => Exit::Ok,
-        Err(e) if e.is_usage() => Exit::Environment,
-        Err(_) => Exit::Failed,
+        Err(e) => Exit::for_step(&e),
     }
 }

@@ -17,7 +17,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::engine::config::CliOverrides;
+use crate::engine::config::{CliOverrides, Dirs, Settings};
+use crate::engine::host::{self, Accelerator};
+use crate::engine::workflow::{Environment, StepError};
 
 /// kiln — prepare, verify and publish QEMU images for CI drivers.
 ///
@@ -56,8 +58,6 @@ impl Args {
             cpus: self.cpus,
             image_dir: self.image_dir.clone(),
             theme: self.theme.clone(),
-            djinn_url: None,
-            djinn_namespace: None,
         }
     }
 }
@@ -111,4 +111,43 @@ impl From<Exit> for ExitCode {
             Exit::Environment => ExitCode::from(2),
         }
     }
+}
+
+impl Exit {
+    /// How a step's error ends the command: the person's to fix (2) or the image's (1).
+    pub fn for_step(error: &StepError) -> Exit {
+        if error.is_usage() {
+            Exit::Environment
+        } else {
+            Exit::Failed
+        }
+    }
+}
+
+/// What steps run with. Only steps that boot a machine pay for the KVM probe; `command`
+/// names the command in the line that says which accelerator was chosen and why.
+pub async fn environment(
+    command: &str,
+    boots: bool,
+    settings: &Settings,
+    dirs: Option<&Dirs>,
+) -> Environment {
+    let accelerator = if boots {
+        let (accelerator, why) = host::choose_accelerator().await;
+        eprintln!("kiln {command}: {why}");
+        accelerator
+    } else {
+        Accelerator::Tcg
+    };
+    Environment {
+        settings: settings.clone(),
+        accelerator,
+        record_dir: dirs.map(Dirs::machine_records),
+        config_dir: dirs.map(|d| d.config_dir.clone()),
+    }
+}
+
+/// A path as given, made absolute so a session file records where it really is.
+pub fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -6,17 +6,16 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::{Exit, Format, report};
+use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::publish::{
-    self, Compaction, Destination, PublishError, PublishRequest, PublishTarget, Published,
-};
-use crate::engine::session::{Session, session_path};
-use crate::engine::task;
+use crate::engine::publish::{Destination, Published, TargetKind};
+use crate::engine::session::Choices;
 use crate::engine::units::human_bytes;
+use crate::engine::workflow::{Recording, Secrets, StepOptions, StepResult, Workflow};
 
 /// Where `kiln publish` sends the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TargetKind {
+pub enum TargetArg {
     /// A Djinn server's API (`POST /images`); token from KILN_DJINN_TOKEN or the token file.
     Djinn,
     /// The disks directory of Djinn's offline runner (from ~/.config/djinn/driver.conf).
@@ -25,13 +24,23 @@ pub enum TargetKind {
     Srht,
 }
 
+impl From<TargetArg> for TargetKind {
+    fn from(target: TargetArg) -> TargetKind {
+        match target {
+            TargetArg::Djinn => TargetKind::Djinn,
+            TargetArg::Offline => TargetKind::Offline,
+            TargetArg::Srht => TargetKind::Srht,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct PublishArgs {
     /// The qcow2 image to publish (it is never modified).
     pub image: PathBuf,
     /// Where to publish it.
     #[arg(long, value_enum)]
-    pub to: TargetKind,
+    pub to: TargetArg,
     /// The image's name (letters, digits, `_`, `-`); default: the file name without extension.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
@@ -85,151 +94,89 @@ pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) ->
         eprintln!("kiln publish: {problem}");
         return Exit::Environment;
     }
-    if let Some(refusal) = session_refusal(&args) {
-        eprintln!("kiln publish: {refusal}");
-        return Exit::Environment;
-    }
-    let target = match target(&args, settings, dirs) {
-        Ok(target) => target,
-        Err(e) => return fail(e),
+    let environment = super::environment("publish", false, settings, dirs).await;
+    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+        Ok(workflow) => workflow,
+        Err(e) => {
+            eprintln!("kiln publish: {e}");
+            return Exit::Environment;
+        }
     };
-    let request = PublishRequest {
-        image: args.image,
-        name: args.name,
-        target,
-        compact: args.compact.then_some(Compaction {
-            compress: args.compress,
-        }),
-        sha256: args.sha256,
+    workflow.choose(&choices(&args));
+    let options = StepOptions {
+        unverified: args.unverified,
+        ..StepOptions::default()
     };
-    let title = format!(
-        "publishing {} to {}",
-        request.image.display(),
-        request.target.describe()
-    );
-    let task = task::spawn(title, |reporter| publish::publish(request, reporter));
+    // The token is read by the workflow (KILN_DJINN_TOKEN or the token file), never a flag.
+    let task = workflow.start(Step::Publish, Secrets::default(), options);
     match report::follow("publish", task, false).await {
-        Ok(published) => {
+        Ok(StepResult::Published(published)) => {
             print(&published, args.format);
             Exit::Ok
         }
+        Ok(_) => Exit::Failed,
         // The failure was already printed by `follow`.
-        Err(e) if e.is_usage() => Exit::Environment,
-        Err(_) => Exit::Failed,
+        Err(e) => Exit::for_step(&e),
+    }
+}
+
+/// What this command line chooses; the config file fills in the Djinn URL and namespace.
+fn choices(args: &PublishArgs) -> Choices {
+    let on = |flag: bool| flag.then_some(true);
+    Choices {
+        target: Some(args.to.into()),
+        name: args.name.clone(),
+        namespace: args.namespace.clone(),
+        url: args.url.clone(),
+        driver_conf: args.driver_conf.as_deref().map(super::absolute),
+        base: on(args.base),
+        replace: on(args.replace),
+        root: args.root.as_deref().map(super::absolute),
+        release: match (&args.distro, &args.release) {
+            (Some(distro), Some(release)) => Some(format!("{distro}/{release}")),
+            _ => None,
+        },
+        arch: args.arch.clone(),
+        compact: on(args.compact),
+        compress: on(args.compress),
+        sha256: on(args.sha256),
+        ..Choices::default()
     }
 }
 
 /// A flag that means nothing for the chosen target is a mistake worth stopping for.
-/// An image kiln has a session for is published only once verify passed on these bytes.
-fn session_refusal(args: &PublishArgs) -> Option<String> {
-    if args.unverified || !session_path(&args.image).exists() {
-        return None;
-    }
-    match Session::open(&args.image) {
-        Err(e) => Some(e.to_string()),
-        Ok(session) => session.publish_allowed().err().map(|refusal| {
-            format!(
-                "{refusal} (`kiln check {}` or `kiln run`; --unverified publishes anyway)",
-                args.image.display()
-            )
-        }),
-    }
-}
-
 fn misplaced_flag(args: &PublishArgs) -> Option<String> {
     let given = [
-        ("--url", args.url.is_some(), TargetKind::Djinn),
+        ("--url", args.url.is_some(), TargetArg::Djinn),
         (
             "--driver-conf",
             args.driver_conf.is_some(),
-            TargetKind::Offline,
+            TargetArg::Offline,
         ),
-        ("--base", args.base, TargetKind::Offline),
-        ("--root", args.root.is_some(), TargetKind::Srht),
-        ("--distro", args.distro.is_some(), TargetKind::Srht),
-        ("--release", args.release.is_some(), TargetKind::Srht),
-        ("--arch", args.arch.is_some(), TargetKind::Srht),
+        ("--base", args.base, TargetArg::Offline),
+        ("--root", args.root.is_some(), TargetArg::Srht),
+        ("--distro", args.distro.is_some(), TargetArg::Srht),
+        ("--release", args.release.is_some(), TargetArg::Srht),
+        ("--arch", args.arch.is_some(), TargetArg::Srht),
     ];
     let wrong = given
         .iter()
         .find(|(_, set, kind)| *set && *kind != args.to)
-        .map(|(flag, _, kind)| format!("{flag} only applies to --to {}", kind.name()));
+        .map(|(flag, _, kind)| {
+            format!(
+                "{flag} only applies to --to {}",
+                TargetKind::from(*kind).name()
+            )
+        });
     wrong.or_else(|| match args.to {
-        TargetKind::Djinn if args.replace => Some(
+        TargetArg::Djinn if args.replace => Some(
             "--replace does not apply to --to djinn; delete the old image in Djinn first".into(),
         ),
-        TargetKind::Srht if args.name.is_some() || args.namespace.is_some() => Some(
+        TargetArg::Srht if args.name.is_some() || args.namespace.is_some() => Some(
             "--name and --namespace do not apply to --to srht; the tree is named by --distro/--release/--arch".into(),
         ),
         _ => None,
     })
-}
-
-impl TargetKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            TargetKind::Djinn => "djinn",
-            TargetKind::Offline => "offline",
-            TargetKind::Srht => "srht",
-        }
-    }
-}
-
-/// The target with its settings resolved: flags first, then the config file.
-fn target(
-    args: &PublishArgs,
-    settings: &Settings,
-    dirs: Option<&Dirs>,
-) -> Result<PublishTarget, PublishError> {
-    match args.to {
-        TargetKind::Djinn => {
-            let url = args
-                .url
-                .clone()
-                .or_else(|| settings.djinn_url.clone())
-                .ok_or_else(|| {
-                    PublishError::InvalidOption(
-                        "no Djinn URL: pass --url URL or set `url` under [djinn] in the config file"
-                            .into(),
-                    )
-                })?;
-            let token = publish::load_token(dirs.map(|d| d.config_dir.as_path()))?;
-            Ok(PublishTarget::Djinn {
-                url,
-                namespace: args
-                    .namespace
-                    .clone()
-                    .or_else(|| settings.djinn_namespace.clone()),
-                token,
-            })
-        }
-        TargetKind::Offline => {
-            let driver_conf = args
-                .driver_conf
-                .clone()
-                .or_else(publish::default_driver_conf)
-                .ok_or_else(|| {
-                    PublishError::InvalidOption(
-                        "no home directory to find djinn/driver.conf in; pass --driver-conf FILE"
-                            .into(),
-                    )
-                })?;
-            Ok(PublishTarget::Offline {
-                driver_conf,
-                namespace: args.namespace.clone(),
-                base: args.base,
-                replace: args.replace,
-            })
-        }
-        TargetKind::Srht => Ok(PublishTarget::Srht {
-            // clap requires these three with --to srht.
-            root: args.root.clone().unwrap_or_default(),
-            distro: args.distro.clone().unwrap_or_default(),
-            release: args.release.clone().unwrap_or_default(),
-            arch: args.arch.clone().unwrap_or_else(|| "x86_64".into()),
-            replace: args.replace,
-        }),
-    }
 }
 
 fn print(published: &Published, format: Format) {
@@ -287,14 +234,5 @@ fn print(published: &Published, format: Format) {
     }
     if let Some(manifest) = published.destination.manifest() {
         println!("\nUse it in a build manifest:\n\n{manifest}");
-    }
-}
-
-fn fail(error: PublishError) -> Exit {
-    eprintln!("kiln publish: {error}");
-    if error.is_usage() {
-        Exit::Environment
-    } else {
-        Exit::Failed
     }
 }

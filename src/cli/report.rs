@@ -54,6 +54,12 @@ where
                 }
             }
             Event::Check(check) => eprintln!("kiln {step}: {}", check.line()),
+            // Headless commands answer from their flags before the step starts; a question
+            // that still arrives has no one to answer it, and no means no.
+            Event::Question(question) => {
+                eprintln!("kiln {step}: no one to ask ({question:?}); answering no");
+                task.answer(false);
+            }
             // Headless steps never hold their machine (nobody could look at it).
             Event::Held { error } => eprintln!("kiln {step}: failed: {error}"),
             Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),

@@ -9,14 +9,13 @@ use serde::Serialize;
 
 use super::check::ProfileArg;
 use super::configure::{Variant, first_line, key_is_encrypted, prompt};
-use super::publish::TargetKind;
+use super::publish::TargetArg;
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::config::{CliOverrides, Dirs, Settings};
-use crate::engine::flow::{self, MachineSettings, Secrets};
-use crate::engine::session::{Choices, Session, SessionError};
-use crate::engine::task::{self, Summary};
-use crate::engine::{configure, host, image, install, publish, verify};
+use crate::engine::session::Choices;
+use crate::engine::task::{Answers, Summary, TaskOptions};
+use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
 
 /// A step named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,7 +71,7 @@ pub struct RunArgs {
     pub profile: Option<ProfileArg>,
     /// Where publish sends the image; without a target the flow ends after verify.
     #[arg(long, value_enum)]
-    pub to: Option<TargetKind>,
+    pub to: Option<TargetArg>,
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[arg(long, value_name = "NS")]
@@ -109,37 +108,26 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The choices this command line makes; the session keeps the earlier ones it does not.
-    fn choices(&self, settings: &Settings, overrides: &CliOverrides) -> Choices {
+    fn choices(&self, overrides: &CliOverrides) -> Choices {
         let on = |flag: bool| flag.then_some(true);
+        let absolute = |path: &Option<PathBuf>| path.as_deref().map(super::absolute);
         Choices {
             size: self.size.clone(),
-            iso: self.iso.as_ref().map(|p| absolute(p)),
+            iso: absolute(&self.iso),
             iso_checksum: self.iso_sha256.clone(),
             // Only what was asked for on this command line; the defaults may change.
             memory_mib: overrides.memory_mib,
             cpus: overrides.cpus,
             user: self.user.clone(),
-            key: self.key.as_ref().map(|p| absolute(p)),
-            variant: self.variant.map(|v| {
-                match v {
-                    Variant::Reference => "reference",
-                    Variant::Pam => "pam",
-                }
-                .into()
-            }),
-            profile: self.profile.map(|p| {
-                match p {
-                    ProfileArg::Djinn => "djinn",
-                    ProfileArg::Srht => "srht",
-                }
-                .into()
-            }),
-            target: self.to.map(|t| t.name().into()),
+            key: absolute(&self.key),
+            variant: self.variant.map(Into::into),
+            profile: self.profile.map(Into::into),
+            target: self.to.map(Into::into),
             name: self.name.clone(),
             namespace: self.namespace.clone(),
-            url: self.url.clone().or_else(|| settings.djinn_url.clone()),
-            driver_conf: self.driver_conf.as_ref().map(|p| absolute(p)),
-            root: self.root.as_ref().map(|p| absolute(p)),
+            url: self.url.clone(),
+            driver_conf: absolute(&self.driver_conf),
+            root: absolute(&self.root),
             release: self.release.clone(),
             compact: on(self.compact),
             sha256: on(self.sha256),
@@ -147,10 +135,6 @@ impl RunArgs {
             ..Choices::default()
         }
     }
-}
-
-fn absolute(path: &std::path::Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// One step's line in the result.
@@ -163,149 +147,91 @@ struct StepLine {
     summary: String,
 }
 
-/// Why a step did not succeed, and the exit code that says so.
-struct StepFailure {
-    message: String,
-    exit: Exit,
-}
-
-impl StepFailure {
-    fn usage(message: impl Into<String>) -> StepFailure {
-        StepFailure {
-            message: message.into(),
-            exit: Exit::Environment,
-        }
-    }
-
-    fn of(usage: bool, message: String) -> StepFailure {
-        StepFailure {
-            message,
-            exit: if usage {
-                Exit::Environment
-            } else {
-                Exit::Failed
-            },
-        }
-    }
-}
-
 pub async fn run(
     args: RunArgs,
     settings: &Settings,
     overrides: &CliOverrides,
     dirs: Option<&Dirs>,
 ) -> Exit {
-    let mut session = match Session::open(&args.image) {
-        Ok(session) => session,
+    let environment = super::environment("run", true, settings, dirs).await;
+    let workflow = match Workflow::open(&args.image, Recording::Always, environment) {
+        Ok(workflow) => workflow,
         Err(e) => {
             eprintln!("kiln run: {e}");
             return Exit::Environment;
         }
     };
-    session.choices.update(&args.choices(settings, overrides));
-    if let Err(e) = session.adopt_existing_image() {
+    workflow.choose(&args.choices(overrides));
+    let first = args.from.map(Step::from);
+    // Starting later means the steps before were done another way (an image configured by
+    // hand): they are recorded as skipped, so the next `kiln run` does not go back to them.
+    let recorded = workflow
+        .adopt_existing_image()
+        .and_then(|()| first.map_or(Ok(()), |first| workflow.skip_before(first)));
+    if let Err(e) = recorded {
         eprintln!("kiln run: {e}");
         return Exit::Environment;
     }
-    eprintln!("kiln run: session {}", session.path().display());
+    eprintln!("kiln run: session {}", workflow.session_path().display());
 
-    let first = args.from.map(Step::from);
     let last = args.until.map_or(Step::Publish, Step::from);
-    // Starting later means the steps before were done another way (an image configured by
-    // hand): they are recorded as skipped, so the next `kiln run` does not go back to them.
-    if let Some(first) = first {
-        for earlier in Step::ALL.into_iter().filter(|s| *s < first) {
-            if !session.status(earlier).is_settled()
-                && let Err(e) = session.skip(
-                    earlier,
-                    &format!("not run by kiln: the flow was started at {}", first.name()),
-                )
-            {
-                eprintln!("kiln run: {e}");
-                return Exit::Environment;
-            }
-        }
-    }
-    let will_run = |session: &Session, step: Step| {
-        step <= last && (first.is_some_and(|f| step >= f) || !session.status(step).is_settled())
+    let will_run = |step: Step| {
+        step <= last && (first.is_some_and(|f| step >= f) || !workflow.status(step).is_settled())
     };
-    let secrets = match secrets(&args, &session, will_run(&session, Step::Configure)) {
+    let secrets = match secrets(&args, &workflow.choices(), will_run(Step::Configure)) {
         Ok(secrets) => secrets,
         Err(message) => {
             eprintln!("kiln run: {message}");
             return Exit::Environment;
         }
     };
-    let (accelerator, why) = host::choose_accelerator().await;
-    eprintln!("kiln run: {why}");
-    let machines = MachineSettings {
-        accelerator,
-        memory_mib: settings.memory_mib,
-        cpus: settings.cpus,
-        record_dir: dirs.map(Dirs::machine_records),
+    // Headless: nobody to ask. A disk is never replaced (create runs only where there is
+    // none); the sshd_config diff is printed, then applied.
+    let options = StepOptions {
+        task: TaskOptions {
+            answers: Answers {
+                replace_file: Some(false),
+                apply_sshd_config: Some(true),
+            },
+            ..TaskOptions::default()
+        },
+        ..StepOptions::default()
     };
-    let config_dir = dirs.map(|d| d.config_dir.clone());
 
     let mut lines = Vec::new();
     let mut exit = Exit::Ok;
-    for step in Step::ALL {
-        if step > last {
-            break;
-        }
-        if !will_run(&session, step) {
-            let status = session.status(step);
+    for step in Step::ALL.into_iter().filter(|step| *step <= last) {
+        if !will_run(step) {
             lines.push(StepLine {
                 step: step.name(),
-                status: status.word(),
+                status: workflow.status(step).word(),
                 seconds: 0.0,
-                summary: session
+                summary: workflow
                     .record(step)
-                    .and_then(|r| r.summary.clone())
+                    .and_then(|r| r.summary)
                     .unwrap_or_default(),
             });
             continue;
         }
-        if step == Step::Publish {
-            if session.choices.target.is_none() {
-                eprintln!(
-                    "kiln run: no publish target (--to djinn|offline|srht): stopping after verify"
-                );
-                break;
-            }
-            if let Err(refusal) = session.publish_allowed() {
-                eprintln!("kiln run: publish refused: {refusal}");
-                exit = Exit::Environment;
-                break;
-            }
-        }
-        match session.begin(step) {
-            // Not resumable, but the work itself can go on (an image in a read-only place).
-            Err(e @ SessionError::Write(..)) => eprintln!("kiln run: warning: {e}"),
-            Err(e) => {
-                eprintln!("kiln run: {e}");
-                exit = Exit::Environment;
-                break;
-            }
-            Ok(()) => {}
+        if step == Step::Publish && workflow.choices().target.is_none() {
+            eprintln!(
+                "kiln run: no publish target (--to djinn|offline|srht): stopping after verify"
+            );
+            break;
         }
         let started = Instant::now();
-        let outcome = run_step(step, &session, &secrets, &machines, config_dir.as_deref()).await;
+        let task = workflow.start(step, secrets.clone(), options.clone());
+        let result = report::follow(step.name(), task, false).await;
         let seconds = started.elapsed().as_secs_f64();
-        let recorded = session.end(
-            step,
-            match &outcome {
-                Ok(summary) => Ok(summary.clone()),
-                Err(failure) => Err(failure.message.clone()),
-            },
-        );
-        if let Err(e) = recorded {
-            eprintln!("kiln run: {e}");
-        }
-        let (status, summary) = match outcome {
-            Ok(summary) => ("done", summary),
-            Err(failure) => {
-                exit = failure.exit;
-                ("failed", failure.message)
+        let (status, summary) = match result {
+            Ok(done) if done.succeeded() => ("done", done.summary()),
+            Ok(done) => {
+                exit = Exit::Failed;
+                ("failed", done.summary())
+            }
+            Err(e) => {
+                exit = Exit::for_step(&e);
+                ("failed", e.to_string())
             }
         };
         if let Format::Text = args.format {
@@ -329,12 +255,12 @@ pub async fn run(
             "{}",
             serde_json::json!({
                 "image": args.image,
-                "session": session.path(),
+                "session": workflow.session_path(),
                 "steps": lines,
-                "resume_at": session.resume_at().map(Step::name),
+                "resume_at": workflow.resume_at().map(Step::name),
             })
         ),
-        Format::Text => match session.resume_at() {
+        Format::Text => match workflow.resume_at() {
             None => println!("every step is done"),
             Some(step) => println!("next: {}", step.name()),
         },
@@ -343,7 +269,7 @@ pub async fn run(
 }
 
 /// Passwords come from files or a prompt, only when configure will need them.
-fn secrets(args: &RunArgs, session: &Session, configure_runs: bool) -> Result<Secrets, String> {
+fn secrets(args: &RunArgs, choices: &Choices, configure_runs: bool) -> Result<Secrets, String> {
     let mut secrets = Secrets::default();
     if let Some(file) = &args.password_file {
         secrets.password = Some(first_line(file)?);
@@ -354,7 +280,6 @@ fn secrets(args: &RunArgs, session: &Session, configure_runs: bool) -> Result<Se
     if !configure_runs {
         return Ok(secrets);
     }
-    let choices = &session.choices;
     let user = choices.user.as_deref().unwrap_or("root");
     match &choices.key {
         Some(key) if !key.exists() => return Err(format!("key {} does not exist", key.display())),
@@ -367,78 +292,4 @@ fn secrets(args: &RunArgs, session: &Session, configure_runs: bool) -> Result<Se
         _ => {}
     }
     Ok(secrets)
-}
-
-/// Run one step with the session's choices; the summary on success.
-async fn run_step(
-    step: Step,
-    session: &Session,
-    secrets: &Secrets,
-    machines: &MachineSettings,
-    config_dir: Option<&std::path::Path>,
-) -> Result<String, StepFailure> {
-    let image = session.image();
-    let choices = &session.choices;
-    let name = step.name();
-    match step {
-        Step::Create => {
-            let request = flow::create_request(image, choices, false);
-            let plan = image::plan_create(&request)
-                .await
-                .map_err(|e| StepFailure::of(e.is_usage(), e.to_string()))?;
-            let title = format!("creating {} ({})", plan.path.display(), plan.size);
-            let task = task::spawn(title, |r| image::create(plan, r));
-            finish(report::follow(name, task, false).await, |e| e.is_usage())
-        }
-        Step::Install => {
-            let request = flow::install_request(image, choices, machines, true)
-                .map_err(StepFailure::usage)?;
-            let title = format!(
-                "installing {} onto {}",
-                request.iso.display(),
-                image.display()
-            );
-            let task = task::spawn(title, |r| install::install(request, r));
-            finish(report::follow(name, task, false).await, |e| e.is_usage())
-        }
-        Step::Configure => {
-            let request = flow::configure_request(image, choices, secrets, machines, None);
-            let title = format!("configuring {} as {}", image.display(), request.user);
-            let task = task::spawn(title, |r| configure::configure(request, r));
-            finish(report::follow(name, task, false).await, |e| e.is_usage())
-        }
-        Step::Verify => {
-            let request = flow::verify_request(image, choices, machines, false);
-            let title = format!("checking {}", image.display());
-            let task = task::spawn(title, |r| verify::verify(request, r));
-            match report::follow(name, task, false).await {
-                Ok(report) if report.passed() => Ok(report.summary()),
-                Ok(report) => Err(StepFailure::of(false, report.summary())),
-                Err(e) => Err(StepFailure::of(
-                    matches!(e, verify::VerifyError::Boot(_)),
-                    e.to_string(),
-                )),
-            }
-        }
-        Step::Publish => {
-            let request = flow::publish_request(image, choices, secrets, config_dir)
-                .map_err(|e| StepFailure::of(e.is_usage(), e.to_string()))?;
-            let title = format!(
-                "publishing {} to {}",
-                image.display(),
-                request.target.describe()
-            );
-            let task = task::spawn(title, |r| publish::publish(request, r));
-            finish(report::follow(name, task, false).await, |e| e.is_usage())
-        }
-    }
-}
-
-fn finish<T: Summary, E: std::fmt::Display>(
-    result: Result<T, E>,
-    is_usage: impl Fn(&E) -> bool,
-) -> Result<String, StepFailure> {
-    result
-        .map(|value| value.summary())
-        .map_err(|e| StepFailure::of(is_usage(&e), e.to_string()))
 }

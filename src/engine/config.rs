@@ -71,8 +71,6 @@ pub struct CliOverrides {
     pub cpus: Option<u32>,
     pub image_dir: Option<PathBuf>,
     pub theme: Option<String>,
-    pub djinn_url: Option<String>,
-    pub djinn_namespace: Option<String>,
 }
 
 /// The effective settings every step reads.
@@ -142,8 +140,10 @@ pub fn resolve(cli: CliOverrides, file: FileConfig, host: HostResources) -> Sett
         cpus: layer(cli.cpus, file.cpus, host.default_cpus()),
         image_dir: layer(cli.image_dir, file.image_dir, PathBuf::from(".")),
         theme: layer(cli.theme, file.theme, "default".to_string()),
-        djinn_url: cli.djinn_url.or(file.djinn.url),
-        djinn_namespace: cli.djinn_namespace.or(file.djinn.namespace),
+        // Per-command flags (--url, --namespace) are step choices and win over these in
+        // workflow::requests; the settings hold the config file's defaults.
+        djinn_url: file.djinn.url,
+        djinn_namespace: file.djinn.namespace,
     }
 }
 
@@ -170,7 +170,6 @@ mod tests {
         };
         let cli = CliOverrides {
             memory_mib: Some(1024),
-            djinn_namespace: Some("mine".into()),
             ..CliOverrides::default()
         };
         let settings = resolve(cli, file, HOST);
@@ -179,7 +178,7 @@ mod tests {
         assert_eq!(settings.theme, "light"); // file
         assert_eq!(settings.image_dir, PathBuf::from(".")); // default
         assert_eq!(settings.djinn_url.as_deref(), Some("https://ci.example"));
-        assert_eq!(settings.djinn_namespace.as_deref(), Some("mine"));
+        assert_eq!(settings.djinn_namespace.as_deref(), Some("team"));
     }
 
     #[test]

@@ -7,10 +7,7 @@
 //! session stays open; a *new* root login with an empty password must then succeed, or the
 //! backup is restored through the session that is still open.
 
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -20,7 +17,7 @@ use super::image;
 use super::install::serial_log_path;
 use super::machine::{Machine, MachineError, MachineSpec};
 use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
-use super::task::{Reporter, Summary, TaskPanicked};
+use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
 pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.reference");
@@ -56,6 +53,34 @@ impl SshdConfig {
     }
 }
 
+/// The documented sshd_config variants a person chooses between.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SshdVariant {
+    /// internal-sftp, UsePAM no (Djinn's current base images).
+    #[default]
+    Reference,
+    /// UsePAM yes and the sftp-server binary (the older documented variant).
+    Pam,
+}
+
+impl SshdVariant {
+    /// The word used on command lines, in forms and in session files.
+    pub fn name(self) -> &'static str {
+        match self {
+            SshdVariant::Reference => "reference",
+            SshdVariant::Pam => "pam",
+        }
+    }
+
+    /// The variant a word names (the inverse of [`SshdVariant::name`]).
+    pub fn from_name(name: &str) -> Option<SshdVariant> {
+        [SshdVariant::Reference, SshdVariant::Pam]
+            .into_iter()
+            .find(|variant| variant.name() == name)
+    }
+}
+
 /// The optional clean-ups, all off by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Extras {
@@ -65,20 +90,6 @@ pub struct Extras {
     pub clear_machine_id: bool,
     /// Remove SSH host keys and install a first-boot unit that regenerates them.
     pub regenerate_host_keys: bool,
-}
-
-/// Asks the person whether to apply a change, showing them the sshd_config diff (the TUI's
-/// confirm dialog). Headless runs have none: the diff is printed and applied.
-#[derive(Clone)]
-pub struct Approval(pub Arc<dyn Fn(String) -> Answer + Send + Sync>);
-
-/// The person's answer, arriving later.
-pub type Answer = Pin<Box<dyn Future<Output = bool> + Send>>;
-
-impl std::fmt::Debug for Approval {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Approval")
-    }
 }
 
 /// What `kiln configure` was asked to do.
@@ -97,8 +108,6 @@ pub struct ConfigureRequest {
     /// How long to wait for the guest's SSH to answer after power-on.
     pub boot_deadline: Duration,
     pub record_dir: Option<PathBuf>,
-    /// Ask before changing anything; `None` applies at once.
-    pub approve: Option<Approval>,
 }
 
 /// A configured image.
@@ -147,10 +156,8 @@ pub enum ConfigureError {
         "you declined the change; nothing in the image was modified and the guest was shut down"
     )]
     Declined,
-    #[error(
-        "configure cancelled; the guest was shut down (sshd_config is either the old or the new file, never half)"
-    )]
-    Cancelled,
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
 }
@@ -249,7 +256,10 @@ pub async fn configure(
         _ = reporter.cancelled() => {
             reporter.info("stopping: asking the guest to power off…");
             machine.shut_down(CANCEL_GRACE).await;
-            return Err(ConfigureError::Cancelled);
+            return Err(Cancelled(
+                "the guest was shut down (sshd_config is either the old or the new file, never half)".into(),
+            )
+            .into());
         }
     };
     match result {
@@ -306,8 +316,10 @@ async fn change(
     let new = request.sshd_config.text();
     let diff = config_diff(&current, new);
     reporter.info(format!("changes to {SSHD_CONFIG}:\n{diff}"));
-    if let Some(Approval(approve)) = &request.approve
-        && !approve(diff.clone()).await
+    // The workbench shows the diff and waits for a yes; headless runs answer up front.
+    if !reporter
+        .ask(Question::ApplySshdConfig { diff: diff.clone() })
+        .await
     {
         return Err(ConfigureError::Declined);
     }

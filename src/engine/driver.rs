@@ -3,18 +3,36 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::host::Accelerator;
 
 /// Which CI system's driver to imitate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
+    #[default]
     /// Djinn CI's QEMU driver and its offline runner.
     Djinn,
     /// builds.sr.ht-style runners.
     Srht,
+}
+
+impl Profile {
+    /// The word used on command lines, in forms and in session files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Djinn => "djinn",
+            Profile::Srht => "srht",
+        }
+    }
+
+    /// The driver a word names (the inverse of [`Profile::name`]).
+    pub fn from_name(name: &str) -> Option<Profile> {
+        [Profile::Djinn, Profile::Srht]
+            .into_iter()
+            .find(|profile| profile.name() == name)
+    }
 }
 
 /// A driver with its machine size and the accelerator this host can give it.
@@ -27,6 +45,14 @@ pub struct DriverProfile {
 }
 
 impl DriverProfile {
+    /// The named driver's machine on this host's accelerator.
+    pub fn of(profile: Profile, accelerator: Accelerator) -> DriverProfile {
+        match profile {
+            Profile::Djinn => DriverProfile::djinn(accelerator),
+            Profile::Srht => DriverProfile::srht(accelerator),
+        }
+    }
+
     /// The Djinn driver's defaults (`cpus 1`, `memory 2048` in dist/driver.conf).
     pub fn djinn(accelerator: Accelerator) -> DriverProfile {
         DriverProfile {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::free_space;
 use super::process::{ToolError, run_tool};
-use super::task::{Reporter, Summary, TaskPanicked};
+use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::units::human_bytes;
 
 const GIB: u64 = 1 << 30;
@@ -126,8 +126,8 @@ pub enum CreateError {
     Io(#[from] std::io::Error),
     #[error("the new image does not read back as qcow2 v3: {0}")]
     ReadBack(String),
-    #[error("cancelled; no image was created")]
-    Cancelled,
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
 }
@@ -235,7 +235,7 @@ pub async fn create(plan: CreatePlan, reporter: Reporter) -> Result<ImageInfo, C
     );
     tokio::select! {
         result = run => { result?; }
-        _ = reporter.cancelled() => return Err(CreateError::Cancelled),
+        _ = reporter.cancelled() => return Err(Cancelled("no image was created".into()).into()),
     }
     let info = image_info(&temp.0).await?;
     if info.format != "qcow2" || info.compat.as_deref() != Some("1.1") {

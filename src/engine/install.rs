@@ -8,7 +8,7 @@ use super::host::Accelerator;
 use super::image::{self, CreateError};
 use super::iso::{self, Expected, IsoError};
 use super::machine::{Ending, Machine, MachineError, MachineSpec};
-use super::task::{Reporter, Summary, TaskPanicked};
+use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 
 /// How long a cancelled installer gets to answer the ACPI power button.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -65,8 +65,8 @@ pub enum InstallError {
     TimedOut(Duration),
     #[error("QEMU ended without the guest powering off ({status}): {stderr}")]
     Died { status: String, stderr: String },
-    #[error("install cancelled; the machine was stopped")]
-    Cancelled,
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
 }
@@ -174,7 +174,7 @@ pub async fn install(
         _ = reporter.cancelled() => {
             reporter.info("stopping the installer…");
             machine.shut_down(CANCEL_GRACE).await;
-            return Err(InstallError::Cancelled);
+            return Err(Cancelled("the installer's machine was stopped".into()).into());
         }
     };
     match ending {
@@ -184,7 +184,7 @@ pub async fn install(
             reason,
             serial_log: spec.serial_log,
         }),
-        Ending::Stopped => Err(InstallError::Cancelled),
+        Ending::Stopped => Err(Cancelled("the installer's machine was stopped".into()).into()),
         Ending::Died { status, stderr } => Err(InstallError::Died { status, stderr }),
     }
 }

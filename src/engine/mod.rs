@@ -6,7 +6,7 @@ pub mod config;
 pub mod configure;
 pub mod console;
 pub mod driver;
-pub mod flow;
+
 pub mod host;
 pub mod image;
 pub mod install;
@@ -21,6 +21,7 @@ pub mod ssh;
 pub mod task;
 pub mod units;
 pub mod verify;
+pub mod workflow;
 
 /// The steps of the workflow, in the order a person walks them.
 #[derive(

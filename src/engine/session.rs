@@ -13,6 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Step;
+use super::configure::SshdVariant;
+use super::driver::Profile;
+use super::publish::TargetKind;
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {
@@ -97,7 +100,10 @@ pub struct Choices {
     pub key: Option<PathBuf>,
     /// sshd_config variant: reference or pam.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
+    pub variant: Option<SshdVariant>,
+    /// An sshd_config file of the person's own, instead of a variant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sshd_config: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zero_free_space: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -106,10 +112,10 @@ pub struct Choices {
     pub regenerate_host_keys: Option<bool>,
     /// Driver to imitate when verifying: djinn or srht.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
+    pub profile: Option<Profile>,
     /// Publish target: djinn, offline or srht.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
+    pub target: Option<TargetKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +129,12 @@ pub struct Choices {
     /// builds.sr.ht `distro/release`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// builds.sr.ht architecture directory (x86_64 when not chosen).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    /// Offline runner: install as a worker base image.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compact: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,6 +163,7 @@ impl Choices {
             user,
             key,
             variant,
+            sshd_config,
             zero_free_space,
             clear_machine_id,
             regenerate_host_keys,
@@ -162,6 +175,8 @@ impl Choices {
             driver_conf,
             root,
             release,
+            arch,
+            base,
             compact,
             compress,
             sha256,
@@ -228,6 +243,10 @@ pub struct Session {
     /// The image, as it was given.
     #[serde(skip)]
     image: PathBuf,
+    /// Whether changes are written to the file (a one-off command on an image without a
+    /// session keeps its record in memory and leaves no file behind).
+    #[serde(skip)]
+    persist: bool,
     #[serde(default)]
     pub choices: Choices,
     #[serde(default)]
@@ -246,7 +265,20 @@ impl Session {
         };
         session.path = path;
         session.image = image.to_path_buf();
+        session.persist = true;
         Ok(session)
+    }
+
+    /// The session of `image` if it has a file; otherwise one kept in memory only.
+    pub fn open_if_exists(image: &Path) -> Result<Session, SessionError> {
+        let mut session = Session::open(image)?;
+        session.persist = session.path.exists();
+        Ok(session)
+    }
+
+    /// Whether this session is written to its file.
+    pub fn is_persistent(&self) -> bool {
+        self.persist
     }
 
     pub fn path(&self) -> &Path {
@@ -432,6 +464,9 @@ impl Session {
 
     /// Write the file whole: to a temporary name, then renamed over the old one.
     pub fn save(&self) -> Result<(), SessionError> {
+        if !self.persist {
+            return Ok(());
+        }
         let text = format!(
             "# kiln's record of {} — safe to delete (kiln then starts over).\n{}",
             self.image
@@ -619,7 +654,7 @@ mod tests {
         let mut session = Session::open(&image).unwrap();
         session.choices.user = Some("builder".into());
         session.choices.update(&Choices {
-            target: Some("djinn".into()),
+            target: Some(TargetKind::Djinn),
             ..Choices::default()
         });
         session.save().unwrap();

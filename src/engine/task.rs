@@ -3,11 +3,17 @@
 //! Every step (create, install, …) runs as a tokio task that sends [`Event`]s to whichever
 //! frontend is attached. The TUI turns them into a progress bar and a log pane, the CLI into
 //! lines on stderr. The typed result is pulled from the handle once `Finished`/`Failed` arrives.
+//!
+//! This module is the engine's neutral ground: it knows no step, so every step can use it.
+//! Questions a step asks ("replace this file?") are events too, answered through the [`Task`];
+//! a headless frontend answers them up front with [`Answers`].
 
 use std::fmt::Display;
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::check::Check;
 use super::machine::MachineView;
@@ -71,6 +77,8 @@ pub enum Event {
     Machine(MachineView),
     /// A check of the Verify step has its verdict.
     Check(Check),
+    /// The step waits for the person's yes or no ([`Task::answer`]).
+    Question(Question),
     /// The step failed and keeps its machine up for a look until the frontend cancels it.
     Held {
         error: String,
@@ -83,13 +91,55 @@ pub enum Event {
     },
 }
 
-/// The step's side of the channel: report progress and logs, and notice cancellation.
+/// A yes-or-no question a step asks before it does something that cannot be undone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Question {
+    /// The image file exists: replace it with a new, empty one?
+    ReplaceFile { path: PathBuf },
+    /// Apply this change to the guest's sshd_config (the diff, old to new)?
+    ApplySshdConfig { diff: String },
+}
+
+/// Answers given before the step starts (from command-line flags); `None` means ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Answers {
+    pub replace_file: Option<bool>,
+    pub apply_sshd_config: Option<bool>,
+}
+
+impl Answers {
+    fn preset(&self, question: &Question) -> Option<bool> {
+        match question {
+            Question::ReplaceFile { .. } => self.replace_file,
+            Question::ApplySshdConfig { .. } => self.apply_sshd_config,
+        }
+    }
+}
+
+/// How a frontend wants a step run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TaskOptions {
+    /// The frontend can show a failed step's machine (the TUI): keep it up on failure.
+    pub hold_failures: bool,
+    pub answers: Answers,
+}
+
+/// The step was stopped on request; says what was (not) left behind. Every step's error
+/// carries this one type, so frontends tell "stopped" from "failed" the same way everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cancelled; {0}")]
+pub struct Cancelled(pub String);
+
+/// Where the answer to the open question goes (one at a time).
+type PendingAnswer = Arc<Mutex<Option<oneshot::Sender<bool>>>>;
+
+/// The step's side of the channel: report progress and logs, ask, and notice cancellation.
 #[derive(Clone)]
 pub struct Reporter {
     events: mpsc::UnboundedSender<Event>,
     cancel: CancellationToken,
-    /// The frontend can show a failed step's machine (the TUI), so keep it up on failure.
-    hold_failures: bool,
+    options: TaskOptions,
+    pending: PendingAnswer,
 }
 
 impl Reporter {
@@ -129,7 +179,7 @@ impl Reporter {
     /// [`Event::Held`] and the machine stays up — console, screen and all — until it cancels
     /// (retry or stop), like Packer's `-on-error=ask`. Otherwise this returns at once.
     pub async fn hold(&self, error: &str) {
-        if !self.hold_failures || self.cancel.is_cancelled() {
+        if !self.options.hold_failures || self.cancel.is_cancelled() {
             return;
         }
         self.warn(format!("failed: {error}"));
@@ -137,6 +187,21 @@ impl Reporter {
             error: error.to_string(),
         });
         self.cancel.cancelled().await;
+    }
+
+    /// Ask the frontend; a preset answer is used without asking. Cancelling the step, or a
+    /// frontend that went away, answers no: nothing changes without a yes.
+    pub async fn ask(&self, question: Question) -> bool {
+        if let Some(answer) = self.options.answers.preset(&question) {
+            return answer;
+        }
+        let (reply, answer) = oneshot::channel();
+        *self.pending.lock().expect("answer slot") = Some(reply);
+        self.send(Event::Question(question));
+        tokio::select! {
+            answer = answer => answer.unwrap_or(false),
+            _ = self.cancel.cancelled() => false,
+        }
     }
 
     /// Resolves when the frontend asked the step to stop.
@@ -163,45 +228,27 @@ pub trait Summary {
 pub struct Task<T, E> {
     events: mpsc::UnboundedReceiver<Event>,
     cancel: CancellationToken,
+    pending: PendingAnswer,
     join: JoinHandle<Result<T, E>>,
 }
 
 /// Start `work` as a background step that reports through the [`Reporter`] it is given.
-pub fn spawn<T, E, F, Fut>(title: impl Into<String>, work: F) -> Task<T, E>
+pub fn spawn<T, E, F, Fut>(title: impl Into<String>, options: TaskOptions, work: F) -> Task<T, E>
 where
     T: Summary + Send + 'static,
     E: Display + Send + 'static,
     F: FnOnce(Reporter) -> Fut,
     Fut: Future<Output = Result<T, E>> + Send + 'static,
 {
-    start(title.into(), false, work)
-}
-
-/// Like [`spawn`], for a frontend that shows a failed step's machine: the step keeps it up
-/// (see [`Reporter::hold`]) until the task is cancelled.
-pub fn spawn_holding<T, E, F, Fut>(title: impl Into<String>, work: F) -> Task<T, E>
-where
-    T: Summary + Send + 'static,
-    E: Display + Send + 'static,
-    F: FnOnce(Reporter) -> Fut,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
-    start(title.into(), true, work)
-}
-
-fn start<T, E, F, Fut>(title: String, hold_failures: bool, work: F) -> Task<T, E>
-where
-    T: Summary + Send + 'static,
-    E: Display + Send + 'static,
-    F: FnOnce(Reporter) -> Fut,
-    Fut: Future<Output = Result<T, E>> + Send + 'static,
-{
+    let title = title.into();
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
+    let pending = PendingAnswer::default();
     let reporter = Reporter {
         events: tx.clone(),
         cancel: cancel.clone(),
-        hold_failures,
+        options,
+        pending: pending.clone(),
     };
     tracing::info!("step started: {title}");
     let _ = tx.send(Event::Started { title });
@@ -225,6 +272,7 @@ where
     Task {
         events: rx,
         cancel,
+        pending,
         join,
     }
 }
@@ -238,6 +286,18 @@ impl<T, E> Task<T, E> {
     /// Ask the step to stop; it reports `Failed` with a "cancelled" error when it has.
     pub fn cancel(&self) {
         self.cancel.cancel()
+    }
+
+    /// Answer the step's open [`Event::Question`].
+    pub fn answer(&self, yes: bool) {
+        if let Some(reply) = self.pending.lock().expect("answer slot").take() {
+            let _ = reply.send(yes);
+        }
+    }
+
+    /// Whether the frontend asked the step to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
     /// Wait for the step's typed result.
@@ -296,7 +356,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_arrive_in_order_and_end_with_finished() {
-        let mut task = spawn("count", |r: Reporter| async move {
+        let mut task = spawn("count", TaskOptions::default(), |r: Reporter| async move {
             r.progress(1, Some(2), 0.0);
             r.info("half way");
             Ok::<_, TestError>(Done(2))
@@ -327,14 +387,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_holding_step_keeps_going_until_cancelled_and_a_plain_one_does_not_wait() {
-        let plain = spawn("plain", |r: Reporter| async move {
+        let plain = spawn("plain", TaskOptions::default(), |r: Reporter| async move {
             r.hold("boom").await;
             Err::<Done, _>(TestError::Cancelled)
         });
         // Returns without anyone cancelling it.
         assert!(plain.result().await.is_err());
 
-        let mut held = spawn_holding("held", |r: Reporter| async move {
+        let holding = TaskOptions {
+            hold_failures: true,
+            ..TaskOptions::default()
+        };
+        let mut held = spawn("held", holding, |r: Reporter| async move {
             r.hold("boom").await;
             Err::<Done, _>(TestError::Cancelled)
         });
@@ -354,7 +418,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancel_reaches_the_step() {
-        let mut task = spawn("wait", |r: Reporter| async move {
+        let mut task = spawn("wait", TaskOptions::default(), |r: Reporter| async move {
             r.cancelled().await;
             Err::<Done, _>(TestError::Cancelled)
         });
@@ -369,5 +433,56 @@ mod tests {
                 error: "cancelled".into()
             })
         );
+    }
+
+    #[tokio::test]
+    async fn questions_are_events_answered_through_the_task_or_preset() {
+        let ask = |options: TaskOptions| {
+            spawn("ask", options, |r: Reporter| async move {
+                let yes = r
+                    .ask(Question::ReplaceFile {
+                        path: "/i/d.qcow2".into(),
+                    })
+                    .await;
+                Ok::<_, TestError>(Done(u32::from(yes)))
+            })
+        };
+        let mut asked = ask(TaskOptions::default());
+        loop {
+            match asked.next_event().await {
+                Some(Event::Question(Question::ReplaceFile { path })) => {
+                    assert_eq!(path, PathBuf::from("/i/d.qcow2"));
+                    asked.answer(true);
+                }
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        assert_eq!(asked.result().await.unwrap().0, 1);
+
+        let preset = TaskOptions {
+            answers: Answers {
+                replace_file: Some(false),
+                ..Answers::default()
+            },
+            ..TaskOptions::default()
+        };
+        let mut told = ask(preset);
+        while let Some(event) = told.next_event().await {
+            assert!(
+                !matches!(event, Event::Question(_)),
+                "a preset is not asked"
+            );
+        }
+        assert_eq!(told.result().await.unwrap().0, 0);
+
+        // Cancelling while the question is open answers no.
+        let mut cancelled = ask(TaskOptions::default());
+        while let Some(event) = cancelled.next_event().await {
+            if matches!(event, Event::Question(_)) {
+                cancelled.cancel();
+            }
+        }
+        assert_eq!(cancelled.result().await.unwrap().0, 0);
     }
 }

@@ -1,48 +1,81 @@
 //! The workbench frontend: owns the terminal and runs the event loop that merges key presses,
-//! engine events and the host report into the app state.
+//! engine events and the results of background jobs into the app state.
+//!
+//! The loop never waits on I/O itself: screendumps, keys typed into the guest's VGA,
+//! cleanup of leftover machines and the host examination run as background jobs that post
+//! their results into the loop's channel. A slow QEMU cannot stall a key press.
 
 pub mod app;
 pub mod guest_keys;
+mod runner;
 pub mod screens;
 pub mod steps;
 pub mod theme;
 pub mod widgets;
 
+use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use ratatui::Terminal;
+use ratatui::backend::Backend;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
-use crate::cli::Exit;
+use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::host;
-use app::{App, Command};
+use crate::engine::host::{self, HostReport};
+use crate::engine::machine::{self, MachineView};
+use crate::engine::screen::Picture;
+use app::{App, Command, GuestInput};
+use theme::Theme;
 
 /// How often a running step's console is redrawn.
 const REDRAW_EVERY: Duration = Duration::from_millis(100);
 /// How often the VGA picture is refreshed while it is visible (≥ 2 per second).
 const SCREENSHOT_EVERY: Duration = Duration::from_millis(400);
-use theme::Theme;
+
+/// How the workbench ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The person quit (or a signal asked kiln to).
+    Quit,
+    /// There was no terminal to draw on.
+    NoTerminal,
+    /// The terminal failed.
+    TerminalError,
+}
+
+/// What a background job reports back to the loop.
+pub enum Posted {
+    Doctor(HostReport),
+    /// A fresh screendump of `step`'s machine.
+    Picture {
+        step: Step,
+        picture: Picture,
+    },
+    /// The screendump in flight ended (with or without a picture).
+    ScreendumpDone,
+    /// A line for the status bar.
+    Notice(String),
+}
 
 /// Open the workbench; the terminal is restored on every way out (quit, error, panic).
-pub async fn run(
-    settings: Settings,
-    dirs: Option<Dirs>,
-    image: Option<std::path::PathBuf>,
-) -> Exit {
+pub async fn run(settings: Settings, dirs: Option<Dirs>, image: Option<PathBuf>) -> Ending {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         eprintln!(
             "kiln: the workbench needs a terminal; in scripts use `kiln run` or a step command"
         );
-        return Exit::Environment;
+        return Ending::NoTerminal;
     }
     let (theme, theme_problem) = Theme::load(
         &settings.theme,
         dirs.as_ref().map(|d| d.theme_dir()).as_deref(),
     );
-    let (mut app, mut questions) = App::new(settings, theme);
+    let mut app = App::new(settings, theme);
     app.record_dir = dirs.as_ref().map(Dirs::machine_records);
     app.config_dir = dirs.as_ref().map(|d| d.config_dir.clone());
     if let Some(image) = &image {
@@ -53,94 +86,161 @@ pub async fn run(
         tracing::warn!("{problem}");
         app.notice = Some(format!("{problem} — using the built-in theme"));
     }
+    let (Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("kiln: cannot watch for SIGTERM/SIGHUP");
+        return Ending::TerminalError;
+    };
+    let signalled = async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = hangup.recv() => {}
+        }
+    };
     // ratatui::init enters the alternate screen and raw mode and installs a panic hook that
     // restores the terminal before the panic message is printed.
     let mut terminal = ratatui::init();
     // Clicks on the step list and the forms' fields and buttons.
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
-    let result = event_loop(&mut terminal, &mut app, &mut questions).await;
+    let result = event_loop(&mut terminal, &mut app, EventStream::new(), signalled).await;
     app.shut_down().await;
     let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
     ratatui::restore();
     match result {
-        Ok(()) => Exit::Ok,
+        Ok(()) => Ending::Quit,
         Err(e) => {
             eprintln!("kiln: terminal error: {e}");
-            Exit::Environment
+            Ending::TerminalError
         }
     }
 }
 
-/// Do what a key or click asked for.
-async fn perform(app: &mut App, command: Option<Command>) {
-    match command {
-        Some(Command::Quit) => app.quitting = true,
-        Some(Command::StartCreate { force }) => app.start_create(force).await,
-        Some(Command::Start(step)) => app.start(step),
-        Some(Command::Retry(step)) => app.retry(step),
-        Some(Command::Guest(input)) => app.send_to_guest(input).await,
-        Some(Command::CleanLeftovers(found)) => app.clean_leftovers(found).await,
-        None => {}
-    }
-}
-
-async fn event_loop(
-    terminal: &mut ratatui::DefaultTerminal,
+/// The workbench loop, over any ratatui backend (the real terminal, or `TestBackend` in
+/// tests): draw, then wait for whichever comes first — a key or click, an engine event, a
+/// background job's result, a tick, or `stop` (a signal).
+pub async fn event_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
     app: &mut App,
-    questions: &mut tokio::sync::mpsc::UnboundedReceiver<app::ApprovalRequest>,
+    mut inputs: impl Stream<Item = std::io::Result<TermEvent>> + Unpin,
+    stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut keys = EventStream::new();
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let (posts, mut posted) = mpsc::unbounded_channel();
     let settings = app.settings.clone();
-    let mut doctor = std::pin::pin!(async move { host::examine(&settings).await });
-    let mut doctor_done = false;
+    let doctor = posts.clone();
+    tokio::spawn(async move {
+        let _ = doctor.send(Posted::Doctor(host::examine(&settings).await));
+    });
     // The console and screen change without key presses: redraw on a tick while a step runs.
     let mut redraw = tokio::time::interval(REDRAW_EVERY);
     let mut screenshot = tokio::time::interval(SCREENSHOT_EVERY);
+    // One screendump at a time: a slow one is not piled on.
+    let mut screendump_in_flight = false;
+    let mut stop = std::pin::pin!(stop);
+    let terminal_error = |e: B::Error| std::io::Error::other(e.to_string());
 
     while !app.quitting {
-        app.width = terminal.size()?.width;
-        terminal.draw(|frame| screens::draw(frame, app))?;
+        app.width = terminal.size().map_err(terminal_error)?.width;
+        terminal
+            .draw(|frame| screens::draw(frame, app))
+            .map_err(terminal_error)?;
         let running = app.running.is_some();
-        let wants_screenshot = app.wants_screenshot();
+        let wants_screenshot = app.wants_screenshot() && !screendump_in_flight;
         let engine_event = async {
             match app.running.as_mut() {
-                Some(running) => running.next_event().await,
+                Some(running) => running.task.next_event().await,
                 None => std::future::pending().await,
             }
         };
         tokio::select! {
-            event = keys.next() => match event {
-                Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
-                    let command = app.handle_key(key);
-                    perform(app, command).await;
-                }
-                Some(Ok(TermEvent::Mouse(mouse))) => {
-                    let command = app.handle_mouse(mouse);
-                    perform(app, command).await;
-                }
-                Some(Ok(_)) => {} // resize and others: the next draw adapts
-                Some(Err(e)) => return Err(e),
-                None => app.quitting = true,
-            },
+            event = inputs.next() => {
+                let command = match event {
+                    Some(Ok(TermEvent::Key(key))) if key.kind != KeyEventKind::Release => {
+                        app.handle_key(key)
+                    }
+                    Some(Ok(TermEvent::Mouse(mouse))) => app.handle_mouse(mouse),
+                    Some(Ok(_)) => None, // resize and others: the next draw adapts
+                    Some(Err(e)) => return Err(e),
+                    None => Some(Command::Quit),
+                };
+                perform(app, command, &posts);
+            }
             event = engine_event => match event {
                 Some(event) => app.apply(event),
                 None => app.finish().await,
             },
-            report = &mut doctor, if !doctor_done => {
-                doctor_done = true;
-                app.doctor = Some(report);
-            }
-            Some((diff, reply)) = questions.recv() => {
-                app.overlay = app::Overlay::ConfirmDiff(diff);
-                app.pending_approval = Some(reply);
-            }
+            Some(post) = posted.recv() => match post {
+                Posted::Doctor(report) => app.doctor = Some(report),
+                Posted::Picture { step, picture } => {
+                    if let Some(machine) = app.machine_mut(step) {
+                        machine.picture = Some(picture);
+                    }
+                }
+                Posted::ScreendumpDone => screendump_in_flight = false,
+                Posted::Notice(notice) => app.notice = Some(notice),
+            },
             _ = redraw.tick(), if running => {}
-            _ = screenshot.tick(), if wants_screenshot => app.refresh_screen().await,
-            _ = terminate.recv() => app.quitting = true,
-            _ = hangup.recv() => app.quitting = true,
+            _ = screenshot.tick(), if wants_screenshot => {
+                let step = app.selected_step();
+                if let Some(view) = app.machine(step).and_then(|m| m.view.clone()) {
+                    screendump_in_flight = true;
+                    tokio::spawn(screendump(step, view, posts.clone()));
+                }
+            }
+            () = &mut stop => app.quitting = true,
         }
     }
     Ok(())
+}
+
+/// Do what a key or click asked for; anything that waits goes to a background job.
+fn perform(app: &mut App, command: Option<Command>, posts: &mpsc::UnboundedSender<Posted>) {
+    match command {
+        Some(Command::Quit) => app.quitting = true,
+        Some(Command::Start(step)) => app.start(step),
+        Some(Command::Retry(step)) => app.retry(step),
+        Some(Command::Guest(input)) => {
+            let Some(view) = app
+                .machine(app.selected_step())
+                .and_then(|m| m.view.clone())
+            else {
+                return;
+            };
+            match input {
+                GuestInput::Serial(bytes) => view.send_serial(bytes),
+                GuestInput::Vga(keys) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = view.send_key(&keys).await {
+                            tracing::warn!("key not sent to the guest: {e}");
+                        }
+                    });
+                }
+            }
+        }
+        Some(Command::CleanLeftovers(found)) => {
+            let posts = posts.clone();
+            tokio::spawn(async move {
+                for (record_file, record) in &found {
+                    machine::clean_leftover(record_file, record).await;
+                }
+                let _ = posts.send(Posted::Notice(format!(
+                    "stopped {} machine(s) left by an earlier kiln",
+                    found.len()
+                )));
+            });
+        }
+        None => {}
+    }
+}
+
+/// Take a screendump of `view` and post it.
+async fn screendump(step: Step, view: MachineView, posts: mpsc::UnboundedSender<Posted>) {
+    match view.screenshot().await {
+        Ok(picture) => {
+            let _ = posts.send(Posted::Picture { step, picture });
+        }
+        Err(e) => tracing::debug!("screenshot: {e}"),
+    }
+    let _ = posts.send(Posted::ScreendumpDone);
 }

@@ -12,7 +12,7 @@ use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, TOKEN_ENV,
 use crate::engine::image;
 use crate::engine::iso::{self, IsoError};
 use crate::engine::process::{ToolError, install_hint};
-use crate::engine::task::Reporter;
+use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::units::human_bytes;
 
 /// `qemu-img convert -p -O qcow2 -o compat=1.1 [-c] IN OUT`, with its progress passed on.
@@ -45,7 +45,7 @@ pub(super) async fn compact(
     tokio::select! {
         result = run => result.map_err(tool_error)?,
         _ = reporter.cancelled() => {
-            return Err(PublishError::Cancelled("compaction stopped; nothing was published".into()));
+            return Err(PublishError::Cancelled(Cancelled("compaction stopped; nothing was published".into())));
         }
     }
     let info = image::image_info(out)
@@ -201,7 +201,7 @@ pub(super) async fn sha256(path: &Path, reporter: &Reporter) -> Result<String, P
 
 fn checksum_error(path: &Path, error: IsoError) -> PublishError {
     match error {
-        IsoError::Cancelled => PublishError::Cancelled("nothing was published".into()),
+        IsoError::Cancelled => PublishError::Cancelled(Cancelled("nothing was published".into())),
         IsoError::Read { path, source } => PublishError::Io {
             action: "cannot read",
             path,

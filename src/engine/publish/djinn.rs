@@ -18,7 +18,7 @@ use tokio_util::bytes::Bytes;
 use super::compact::{compact, sha256, write_checksum};
 use super::temp::{TempFile, parent_dir, temp_path};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, TOKEN_ENV, io_error};
-use crate::engine::task::Reporter;
+use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::units::human_bytes;
 
 /// The content type of a raw qcow2 upload (driver-contract.md §5).
@@ -259,7 +259,7 @@ impl DjinnUpload {
                 let found = tokio::select! {
                     found = self.find_existing(namespace, reporter) => found?,
                     _ = reporter.cancelled() => {
-                        return Err(PublishError::Cancelled("nothing was published".into()));
+                        return Err(PublishError::Cancelled(Cancelled("nothing was published".into())));
                     }
                 };
                 if let Some(Taken { id }) = found {
@@ -472,10 +472,10 @@ impl DjinnUpload {
         let response = tokio::select! {
             response = send => response,
             _ = reporter.cancelled() => {
-                return Err(PublishError::Cancelled(format!(
+                return Err(PublishError::Cancelled(Cancelled(format!(
                     "the upload stopped with {}; Djinn discards an incomplete upload, nothing was published",
                     sent_so_far()
-                )));
+                ))));
             }
             error = watch_upload(&sent, total) => return Err(error),
         };

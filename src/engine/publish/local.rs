@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::compact::{compact, sha256, write_checksum};
 use super::temp::{TempFile, parent_dir, temp_path};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, driver_conf, io_error};
-use crate::engine::task::{Reporter, TaskPanicked};
+use crate::engine::task::{Cancelled, Reporter, TaskPanicked};
 use crate::engine::units::human_bytes;
 
 /// Copies move this much per step, so progress and Ctrl-C are noticed several times a second.
@@ -183,7 +183,9 @@ pub(super) async fn install_file(
         None
     };
     if reporter.is_cancelled() {
-        return Err(PublishError::Cancelled("nothing was installed".into()));
+        return Err(PublishError::Cancelled(Cancelled(
+            "nothing was installed".into(),
+        )));
     }
     put_in_place(&temp.0, &plan.path, plan.replace)?;
     drop(temp);
@@ -252,11 +254,11 @@ fn copy_file(from: &Path, to: &Path, reporter: &Reporter) -> Result<u64, Publish
     meter.update(reporter, 0);
     while done < total {
         if reporter.is_cancelled() {
-            return Err(PublishError::Cancelled(format!(
+            return Err(PublishError::Cancelled(Cancelled(format!(
                 "stopped after copying {} of {}; nothing was installed",
                 human_bytes(done),
                 human_bytes(total)
-            )));
+            ))));
         }
         let want = (total - done).min(COPY_CHUNK as u64) as usize;
         let copied = if kernel_copy {
@@ -322,7 +324,7 @@ fn copy_range(source: &File, target: &File, len: usize) -> std::io::Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::task::{self, Summary};
+    use crate::engine::task::{self, Summary, TaskOptions};
 
     #[test]
     fn env_vars_in_disks_are_expanded() {
@@ -343,7 +345,7 @@ mod tests {
         std::fs::write(&from, &data).unwrap();
 
         let to = dir.path().join("to");
-        let mut task = task::spawn("copy", {
+        let mut task = task::spawn("copy", TaskOptions::default(), {
             let (from, to) = (from.clone(), to.clone());
             move |reporter: Reporter| async move {
                 tokio::task::spawn_blocking(move || copy_file(&from, &to, &reporter))
@@ -367,7 +369,7 @@ mod tests {
         );
 
         let to = dir.path().join("cancelled");
-        let task = task::spawn("copy", {
+        let task = task::spawn("copy", TaskOptions::default(), {
             let (from, to) = (from.clone(), to.clone());
             move |reporter: Reporter| async move {
                 reporter.cancelled().await;
@@ -379,7 +381,10 @@ mod tests {
         });
         task.cancel();
         let err = task.result().await.unwrap_err();
-        assert!(matches!(err, PublishError::Cancelled(_)), "{err}");
+        assert!(
+            matches!(err, PublishError::Cancelled(Cancelled(_))),
+            "{err}"
+        );
     }
 
     #[derive(Debug)]
@@ -392,7 +397,7 @@ mod tests {
 
     fn test_reporter() -> Reporter {
         let mut reporter = None;
-        let _ = task::spawn("probe", |r: Reporter| {
+        let _ = task::spawn("probe", TaskOptions::default(), |r: Reporter| {
             reporter = Some(r);
             async { Ok::<_, PublishError>(Copied(0)) }
         });

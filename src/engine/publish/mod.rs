@@ -32,7 +32,7 @@ use serde::Serialize;
 use super::check::{self, Check, Verdict};
 use super::image::is_valid_image_name;
 use super::process::ToolError;
-use super::task::{Reporter, Summary, TaskPanicked};
+use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::units::human_bytes;
 use super::verify;
 use djinn::{Api, DjinnUpload, http_client, parse_api_url};
@@ -135,6 +135,37 @@ pub fn read_token_file(path: &Path) -> Result<Token, PublishError> {
         .read_to_string(&mut text)
         .map_err(|e| unreadable(e.to_string()))?;
     Token::new(&text).ok_or_else(|| unreadable("the file is empty".into()))
+}
+
+/// The kinds of place an image can be published to, as a person chooses them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A Djinn server's API (`POST /images`).
+    #[default]
+    Djinn,
+    /// The disks directory of Djinn's offline runner.
+    Offline,
+    /// A builds.sr.ht image tree.
+    Srht,
+}
+
+impl TargetKind {
+    /// The word used on command lines and in session files.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Djinn => "djinn",
+            TargetKind::Offline => "offline",
+            TargetKind::Srht => "srht",
+        }
+    }
+
+    /// The target a word names (the inverse of [`TargetKind::name`]).
+    pub fn from_name(name: &str) -> Option<TargetKind> {
+        [TargetKind::Djinn, TargetKind::Offline, TargetKind::Srht]
+            .into_iter()
+            .find(|kind| kind.name() == name)
+    }
 }
 
 /// Where an image is published to.
@@ -366,8 +397,8 @@ pub enum PublishError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cancelled; {0}")]
-    Cancelled(String),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
 }
@@ -596,7 +627,7 @@ async fn preflight(image: &Path, reporter: &Reporter) -> Result<(), PublishError
     reporter.info(format!("checking {}", image.display()));
     let checks = tokio::select! {
         checks = verify::static_checks(image) => checks,
-        _ = reporter.cancelled() => return Err(PublishError::Cancelled("nothing was published".into())),
+        _ = reporter.cancelled() => return Err(Cancelled("nothing was published".into()).into()),
     };
     // The name is checked on the name actually used, not the file's stem.
     let checks: Vec<Check> = checks.into_iter().filter(|c| c.id != "name").collect();

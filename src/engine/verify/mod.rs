@@ -13,7 +13,7 @@ pub use static_checks::static_checks;
 
 use super::check::{Check, Verdict, failures};
 use super::driver::DriverProfile;
-use super::task::{Reporter, Summary, TaskPanicked};
+use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use boot::{BOOT_CHECKS, BootNotStarted, BootRequest};
 
 /// What `kiln check` was asked to do.
@@ -61,8 +61,8 @@ impl Summary for Report {
 pub enum VerifyError {
     #[error(transparent)]
     Boot(#[from] BootNotStarted),
-    #[error("check cancelled")]
-    Cancelled,
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
 }
@@ -108,7 +108,7 @@ pub async fn verify(request: VerifyRequest, reporter: Reporter) -> Result<Report
     // The boot checks report themselves (before a failed run holds its machine).
     let boot_checks = boot::boot_checks(&boot, &reporter).await?;
     if boot_checks.is_empty() {
-        return Err(VerifyError::Cancelled);
+        return Err(Cancelled("the test machine was stopped".into()).into());
     }
     checks.extend(boot_checks);
     let driver_argv = Some(profile.driver_argv(&image, 2222));

@@ -15,7 +15,7 @@ fn app() -> App {
         memory_mib: 8192,
     };
     let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    App::new(settings, Theme::built_in("default")).0
+    App::new(settings, Theme::built_in("default"))
 }
 
 fn press(app: &mut App, code: KeyCode) -> Option<Command> {
@@ -106,8 +106,21 @@ fn quit_keys() {
     );
 }
 
+/// Feed the running step's events to the app until `done` says so (or the step ended).
+async fn drive_until(app: &mut App, done: impl Fn(&App) -> bool) {
+    while !done(app) {
+        let Some(running) = app.running.as_mut() else {
+            return;
+        };
+        match running.task.next_event().await {
+            Some(event) => app.apply(event),
+            None => app.finish().await,
+        }
+    }
+}
+
 /// Runs the real qemu-img: the form creates an image, then a second Enter asks before
-/// replacing it.
+/// replacing it (a question from the step, answered in the dialog).
 #[tokio::test]
 async fn create_then_confirm_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,17 +134,14 @@ async fn create_then_confirm_overwrite() {
     press(&mut app, KeyCode::Tab);
     app.handle_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
     type_text(&mut app, "2G");
-    let Some(Command::StartCreate { force }) = press(&mut app, KeyCode::Enter) else {
-        panic!("Enter should start create");
-    };
-    app.start_create(force).await;
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Some(Command::Start(Step::Create)),
+        "Enter should start create"
+    );
+    app.start(Step::Create);
     assert_eq!(app.step_state(Step::Create), StepState::Running);
-    while let Some(running) = app.running.as_mut() {
-        match running.next_event().await {
-            Some(event) => app.apply(event),
-            None => app.finish().await,
-        }
-    }
+    drive_until(&mut app, |app| app.running.is_none()).await;
     assert_eq!(
         app.step_state(Step::Create),
         StepState::Done,
@@ -160,30 +170,58 @@ async fn create_then_confirm_overwrite() {
     app.focus = crate::tui::app::Focus::Screen;
 
     let tmp = dir.path().display().to_string();
-    insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]"), (r"\d+ KiB on disk", "[N] KiB on disk"), (r"on disk +\d+ KiB", "on disk  [N] KiB")]}, {
+    insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]"), (r"\d+ KiB on disk", "[N] KiB on disk"), (r"on disk +\d+ KiB", "on disk  [N] KiB"), (r"[\d.]+ [KMGT]?i?B free in", "[N] free in")]}, {
         insta::assert_snapshot!("created", created);
     });
 
-    let Some(Command::StartCreate { force }) = press(&mut app, KeyCode::Enter) else {
-        panic!("Enter should start create");
-    };
-    app.start_create(force).await;
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Some(Command::Start(Step::Create))
+    );
+    app.start(Step::Create);
+    drive_until(&mut app, |app| {
+        matches!(app.overlay, Overlay::ConfirmOverwrite(_))
+    })
+    .await;
     assert!(matches!(app.overlay, Overlay::ConfirmOverwrite(_)));
     insta::with_settings!({filters => vec![(tmp.as_str(), "[TMP]")]}, {
         insta::assert_snapshot!("confirm_overwrite", render(&app, 80, 24));
     });
     assert_eq!(press(&mut app, KeyCode::Char('n')), None);
     assert_eq!(app.overlay, Overlay::None);
-    assert!(app.running.is_none());
+    drive_until(&mut app, |app| app.running.is_none()).await;
+    // Declined: refused, nothing replaced, and the session still says done.
+    let error = app.create.run.error.clone().unwrap_or_default();
+    assert!(error.contains("already exists"), "{error}");
+    assert_eq!(app.step_state(Step::Create), StepState::Done);
+    let again = crate::engine::image::image_info(&info.path).await.unwrap();
+    assert_eq!(again.virtual_size, 2 << 30);
 }
 
 #[tokio::test]
 async fn configure_asks_before_applying_the_diff() {
+    use crate::engine::task::{self, Question, Reporter, TaskOptions};
+    use crate::engine::workflow::StepError;
     let mut app = app();
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    app.overlay =
-        Overlay::ConfirmDiff("-PermitRootLogin prohibit-password\n+PermitRootLogin yes\n".into());
-    app.pending_approval = Some(reply);
+    // A step that asks what configure asks, through the same task machinery.
+    let task = task::spawn(
+        "configure",
+        TaskOptions::default(),
+        |r: Reporter| async move {
+            let diff = "-PermitRootLogin prohibit-password\n+PermitRootLogin yes\n".to_string();
+            let yes = r.ask(Question::ApplySshdConfig { diff }).await;
+            Err(StepError::Failed(format!("answered {yes}")))
+        },
+    );
+    app.selected = 2;
+    app.running = Some(crate::tui::runner::RunningStep {
+        step: Step::Configure,
+        task,
+    });
+    drive_until(&mut app, |app| {
+        matches!(app.overlay, Overlay::ConfirmDiff(_))
+    })
+    .await;
     let screen = render(&app, 100, 30).to_string();
     assert!(
         screen.contains("Apply this sshd_config?") && screen.contains("+PermitRootLogin yes"),
@@ -194,7 +232,8 @@ async fn configure_asks_before_applying_the_diff() {
     assert!(matches!(app.overlay, Overlay::ConfirmDiff(_)));
     press(&mut app, KeyCode::Char('n'));
     assert_eq!(app.overlay, Overlay::None);
-    assert_eq!(answer.await, Ok(false));
+    drive_until(&mut app, |app| app.running.is_none()).await;
+    assert_eq!(app.configure.run.error.as_deref(), Some("answered false"));
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn app(theme: &str) -> App {
         memory_mib: 8192,
     };
     let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    App::new(settings, Theme::built_in(theme)).0
+    App::new(settings, Theme::built_in(theme))
 }
 
 /// Step `index`'s screen open, its form focused.
@@ -142,9 +142,8 @@ fn screens(theme: &str, tmp: &Path) -> Vec<(String, App)> {
 fn session_backed(theme: &str, tmp: &Path) -> App {
     let disk = tmp.join("disk.qcow2");
     std::fs::write(&disk, b"QFI\xfb not really an image").unwrap();
-    let mut app = app(theme);
-    app.open_image(&disk);
-    let session = app.session.as_mut().expect("open_image starts a session");
+    let mut session = crate::engine::session::Session::open(&disk).unwrap();
+    session.adopt_existing_image().unwrap();
     for (step, result) in [
         (Step::Configure, Ok("configured".into())),
         (Step::Verify, Err("root login refused".into())),
@@ -153,6 +152,8 @@ fn session_backed(theme: &str, tmp: &Path) -> App {
         session.end(step, result).unwrap();
     }
     session.begin(Step::Publish).unwrap();
+    let mut app = app(theme);
+    app.open_image(&disk);
     assert_eq!(app.step_state(Step::Publish), StepState::Running);
     app.publish.run.progress = Some(Progress {
         done: 3 << 29,

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use super::run::StepRun;
-use crate::engine::flow::Secrets;
+use crate::engine::configure::SshdVariant;
 use crate::engine::session::Choices;
+use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form};
 
 pub struct ConfigureScreen {
@@ -44,7 +45,7 @@ impl ConfigureScreen {
         Choices {
             user: Some(form.text("user")),
             key: (!key.is_empty()).then(|| PathBuf::from(key)),
-            variant: Some(form.choice("variant").to_string()),
+            variant: SshdVariant::from_name(form.choice("variant")),
             zero_free_space: Some(form.checked("zero")),
             clear_machine_id: Some(form.checked("machine-id")),
             regenerate_host_keys: Some(form.checked("host-keys")),
@@ -71,7 +72,7 @@ impl ConfigureScreen {
             form.set_text("key", &key.display().to_string());
         }
         if let Some(variant) = &choices.variant {
-            form.set_choice("variant", variant);
+            form.set_choice("variant", variant.name());
         }
         for (field, value) in [
             ("zero", choices.zero_free_space),

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use super::run::StepRun;
 use crate::engine::config::Settings;
-use crate::engine::flow::Secrets;
-use crate::engine::publish::Token;
+use crate::engine::publish::{TargetKind, Token};
 use crate::engine::session::Choices;
+use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form};
 
 pub struct PublishScreen {
@@ -50,7 +50,7 @@ impl PublishScreen {
         let form = &self.form;
         let optional = |key: &str| Some(form.text(key)).filter(|t| !t.is_empty());
         Choices {
-            target: Some(form.choice("target").to_string()),
+            target: TargetKind::from_name(form.choice("target")),
             name: optional("name"),
             namespace: optional("namespace"),
             url: optional("url"),
@@ -76,7 +76,7 @@ impl PublishScreen {
     pub fn fill(&mut self, choices: &Choices) {
         let form = &mut self.form;
         if let Some(target) = &choices.target {
-            form.set_choice("target", target);
+            form.set_choice("target", target.name());
         }
         for (field, value) in [
             ("name", choices.name.clone()),

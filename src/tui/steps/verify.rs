@@ -1,6 +1,7 @@
 //! The Verify screen: which driver to imitate; then the checklist as it fills in.
 
 use super::run::StepRun;
+use crate::engine::driver::Profile;
 use crate::engine::session::Choices;
 use crate::tui::widgets::form::{Field, Form};
 
@@ -25,14 +26,14 @@ impl VerifyScreen {
     /// The choices this form makes, to carry and record.
     pub fn choices(&self) -> Choices {
         Choices {
-            profile: Some(self.form.choice("profile").to_string()),
+            profile: Profile::from_name(self.form.choice("profile")),
             ..Choices::default()
         }
     }
 
     pub fn fill(&mut self, choices: &Choices) {
         if let Some(profile) = &choices.profile {
-            self.form.set_choice("profile", profile);
+            self.form.set_choice("profile", profile.name());
         }
     }
 

@@ -1,51 +1,34 @@
-//! The flow from blank disk to published image: each step's engine request built from the
-//! session's carried [`Choices`] plus the secrets of this run. The TUI's forms and `kiln run`'s
-//! flags both become `Choices`, so both frontends build requests here, the same way.
+//! Each step's engine request, built from the session's carried [`Choices`], this run's
+//! [`Secrets`] and [`StepOptions`], and the [`Environment`] (settings resolved CLI > config
+//! file > defaults). The only place requests are made: every frontend goes through here.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::Step;
-use super::configure::{Approval, ConfigureRequest, Extras, SshdConfig};
-use super::driver::DriverProfile;
-use super::host::Accelerator;
-use super::image::CreateRequest;
-use super::install::InstallRequest;
-use super::iso::Expected;
-use super::publish::{self, Compaction, PublishError, PublishRequest, PublishTarget, Token};
-use super::session::Choices;
-use super::ssh::Auth;
-use super::verify::VerifyRequest;
+use super::{Environment, Secrets, StepOptions};
+use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
+use crate::engine::driver::DriverProfile;
+use crate::engine::image::CreateRequest;
+use crate::engine::install::InstallRequest;
+use crate::engine::iso::Expected;
+use crate::engine::publish::{
+    self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
+};
+use crate::engine::session::Choices;
+use crate::engine::ssh::Auth;
+use crate::engine::verify::VerifyRequest;
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
 pub const DEFAULT_SIZE: &str = "10G";
 /// How long a guest may take to answer on SSH (the Djinn driver waits 5 minutes).
 pub const BOOT_DEADLINE: Duration = Duration::from_secs(300);
 
-/// What is never written down: asked for, or read from files, on every run.
-#[derive(Default, Clone)]
-pub struct Secrets {
-    /// The install's password for `user` (also given to sudo).
-    pub password: Option<String>,
-    pub passphrase: Option<String>,
-    pub token: Option<Token>,
-}
-
-/// How kiln's machines are sized and where their crash records go.
-#[derive(Debug, Clone)]
-pub struct MachineSettings {
-    pub accelerator: Accelerator,
-    pub memory_mib: u32,
-    pub cpus: u32,
-    pub record_dir: Option<PathBuf>,
-}
-
-impl MachineSettings {
-    /// The carried memory/CPU choices win over the defaults.
-    fn for_choices(&self, choices: &Choices) -> (u32, u32) {
+impl Environment {
+    /// The carried memory/CPU choices win over the settings.
+    fn machine_size(&self, choices: &Choices) -> (u32, u32) {
         (
-            choices.memory_mib.unwrap_or(self.memory_mib),
-            choices.cpus.unwrap_or(self.cpus),
+            choices.memory_mib.unwrap_or(self.settings.memory_mib),
+            choices.cpus.unwrap_or(self.settings.cpus),
         )
     }
 }
@@ -76,24 +59,24 @@ pub fn parse_checksum(text: &str) -> Option<Expected> {
 pub fn install_request(
     image: &Path,
     choices: &Choices,
-    machines: &MachineSettings,
-    vnc: bool,
+    environment: &Environment,
+    options: &StepOptions,
 ) -> Result<InstallRequest, String> {
     let iso = choices
         .iso
         .clone()
         .ok_or("install needs an installer ISO (--iso FILE)")?;
-    let (memory_mib, cpus) = machines.for_choices(choices);
+    let (memory_mib, cpus) = environment.machine_size(choices);
     Ok(InstallRequest {
         image: image.to_path_buf(),
         iso,
         checksum: choices.iso_checksum.as_deref().and_then(parse_checksum),
-        accelerator: machines.accelerator,
+        accelerator: environment.accelerator,
         memory_mib,
         cpus,
-        timeout: None,
-        vnc,
-        record_dir: machines.record_dir.clone(),
+        timeout: options.timeout,
+        vnc: !options.no_vnc,
+        record_dir: environment.record_dir.clone(),
     })
 }
 
@@ -102,9 +85,9 @@ pub fn configure_request(
     image: &Path,
     choices: &Choices,
     secrets: &Secrets,
-    machines: &MachineSettings,
-    approve: Option<Approval>,
-) -> ConfigureRequest {
+    environment: &Environment,
+    options: &StepOptions,
+) -> Result<ConfigureRequest, String> {
     let password = secrets.password.clone().filter(|p| !p.is_empty());
     let auth = match &choices.key {
         Some(key) => Auth::Key {
@@ -113,64 +96,62 @@ pub fn configure_request(
         },
         None => Auth::Password(password.clone().unwrap_or_default()),
     };
-    let (memory_mib, cpus) = machines.for_choices(choices);
-    ConfigureRequest {
+    let (memory_mib, cpus) = environment.machine_size(choices);
+    let sshd_config = match (&choices.sshd_config, choices.variant.unwrap_or_default()) {
+        (Some(file), _) => SshdConfig::Custom(
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+        ),
+        (None, SshdVariant::Reference) => SshdConfig::Reference,
+        (None, SshdVariant::Pam) => SshdConfig::Pam,
+    };
+    Ok(ConfigureRequest {
         image: image.to_path_buf(),
         user: choices.user.clone().unwrap_or_else(|| "root".into()),
         auth,
         sudo_password: password,
-        sshd_config: match choices.variant.as_deref() {
-            Some("pam") => SshdConfig::Pam,
-            _ => SshdConfig::Reference,
-        },
+        sshd_config,
         extras: Extras {
             zero_free_space: choices.zero_free_space.unwrap_or(false),
             clear_machine_id: choices.clear_machine_id.unwrap_or(false),
             regenerate_host_keys: choices.regenerate_host_keys.unwrap_or(false),
         },
-        accelerator: machines.accelerator,
+        accelerator: environment.accelerator,
         memory_mib,
         cpus,
-        boot_deadline: BOOT_DEADLINE,
-        record_dir: machines.record_dir.clone(),
-        approve,
-    }
+        boot_deadline: options.timeout.unwrap_or(BOOT_DEADLINE),
+        record_dir: environment.record_dir.clone(),
+    })
 }
 
 /// Boot as the chosen driver does (Djinn unless srht was chosen); `static_only` skips the boot.
 pub fn verify_request(
     image: &Path,
     choices: &Choices,
-    machines: &MachineSettings,
-    static_only: bool,
+    environment: &Environment,
+    options: &StepOptions,
 ) -> VerifyRequest {
-    let profile = match choices.profile.as_deref() {
-        Some("srht") => DriverProfile::srht(machines.accelerator),
-        _ => DriverProfile::djinn(machines.accelerator),
-    };
+    let profile = DriverProfile::of(choices.profile.unwrap_or_default(), environment.accelerator);
     VerifyRequest {
         image: image.to_path_buf(),
-        profile: (!static_only).then_some(profile),
-        deadline: BOOT_DEADLINE,
-        record_dir: machines.record_dir.clone(),
+        profile: (!options.static_only).then_some(profile),
+        deadline: options.timeout.unwrap_or(BOOT_DEADLINE),
+        record_dir: environment.record_dir.clone(),
     }
 }
 
-/// Where publish goes when nobody chose: Djinn, the tool's main audience.
-pub fn publish_target_name(choices: &Choices) -> &str {
-    choices.target.as_deref().unwrap_or("djinn")
-}
-
-/// The publish request; the token comes from `secrets`, else KILN_DJINN_TOKEN or the token file.
+/// The publish request. The Djinn URL and namespace: the choice, else the config file; the
+/// token: `secrets`, else KILN_DJINN_TOKEN or the token file.
 pub fn publish_request(
     image: &Path,
     choices: &Choices,
     secrets: &Secrets,
-    config_dir: Option<&Path>,
+    environment: &Environment,
 ) -> Result<PublishRequest, PublishError> {
     let replace = choices.replace.unwrap_or(false);
-    let target = match publish_target_name(choices) {
-        "offline" => PublishTarget::Offline {
+    let settings = &environment.settings;
+    let target = match choices.target.unwrap_or_default() {
+        TargetKind::Offline => PublishTarget::Offline {
             driver_conf: choices
                 .driver_conf
                 .clone()
@@ -181,10 +162,10 @@ pub fn publish_request(
                     )
                 })?,
             namespace: choices.namespace.clone(),
-            base: false,
+            base: choices.base.unwrap_or(false),
             replace,
         },
-        "srht" => {
+        TargetKind::Srht => {
             let release = choices.release.clone().unwrap_or_default();
             let (distro, release) = release.split_once('/').ok_or_else(|| {
                 PublishError::InvalidOption(
@@ -197,28 +178,23 @@ pub fn publish_request(
                 })?,
                 distro: distro.to_string(),
                 release: release.to_string(),
-                arch: "x86_64".into(),
+                arch: choices.arch.clone().unwrap_or_else(|| "x86_64".into()),
                 replace,
             }
         }
-        "djinn" => PublishTarget::Djinn {
-            url: choices.url.clone().filter(|u| !u.is_empty()).ok_or_else(|| {
+        TargetKind::Djinn => PublishTarget::Djinn {
+            url: non_empty(&choices.url).or_else(|| non_empty(&settings.djinn_url)).ok_or_else(|| {
                 PublishError::InvalidOption(
                     "no Djinn URL: give one (--url) or set `url` under [djinn] in the config file"
                         .into(),
                 )
             })?,
-            namespace: choices.namespace.clone().filter(|n| !n.is_empty()),
+            namespace: non_empty(&choices.namespace).or_else(|| non_empty(&settings.djinn_namespace)),
             token: match &secrets.token {
                 Some(token) => token.clone(),
-                None => publish::load_token(config_dir)?,
+                None => publish::load_token(environment.config_dir.as_deref())?,
             },
         },
-        other => {
-            return Err(PublishError::InvalidOption(format!(
-                "unknown publish target {other:?}: djinn, offline or srht"
-            )));
-        }
     };
     Ok(PublishRequest {
         image: image.to_path_buf(),
@@ -231,21 +207,30 @@ pub fn publish_request(
     })
 }
 
-/// Whether `step` boots a machine (and so can keep one for inspection after a failure).
-pub fn boots_a_machine(step: Step) -> bool {
-    matches!(step, Step::Install | Step::Configure | Step::Verify)
+fn non_empty(text: &Option<String>) -> Option<String> {
+    text.clone().filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::config::Settings;
+    use crate::engine::driver::Profile;
+    use crate::engine::host::Accelerator;
 
-    fn machines() -> MachineSettings {
-        MachineSettings {
+    fn environment() -> Environment {
+        Environment {
+            settings: Settings {
+                memory_mib: 1024,
+                cpus: 2,
+                image_dir: PathBuf::from("/i"),
+                theme: "default".into(),
+                djinn_url: Some("https://ci.example/api".into()),
+                djinn_namespace: Some("from-config".into()),
+            },
             accelerator: Accelerator::Tcg,
-            memory_mib: 1024,
-            cpus: 2,
             record_dir: None,
+            config_dir: None,
         }
     }
 
@@ -256,27 +241,31 @@ mod tests {
             iso_checksum: Some("ab".repeat(32)),
             memory_mib: Some(2048),
             user: Some("builder".into()),
-            variant: Some("pam".into()),
-            profile: Some("srht".into()),
+            variant: Some(SshdVariant::Pam),
+            profile: Some(Profile::Srht),
             ..Choices::default()
         };
         let image = Path::new("/i/d.qcow2");
-        let install = install_request(image, &choices, &machines(), false).unwrap();
+        let options = StepOptions::default();
+        let install = install_request(image, &choices, &environment(), &options).unwrap();
         assert_eq!(install.memory_mib, 2048);
         assert_eq!(install.cpus, 2);
+        assert!(install.vnc);
         assert!(matches!(install.checksum, Some(Expected::Hex(_))));
 
         let secrets = Secrets {
             password: Some("pw".into()),
             ..Secrets::default()
         };
-        let configure = configure_request(image, &choices, &secrets, &machines(), None);
+        let configure =
+            configure_request(image, &choices, &secrets, &environment(), &options).unwrap();
         assert_eq!(configure.user, "builder");
         assert_eq!(configure.sudo_password.as_deref(), Some("pw"));
         assert!(matches!(configure.sshd_config, SshdConfig::Pam));
         assert!(matches!(configure.auth, Auth::Password(ref p) if p == "pw"));
+        assert_eq!(configure.boot_deadline, BOOT_DEADLINE);
 
-        let verify = verify_request(image, &choices, &machines(), false);
+        let verify = verify_request(image, &choices, &environment(), &options);
         assert_eq!(
             verify.profile.unwrap(),
             DriverProfile::srht(Accelerator::Tcg)
@@ -284,15 +273,48 @@ mod tests {
     }
 
     #[test]
-    fn missing_inputs_are_named() {
+    fn djinn_url_and_namespace_come_from_the_choice_else_the_config_file() {
         let image = Path::new("/i/d.qcow2");
-        let error = install_request(image, &Choices::default(), &machines(), false).unwrap_err();
-        assert!(error.contains("--iso"), "{error}");
         let secrets = Secrets {
-            token: Token::new("t0ken"),
+            token: publish::Token::new("t0ken"),
             ..Secrets::default()
         };
-        let error = publish_request(image, &Choices::default(), &secrets, None)
+        let namespace =
+            |choices: &Choices| match publish_request(image, choices, &secrets, &environment())
+                .unwrap()
+                .target
+            {
+                PublishTarget::Djinn { url, namespace, .. } => (url, namespace),
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(
+            namespace(&Choices::default()),
+            (
+                "https://ci.example/api".to_string(),
+                Some("from-config".to_string())
+            )
+        );
+        let chosen = Choices {
+            namespace: Some("chosen".into()),
+            ..Choices::default()
+        };
+        assert_eq!(namespace(&chosen).1.as_deref(), Some("chosen"));
+    }
+
+    #[test]
+    fn missing_inputs_are_named() {
+        let image = Path::new("/i/d.qcow2");
+        let options = StepOptions::default();
+        let error =
+            install_request(image, &Choices::default(), &environment(), &options).unwrap_err();
+        assert!(error.contains("--iso"), "{error}");
+        let secrets = Secrets {
+            token: publish::Token::new("t0ken"),
+            ..Secrets::default()
+        };
+        let mut no_url = environment();
+        no_url.settings.djinn_url = None;
+        let error = publish_request(image, &Choices::default(), &secrets, &no_url)
             .unwrap_err()
             .to_string();
         assert!(error.contains("no Djinn URL"), "{error}");

@@ -1,0 +1,444 @@
+//! One workflow for every frontend. The workbench, `kiln run`, `kiln check` and each
+//! `kiln <step>` start a step here and get the same [`StepTask`] back: the request is built
+//! from the session's choices ([`requests`]), the outcome is recorded in the session file,
+//! publishing waits for a fresh verify, and questions come back as events on the task.
+//!
+//! Recording rules, the same for everyone:
+//! - a step is recorded from the moment it begins; refusals (another kiln is on it, publish
+//!   before verify, a declined replace) are not recorded, because nothing was attempted;
+//! - a session file that cannot be written (an image in a read-only place) is a warning on
+//!   the step's log: the work goes on, it just cannot be resumed.
+
+pub mod requests;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::Step;
+use super::config::Settings;
+use super::configure::{self, Configured};
+use super::host::Accelerator;
+use super::image::{self, ImageInfo};
+use super::install::{self, InstallOutcome};
+use super::publish::{self, Published, Token};
+use super::session::{Choices, Session, SessionError, StepRecord, StepStatus};
+use super::task::{self, Cancelled, Question, Reporter, Summary, Task, TaskOptions, TaskPanicked};
+use super::verify::{self, Report};
+
+/// What a step runs with besides the person's choices: settings resolved once (CLI > config
+/// file > defaults), the accelerator this host really has, and kiln's own directories.
+#[derive(Debug, Clone)]
+pub struct Environment {
+    pub settings: Settings,
+    pub accelerator: Accelerator,
+    /// Where machine records live (crash recovery), when kiln has a data directory.
+    pub record_dir: Option<PathBuf>,
+    /// kiln's config directory (the Djinn token file lives there).
+    pub config_dir: Option<PathBuf>,
+}
+
+/// What is never written down: asked for, or read from files, on every run.
+#[derive(Default, Clone)]
+pub struct Secrets {
+    /// The install's password for the user (also given to sudo).
+    pub password: Option<String>,
+    pub passphrase: Option<String>,
+    pub token: Option<Token>,
+}
+
+impl std::fmt::Debug for Secrets {
+    /// Says which secrets are present, never what they are.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |present: bool| if present { "<given>" } else { "<none>" };
+        f.debug_struct("Secrets")
+            .field("password", &given(self.password.is_some()))
+            .field("passphrase", &given(self.passphrase.is_some()))
+            .field("token", &given(self.token.is_some()))
+            .finish()
+    }
+}
+
+/// How this one run of a step goes; nothing here is recorded in the session.
+#[derive(Debug, Clone, Default)]
+pub struct StepOptions {
+    /// Keep a failed step's machine up, answers given in advance.
+    pub task: TaskOptions,
+    /// Verify: the static checks only (not a verify publishing can rely on: not recorded).
+    pub static_only: bool,
+    /// Install: stop after this long; configure and verify: how long to wait for SSH.
+    pub timeout: Option<Duration>,
+    /// Install: do not serve the screen over VNC.
+    pub no_vnc: bool,
+    /// Publish even though verify has not passed on these bytes.
+    pub unverified: bool,
+}
+
+/// Whether the session file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recording {
+    /// The workbench and `kiln run`: the session file is created if there is none.
+    Always,
+    /// `kiln check` and the step commands: recorded only in an existing session file, so a
+    /// one-off command on someone's image leaves nothing behind.
+    IfSessionExists,
+}
+
+/// What a step produced.
+#[derive(Debug)]
+pub enum StepResult {
+    Created(ImageInfo),
+    Installed(InstallOutcome),
+    Configured(Configured),
+    /// The report, passed or not: verify's failures are verdicts, not errors.
+    Verified(Report),
+    Published(Published),
+}
+
+impl StepResult {
+    /// Whether the step did what it is for (a verify report with a failed check did not).
+    pub fn succeeded(&self) -> bool {
+        match self {
+            StepResult::Verified(report) => report.passed(),
+            _ => true,
+        }
+    }
+}
+
+impl Summary for StepResult {
+    fn summary(&self) -> String {
+        match self {
+            StepResult::Created(info) => info.summary(),
+            StepResult::Installed(outcome) => outcome.summary(),
+            StepResult::Configured(configured) => configured.summary(),
+            StepResult::Verified(report) => report.summary(),
+            StepResult::Published(published) => published.summary(),
+        }
+    }
+}
+
+/// Why a step did not produce a result. Frontends map these to exit codes and colours the
+/// same way: refused and usage are the person's to fix (exit 2), failed is the image's (1).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// Not started, nothing recorded: another kiln runs it, publish before verify, …
+    #[error("{0}")]
+    Refused(String),
+    /// The request or the environment is wrong (a bad size, no ISO, QEMU missing).
+    #[error("{0}")]
+    Usage(String),
+    /// The step ran and failed.
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Cancelled(#[from] Cancelled),
+}
+
+impl From<TaskPanicked> for StepError {
+    fn from(panicked: TaskPanicked) -> StepError {
+        StepError::Failed(panicked.to_string())
+    }
+}
+
+impl StepError {
+    /// The person must change something before trying again (exit 2 rather than 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, StepError::Refused(_) | StepError::Usage(_))
+    }
+}
+
+/// A running step, whichever it is.
+pub type StepTask = Task<StepResult, StepError>;
+
+/// Whether `step` boots a machine (and so can keep one for inspection after a failure).
+pub fn boots_a_machine(step: Step) -> bool {
+    matches!(step, Step::Install | Step::Configure | Step::Verify)
+}
+
+/// One image's journey: its session and what steps run with.
+pub struct Workflow {
+    session: Arc<Mutex<Session>>,
+    pub environment: Environment,
+}
+
+impl Workflow {
+    /// The workflow of `image`, from its session file (or a new session).
+    pub fn open(
+        image: &Path,
+        recording: Recording,
+        environment: Environment,
+    ) -> Result<Workflow, SessionError> {
+        let session = match recording {
+            Recording::Always => Session::open(image)?,
+            Recording::IfSessionExists => Session::open_if_exists(image)?,
+        };
+        Ok(Workflow {
+            session: Arc::new(Mutex::new(session)),
+            environment,
+        })
+    }
+
+    fn session(&self) -> MutexGuard<'_, Session> {
+        lock(&self.session)
+    }
+
+    pub fn image(&self) -> PathBuf {
+        self.session().image().to_path_buf()
+    }
+
+    pub fn session_path(&self) -> PathBuf {
+        self.session().path().to_path_buf()
+    }
+
+    /// The choices carried so far.
+    pub fn choices(&self) -> Choices {
+        self.session().choices.clone()
+    }
+
+    /// Take the choices a frontend made (recorded when the next step begins).
+    pub fn choose(&self, choices: &Choices) {
+        self.session().choices.update(choices);
+    }
+
+    pub fn status(&self, step: Step) -> StepStatus {
+        self.session().status(step)
+    }
+
+    pub fn record(&self, step: Step) -> Option<StepRecord> {
+        self.session().record(step).cloned()
+    }
+
+    /// The first step not done (or no longer true): where the flow resumes.
+    pub fn resume_at(&self) -> Option<Step> {
+        self.session().resume_at()
+    }
+
+    /// An image kiln did not create is adopted: create (and install, unless an ISO was
+    /// chosen) recorded as skipped.
+    pub fn adopt_existing_image(&self) -> Result<(), SessionError> {
+        self.session().adopt_existing_image()
+    }
+
+    /// Starting the flow at `first`: the earlier steps not done were done another way.
+    pub fn skip_before(&self, first: Step) -> Result<(), SessionError> {
+        let mut session = self.session();
+        for earlier in Step::ALL.into_iter().filter(|s| *s < first) {
+            if !session.status(earlier).is_settled() {
+                session.skip(
+                    earlier,
+                    &format!("not run by kiln: the flow was started at {}", first.name()),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Start `step` with the carried choices. Everything from here on — refusals, warnings,
+    /// questions, the result — arrives as events on the returned task.
+    pub fn start(&self, step: Step, secrets: Secrets, options: StepOptions) -> StepTask {
+        let title = title(step, &self.session());
+        let session = self.session.clone();
+        let environment = self.environment.clone();
+        task::spawn(title, options.task, move |reporter| {
+            run_step(step, session, environment, secrets, options, reporter)
+        })
+    }
+}
+
+fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
+    // A panic while holding it left a session that is still a valid value.
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The step's first log line, the same in every frontend.
+fn title(step: Step, session: &Session) -> String {
+    let image = session.image().display();
+    let choices = &session.choices;
+    match step {
+        Step::Create => format!(
+            "creating {image} ({})",
+            choices.size.as_deref().unwrap_or(requests::DEFAULT_SIZE)
+        ),
+        Step::Install => match &choices.iso {
+            Some(iso) => format!("installing {} onto {image}", iso.display()),
+            None => format!("installing onto {image}"),
+        },
+        Step::Configure => format!(
+            "configuring {image} as {}",
+            choices.user.as_deref().unwrap_or("root")
+        ),
+        Step::Verify => format!("checking {image}"),
+        Step::Publish => format!(
+            "publishing {image} to {}",
+            choices.target.unwrap_or_default().name()
+        ),
+    }
+}
+
+/// The whole life of one step: refusals, begin, the work, the record of how it ended.
+async fn run_step(
+    step: Step,
+    session: Arc<Mutex<Session>>,
+    environment: Environment,
+    secrets: Secrets,
+    options: StepOptions,
+    reporter: Reporter,
+) -> Result<StepResult, StepError> {
+    let image = lock(&session).image().to_path_buf();
+    let mut force = false;
+    {
+        let mut session = lock(&session);
+        if step != Step::Create
+            && let Err(e) = session.adopt_existing_image()
+        {
+            reporter.warn(not_recorded(&e));
+        }
+        if step == Step::Publish && session.is_persistent() && !options.unverified {
+            session.publish_allowed().map_err(|refusal| {
+                StepError::Refused(format!(
+                    "{refusal} (`kiln check {}` or `kiln run`; --unverified publishes anyway)",
+                    image.display()
+                ))
+            })?;
+        }
+    }
+    if step == Step::Create && image.exists() {
+        let question = Question::ReplaceFile {
+            path: image.clone(),
+        };
+        if !reporter.ask(question).await {
+            return Err(StepError::Refused(
+                image::CreateError::Exists(image).to_string(),
+            ));
+        }
+        force = true;
+    }
+    // A static-only check is not a verify the flow can publish on: it is not recorded.
+    let recorded = !(step == Step::Verify && options.static_only);
+    if recorded {
+        match lock(&session).begin(step) {
+            Ok(()) => {}
+            Err(e @ SessionError::Write(..)) => reporter.warn(not_recorded(&e)),
+            Err(e) => return Err(StepError::Refused(e.to_string())),
+        }
+    }
+    let choices = lock(&session).choices.clone();
+    let result = work(
+        step,
+        &image,
+        &choices,
+        &environment,
+        &secrets,
+        &options,
+        force,
+        &reporter,
+    )
+    .await;
+    if recorded {
+        let outcome = match &result {
+            Ok(done) if done.succeeded() => Ok(done.summary()),
+            Ok(done) => Err(done.summary()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = lock(&session).end(step, outcome) {
+            reporter.warn(not_recorded(&e));
+        }
+    }
+    result
+}
+
+/// The warning every frontend shows when the session file cannot be written.
+fn not_recorded(error: &SessionError) -> String {
+    format!("{error} — this run is not recorded, so it cannot be resumed")
+}
+
+/// Build the step's request and run it.
+#[allow(clippy::too_many_arguments)]
+async fn work(
+    step: Step,
+    image: &Path,
+    choices: &Choices,
+    environment: &Environment,
+    secrets: &Secrets,
+    options: &StepOptions,
+    force: bool,
+    reporter: &Reporter,
+) -> Result<StepResult, StepError> {
+    let reporter = reporter.clone();
+    match step {
+        Step::Create => {
+            let request = requests::create_request(image, choices, force);
+            let plan = image::plan_create(&request)
+                .await
+                .map_err(|e| classify(e.is_usage(), e))?;
+            if let Some(free) = plan.free_space {
+                reporter.info(format!(
+                    "{} free in the target directory",
+                    super::units::human_bytes(free)
+                ));
+            }
+            image::create(plan, reporter)
+                .await
+                .map(StepResult::Created)
+                .map_err(|e| match e {
+                    image::CreateError::Cancelled(c) => c.into(),
+                    e => classify(e.is_usage(), e),
+                })
+        }
+        Step::Install => {
+            let request = requests::install_request(image, choices, environment, options)
+                .map_err(StepError::Usage)?;
+            install::install(request, reporter)
+                .await
+                .map(StepResult::Installed)
+                .map_err(|e| match e {
+                    install::InstallError::Cancelled(c) => c.into(),
+                    e => classify(e.is_usage(), e),
+                })
+        }
+        Step::Configure => {
+            let request =
+                requests::configure_request(image, choices, secrets, environment, options)
+                    .map_err(StepError::Usage)?;
+            configure::configure(request, reporter)
+                .await
+                .map(StepResult::Configured)
+                .map_err(|e| match e {
+                    configure::ConfigureError::Cancelled(c) => c.into(),
+                    e => classify(e.is_usage(), e),
+                })
+        }
+        Step::Verify => {
+            let request = requests::verify_request(image, choices, environment, options);
+            verify::verify(request, reporter)
+                .await
+                .map(StepResult::Verified)
+                .map_err(|e| match e {
+                    verify::VerifyError::Cancelled(c) => c.into(),
+                    e @ verify::VerifyError::Boot(_) => StepError::Usage(e.to_string()),
+                    e => StepError::Failed(e.to_string()),
+                })
+        }
+        Step::Publish => {
+            let request = requests::publish_request(image, choices, secrets, environment)
+                .map_err(|e| classify(e.is_usage(), e))?;
+            publish::publish(request, reporter)
+                .await
+                .map(StepResult::Published)
+                .map_err(|e| match e {
+                    publish::PublishError::Cancelled(c) => c.into(),
+                    e => classify(e.is_usage(), e),
+                })
+        }
+    }
+}
+
+fn classify(usage: bool, error: impl std::fmt::Display) -> StepError {
+    if usage {
+        StepError::Usage(error.to_string())
+    } else {
+        StepError::Failed(error.to_string())
+    }
+}
