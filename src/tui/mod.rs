@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod guest_keys;
+pub mod keymap;
 pub mod screens;
 pub mod steps;
 pub mod theme;
