@@ -6,6 +6,7 @@ pub mod guest_keys;
 pub mod keymap;
 pub mod screens;
 pub mod steps;
+pub mod terminal;
 pub mod theme;
 pub mod widgets;
 
@@ -54,15 +55,17 @@ pub async fn run(
         tracing::warn!("{problem}");
         app.notice = Some(format!("{problem} — using the built-in theme"));
     }
-    // ratatui::init enters the alternate screen and raw mode and installs a panic hook that
-    // restores the terminal before the panic message is printed.
-    let mut terminal = ratatui::init();
-    // Clicks on the step list and the forms' fields and buttons.
-    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let mut terminal = match terminal::TerminalGuard::enter() {
+        Ok(terminal) => terminal,
+        Err(e) => {
+            eprintln!("kiln: cannot set up the terminal: {e}");
+            return Exit::Environment;
+        }
+    };
+    // Quit, a terminal error and SIGTERM/SIGHUP all end the loop and come through here.
     let result = event_loop(&mut terminal, &mut app, &mut questions).await;
     app.shut_down().await;
-    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
-    ratatui::restore();
+    drop(terminal);
     match result {
         Ok(()) => Exit::Ok,
         Err(e) => {
