@@ -4,10 +4,11 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyEvent, MouseButton, MouseEvent, MouseEventKind};
 use ratatui::layout::{Position, Rect};
 
 use super::guest_keys;
+use super::keymap::{Action, Context, Keymap};
 use super::runner::RunningStep;
 use super::steps::configure::ConfigureScreen;
 use super::steps::create::CreateScreen;
@@ -17,6 +18,7 @@ use super::steps::publish::PublishScreen;
 use super::steps::run::StepRun;
 use super::steps::verify::VerifyScreen;
 use super::theme::Theme;
+use super::widgets::form::FieldKind;
 use crate::engine::Step;
 use crate::engine::config::Settings;
 use crate::engine::host::HostReport;
@@ -113,6 +115,8 @@ pub struct HitAreas {
 pub struct App {
     pub settings: Settings,
     pub theme: Theme,
+    /// What each key does where; the help and the footer are drawn from it too.
+    pub keymap: Keymap,
     /// A notice for the status line (e.g. a broken user theme).
     pub notice: Option<String>,
     pub selected: usize,
@@ -150,6 +154,7 @@ impl App {
             publish: PublishScreen::new(&settings),
             settings,
             theme,
+            keymap: Keymap::built_in(),
             notice: None,
             selected: 0,
             focus: Focus::Steps,
@@ -270,85 +275,137 @@ impl App {
             .is_some_and(|m| m.screen_visible(self.width))
     }
 
-    /// A key was pressed; returns work for the async loop, if any.
-    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Command> {
-        // While the guest has the keyboard, everything but the release chord goes to it.
+    /// Where keys go now: the guest, an overlay, the step list, or the step's screen.
+    pub fn key_context(&self) -> Context {
         let step = self.selected_step();
-        if let Some(machine) = self.machine_mut(step)
-            && machine.keys_to != KeyTarget::Kiln
-        {
-            if guest_keys::is_release_chord(&key) || machine.view.is_none() {
-                machine.keys_to = KeyTarget::Kiln;
-                return None;
-            }
-            return match machine.keys_to {
-                KeyTarget::Serial => {
-                    guest_keys::serial_bytes(&key).map(|b| Command::Guest(GuestInput::Serial(b)))
-                }
-                KeyTarget::Vga => {
-                    guest_keys::vga_keys(&key).map(|k| Command::Guest(GuestInput::Vga(k)))
-                }
-                KeyTarget::Kiln => None,
-            };
+        let machine = self.machine(step);
+        if machine.is_some_and(|m| m.keys_to != KeyTarget::Kiln) {
+            return Context::Guest;
         }
-        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
-        if ctrl && key.code == KeyCode::Char('c') {
-            return Some(Command::Quit);
-        }
-        if key.code == KeyCode::F(1) {
-            self.toggle(Overlay::Help);
-            return None;
-        }
-        if key.code == KeyCode::F(2) {
-            let log = Overlay::Log { step, scroll: 0 };
-            self.overlay = if matches!(self.overlay, Overlay::Log { .. }) {
-                Overlay::None
-            } else {
-                log
-            };
-            return None;
-        }
-        match self.overlay.clone() {
+        match self.overlay {
             Overlay::ConfirmOverwrite(_)
             | Overlay::ConfirmStop
             | Overlay::ConfirmDiff(_)
-            | Overlay::ConfirmCleanLeftovers(_) => {
-                return self.confirm_key(key);
-            }
-            Overlay::Help | Overlay::Doctor => {
-                if matches!(
-                    key.code,
-                    KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q') | KeyCode::Char('d')
-                ) {
-                    self.overlay = Overlay::None;
-                }
-                return None;
-            }
-            Overlay::Log { step, scroll } => {
-                let scroll = match key.code {
-                    KeyCode::Esc | KeyCode::Char('q') => {
-                        self.overlay = Overlay::None;
-                        return None;
-                    }
-                    KeyCode::Up | KeyCode::Char('k') => scroll + 1,
-                    KeyCode::Down | KeyCode::Char('j') => scroll.saturating_sub(1),
-                    KeyCode::PageUp => scroll + 10,
-                    KeyCode::PageDown => scroll.saturating_sub(10),
-                    KeyCode::End => 0,
-                    _ => scroll,
-                };
-                let most = self.run(step).log.len().saturating_sub(1);
-                self.overlay = Overlay::Log {
-                    step,
-                    scroll: scroll.min(most),
-                };
-                return None;
-            }
+            | Overlay::ConfirmCleanLeftovers(_) => return Context::Confirm,
+            Overlay::Help | Overlay::Doctor => return Context::Overlay,
+            Overlay::Log { .. } => return Context::Log,
             Overlay::None => {}
         }
-        match self.focus {
-            Focus::Steps => self.steps_key(key),
-            Focus::Screen => self.screen_key(key),
+        if self.focus == Focus::Steps {
+            return Context::StepList;
+        }
+        let running_here = self.running.as_ref().is_some_and(|r| r.step == step);
+        if running_here && self.run(step).held.is_some() {
+            Context::Held
+        } else if running_here && machine.is_some() {
+            Context::Machine
+        } else if running_here {
+            Context::Running
+        } else if self.is_running() {
+            Context::Waiting
+        } else {
+            match self.form(step).focused_field().kind {
+                FieldKind::Text(_) => Context::TextField,
+                FieldKind::Choice(..) => Context::ChoiceField,
+                FieldKind::Check(_) => Context::Checkbox,
+                FieldKind::Button => Context::Form,
+            }
+        }
+    }
+
+    /// A key was pressed; returns work for the async loop, if any.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Option<Command> {
+        let context = self.key_context();
+        match self.keymap.action(context, &key) {
+            Some(action) => self.perform(action),
+            None => self.type_key(context, key),
+        }
+    }
+
+    /// A key the keymap leaves alone: text for the guest or a text field, else nothing.
+    fn type_key(&mut self, context: Context, key: KeyEvent) -> Option<Command> {
+        let step = self.selected_step();
+        match context {
+            Context::Guest => {
+                let machine = self.machine_mut(step)?;
+                // The machine is gone: any key gives the keyboard back.
+                if machine.view.is_none() {
+                    machine.keys_to = KeyTarget::Kiln;
+                    return None;
+                }
+                match machine.keys_to {
+                    KeyTarget::Serial => guest_keys::serial_bytes(&key)
+                        .map(|b| Command::Guest(GuestInput::Serial(b))),
+                    KeyTarget::Vga => {
+                        guest_keys::vga_keys(&key).map(|k| Command::Guest(GuestInput::Vga(k)))
+                    }
+                    KeyTarget::Kiln => None,
+                }
+            }
+            Context::TextField => {
+                self.form_mut(step).type_key(key);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// Do what a key asked for.
+    fn perform(&mut self, action: Action) -> Option<Command> {
+        let step = self.selected_step();
+        let last_step = Step::ALL.len() - 1;
+        match action {
+            Action::Quit => return Some(Command::Quit),
+            Action::Help => self.toggle(Overlay::Help),
+            Action::Doctor => self.toggle(Overlay::Doctor),
+            Action::ShowLog => {
+                self.overlay = if matches!(self.overlay, Overlay::Log { .. }) {
+                    Overlay::None
+                } else {
+                    Overlay::Log { step, scroll: 0 }
+                }
+            }
+            Action::StepUp => self.selected = self.selected.saturating_sub(1),
+            Action::StepDown => self.selected = (self.selected + 1).min(last_step),
+            Action::OpenStep => self.focus = Focus::Screen,
+            Action::NextStep => {
+                self.selected = (self.selected + 1).min(last_step);
+                self.focus = Focus::Screen;
+            }
+            Action::NextField => self.form_mut(step).next_field(),
+            Action::PrevField => self.form_mut(step).prev_field(),
+            Action::ClearField => self.form_mut(step).clear_field(),
+            Action::ChangeChoice => self.form_mut(step).change_choice(),
+            Action::PrevChoice => self.form_mut(step).prev_choice(),
+            Action::RunStep => return Some(self.start_command(step)),
+            Action::Back => self.focus = Focus::Steps,
+            Action::Cancel => self.overlay = Overlay::ConfirmStop,
+            Action::ConsoleKeys => self.machine_mut(step)?.type_into_console(),
+            Action::ScreenKeys => self.machine_mut(step)?.type_into_screen(),
+            Action::SwitchPane => self.machine_mut(step)?.switch_pane(),
+            Action::ReleaseKeyboard => self.machine_mut(step)?.keys_to = KeyTarget::Kiln,
+            Action::Retry => return Some(Command::Retry(step)),
+            Action::StopKept => self.cancel_running(),
+            Action::Yes => return self.answer(true),
+            Action::No => return self.answer(false),
+            Action::Close => self.overlay = Overlay::None,
+            Action::ScrollUp => self.scroll_log(|scroll| scroll + 1),
+            Action::ScrollDown => self.scroll_log(|scroll| scroll.saturating_sub(1)),
+            Action::PageUp => self.scroll_log(|scroll| scroll + 10),
+            Action::PageDown => self.scroll_log(|scroll| scroll.saturating_sub(10)),
+            Action::ScrollEnd => self.scroll_log(|_| 0),
+        }
+        None
+    }
+
+    /// Scroll the open log, no further up than its first line.
+    fn scroll_log(&mut self, change: impl FnOnce(usize) -> usize) {
+        if let Overlay::Log { step, scroll } = self.overlay {
+            let most = self.run(step).log.len().saturating_sub(1);
+            self.overlay = Overlay::Log {
+                step,
+                scroll: change(scroll).min(most),
+            };
         }
     }
 
@@ -389,82 +446,12 @@ impl App {
         };
     }
 
-    fn steps_key(&mut self, key: KeyEvent) -> Option<Command> {
-        match key.code {
-            KeyCode::Char('q') => return Some(Command::Quit),
-            KeyCode::Char('?') => self.toggle(Overlay::Help),
-            KeyCode::Char('d') => self.toggle(Overlay::Doctor),
-            KeyCode::Up | KeyCode::Char('k') => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Down | KeyCode::Char('j') => {
-                self.selected = (self.selected + 1).min(Step::ALL.len() - 1)
-            }
-            KeyCode::Enter | KeyCode::Right | KeyCode::Tab | KeyCode::Char('l') => {
-                self.focus = Focus::Screen
-            }
-            KeyCode::Char('n') => {
-                self.selected = (self.selected + 1).min(Step::ALL.len() - 1);
-                self.focus = Focus::Screen;
-            }
-            _ => {}
-        }
-        None
-    }
-
-    fn screen_key(&mut self, key: KeyEvent) -> Option<Command> {
-        let step = self.selected_step();
-        let running_here = self.running.as_ref().is_some_and(|r| r.step == step);
-        let held = running_here && self.run(step).held.is_some();
-        if held {
-            // A failed step's machine, kept for a look: retry, stop, or type into it.
-            return match key.code {
-                KeyCode::Char('r') => Some(Command::Retry(step)),
-                KeyCode::Esc | KeyCode::Char('s') => {
-                    self.cancel_running();
-                    None
-                }
-                KeyCode::Char(c) => {
-                    if let Some(machine) = self.machine_mut(step) {
-                        machine.handle_key(c);
-                    }
-                    None
-                }
-                _ => None,
-            };
-        }
-        if key.code == KeyCode::Esc {
-            if running_here {
-                self.overlay = Overlay::ConfirmStop;
-            } else {
-                self.focus = Focus::Steps;
-            }
-            return None;
-        }
-        if running_here {
-            if let (KeyCode::Char(c), Some(machine)) = (key.code, self.machine_mut(step)) {
-                machine.handle_key(c);
-            }
-            return None;
-        }
-        if self.is_running() {
-            return None;
-        }
-        let run = self.form_mut(step).handle_key(key);
-        run.then(|| self.start_command(step))
-    }
-
-    fn confirm_key(&mut self, key: KeyEvent) -> Option<Command> {
-        let yes = matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y'));
-        let no = matches!(
-            key.code,
-            KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc
-        );
-        if !(yes || no) {
-            return None;
-        }
+    /// The answer to the open question: closes it and does what it asked about.
+    fn answer(&mut self, yes: bool) -> Option<Command> {
         let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
         match overlay {
             Overlay::ConfirmOverwrite(_) | Overlay::ConfirmDiff(_) => {
-                self.answer(yes);
+                self.answer_step(yes);
                 None
             }
             Overlay::ConfirmCleanLeftovers(found) if yes => Some(Command::CleanLeftovers(found)),

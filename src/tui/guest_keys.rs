@@ -1,15 +1,9 @@
 //! Turning key presses into input for the guest: bytes for the serial console, QKeyCode
-//! names for the VGA keyboard. Ctrl-] is kept for kiln (it gives focus back).
+//! names for the VGA keyboard. The keys kiln keeps for itself (Ctrl-]) are in the keymap.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use crate::engine::qmp::{key_for_char, key_for_name};
-
-/// The chord that hands the keyboard back to kiln, as telnet and virsh console use.
-pub fn is_release_chord(key: &KeyEvent) -> bool {
-    key.modifiers.contains(KeyModifiers::CONTROL)
-        && matches!(key.code, KeyCode::Char(']') | KeyCode::Char('5'))
-}
 
 /// Bytes a terminal would send for this key, for the serial console.
 pub fn serial_bytes(key: &KeyEvent) -> Option<Vec<u8>> {
@@ -143,17 +137,5 @@ mod tests {
             vga_keys(&key(KeyCode::Enter, KeyModifiers::NONE)),
             Some(vec!["ret"])
         );
-    }
-
-    #[test]
-    fn release_chord() {
-        assert!(is_release_chord(&key(
-            KeyCode::Char(']'),
-            KeyModifiers::CONTROL
-        )));
-        assert!(!is_release_chord(&key(
-            KeyCode::Char(']'),
-            KeyModifiers::NONE
-        )));
     }
 }

@@ -7,9 +7,11 @@
 
 pub mod app;
 pub mod guest_keys;
+pub mod keymap;
 mod runner;
 pub mod screens;
 pub mod steps;
+pub mod terminal;
 pub mod theme;
 pub mod widgets;
 
@@ -99,15 +101,17 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, image: Option<PathBuf>)
             _ = hangup.recv() => {}
         }
     };
-    // ratatui::init enters the alternate screen and raw mode and installs a panic hook that
-    // restores the terminal before the panic message is printed.
-    let mut terminal = ratatui::init();
-    // Clicks on the step list and the forms' fields and buttons.
-    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::EnableMouseCapture);
+    let mut terminal = match terminal::TerminalGuard::enter() {
+        Ok(terminal) => terminal,
+        Err(e) => {
+            eprintln!("kiln: cannot set up the terminal: {e}");
+            return Ending::TerminalError;
+        }
+    };
+    // Quit, a terminal error and SIGTERM/SIGHUP all end the loop and come through here.
     let result = event_loop(&mut terminal, &mut app, EventStream::new(), signalled).await;
     app.shut_down().await;
-    let _ = crossterm::execute!(std::io::stdout(), crossterm::event::DisableMouseCapture);
-    ratatui::restore();
+    drop(terminal);
     match result {
         Ok(()) => Ending::Quit,
         Err(e) => {

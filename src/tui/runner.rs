@@ -141,7 +141,7 @@ impl App {
     }
 
     /// Answer the running step's open question.
-    pub(super) fn answer(&self, yes: bool) {
+    pub(super) fn answer_step(&self, yes: bool) {
         if let Some(running) = &self.running {
             running.task.answer(yes);
         }

@@ -12,7 +12,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::app::{App, Focus, Overlay};
-use super::steps::machine_pane::KeyTarget;
+use super::keymap::{Context, FooterHint};
+use super::theme::Theme;
 use super::widgets::dialog;
 use crate::engine::Step;
 
@@ -53,7 +54,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
     match &app.overlay {
         Overlay::None => {}
-        Overlay::Help => help::draw(frame, theme),
+        Overlay::Help => help::draw(frame, &app.keymap, theme),
         Overlay::Doctor => doctor::draw(frame, app.doctor.as_ref(), theme),
         Overlay::ConfirmOverwrite(path) => {
             let area = dialog::centred(frame.area(), 60, 7);
@@ -186,12 +187,10 @@ fn draw_log(frame: &mut Frame, app: &App, step: Step, scroll: usize) {
             theme.muted(),
         ));
     }
-    lines.push(Line::from(vec![
-        Span::styled("↑↓ PgUp PgDn", theme.key_hint()),
-        Span::styled(" scroll   ", theme.muted()),
-        Span::styled("Esc", theme.key_hint()),
-        Span::styled(" close", theme.muted()),
-    ]));
+    lines.push(Line::from(hint_spans(
+        &app.keymap.footer(Context::Log),
+        theme,
+    )));
     let title = format!(
         "{} log — lines {}–{} of {}",
         step.title(),
@@ -202,59 +201,25 @@ fn draw_log(frame: &mut Frame, app: &App, step: Step, scroll: usize) {
     dialog::draw(frame, area, &title, lines, theme);
 }
 
+/// The status notice, or the keys that work where the keys go now.
 fn footer_line(app: &App) -> Line<'static> {
     let theme = &app.theme;
     if let Some(notice) = &app.notice {
         return Line::styled(format!(" {notice}"), theme.warning());
     }
-    let machine = app.machine(app.selected_step());
-    let held = app.run(app.selected_step()).held.is_some();
-    let hints: &[(&str, &str)] = match (app.focus, app.is_running()) {
-        _ if machine.is_some_and(|m| m.keys_to != KeyTarget::Kiln) => {
-            &[("Ctrl-]", "give the keyboard back to kiln")]
-        }
-        _ if matches!(app.overlay, Overlay::Log { .. }) => {
-            &[("↑↓", "scroll"), ("Esc", "close log")]
-        }
-        (Focus::Screen, true) if held => &[
-            ("r", "retry"),
-            ("c", "console"),
-            ("v", "screen"),
-            ("s", "stop machine"),
-            ("F2", "log"),
-        ],
-        (Focus::Screen, true) if machine.is_some_and(|m| m.view.is_some()) => &[
-            ("c", "type into console"),
-            ("v", "type into screen"),
-            ("t", "toggle pane"),
-            ("F2", "log"),
-            ("Esc", "stop"),
-        ],
-        (_, true) => &[("F2", "log"), ("Esc", "stop"), ("Ctrl-C", "quit")],
-        (Focus::Steps, _) => &[
-            ("↑↓", "step"),
-            ("Enter", "open"),
-            ("n", "next step"),
-            ("F2", "log"),
-            ("d", "doctor"),
-            ("?", "help"),
-            ("q", "quit"),
-        ],
-        (Focus::Screen, _) => &[
-            ("Tab", "next field"),
-            ("Space", "toggle"),
-            ("Enter", "run"),
-            ("F2", "log"),
-            ("Esc", "back"),
-            ("F1", "help"),
-        ],
-    };
     let mut spans = vec![Span::raw(" ")];
-    for (key, what) in hints {
-        spans.push(Span::styled(*key, theme.key_hint()));
-        spans.push(Span::styled(format!(" {what}  "), theme.muted()));
-    }
+    spans.extend(hint_spans(&app.keymap.footer(app.key_context()), theme));
     Line::from(spans)
+}
+
+/// `key what` pairs, keys highlighted.
+fn hint_spans(hints: &[FooterHint], theme: &Theme) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    for hint in hints {
+        spans.push(Span::styled(hint.label(), theme.key_hint()));
+        spans.push(Span::styled(format!(" {}  ", hint.what), theme.muted()));
+    }
+    spans
 }
 
 #[cfg(test)]

@@ -52,27 +52,29 @@ impl MachinePane {
         *self = MachinePane::default();
     }
 
-    /// kiln's own keys while the machine runs: c/v hand the keyboard to the guest, t toggles.
-    pub fn handle_key(&mut self, c: char) {
-        if self.view.is_none() {
-            return;
+    /// Hand the keyboard to the serial console, shown.
+    pub fn type_into_console(&mut self) {
+        if self.view.is_some() {
+            self.pane = Pane::Console;
+            self.keys_to = KeyTarget::Serial;
         }
-        match c {
-            'c' => {
-                self.pane = Pane::Console;
-                self.keys_to = KeyTarget::Serial;
+    }
+
+    /// Hand the keyboard to the VGA screen, shown.
+    pub fn type_into_screen(&mut self) {
+        if self.view.is_some() {
+            self.pane = Pane::Screen;
+            self.keys_to = KeyTarget::Vga;
+        }
+    }
+
+    /// Show the other pane (when there is room for only one).
+    pub fn switch_pane(&mut self) {
+        if self.view.is_some() {
+            self.pane = match self.pane {
+                Pane::Console => Pane::Screen,
+                Pane::Screen => Pane::Console,
             }
-            'v' => {
-                self.pane = Pane::Screen;
-                self.keys_to = KeyTarget::Vga;
-            }
-            't' => {
-                self.pane = match self.pane {
-                    Pane::Console => Pane::Screen,
-                    Pane::Screen => Pane::Console,
-                }
-            }
-            _ => {}
         }
     }
 }

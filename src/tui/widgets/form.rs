@@ -1,7 +1,7 @@
 //! A form of labelled fields — text, choice, checkbox, button — with Tab order, for the step
 //! screens that ask several things before they run.
 
-use crossterm::event::{KeyCode, KeyEvent};
+use crossterm::event::KeyEvent;
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -119,27 +119,48 @@ impl Form {
         Some(false)
     }
 
-    /// Apply a key; `true` means "run the step" (Enter).
-    pub fn handle_key(&mut self, key: KeyEvent) -> bool {
+    /// The focused field, for the keys that depend on its kind.
+    pub fn focused_field(&self) -> &Field {
+        &self.fields[self.focused]
+    }
+
+    pub fn next_field(&mut self) {
+        self.focused = (self.focused + 1) % self.fields.len();
+    }
+
+    pub fn prev_field(&mut self) {
         let n = self.fields.len();
-        match key.code {
-            KeyCode::Tab | KeyCode::Down => self.focused = (self.focused + 1) % n,
-            KeyCode::BackTab | KeyCode::Up => self.focused = (self.focused + n - 1) % n,
-            KeyCode::Enter => return true,
-            _ => match &mut self.fields[self.focused].kind {
-                FieldKind::Text(field) => {
-                    field.edit(key);
-                }
-                FieldKind::Choice(options, index) => match key.code {
-                    KeyCode::Char(' ') | KeyCode::Right => *index = (*index + 1) % options.len(),
-                    KeyCode::Left => *index = (*index + options.len() - 1) % options.len(),
-                    _ => {}
-                },
-                FieldKind::Check(on) if key.code == KeyCode::Char(' ') => *on = !*on,
-                _ => {}
-            },
+        self.focused = (self.focused + n - 1) % n;
+    }
+
+    /// Empty the focused text field.
+    pub fn clear_field(&mut self) {
+        if let FieldKind::Text(field) = &mut self.fields[self.focused].kind {
+            field.value.clear();
         }
-        false
+    }
+
+    /// Toggle the focused checkbox, or move the focused choice to its next option.
+    pub fn change_choice(&mut self) {
+        match &mut self.fields[self.focused].kind {
+            FieldKind::Check(on) => *on = !*on,
+            FieldKind::Choice(options, index) => *index = (*index + 1) % options.len(),
+            FieldKind::Text(_) | FieldKind::Button => {}
+        }
+    }
+
+    /// Move the focused choice back to its previous option.
+    pub fn prev_choice(&mut self) {
+        if let FieldKind::Choice(options, index) = &mut self.fields[self.focused].kind {
+            *index = (*index + options.len() - 1) % options.len();
+        }
+    }
+
+    /// Typing into the focused text field (other fields take no text).
+    pub fn type_key(&mut self, key: KeyEvent) {
+        if let FieldKind::Text(field) = &mut self.fields[self.focused].kind {
+            field.edit(key);
+        }
     }
 
     fn field(&self, key: &str) -> &Field {
@@ -366,7 +387,7 @@ pub fn framed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crossterm::event::KeyModifiers;
+    use crossterm::event::{KeyCode, KeyModifiers};
 
     fn key(code: KeyCode) -> KeyEvent {
         KeyEvent::new(code, KeyModifiers::NONE)
@@ -380,18 +401,24 @@ mod tests {
             Field::check("compact", "Compact"),
             Field::button("Go"),
         ]);
-        form.handle_key(key(KeyCode::Char('b')));
+        form.type_key(key(KeyCode::Char('b')));
         assert_eq!(form.text("name"), "ab");
-        form.handle_key(key(KeyCode::Tab));
-        form.handle_key(key(KeyCode::Char(' ')));
+        form.next_field();
+        form.type_key(key(KeyCode::Char('x')));
+        form.change_choice();
         assert_eq!(form.choice("to"), "offline");
-        form.handle_key(key(KeyCode::Tab));
-        form.handle_key(key(KeyCode::Char(' ')));
+        form.next_field();
+        form.change_choice();
         assert!(form.checked("compact"));
-        form.handle_key(key(KeyCode::BackTab));
-        form.handle_key(key(KeyCode::Left));
+        form.prev_field();
+        form.prev_choice();
         assert_eq!(form.choice("to"), "djinn");
-        assert!(form.handle_key(key(KeyCode::Enter)));
+        form.next_field();
+        form.next_field();
+        form.next_field();
+        assert_eq!(form.focused_field().key, "name");
+        form.clear_field();
+        assert_eq!(form.text("name"), "");
     }
 
     #[test]

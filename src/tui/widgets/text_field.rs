@@ -1,4 +1,4 @@
-//! A one-line text input: typing appends, Backspace deletes, Ctrl-U clears.
+//! A one-line text input: typing appends, Backspace deletes.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Frame;
@@ -26,10 +26,6 @@ impl TextField {
     /// Apply an editing key; returns whether the key was used.
     pub fn edit(&mut self, key: KeyEvent) -> bool {
         match key.code {
-            KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => {
-                self.value.clear();
-                true
-            }
             KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => {
                 self.value.push(c);
                 true
@@ -89,8 +85,9 @@ mod tests {
         assert_eq!(field.value, "10G");
         field.edit(key(KeyCode::Backspace));
         assert_eq!(field.value, "10");
-        field.edit(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
-        assert_eq!(field.value, "");
+        // Control chords are not text (Ctrl-U is the keymap's ClearField).
+        assert!(!field.edit(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL)));
+        assert_eq!(field.value, "10");
         assert!(!field.edit(key(KeyCode::Enter)));
     }
 }
