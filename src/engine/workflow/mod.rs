@@ -304,7 +304,8 @@ async fn run_step(
             })?;
         }
     }
-    if step == Step::Create && image.exists() {
+    // A directory or a missing folder is the plan's to explain; an existing file is asked about.
+    if step == Step::Create && image.is_file() {
         let question = Question::ReplaceFile {
             path: image.clone(),
         };
