@@ -73,6 +73,13 @@ fn the_flow_resumes_from_its_session_and_refuses_to_publish_unverified_bytes() {
         &["image:write", "image:read"],
     ));
     let url = djinn.base_url();
+    // The namespace comes from the config file: no --namespace on any command line below.
+    std::fs::create_dir_all(sandbox.config_dir()).unwrap();
+    std::fs::write(
+        sandbox.config_dir().join("config.toml"),
+        "[djinn]\nnamespace = \"teamimages\"\n",
+    )
+    .unwrap();
     // An image that already passes every check: kiln adopts it (create and install skipped)
     // and is told to start at verify (configure was done another way: skipped too).
     let image = copy_into(&sandbox, &variant("good"), "ci.qcow2");
@@ -99,6 +106,10 @@ fn the_flow_resumes_from_its_session_and_refuses_to_publish_unverified_bytes() {
     assert_eq!(
         djinn.stored_bytes(stored[0].id),
         std::fs::read(&image).unwrap()
+    );
+    assert_eq!(
+        stored[0].namespace, "teamimages",
+        "the config file's namespace"
     );
 
     let session = std::fs::read_to_string(sandbox.work().join("ci.kiln.toml")).unwrap();

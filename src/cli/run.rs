@@ -165,12 +165,11 @@ pub async fn run(
     let first = args.from.map(Step::from);
     // Starting later means the steps before were done another way (an image configured by
     // hand): they are recorded as skipped, so the next `kiln run` does not go back to them.
-    let recorded = workflow
-        .adopt_existing_image()
-        .and_then(|()| first.map_or(Ok(()), |first| workflow.skip_before(first)));
-    if let Err(e) = recorded {
-        eprintln!("kiln run: {e}");
-        return Exit::Environment;
+    let adopted = workflow.adopt_existing_image();
+    let skipped = first.and_then(|first| workflow.skip_before(first));
+    // One warning is enough: both name the same file.
+    if let Some(warning) = adopted.or(skipped) {
+        eprintln!("kiln run: warning: {warning}");
     }
     eprintln!("kiln run: session {}", workflow.session_path().display());
 

@@ -448,14 +448,16 @@ impl Session {
         if !self.is_new() || !self.image.exists() {
             return Ok(());
         }
-        self.skip(Step::Create, "the image existed before kiln's session")?;
-        if self.choices.iso.is_none() {
-            self.skip(
+        // Both records are kept in memory even when the file cannot be written.
+        let created = self.skip(Step::Create, "the image existed before kiln's session");
+        let installed = match self.choices.iso {
+            Some(_) => Ok(()),
+            None => self.skip(
                 Step::Install,
                 "no installer ISO given: the disk is taken as installed",
-            )?;
-        }
-        Ok(())
+            ),
+        };
+        created.and(installed)
     }
 
     fn next_seq(&self) -> u64 {

@@ -27,17 +27,14 @@ impl App {
     /// Open the workbench on an image: its session's choices pre-filled, the first step not
     /// done selected.
     pub fn open_image(&mut self, image: &Path) {
-        let opened = self.open_workflow(image).and_then(|workflow| {
-            workflow.adopt_existing_image().map_err(|e| e.to_string())?;
-            Ok(workflow)
-        });
-        let workflow = match opened {
+        let workflow = match self.open_workflow(image) {
             Ok(workflow) => workflow,
             Err(e) => {
                 self.notice = Some(e);
                 return;
             }
         };
+        let unrecorded = workflow.adopt_existing_image();
         let path = image.display().to_string();
         let choices = workflow.choices();
         self.create.fill(&path, &choices);
@@ -53,9 +50,10 @@ impl App {
             Some(_) => Focus::Screen,
             None => Focus::Steps,
         };
-        self.notice = Some(match resume_at {
-            None => format!("{path}: every step is done"),
-            Some(step) => format!("{path}: resuming at {}", step.name()),
+        self.notice = Some(match (resume_at, unrecorded) {
+            (_, Some(warning)) => warning,
+            (None, None) => format!("{path}: every step is done"),
+            (Some(step), None) => format!("{path}: resuming at {}", step.name()),
         });
         self.workflow = Some(workflow);
     }

@@ -214,23 +214,29 @@ impl Workflow {
     }
 
     /// An image kiln did not create is adopted: create (and install, unless an ISO was
-    /// chosen) recorded as skipped.
-    pub fn adopt_existing_image(&self) -> Result<(), SessionError> {
-        self.session().adopt_existing_image()
+    /// chosen) recorded as skipped. Returns the warning when that could not be written.
+    pub fn adopt_existing_image(&self) -> Option<String> {
+        self.session()
+            .adopt_existing_image()
+            .err()
+            .map(|e| not_recorded(&e))
     }
 
     /// Starting the flow at `first`: the earlier steps not done were done another way.
-    pub fn skip_before(&self, first: Step) -> Result<(), SessionError> {
+    /// Returns the warning when that could not be written.
+    pub fn skip_before(&self, first: Step) -> Option<String> {
         let mut session = self.session();
+        let mut unrecorded = None;
         for earlier in Step::ALL.into_iter().filter(|s| *s < first) {
             if !session.status(earlier).is_settled() {
-                session.skip(
-                    earlier,
-                    &format!("not run by kiln: the flow was started at {}", first.name()),
-                )?;
+                let reason = format!("not run by kiln: the flow was started at {}", first.name());
+                // Recorded in memory either way, so this run still starts at `first`.
+                if let Err(e) = session.skip(earlier, &reason) {
+                    unrecorded = Some(not_recorded(&e));
+                }
             }
         }
-        Ok(())
+        unrecorded
     }
 
     /// Start `step` with the carried choices. Everything from here on — refusals, warnings,
@@ -351,7 +357,7 @@ async fn run_step(
 }
 
 /// The warning every frontend shows when the session file cannot be written.
-fn not_recorded(error: &SessionError) -> String {
+pub fn not_recorded(error: &SessionError) -> String {
     format!("{error} — this run is not recorded, so it cannot be resumed")
 }
 
