@@ -429,6 +429,11 @@ impl Machine {
         })
     }
 
+    /// The QEMU process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub fn view(&self) -> MachineView {
         self.view.clone()
     }

@@ -392,6 +392,11 @@ impl Qmp {
         self.inner.router.lock().events.is_none()
     }
 
+    /// Commands sent and not answered yet: tells a QEMU that stopped answering from an idle one.
+    pub fn awaiting_replies(&self) -> usize {
+        self.inner.router.lock().waiting.len()
+    }
+
     /// Send `command` and parse its reply with the type qapi generated for it.
     async fn execute<C: qapi::Command>(&self, command: C) -> Result<C::Ok, QmpError> {
         let reply = self.call(&command).await?;

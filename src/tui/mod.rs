@@ -238,6 +238,9 @@ fn perform(app: &mut App, command: Option<Command>, posts: &mpsc::UnboundedSende
     }
 }
 
+#[cfg(test)]
+mod loop_tests;
+
 /// Take a screendump of `view` and post it.
 async fn screendump(step: Step, view: MachineView, posts: mpsc::UnboundedSender<Posted>) {
     match view.screenshot().await {
