@@ -14,10 +14,10 @@ use base64::Engine;
 
 use super::host::Accelerator;
 use super::image;
-use super::install::serial_log_path;
-use super::machine::{Machine, MachineError, MachineSpec};
+use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
 use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
 use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
+use super::verify;
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
 pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.reference");
@@ -135,6 +135,8 @@ pub enum ConfigureError {
     NoImage(PathBuf),
     #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
     InUse(PathBuf),
+    #[error("{0}")]
+    NotBootable(String),
     #[error(transparent)]
     Machine(#[from] MachineError),
     #[error("{error}\nlast serial console lines:\n{serial_tail}")]
@@ -169,6 +171,7 @@ impl ConfigureError {
             self,
             ConfigureError::NoImage(_)
                 | ConfigureError::InUse(_)
+                | ConfigureError::NotBootable(_)
                 | ConfigureError::Machine(MachineError::QemuMissing)
                 | ConfigureError::Machine(MachineError::ImageInUse(_))
         )
@@ -225,6 +228,9 @@ pub async fn configure(
     if image::is_locked(&image_path).await {
         return Err(ConfigureError::InUse(image_path));
     }
+    verify::refuse_unbootable(&image_path)
+        .await
+        .map_err(ConfigureError::NotBootable)?;
     let spec = MachineSpec {
         purpose: "configure".into(),
         accelerator: request.accelerator,

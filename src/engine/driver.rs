@@ -155,9 +155,10 @@ impl DriverProfile {
         if self.profile == Profile::Srht {
             args.extend(["-device".into(), "virtio-rng-pci".into()]);
         }
+        // format=qcow2: said, never probed (the driver probes; kiln boots only checked qcow2).
         args.extend([
             "-drive".into(),
-            format!("file={image},media=disk,snapshot=on,if=virtio"),
+            format!("file={image},format=qcow2,media=disk,snapshot=on,if=virtio"),
         ]);
         args
     }
@@ -168,6 +169,8 @@ impl DriverProfile {
             "no -daemonize/-pidfile: kiln keeps QEMU as its child so it can never be orphaned"
                 .into(),
             "adds -qmp, a serial console socket and -S (start paused) to watch the boot".into(),
+            "says format=qcow2 on -drive: QEMU never guesses the format of an untrusted file"
+                .into(),
         ];
         if self.accelerator == Accelerator::Tcg {
             notes.push("KVM is not usable here: software emulation (TCG) instead of -enable-kvm; boot is slower".into());
@@ -202,7 +205,7 @@ mod tests {
                 .join(" "),
             "-enable-kvm -smp 1 -m 2048 -net nic,model=virtio \
              -net user,hostfwd=tcp:127.0.0.1:2222-:22 \
-             -drive file=/i/img.qcow2,media=disk,snapshot=on,if=virtio"
+             -drive file=/i/img.qcow2,format=qcow2,media=disk,snapshot=on,if=virtio"
         );
     }
 

@@ -417,7 +417,6 @@ pub async fn image_info_shared(path: &Path) -> Result<ImageInfo, CreateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
     #[test]
     fn sizes_in_binary_units() {
         assert_eq!(parse_size("10G"), Ok(ImageSize(10 * GIB)));

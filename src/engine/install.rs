@@ -1,14 +1,15 @@
 //! The install step: boot an installer ISO with the new disk attached, let the person watch
 //! and type, and finish when the guest powers off by itself.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::host::Accelerator;
 use super::image::{self, CreateError};
 use super::iso::{self, Expected, IsoError};
-use super::machine::{Ending, Machine, MachineError, MachineSpec};
+use super::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use super::verify;
 
 /// How long a cancelled installer gets to answer the ACPI power button.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -59,6 +60,8 @@ pub enum InstallError {
     Image(#[from] CreateError),
     #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
     InUse(PathBuf),
+    #[error("{0}")]
+    NotBootable(String),
     #[error(transparent)]
     Machine(#[from] MachineError),
     #[error("the installer was still running after {} s; it was stopped (raise --timeout?)", .0.as_secs())]
@@ -79,19 +82,11 @@ impl InstallError {
             InstallError::Iso(_)
                 | InstallError::NoImage(_)
                 | InstallError::InUse(_)
+                | InstallError::NotBootable(_)
                 | InstallError::Machine(MachineError::QemuMissing)
                 | InstallError::Machine(MachineError::ImageInUse(_))
         )
     }
-}
-
-/// The serial log kept next to the image: `NAME.install.serial.log`.
-pub fn serial_log_path(image: &Path, purpose: &str) -> PathBuf {
-    let stem = image
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    image.with_file_name(format!("{stem}.{purpose}.serial.log"))
 }
 
 /// Check the inputs, boot the installer and wait for it to power off.
@@ -118,14 +113,9 @@ pub async fn install(
     if image::is_locked(&request.image).await {
         return Err(InstallError::InUse(request.image));
     }
-    let info = image::image_info(&request.image).await?;
-    if info.format != "qcow2" {
-        reporter.warn(format!(
-            "{} is {}, not qcow2",
-            request.image.display(),
-            info.format
-        ));
-    }
+    verify::refuse_unbootable(&request.image)
+        .await
+        .map_err(InstallError::NotBootable)?;
 
     let spec = MachineSpec {
         purpose: "install".into(),
@@ -186,18 +176,5 @@ pub async fn install(
         }),
         Ending::Stopped => Err(Cancelled("the installer's machine was stopped".into()).into()),
         Ending::Died { status, stderr } => Err(InstallError::Died { status, stderr }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn serial_log_sits_next_to_the_image() {
-        assert_eq!(
-            serial_log_path(Path::new("/img/debian-12.qcow2"), "install"),
-            PathBuf::from("/img/debian-12.install.serial.log")
-        );
     }
 }

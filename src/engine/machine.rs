@@ -24,6 +24,7 @@ use super::console::Console;
 use super::driver::DriverProfile;
 use super::host::Accelerator;
 use super::process::{ToolError, install_hint};
+use super::qcow2_header;
 use super::qmp::{Qmp, QmpError, QmpEvent};
 use super::screen::{Picture, parse_ppm};
 
@@ -81,7 +82,11 @@ impl MachineSpec {
             "-m".into(),
             self.memory_mib.to_string(),
         ]);
-        let mut drive = format!("file={},media=disk,if=virtio", qemu_escape(&self.disk));
+        // The format is said, never probed: a probed header may name host files to open.
+        let mut drive = format!(
+            "file={},format=qcow2,media=disk,if=virtio",
+            qemu_escape(&self.disk)
+        );
         if self.snapshot {
             drive.push_str(",snapshot=on");
         }
@@ -90,7 +95,15 @@ impl MachineSpec {
         }
         args.extend(["-drive".into(), drive]);
         if let Some(iso) = &self.cdrom {
-            args.extend(["-cdrom".into(), iso.display().to_string()]);
+            // `-cdrom` would probe the format, and an "ISO" that is really a qcow2 could name
+            // a backing file; an installer is raw bytes, read-only.
+            args.extend([
+                "-drive".into(),
+                format!(
+                    "file={},format=raw,media=cdrom,readonly=on",
+                    qemu_escape(iso)
+                ),
+            ]);
         }
         args.extend(["-net".into(), "nic,model=virtio".into(), "-net".into()]);
         args.push(match ssh_port {
@@ -118,6 +131,8 @@ pub enum MachineError {
     ImageInUse(PathBuf),
     #[error("QEMU cannot open {}: no such file", .0.display())]
     ImageMissing(PathBuf),
+    #[error("{} is not booted: its qcow2 header names the {refs}, which QEMU would open for the guest (kiln check shows how to rebuild it standalone)", .disk.display())]
+    NamesHostFiles { disk: PathBuf, refs: String },
     #[error("no free port for SSH forwarding from {first} to {last}")]
     NoFreePort { first: u16, last: u16 },
     #[error("QEMU stopped at start: {0}")]
@@ -244,6 +259,15 @@ impl MachineView {
     }
 }
 
+/// The serial log kept next to the image: `NAME.install.serial.log`.
+pub fn serial_log_path(image: &Path, purpose: &str) -> PathBuf {
+    let stem = image
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    image.with_file_name(format!("{stem}.{purpose}.serial.log"))
+}
+
 /// A QEMU process kiln started and owns.
 pub struct Machine {
     child: Child,
@@ -280,6 +304,15 @@ impl Machine {
         spec: &MachineSpec,
         ssh_port: Option<u16>,
     ) -> Result<Machine, MachineError> {
+        // The last line of defence: whoever asked, no disk that names host files boots.
+        if let Ok(Some(refs)) = qcow2_header::host_file_refs(&spec.disk)
+            && !refs.is_empty()
+        {
+            return Err(MachineError::NamesHostFiles {
+                disk: spec.disk.clone(),
+                refs: refs.describe(),
+            });
+        }
         let run_dir = RunDir::create(&spec.purpose)?;
         let qmp_socket = run_dir.0.join("qmp.sock");
         let serial_socket = run_dir.0.join("serial.sock");
@@ -712,12 +745,54 @@ mod tests {
     }
 
     #[test]
+    fn serial_log_sits_next_to_the_image() {
+        assert_eq!(
+            serial_log_path(Path::new("/img/debian-12.qcow2"), "install"),
+            PathBuf::from("/img/debian-12.install.serial.log")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_disk_whose_header_names_host_files_never_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("backed.qcow2");
+        let out = tokio::process::Command::new("qemu-img")
+            .args([
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-b",
+                "/etc/hostname",
+                "-F",
+                "raw",
+            ])
+            .arg(&disk)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success());
+        let mut spec = spec();
+        spec.disk = disk;
+        spec.cdrom = None;
+        spec.serial_log = dir.path().join("serial.log");
+        match Machine::start(&spec).await {
+            Err(MachineError::NamesHostFiles { refs, .. }) => {
+                assert!(refs.contains("/etc/hostname"), "{refs}")
+            }
+            Err(other) => panic!("refused for another reason: {other}"),
+            Ok(_) => panic!("a disk backed by /etc/hostname was booted"),
+        }
+    }
+
+    #[test]
     fn guest_args_escape_commas_and_bind_forwards_to_loopback() {
         let args = spec().guest_args(Some(2222)).join(" ");
         assert_eq!(
             args,
             "-name kiln-install -accel tcg -smp 1 -m 1024 \
-             -drive file=/images/a,,b.qcow2,media=disk,if=virtio -cdrom /isos/debian.iso \
+             -drive file=/images/a,,b.qcow2,format=qcow2,media=disk,if=virtio \
+             -drive file=/isos/debian.iso,format=raw,media=cdrom,readonly=on \
              -net nic,model=virtio -net user,hostfwd=tcp:127.0.0.1:2222-:22 -no-reboot"
         );
         let mut kvm = spec();

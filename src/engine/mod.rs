@@ -17,6 +17,7 @@ pub mod iso;
 pub mod machine;
 pub mod process;
 pub mod publish;
+pub mod qcow2_header;
 pub mod qmp;
 pub mod screen;
 pub mod session;

@@ -7,8 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
-use crate::engine::install::serial_log_path;
-use crate::engine::machine::{Machine, MachineError, MachineSpec};
+use crate::engine::machine::{Machine, MachineError, MachineSpec, serial_log_path};
 use crate::engine::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget, Stage};
 use crate::engine::task::Reporter;
 

@@ -82,10 +82,7 @@ pub async fn verify(request: VerifyRequest, reporter: Reporter) -> Result<Report
             checks,
         });
     };
-    let unbootable = checks
-        .iter()
-        .find(|c| c.verdict == Verdict::Fail && matches!(c.id, "file" | "not-in-use" | "format"));
-    if let Some(blocker) = unbootable {
+    if let Some(blocker) = boot_blocker(&checks) {
         let because = format!("{} failed", blocker.name);
         for (id, name) in BOOT_CHECKS {
             let check = Check::skipped(id, name, &because);
@@ -118,6 +115,38 @@ pub async fn verify(request: VerifyRequest, reporter: Reporter) -> Result<Report
         driver_argv,
         checks,
     })
+}
+
+/// The static checks whose failure means kiln must not boot (or convert) the image at all:
+/// it cannot be read, another QEMU has it, it is not qcow2, its header names host files QEMU
+/// would open for the guest, or it is corrupt (booting it would only wait out the deadline).
+const BOOT_BLOCKERS: [&str; 5] = ["file", "not-in-use", "format", "standalone", "consistency"];
+
+/// The first failed check that forbids booting, if any.
+pub fn boot_blocker(checks: &[Check]) -> Option<&Check> {
+    checks
+        .iter()
+        .find(|c| c.verdict == Verdict::Fail && BOOT_BLOCKERS.contains(&c.id))
+}
+
+/// Run the static checks and refuse (with the failed check and its fix) an image kiln must
+/// not boot; configure and install call this before their machine starts.
+pub async fn refuse_unbootable(image: &std::path::Path) -> Result<(), String> {
+    let checks = static_checks(image).await;
+    match boot_blocker(&checks) {
+        None => Ok(()),
+        Some(check) => Err(format!(
+            "{} is not booted: {} failed ({}){}",
+            image.display(),
+            check.name,
+            check.detail,
+            check
+                .fix
+                .as_deref()
+                .map(|fix| format!("; fix: {fix}"))
+                .unwrap_or_default()
+        )),
+    }
 }
 
 /// The first four bytes of every qcow2 file (the Djinn server checks only these).

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::QCOW2_MAGIC;
 use crate::engine::check::{Check, Verdict};
 use crate::engine::image::{self, RECOMMENDED_MAX_SIZE, is_valid_image_name};
+use crate::engine::qcow2_header::{self, HostFileRefs};
 use crate::engine::units::human_bytes;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -65,6 +66,12 @@ pub async fn static_checks(path: &Path) -> Vec<Check> {
         )
         .fix(convert.clone())
     });
+
+    // Read before any tool opens the image: qemu-img would open the files it names.
+    let refs = qcow2_header::host_file_refs(path).ok().flatten();
+    if let Some(refs) = refs.filter(|refs| !refs.is_empty()) {
+        return names_host_files(path, &refs, checks);
+    }
 
     checks.push(if image::is_locked(path).await {
         Check::new(
@@ -180,6 +187,48 @@ pub async fn static_checks(path: &Path) -> Vec<Check> {
     } else {
         Check::skipped("consistency", "qemu-img check", "not qcow2")
     });
+    checks.push(name_check(path));
+    checks
+}
+
+/// The header names host files: say so, and open nothing (no qemu-img info, lock or check).
+fn names_host_files(path: &Path, refs: &HostFileRefs, mut checks: Vec<Check>) -> Vec<Check> {
+    const NOT_OPENED: &str = "not opened: its header names files on this host";
+    checks.push(Check::skipped("not-in-use", "not in use", NOT_OPENED));
+    checks.push(Check::new(
+        "format",
+        "format qcow2",
+        Verdict::Pass,
+        "qcow2 (from its header)",
+    ));
+    checks.push(Check::skipped(
+        "qcow2-v3",
+        "qcow2 v3 (compat 1.1)",
+        NOT_OPENED,
+    ));
+    checks.push(
+        Check::new(
+            "standalone",
+            "no backing file",
+            Verdict::Fail,
+            format!(
+                "depends on the {}, which the CI server will not have; kiln will not boot or convert it, because QEMU would open that file for the guest",
+                refs.describe()
+            ),
+        )
+        .fix(format!(
+            "rebuild it standalone where you trust its base: qemu-img convert -O qcow2 -o compat=1.1 {} {}",
+            path.display(),
+            fixed_name(path)
+        )),
+    );
+    for (id, name) in [
+        ("not-encrypted", "not encrypted"),
+        ("size", "virtual size under 20 GB"),
+        ("consistency", "qemu-img check"),
+    ] {
+        checks.push(Check::skipped(id, name, NOT_OPENED));
+    }
     checks.push(name_check(path));
     checks
 }
@@ -452,5 +501,88 @@ mod tests {
         let checks = static_checks(&dir.path().join("missing.qcow2")).await;
         assert_eq!(verdict(&checks, "file").verdict, Verdict::Fail);
         assert!(checks[1..].iter().all(|c| c.verdict == Verdict::Skipped));
+    }
+
+    /// Images that name host files, or are corrupt, get their verdicts and are never booted:
+    /// `verify` with a driver profile skips every boot check (no QEMU starts, so this is quick).
+    #[tokio::test]
+    async fn images_naming_host_files_or_corrupt_are_not_booted() {
+        use crate::engine::driver::DriverProfile;
+        use crate::engine::host::Accelerator;
+        use crate::engine::task::{self, TaskOptions};
+        use crate::engine::verify::{VerifyRequest, verify};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let backed = path("backed.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/hostname",
+            "-F",
+            "raw",
+            backed.to_str().unwrap(),
+        ])
+        .await;
+        let external = path("external.qcow2");
+        let data = path("data.raw").display().to_string();
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            &format!("data_file={data},data_file_raw=on"),
+            external.to_str().unwrap(),
+            "16M",
+        ])
+        .await;
+        let truncated = path("truncated.qcow2");
+        qemu_img(&[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            truncated.to_str().unwrap(),
+            "64M",
+        ])
+        .await;
+        let wrote = tokio::process::Command::new("qemu-io")
+            .args(["-c", "write -P 0xab 0 4M"])
+            .arg(&truncated)
+            .output()
+            .await
+            .unwrap();
+        assert!(wrote.status.success());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&truncated)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+
+        for (image, blocker, words) in [
+            (&backed, "standalone", "backing file /etc/hostname"),
+            (&external, "standalone", data.as_str()),
+            (&truncated, "consistency", "corruptions"),
+        ] {
+            let request = VerifyRequest {
+                image: image.clone(),
+                profile: Some(DriverProfile::djinn(Accelerator::Tcg)),
+                deadline: std::time::Duration::from_secs(300),
+                record_dir: None,
+            };
+            let task = task::spawn("check", TaskOptions::default(), |r| verify(request, r));
+            let report = task.result().await.unwrap();
+            let check = verdict(&report.checks, blocker);
+            assert_eq!(check.verdict, Verdict::Fail, "{image:?}: {check:?}");
+            assert!(check.detail.contains(words), "{image:?}: {check:?}");
+            assert!(report.driver_argv.is_none(), "{image:?} was booted");
+            let boots = verdict(&report.checks, "boots");
+            assert_eq!(boots.verdict, Verdict::Skipped, "{image:?}: {boots:?}");
+        }
     }
 }
