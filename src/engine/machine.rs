@@ -10,7 +10,6 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -620,17 +619,21 @@ fn spawn_serial_pumps(
 struct RunDir(PathBuf);
 
 impl RunDir {
+    /// A new directory with a random name, made by us alone with mode 0700 (mkdtemp): the
+    /// QMP and serial sockets carry keystrokes and the screendump is written by QEMU, so no
+    /// other local user may have made, or be able to enter, the place they live in. Under
+    /// `$XDG_RUNTIME_DIR` when set, else the temp dir; short, as socket paths are ≤ 107 bytes.
     fn create(purpose: &str) -> std::io::Result<RunDir> {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        // Short, under /tmp: unix socket paths are limited to 107 bytes.
-        let dir = std::env::temp_dir().join(format!(
-            "kiln-{}-{}-{purpose}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)?;
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|dir| dir.is_dir())
+            .unwrap_or_else(std::env::temp_dir);
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("kiln-{purpose}-"))
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir_in(base)?
+            .keep();
         Ok(RunDir(dir))
     }
 }
@@ -742,6 +745,24 @@ mod tests {
             record_dir: None,
             driver: None,
         }
+    }
+
+    #[test]
+    fn run_directories_are_new_private_and_unguessable() {
+        use std::os::unix::fs::PermissionsExt;
+        let first = RunDir::create("test").unwrap();
+        let second = RunDir::create("test").unwrap();
+        assert_ne!(first.0, second.0);
+        for dir in [&first.0, &second.0] {
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{dir:?}");
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with("kiln-test-") && name.len() > "kiln-test-".len() + 4);
+            assert!(!name.contains(&std::process::id().to_string()), "{name}");
+        }
+        let gone = first.0.clone();
+        drop(first);
+        assert!(!gone.exists());
     }
 
     #[test]

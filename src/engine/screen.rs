@@ -80,8 +80,12 @@ pub fn parse_ppm(bytes: &[u8]) -> Result<Picture, String> {
     if maxval != 255 {
         return Err(format!("unsupported PPM maxval {maxval}"));
     }
-    let data = &bytes[pos + 1..];
-    let needed = width * height * 3;
+    // One whitespace byte ends the header; a header that ends the file has no pixels.
+    let data = bytes.get(pos + 1..).unwrap_or_default();
+    let needed = width
+        .checked_mul(height)
+        .and_then(|pixels| pixels.checked_mul(3))
+        .ok_or_else(|| format!("PPM size {width}x{height} is not a screen"))?;
     if data.len() < needed {
         return Err(format!("PPM has {} of {needed} pixel bytes", data.len()));
     }
@@ -95,6 +99,19 @@ pub fn parse_ppm(bytes: &[u8]) -> Result<Picture, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn damaged_ppm_headers_are_errors_not_panics() {
+        for bad in [
+            &b"P6 2 2 255"[..],
+            b"P6 99999999999 99999999999 255\n",
+            b"P6 18446744073709551615 2 255\n\0\0\0",
+            b"P6",
+            b"",
+        ] {
+            assert!(parse_ppm(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn decodes_qemu_style_ppm() {
