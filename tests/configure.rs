@@ -207,6 +207,7 @@ fn an_encrypted_key_without_passphrase_is_refused_before_booting() {
 
 #[test]
 fn ctrl_c_during_configure_leaves_no_qemu_and_a_whole_sshd_config() {
+    use std::os::unix::process::CommandExt;
     let sandbox = Sandbox::new();
     let (disk, password) = installed_disk(&sandbox);
     let mut child = Command::new(support::kiln_bin())
@@ -226,10 +227,13 @@ fn ctrl_c_during_configure_leaves_no_qemu_and_a_whole_sshd_config() {
         .envs(sandbox.env())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
+        // A foreground job of its own, as in a terminal: Ctrl-C reaches its whole group.
+        .process_group(0)
         .spawn()
         .unwrap();
-    // Interrupt once kiln is logged in and changing things, as Ctrl-C in a terminal would.
-    let pid = child.id().to_string();
+    // Interrupt once kiln is logged in and changing things, as Ctrl-C in a terminal would:
+    // SIGINT to the process group. QEMU is in a group of its own, so kiln shuts it down.
+    let group = format!("-{}", child.id());
     let stderr = child.stderr.take().unwrap();
     let seen = {
         use std::io::BufRead;
@@ -239,7 +243,10 @@ fn ctrl_c_during_configure_leaves_no_qemu_and_a_whole_sshd_config() {
             seen.push_str(&line);
             seen.push('\n');
             if line.contains("writing the new sshd_config") {
-                Command::new("kill").args(["-INT", &pid]).status().unwrap();
+                Command::new("kill")
+                    .args(["-INT", "--", &group])
+                    .status()
+                    .unwrap();
             }
         }
         seen
@@ -247,6 +254,11 @@ fn ctrl_c_during_configure_leaves_no_qemu_and_a_whole_sshd_config() {
     let status = child.wait().unwrap();
     assert!(seen.contains("writing the new sshd_config"), "{seen}");
     assert!(!status.success());
+    assert!(seen.contains("interrupted (Ctrl-C), stopping"), "{seen}");
+    assert!(
+        seen.contains("cancelled; the guest was shut down"),
+        "the guest was not shut down by kiln:\n{seen}"
+    );
     assert!(
         !qemu_running_with(&disk.display().to_string()),
         "QEMU outlived kiln"

@@ -110,6 +110,49 @@ fn install_refuses_bad_input_with_clear_errors() {
     );
 }
 
+/// A cancelled CI job sends SIGTERM: kiln stops the installer's machine and says so.
+#[test]
+fn sigterm_stops_the_install_and_its_machine() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let fixtures = fixtures();
+    let sandbox = Sandbox::new();
+    assert!(
+        sandbox
+            .kiln(&["create", "term.qcow2", "--size", "1G"])
+            .status
+            .success()
+    );
+    let iso = fixtures.iso.display().to_string();
+    let mut child = Command::new(support::kiln_bin())
+        .args(["--memory", "512", "install", "term.qcow2", "--iso", &iso])
+        .current_dir(sandbox.work())
+        .envs(sandbox.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        // The machine runs: its VNC address is announced once QEMU is up.
+        if line.contains("VNC at 127.0.0.1:") {
+            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        }
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "{seen}");
+    assert!(seen.contains("terminated (SIGTERM), stopping"), "{seen}");
+    assert!(
+        seen.contains("cancelled; the installer's machine was stopped"),
+        "{seen}"
+    );
+    assert!(!qemu_running_with(&sandbox.work().display().to_string()));
+}
+
 #[test]
 fn install_refuses_an_image_in_use() {
     let fixtures = fixtures();

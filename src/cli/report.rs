@@ -1,30 +1,81 @@
 //! Headless rendering of a step's events: lines on stderr, so stdout stays for results.
 
 use std::fmt::Display;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 use crate::engine::machine::MachineView;
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
+/// Why kiln was asked to stop, once it was. Ctrl-C, SIGTERM (a cancelled CI job) and SIGHUP
+/// (a closed terminal) are handled alike by every headless command; the listener starts with
+/// the first step and stays, so a signal between two steps of `kiln run` is not lost.
+fn stop_requests() -> watch::Receiver<Option<&'static str>> {
+    static STOP: OnceLock<watch::Receiver<Option<&'static str>>> = OnceLock::new();
+    STOP.get_or_init(|| {
+        let (tell, requests) = watch::channel(None);
+        let listeners = [
+            (SignalKind::interrupt(), "interrupted (Ctrl-C)"),
+            (SignalKind::terminate(), "terminated (SIGTERM)"),
+            (SignalKind::hangup(), "hung up (SIGHUP)"),
+        ];
+        for (kind, why) in listeners {
+            let Ok(mut arrivals) = signal(kind) else {
+                tracing::warn!("cannot listen for {why}");
+                continue;
+            };
+            let tell = tell.clone();
+            tokio::spawn(async move {
+                while arrivals.recv().await.is_some() {
+                    tell.send_if_modified(|said| said.replace(why).is_none());
+                }
+            });
+        }
+        requests
+    })
+    .clone()
+}
+
+/// Whether a stop was asked for (`kiln run` does not start another step after one).
+pub fn stop_requested() -> Option<&'static str> {
+    *stop_requests().borrow()
+}
+
+/// Resolves with the reason once a stop is asked for.
+async fn stop_request() -> &'static str {
+    let mut requests = stop_requests();
+    loop {
+        if let Some(why) = *requests.borrow_and_update() {
+            return why;
+        }
+        if requests.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// Print every event of `task` to stderr as `kiln STEP: …`, then return its result.
-/// Ctrl-C cancels the step (it cleans up and reports), a second Ctrl-C is not needed.
+/// Ctrl-C, SIGTERM or SIGHUP cancels the step (it cleans up and reports).
 /// With `serial_to_stdout`, a machine's serial console is streamed to stdout as it arrives.
 pub async fn follow<T, E>(step: &str, mut task: Task<T, E>, serial_to_stdout: bool) -> Result<T, E>
 where
     E: Display + From<TaskPanicked>,
 {
     let mut last_progress: Option<Instant> = None;
-    let mut interrupt = std::pin::pin!(tokio::signal::ctrl_c());
+    let mut interrupt = std::pin::pin!(stop_request());
     let mut interrupted = false;
     let mut streams = Vec::new();
     loop {
         let event = tokio::select! {
             event = task.next_event() => event,
-            _ = &mut interrupt, if !interrupted => {
+            why = &mut interrupt, if !interrupted => {
                 interrupted = true;
-                eprintln!("kiln {step}: interrupted, stopping…");
+                eprintln!("kiln {step}: {why}, stopping…");
                 task.cancel();
                 continue;
             }

@@ -212,6 +212,11 @@ pub async fn run(
             });
             continue;
         }
+        if let Some(why) = report::stop_requested() {
+            eprintln!("kiln run: {why}: not starting {}", step.name());
+            exit = Exit::Failed;
+            break;
+        }
         if step == Step::Publish && workflow.choices().target.is_none() {
             eprintln!(
                 "kiln run: no publish target (--to djinn|offline|srht): stopping after verify"

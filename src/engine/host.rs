@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::config::{HostResources, Settings};
-use super::process::{find_on_path, install_hint, run_tool};
+use super::process::{self, find_on_path, install_hint, run_tool};
 use super::units::human_bytes;
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -232,7 +232,7 @@ fn cpu_has_virtualisation(cpuinfo: &str) -> bool {
 /// Start a tiny KVM machine with no disk; if QEMU gives up within the probe time, KVM does not
 /// work here.
 async fn probe_boot() -> Result<String, KvmProblem> {
-    let mut child = tokio::process::Command::new("qemu-system-x86_64")
+    let mut child = process::command("qemu-system-x86_64")
         .args([
             "-accel",
             "kvm",
@@ -245,10 +245,8 @@ async fn probe_boot() -> Result<String, KvmProblem> {
             "none",
             "-no-reboot",
         ])
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .map_err(|e| KvmProblem {
             reason: format!("cannot start qemu-system-x86_64 for a KVM probe ({e})"),

@@ -16,13 +16,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::{broadcast, mpsc};
 
 use super::console::Console;
 use super::driver::DriverProfile;
 use super::host::Accelerator;
-use super::process::{ToolError, install_hint};
+use super::process::{self, ToolError, install_hint};
 use super::qcow2_header;
 use super::qmp::{Qmp, QmpError, QmpEvent};
 use super::screen::{Picture, parse_ppm};
@@ -339,21 +339,13 @@ impl Machine {
         ]);
         tracing::info!("starting {}", argv.join(" "));
 
-        let mut command = Command::new(QEMU);
+        // Its own process group: a terminal's Ctrl-C reaches kiln, which shuts QEMU down in
+        // order (ACPI, then quit) instead of the guest losing power mid-write.
+        let mut command = process::command(QEMU);
         command
             .args(&argv[1..])
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill QEMU with
-        // SIGKILL if kiln's thread that started it dies, so not even `kill -9 kiln` orphans it.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+            .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 MachineError::QemuMissing

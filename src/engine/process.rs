@@ -62,6 +62,31 @@ fn is_executable(path: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The environment variable that carries the Djinn token; no child ever inherits it.
+pub const DJINN_TOKEN_ENV: &str = "KILN_DJINN_TOKEN";
+
+/// The one way kiln starts a program. No stdin; the Djinn token removed from its environment;
+/// its own process group, so a terminal's Ctrl-C or hang-up reaches kiln alone, which then
+/// stops the program in order (a writable guest is shut down, not cut off); and it dies with
+/// kiln — on drop (kill-on-drop) and even if kiln is killed outright (PR_SET_PDEATHSIG).
+pub fn command(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .stdin(Stdio::null())
+        .env_remove(DJINN_TOKEN_ENV)
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when
+    // the kiln thread that started it dies, so not even `kill -9 kiln` leaves it behind.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+}
+
 /// Run `program args…` to completion and return its stdout; non-zero exit is an error that
 /// carries stderr.
 pub async fn run_tool<I, S>(program: &str, args: I, timeout: Duration) -> Result<String, ToolError>
@@ -69,15 +94,11 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let mut command = Command::new(program);
+    let mut command = command(program);
     command
         .args(args)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Tools never need the Djinn token; keep it out of their environment.
-        .env_remove("KILN_DJINN_TOKEN")
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let child = command.spawn().map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ToolError::NotFound {

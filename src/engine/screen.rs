@@ -109,7 +109,11 @@ mod tests {
             b"P6",
             b"",
         ] {
-            assert!(parse_ppm(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_ppm(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

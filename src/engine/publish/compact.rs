@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::temp::{TempFile, temp_path};
-use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, TOKEN_ENV, io_error};
+use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, io_error};
 use crate::engine::image;
 use crate::engine::iso::{self, IsoError};
-use crate::engine::process::{ToolError, install_hint};
+use crate::engine::process::{self, ToolError, install_hint};
 use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::units::human_bytes;
 
@@ -103,15 +103,10 @@ async fn run_with_progress(
     total: u64,
     reporter: &Reporter,
 ) -> Result<(), ToolError> {
-    let mut child = tokio::process::Command::new(program)
+    let mut child = process::command(program)
         .args(args)
-        .env_remove(TOKEN_ENV)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        // Its own process group: a terminal's Ctrl-C reaches kiln, which stops it cleanly.
-        .process_group(0)
         .spawn()
         .map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {

@@ -42,7 +42,7 @@ pub use djinn::QEMU_DISK;
 pub use driver_conf::default_driver_conf;
 
 /// The environment variable that carries the Djinn API token.
-pub const TOKEN_ENV: &str = "KILN_DJINN_TOKEN";
+pub const TOKEN_ENV: &str = super::process::DJINN_TOKEN_ENV;
 /// The token file's name inside kiln's config directory (it must be mode 0600).
 pub const TOKEN_FILE: &str = "djinn-token";
 /// The architecture directory the offline runner's QEMU driver boots from.

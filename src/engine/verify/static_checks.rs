@@ -11,6 +11,7 @@ use serde::Deserialize;
 use super::QCOW2_MAGIC;
 use crate::engine::check::{Check, Verdict};
 use crate::engine::image::{self, RECOMMENDED_MAX_SIZE, is_valid_image_name};
+use crate::engine::process;
 use crate::engine::qcow2_header::{self, HostFileRefs};
 use crate::engine::units::human_bytes;
 
@@ -300,13 +301,11 @@ struct CheckReport {
 async fn consistency_check(path: &Path) -> Check {
     const ID: &str = "consistency";
     const NAME: &str = "qemu-img check";
-    let output = tokio::process::Command::new("qemu-img")
+    let output = process::command("qemu-img")
         .args(["check", "-U", "--output=json"])
         .arg(path)
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .output();
     let output = match tokio::time::timeout(CHECK_TIMEOUT, output).await {
         Ok(Ok(output)) => output,
