@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::host::free_space;
 use super::process::{ToolError, run_tool};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use super::temp_file::{TempFile, parent_dir};
 use super::units::human_bytes;
 
 const GIB: u64 = 1 << 30;
@@ -212,7 +213,13 @@ pub async fn create(plan: CreatePlan, reporter: Reporter) -> Result<ImageInfo, C
     for warning in &plan.warnings {
         reporter.warn(warning.clone());
     }
-    let temp = TempPath(sibling_temp_path(&plan.path));
+    let name = plan
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // qemu-img writes into a file kiln made exclusively, never one found under a known name.
+    let temp = TempFile::create(&parent_dir(&plan.path), &name, "tmp")?;
     reporter.info(format!(
         "qemu-img create -f qcow2 -o compat=1.1 {} {}",
         plan.path.display(),
@@ -228,7 +235,7 @@ pub async fn create(plan: CreatePlan, reporter: Reporter) -> Result<ImageInfo, C
             "qcow2".as_ref(),
             "-o".as_ref(),
             "compat=1.1".as_ref(),
-            temp.0.as_os_str(),
+            temp.path().as_os_str(),
             size.as_ref(),
         ],
         QEMU_IMG_TIMEOUT,
@@ -237,7 +244,7 @@ pub async fn create(plan: CreatePlan, reporter: Reporter) -> Result<ImageInfo, C
         result = run => { result?; }
         _ = reporter.cancelled() => return Err(Cancelled("no image was created".into()).into()),
     }
-    let info = image_info(&temp.0).await?;
+    let info = image_info(temp.path()).await?;
     if info.format != "qcow2" || info.compat.as_deref() != Some("1.1") {
         return Err(CreateError::ReadBack(format!(
             "format {}, compat {}",
@@ -246,19 +253,19 @@ pub async fn create(plan: CreatePlan, reporter: Reporter) -> Result<ImageInfo, C
         )));
     }
     if plan.replaces_existing {
-        std::fs::rename(&temp.0, &plan.path)?;
+        temp.rename_to(&plan.path)?;
     } else {
         // A hard link fails if the name was taken meanwhile, so we never clobber a file that
         // appeared after validation.
-        std::fs::hard_link(&temp.0, &plan.path).map_err(|e| {
+        std::fs::hard_link(temp.path(), &plan.path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 CreateError::Exists(plan.path.clone())
             } else {
                 CreateError::Io(e)
             }
         })?;
+        drop(temp);
     }
-    drop(temp);
     let info = ImageInfo {
         path: plan.path.clone(),
         ..info
@@ -266,37 +273,10 @@ pub async fn create(plan: CreatePlan, reporter: Reporter) -> Result<ImageInfo, C
     Ok(info)
 }
 
-/// Removes a temporary file when dropped (after a successful rename it is already gone).
-struct TempPath(PathBuf);
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn sibling_temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    parent_dir(path).join(format!(".{name}.kiln-tmp-{}", std::process::id()))
-}
-
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
 fn probe_writable(dir: &Path) -> Result<(), CreateError> {
-    let probe = dir.join(format!(".kiln-write-probe-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
+    // Created exclusively and removed at once (dropped).
+    match TempFile::create(dir, "kiln", "probe") {
+        Ok(_) => Ok(()),
         Err(e) => Err(CreateError::NotWritable {
             dir: dir.to_path_buf(),
             reason: e.to_string(),

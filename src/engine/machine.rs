@@ -142,6 +142,8 @@ pub enum MachineError {
     Qmp(#[from] QmpError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("the serial log {} cannot be made kiln's own file: {reason}", .path.display())]
+    LogFile { path: PathBuf, reason: String },
     #[error("screen capture failed: {0}")]
     Screen(String),
 }
@@ -267,6 +269,34 @@ pub fn serial_log_path(image: &Path, purpose: &str) -> PathBuf {
     image.with_file_name(format!("{stem}.{purpose}.serial.log"))
 }
 
+/// QEMU opens the serial log by name, following links and truncating: the name must hold a
+/// regular file of ours before QEMU starts. A link or someone else's file put there (in a
+/// shared directory, to make a root kiln truncate another file) is removed and replaced by a
+/// file created exclusively.
+fn claim_log_file(path: &Path) -> Result<(), MachineError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |reason: String| MachineError::LogFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() && meta.uid() == me => return Ok(()),
+        Ok(meta) if meta.is_dir() => return Err(refuse("a directory is in its place".into())),
+        Ok(_) => std::fs::remove_file(path)
+            .map_err(|e| refuse(format!("something else is in its place and stays: {e}")))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(refuse(e.to_string())),
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map(drop)
+        .map_err(|e| refuse(e.to_string()))
+}
+
 /// A QEMU process kiln started and owns.
 pub struct Machine {
     child: Child,
@@ -312,6 +342,7 @@ impl Machine {
                 refs: refs.describe(),
             });
         }
+        claim_log_file(&spec.serial_log)?;
         let run_dir = RunDir::create(&spec.purpose)?;
         let qmp_socket = run_dir.0.join("qmp.sock");
         let serial_socket = run_dir.0.join("serial.sock");
@@ -755,6 +786,27 @@ mod tests {
         let gone = first.0.clone();
         drop(first);
         assert!(!gone.exists());
+    }
+
+    #[test]
+    fn a_link_planted_as_the_serial_log_is_replaced_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let log = dir.path().join("d.install.serial.log");
+        std::os::unix::fs::symlink(&victim, &log).unwrap();
+        claim_log_file(&log).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&log)
+                .unwrap()
+                .file_type()
+                .is_file()
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+        // Our own log from an earlier run is kept as it is (QEMU truncates it).
+        claim_log_file(&log).unwrap();
+        std::fs::create_dir(dir.path().join("dir.log")).unwrap();
+        assert!(claim_log_file(&dir.path().join("dir.log")).is_err());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod screen;
 pub mod session;
 pub mod ssh;
 pub mod task;
+pub mod temp_file;
 pub mod units;
 pub mod verify;
 pub mod workflow;

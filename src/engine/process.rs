@@ -87,6 +87,12 @@ pub fn command(program: &str) -> Command {
     command
 }
 
+/// Whether `pid` is a running kiln (its name; a pid reused by another program is not one).
+pub fn is_kiln_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .is_ok_and(|comm| comm.trim_end() == "kiln" || comm.trim_end().starts_with("kiln-"))
+}
+
 /// Run `program args…` to completion and return its stdout; non-zero exit is an error that
 /// carries stderr.
 pub async fn run_tool<I, S>(program: &str, args: I, timeout: Duration) -> Result<String, ToolError>

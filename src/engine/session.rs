@@ -16,6 +16,7 @@ use super::Step;
 use super::configure::SshdVariant;
 use super::driver::Profile;
 use super::publish::TargetKind;
+use super::temp_file::{TempFile, parent_dir};
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {
@@ -306,7 +307,9 @@ impl Session {
         match record.outcome {
             Outcome::Running => {
                 return match record.pid {
-                    Some(pid) if pid == std::process::id() || kiln_is_alive(pid) => {
+                    Some(pid)
+                        if pid == std::process::id() || super::process::is_kiln_running(pid) =>
+                    {
                         StepStatus::Running { pid }
                     }
                     _ => StepStatus::Interrupted,
@@ -477,13 +480,18 @@ impl Session {
                 .unwrap_or_default(),
             toml::to_string(self).expect("a session always serialises")
         );
-        let temp = self.path.with_extension("toml.tmp");
-        std::fs::write(&temp, text)
-            .and_then(|()| std::fs::rename(&temp, &self.path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&temp);
-                SessionError::Write(self.path.clone(), e)
+        // Written whole beside the file, then renamed over it: never half a session file.
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        TempFile::create(&parent_dir(&self.path), &name, "tmp")
+            .and_then(|temp| {
+                std::fs::write(temp.path(), text)?;
+                temp.rename_to(&self.path)
             })
+            .map_err(|e| SessionError::Write(self.path.clone(), e))
     }
 }
 
@@ -495,12 +503,6 @@ fn now() -> u64 {
 
 fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or_default().trim().to_string()
-}
-
-/// Whether `pid` is a live kiln (not a recycled pid now used by something else).
-fn kiln_is_alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|comm| comm.trim_end() == "kiln" || comm.trim_end().starts_with("kiln-"))
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::temp::{TempFile, temp_path};
 use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, io_error};
 use crate::engine::image;
 use crate::engine::iso::{self, IsoError};
 use crate::engine::process::{self, ToolError, install_hint};
 use crate::engine::task::{Cancelled, Reporter};
+use crate::engine::temp_file::TempFile;
 use crate::engine::units::human_bytes;
 
 /// `qemu-img convert -p -O qcow2 -o compat=1.1 [-c] IN OUT`, with its progress passed on.
@@ -217,10 +217,12 @@ pub(super) fn write_checksum(
     hex: String,
 ) -> Result<Checksum, PublishError> {
     let file = dir.join(format!("{name}.sha256"));
-    let temp = TempFile(temp_path(dir, &format!("{name}.sha256"), "tmp"));
-    std::fs::write(&temp.0, checksum_line(&hex, name))
-        .map_err(io_error("cannot write", &temp.0))?;
-    std::fs::rename(&temp.0, &file).map_err(io_error("cannot write", &file))?;
+    let temp = TempFile::create(dir, &format!("{name}.sha256"), "tmp")
+        .map_err(io_error("cannot create a file in", dir))?;
+    std::fs::write(temp.path(), checksum_line(&hex, name))
+        .map_err(io_error("cannot write", temp.path()))?;
+    temp.rename_to(&file)
+        .map_err(io_error("cannot write", &file))?;
     Ok(Checksum { sha256: hex, file })
 }
 

@@ -16,9 +16,9 @@ use serde_json::Value;
 use tokio_util::bytes::Bytes;
 
 use super::compact::{compact, sha256, write_checksum};
-use super::temp::{TempFile, parent_dir, temp_path};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, TOKEN_ENV, io_error};
 use crate::engine::task::{Cancelled, Reporter};
+use crate::engine::temp_file::{TempFile, parent_dir};
 use crate::engine::units::human_bytes;
 
 /// The content type of a raw qcow2 upload (driver-contract.md §5).
@@ -279,8 +279,9 @@ impl DjinnUpload {
         let mut compacted = None;
         let compaction = match request.compact {
             Some(options) => {
-                let temp = TempFile(temp_path(&source_dir, &self.name, "compact"));
-                let sizes = compact(&request.image, &temp.0, options, reporter).await?;
+                let temp = TempFile::create(&source_dir, &self.name, "compact")
+                    .map_err(io_error("cannot create a file in", &source_dir))?;
+                let sizes = compact(&request.image, temp.path(), options, reporter).await?;
                 compacted = Some(temp);
                 Some(sizes)
             }
@@ -288,7 +289,7 @@ impl DjinnUpload {
         };
         let upload_path = compacted
             .as_ref()
-            .map_or(request.image.as_path(), |temp| temp.0.as_path());
+            .map_or(request.image.as_path(), TempFile::path);
         let checksum = if request.sha256 {
             Some(sha256(upload_path, reporter).await?)
         } else {

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::compact::{compact, sha256, write_checksum};
-use super::temp::{TempFile, parent_dir, temp_path};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, driver_conf, io_error};
 use crate::engine::task::{Cancelled, Reporter, TaskPanicked};
+use crate::engine::temp_file::{self, TempFile, parent_dir};
 use crate::engine::units::human_bytes;
 
 /// Copies move this much per step, so progress and Ctrl-C are noticed several times a second.
@@ -149,18 +149,23 @@ pub(super) async fn install_file(
 ) -> Result<Outcome, PublishError> {
     let dir = parent_dir(&plan.path);
     std::fs::create_dir_all(&dir).map_err(io_error("cannot create", &dir))?;
+    for leftover in temp_file::sweep(&dir) {
+        reporter.info(format!(
+            "removed {}, left by a kiln that was killed",
+            leftover.display()
+        ));
+    }
     let name = file_name(&plan.path);
-    let temp = TempFile(temp_path(&dir, &name, "tmp"));
-    // A leftover of a crashed run with the same process id.
-    let _ = std::fs::remove_file(&temp.0);
+    let temp =
+        TempFile::create(&dir, &name, "tmp").map_err(io_error("cannot create a file in", &dir))?;
     let transfer = Instant::now();
     let compaction = match request.compact {
         Some(options) => {
-            let sizes = compact(&request.image, &temp.0, options, reporter).await?;
+            let sizes = compact(&request.image, temp.path(), options, reporter).await?;
             // qemu-img does not sync; the rename below must not expose a file still in memory.
-            let sync = OpenOptions::new().write(true).open(&temp.0);
+            let sync = OpenOptions::new().write(true).open(temp.path());
             sync.and_then(|f| f.sync_all())
-                .map_err(io_error("cannot write", &temp.0))?;
+                .map_err(io_error("cannot write", temp.path()))?;
             Some(sizes)
         }
         None => {
@@ -169,7 +174,11 @@ pub(super) async fn install_file(
                 request.image.display(),
                 plan.path.display()
             ));
-            let (from, to, progress) = (request.image.clone(), temp.0.clone(), reporter.clone());
+            let (from, to, progress) = (
+                request.image.clone(),
+                temp.path().to_path_buf(),
+                reporter.clone(),
+            );
             tokio::task::spawn_blocking(move || copy_file(&from, &to, &progress))
                 .await
                 .map_err(|e| TaskPanicked(e.to_string()))??;
@@ -178,7 +187,7 @@ pub(super) async fn install_file(
     };
     let transfer_seconds = transfer.elapsed().as_secs_f64();
     let checksum = if request.sha256 {
-        Some(sha256(&temp.0, reporter).await?)
+        Some(sha256(temp.path(), reporter).await?)
     } else {
         None
     };
@@ -187,7 +196,7 @@ pub(super) async fn install_file(
             "nothing was installed".into(),
         )));
     }
-    put_in_place(&temp.0, &plan.path, plan.replace)?;
+    put_in_place(temp.path(), &plan.path, plan.replace)?;
     drop(temp);
     let bytes = std::fs::metadata(&plan.path)
         .map_err(io_error("cannot read", &plan.path))?
@@ -240,10 +249,11 @@ fn copy_file(from: &Path, to: &Path, reporter: &Reporter) -> Result<u64, Publish
         .metadata()
         .map_err(io_error("cannot read", from))?
         .len();
+    // `to` is the temporary file kiln made exclusively; never follow a link put in its place.
     let mut target = OpenOptions::new()
         .write(true)
-        .create_new(true)
-        .mode(0o644)
+        .truncate(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(to)
         .map_err(io_error("cannot create", to))?;
     let write_error = io_error("cannot write", to);
@@ -344,7 +354,9 @@ mod tests {
             .collect();
         std::fs::write(&from, &data).unwrap();
 
+        // copy_file writes into the temporary file install_file made exclusively.
         let to = dir.path().join("to");
+        std::fs::File::create(&to).unwrap();
         let mut task = task::spawn("copy", TaskOptions::default(), {
             let (from, to) = (from.clone(), to.clone());
             move |reporter: Reporter| async move {
@@ -363,12 +375,18 @@ mod tests {
         assert_eq!(task.result().await.unwrap().0, data.len() as u64);
         assert_eq!(last.unwrap().done, data.len() as u64);
         assert_eq!(std::fs::read(&to).unwrap(), data);
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep me").unwrap();
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
         assert!(
-            copy_file(&from, &to, &test_reporter()).is_err(),
-            "an existing file is never overwritten"
+            copy_file(&from, &planted, &test_reporter()).is_err(),
+            "a symlink put in the temporary file's place was followed"
         );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
 
         let to = dir.path().join("cancelled");
+        std::fs::File::create(&to).unwrap();
         let task = task::spawn("copy", TaskOptions::default(), {
             let (from, to) = (from.clone(), to.clone());
             move |reporter: Reporter| async move {

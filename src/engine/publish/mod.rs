@@ -16,7 +16,6 @@ mod compact;
 mod djinn;
 pub mod driver_conf;
 mod local;
-mod temp;
 
 use std::collections::VecDeque;
 use std::fmt;

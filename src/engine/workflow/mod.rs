@@ -24,6 +24,7 @@ use super::install::{self, InstallOutcome};
 use super::publish::{self, Published, Token};
 use super::session::{Choices, Session, SessionError, StepRecord, StepStatus};
 use super::task::{self, Cancelled, Question, Reporter, Summary, Task, TaskOptions, TaskPanicked};
+use super::temp_file;
 use super::verify::{self, Report};
 
 /// What a step runs with besides the person's choices: settings resolved once (CLI > config
@@ -330,6 +331,14 @@ async fn run_step(
             Err(e @ SessionError::Write(..)) => reporter.warn(not_recorded(&e)),
             Err(e) => return Err(StepError::Refused(e.to_string())),
         }
+    }
+    // A kiln killed mid-step could not remove its temporary files (a half image, a half
+    // compacted copy, a session file being written): they go now, and the log says so.
+    for leftover in temp_file::sweep(&temp_file::parent_dir(&image)) {
+        reporter.info(format!(
+            "removed {}, left by a kiln that was killed",
+            leftover.display()
+        ));
     }
     let choices = lock(&session).choices.clone();
     let result = work(
