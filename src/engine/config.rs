@@ -119,7 +119,7 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: toml_problem(&text, &e),
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(FileConfig::default()),
         Err(source) => Err(ConfigError::Read {
@@ -127,6 +127,41 @@ pub fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
             source,
         }),
     }
+}
+
+/// Where a TOML file is wrong and why — `line 3, column 9: invalid string` — without
+/// quoting the line: a token pasted into the wrong file must not end up in a CI log.
+pub fn toml_problem(text: &str, error: &toml::de::Error) -> String {
+    // serde quotes the offending value ("invalid type: string \"…\""): not that either.
+    let mut message = String::new();
+    for (i, part) in error.message().trim_end().split('"').enumerate() {
+        message.push_str(if i % 2 == 1 { "\"…" } else { part });
+        if i % 2 == 1 {
+            message.push('"');
+        }
+    }
+    let Some(span) = error.span() else {
+        return message;
+    };
+    let before = &text.as_bytes()[..span.start.min(text.len())];
+    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+    // The key is named when the line has a plain one; the value never is.
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(key, _)| key.trim())
+        .filter(|key| {
+            !key.is_empty()
+                && key.len() <= 40
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        })
+        .map(|key| format!(" (`{key}`)"))
+        .unwrap_or_default();
+    format!("line {line}, column {column}{key}: {message}")
 }
 
 fn layer<T>(cli: Option<T>, file: Option<T>, default: T) -> T {
@@ -150,6 +185,28 @@ pub fn resolve(cli: CliOverrides, file: FileConfig, host: HostResources) -> Sett
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_broken_config_names_line_and_column_but_never_echoes_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let secret = "djinn_tok_5ecret_0123456789";
+        std::fs::write(&file, format!("cpus = 2\ntoken {secret}\n")).unwrap();
+        let error = load_file(&file).unwrap_err().to_string();
+        assert!(error.contains("line 2, column"), "{error}");
+        assert!(!error.contains("5ecret"), "the line was echoed: {error}");
+        std::fs::write(&file, format!("[djinn]\nurl = \"{secret}\"\nextra = 1\n")).unwrap();
+        let error = load_file(&file).unwrap_err().to_string();
+        assert!(error.contains("line 3"), "{error}");
+        assert!(!error.contains("5ecret"), "the line was echoed: {error}");
+        std::fs::write(&file, format!("memory_mib = \"{secret}\"\n")).unwrap();
+        let error = load_file(&file).unwrap_err().to_string();
+        assert!(
+            error.contains("line 1, column 14 (`memory_mib`)"),
+            "{error}"
+        );
+        assert!(!error.contains("5ecret"), "the value was echoed: {error}");
+    }
 
     const HOST: HostResources = HostResources {
         cpus: 8,

@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Step;
+use super::config::toml_problem;
 use super::configure::SshdVariant;
 use super::driver::Profile;
 use super::publish::TargetKind;
@@ -260,7 +261,7 @@ impl Session {
         let path = session_path(image);
         let mut session = match std::fs::read_to_string(&path) {
             Ok(text) => toml::from_str::<Session>(&text)
-                .map_err(|e| SessionError::Parse(path.clone(), e.message().to_string()))?,
+                .map_err(|e| SessionError::Parse(path.clone(), toml_problem(&text, &e)))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Session::default(),
             Err(e) => return Err(SessionError::Read(path, e)),
         };
