@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::engine::check::printable;
 use crate::engine::machine::MachineView;
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
 
@@ -82,15 +83,16 @@ where
         };
         let Some(event) = event else { break };
         match event {
-            Event::Started { title } => eprintln!("kiln {step}: {title}"),
+            Event::Started { title } => eprintln!("kiln {step}: {}", printable(&title)),
+            // Messages can quote the guest (serial lines, script output): never raw escapes.
             Event::Log {
                 level: Level::Info,
                 message,
-            } => eprintln!("kiln {step}: {message}"),
+            } => eprintln!("kiln {step}: {}", printable(&message)),
             Event::Log {
                 level: Level::Warn,
                 message,
-            } => eprintln!("kiln {step}: warning: {message}"),
+            } => eprintln!("kiln {step}: warning: {}", printable(&message)),
             Event::Progress(progress) => {
                 let due = last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
                 let complete = progress.total == Some(progress.done);
@@ -112,9 +114,10 @@ where
                 task.answer(false);
             }
             // Headless steps never hold their machine (nobody could look at it).
-            Event::Held { error } => eprintln!("kiln {step}: failed: {error}"),
-            Event::Finished { summary } => eprintln!("kiln {step}: done: {summary}"),
-            Event::Failed { error } => eprintln!("kiln {step}: failed: {error}"),
+            Event::Held { error } | Event::Failed { error } => {
+                eprintln!("kiln {step}: failed: {}", printable(&error))
+            }
+            Event::Finished { summary } => eprintln!("kiln {step}: done: {}", printable(&summary)),
         }
     }
     let result = task.result().await;

@@ -8,7 +8,7 @@ use super::app::{App, Focus, Overlay};
 use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
 use crate::engine::Step;
-use crate::engine::check::Verdict;
+use crate::engine::check::{Verdict, printable};
 use crate::engine::host::Accelerator;
 use crate::engine::machine;
 use crate::engine::session::Choices;
@@ -169,8 +169,9 @@ impl App {
                 run.log.push((level, check.line()));
                 run.checks.push(check);
             }
-            Event::Started { title } => run.log.push((Level::Info, title)),
-            Event::Log { level, message } => run.log.push((level, message)),
+            Event::Started { title } => run.log.push((Level::Info, printable(&title))),
+            // Messages can quote the guest: no raw escapes reach the terminal.
+            Event::Log { level, message } => run.log.push((level, printable(&message))),
             Event::Progress(p) => run.progress = Some(p),
             Event::Question(Question::ReplaceFile { path }) => {
                 self.overlay = Overlay::ConfirmOverwrite(path)
@@ -183,9 +184,9 @@ impl App {
                     Level::Warn,
                     "the machine is kept for a look: r retry, s stop it, c/v type into it".into(),
                 ));
-                run.held = Some(error);
+                run.held = Some(printable(&error));
             }
-            Event::Failed { error: message } => run.error = Some(message),
+            Event::Failed { error: message } => run.error = Some(printable(&message)),
             // The result panel shows what the summary says.
             Event::Finished { .. } => {}
         }
@@ -223,7 +224,7 @@ impl App {
         run.held = None;
         match outcome {
             Ok(lines) => run.outcome = lines,
-            Err(message) => run.error = Some(message),
+            Err(message) => run.error = Some(printable(&message)),
         }
         if let Some(again) = self.retry.take() {
             self.start(again);
