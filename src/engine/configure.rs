@@ -93,7 +93,7 @@ pub struct Extras {
 }
 
 /// What `kiln configure` was asked to do.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConfigureRequest {
     pub image: PathBuf,
     pub user: String,
@@ -108,6 +108,27 @@ pub struct ConfigureRequest {
     /// How long to wait for the guest's SSH to answer after power-on.
     pub boot_deadline: Duration,
     pub record_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConfigureRequest {
+    /// Everything but sudo's password (the login's own secret is redacted by `Auth`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigureRequest")
+            .field("image", &self.image)
+            .field("user", &self.user)
+            .field("auth", &self.auth)
+            .field(
+                "sudo_password",
+                &self.sudo_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("sshd_config", &self.sshd_config)
+            .field("extras", &self.extras)
+            .field("accelerator", &self.accelerator)
+            .field("memory_mib", &self.memory_mib)
+            .field("cpus", &self.cpus)
+            .field("boot_deadline", &self.boot_deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A configured image.

@@ -146,6 +146,16 @@ where
 mod tests {
     use super::*;
 
+    #[test]
+    fn no_child_inherits_the_djinn_token() {
+        let command = command("true");
+        let removed = command
+            .as_std()
+            .get_envs()
+            .any(|(key, value)| key == DJINN_TOKEN_ENV && value.is_none());
+        assert!(removed, "QEMU and every tool would see the token");
+    }
+
     #[tokio::test]
     async fn missing_program_names_the_package() {
         let err = run_tool(

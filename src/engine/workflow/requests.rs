@@ -264,6 +264,14 @@ mod tests {
         assert!(matches!(configure.sshd_config, SshdConfig::Pam));
         assert!(matches!(configure.auth, Auth::Password(ref p) if p == "pw"));
         assert_eq!(configure.boot_deadline, BOOT_DEADLINE);
+        // Logs may print requests and secrets with {:?}; the password never shows.
+        for printed in [format!("{configure:?}"), format!("{secrets:?}")] {
+            assert!(!printed.contains("pw\""), "{printed}");
+            assert!(
+                printed.contains("redacted") || printed.contains("<given>"),
+                "{printed}"
+            );
+        }
 
         let verify = verify_request(image, &choices, &environment(), &options);
         assert_eq!(

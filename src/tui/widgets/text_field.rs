@@ -8,11 +8,22 @@ use ratatui::widgets::Paragraph;
 
 use crate::tui::theme::Theme;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct TextField {
     pub value: String,
     /// Show bullets instead of the text (passwords, tokens).
     pub masked: bool,
+}
+
+impl std::fmt::Debug for TextField {
+    /// A masked field (a password, a token) never prints what was typed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = if self.masked { "<masked>" } else { &self.value };
+        f.debug_struct("TextField")
+            .field("value", &value)
+            .field("masked", &self.masked)
+            .finish()
+    }
 }
 
 impl TextField {
