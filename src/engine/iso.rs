@@ -19,6 +19,8 @@ const EL_TORITO: &[u8] = b"EL TORITO SPECIFICATION";
 pub enum IsoError {
     #[error("installer ISO {} does not exist", .0.display())]
     Missing(PathBuf),
+    #[error("{} is not a regular file (a directory, FIFO or device); give the installer's .iso file", .0.display())]
+    NotAFile(PathBuf),
     #[error("cannot read {}: {source}", .path.display())]
     Read {
         path: PathBuf,
@@ -44,8 +46,11 @@ pub enum IsoError {
 
 /// Check that `path` is an ISO 9660 image with an El Torito boot record.
 pub fn validate(path: &Path) -> Result<(), IsoError> {
-    if !path.exists() {
-        return Err(IsoError::Missing(path.to_path_buf()));
+    match std::fs::metadata(path) {
+        Err(_) => return Err(IsoError::Missing(path.to_path_buf())),
+        // A FIFO would block the read below forever; a directory or device is no installer.
+        Ok(meta) if !meta.is_file() => return Err(IsoError::NotAFile(path.to_path_buf())),
+        Ok(_) => {}
     }
     let read_error = |source| IsoError::Read {
         path: path.to_path_buf(),

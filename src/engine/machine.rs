@@ -142,6 +142,8 @@ pub enum MachineError {
     Qmp(#[from] QmpError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{} is not valid UTF-8, and QEMU takes paths inside its option strings; rename it", .0.display())]
+    NonUtf8Path(PathBuf),
     #[error("the serial log {} cannot be made kiln's own file: {reason}", .path.display())]
     LogFile { path: PathBuf, reason: String },
     #[error("screen capture failed: {0}")]
@@ -333,6 +335,16 @@ impl Machine {
         spec: &MachineSpec,
         ssh_port: Option<u16>,
     ) -> Result<Machine, MachineError> {
+        // QEMU takes paths inside option strings (`file=…`): they must be UTF-8 to arrive
+        // as they are, not mangled into a name that does not exist.
+        let paths = [
+            Some(&spec.disk),
+            spec.cdrom.as_ref(),
+            Some(&spec.serial_log),
+        ];
+        if let Some(path) = paths.into_iter().flatten().find(|p| p.to_str().is_none()) {
+            return Err(MachineError::NonUtf8Path(path.clone()));
+        }
         // The last line of defence: whoever asked, no disk that names host files boots.
         if let Ok(Some(refs)) = qcow2_header::host_file_refs(&spec.disk)
             && !refs.is_empty()

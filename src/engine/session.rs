@@ -259,9 +259,14 @@ impl Session {
     /// The session of `image`: read from its file, or new (nothing done yet) if there is none.
     pub fn open(image: &Path) -> Result<Session, SessionError> {
         let path = session_path(image);
-        let mut session = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<Session>(&text)
-                .map_err(|e| SessionError::Parse(path.clone(), toml_problem(&text, &e)))?,
+        let mut session = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    SessionError::Parse(path.clone(), "it is not UTF-8 text".into())
+                })?;
+                toml::from_str::<Session>(&text)
+                    .map_err(|e| SessionError::Parse(path.clone(), toml_problem(&text, &e)))?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Session::default(),
             Err(e) => return Err(SessionError::Read(path, e)),
         };
@@ -473,13 +478,16 @@ impl Session {
         if !self.persist {
             return Ok(());
         }
+        // TOML holds only UTF-8: a path that is not cannot be recorded (the work goes on).
+        let body = toml::to_string(self).map_err(|e| {
+            SessionError::Write(self.path.clone(), std::io::Error::other(e.to_string()))
+        })?;
         let text = format!(
-            "# kiln's record of {} — safe to delete (kiln then starts over).\n{}",
+            "# kiln's record of {} — safe to delete (kiln then starts over).\n{body}",
             self.image
                 .file_name()
                 .map(|n| n.to_string_lossy())
                 .unwrap_or_default(),
-            toml::to_string(self).expect("a session always serialises")
         );
         // Written whole beside the file, then renamed over it: never half a session file.
         let name = self
