@@ -39,6 +39,29 @@ const DATA_FILE_EXTENSION: u32 = 0x4441_5441;
 /// qcow2 v3 incompatible feature bit 2: the guest data lives in an external file.
 const EXTERNAL_DATA_FEATURE: u64 = 1 << 2;
 
+/// Whether a qcow2 image holds any guest data: a disk fresh from `qemu-img create` has no
+/// L1 entry set, an installed one has many. `None` when it is not a qcow2 file.
+pub fn has_guest_data(path: &Path) -> std::io::Result<Option<bool>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 48];
+    if file.read_exact(&mut header).is_err() || header[..4] != *b"QFI\xfb" {
+        return Ok(None);
+    }
+    let l1_entries = u32::from_be_bytes(header[36..40].try_into().expect("4 bytes"));
+    let l1_offset = u64::from_be_bytes(header[40..48].try_into().expect("8 bytes"));
+    // 2^20 entries map 2^20 L2 tables: far beyond any CI image; more is a damaged header.
+    let l1_bytes = u64::from(l1_entries.min(1 << 20)) * 8;
+    let mut l1 = Vec::new();
+    file.seek(SeekFrom::Start(l1_offset))?;
+    file.take(l1_bytes).read_to_end(&mut l1)?;
+    // Bits 9–55 of an entry are the L2 table's offset; zero means nothing was ever written.
+    const OFFSET_BITS: u64 = 0x00ff_ffff_ffff_fe00;
+    Ok(Some(l1.chunks_exact(8).any(|entry| {
+        u64::from_be_bytes(entry.try_into().expect("8 bytes")) & OFFSET_BITS != 0
+    })))
+}
+
 /// The host files `path`'s qcow2 header names; `None` when it is not a qcow2 file at all.
 pub fn host_file_refs(path: &Path) -> std::io::Result<Option<HostFileRefs>> {
     use std::io::Read;
@@ -164,6 +187,24 @@ mod tests {
         let external = refs("data.qcow2").unwrap();
         assert_eq!(external.data_file.as_deref(), Some(data.as_str()));
         assert!(!external.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_blank_disk_holds_no_guest_data_and_a_written_one_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("d.qcow2");
+        let disk_s = disk.display().to_string();
+        qemu_img(&["create", "-q", "-f", "qcow2", &disk_s, "1G"]).await;
+        assert_eq!(has_guest_data(&disk).unwrap(), Some(false));
+        let wrote = tokio::process::Command::new("qemu-io")
+            .args(["-c", "write -P 0x55 512M 64k", &disk_s])
+            .output()
+            .await
+            .unwrap();
+        assert!(wrote.status.success());
+        assert_eq!(has_guest_data(&disk).unwrap(), Some(true));
+        std::fs::write(dir.path().join("raw"), [0u8; 100]).unwrap();
+        assert_eq!(has_guest_data(&dir.path().join("raw")).unwrap(), None);
     }
 
     #[test]

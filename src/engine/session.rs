@@ -17,6 +17,7 @@ use super::config::toml_problem;
 use super::configure::SshdVariant;
 use super::driver::Profile;
 use super::publish::TargetKind;
+use super::qcow2_header;
 use super::temp_file::{TempFile, parent_dir};
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
@@ -457,10 +458,13 @@ impl Session {
         if !self.is_new() || !self.image.exists() {
             return Ok(());
         }
-        // Both records are kept in memory even when the file cannot be written.
+        // Both records are kept in memory even when the file cannot be written. A disk with
+        // no guest data at all (fresh from `qemu-img create`) has not been installed.
         let created = self.skip(Step::Create, "the image existed before kiln's session");
+        let blank = qcow2_header::has_guest_data(&self.image).ok().flatten() == Some(false);
         let installed = match self.choices.iso {
             Some(_) => Ok(()),
+            None if blank => Ok(()),
             None => self.skip(
                 Step::Install,
                 "no installer ISO given: the disk is taken as installed",
@@ -517,6 +521,24 @@ fn first_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blank_disk_is_not_taken_as_installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("blank.qcow2");
+        let made = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("1G")
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut session = Session::open(&disk).unwrap();
+        session.adopt_existing_image().unwrap();
+        assert_eq!(session.status(Step::Create), StepStatus::Skipped);
+        assert_eq!(session.status(Step::Install), StepStatus::Pending);
+        assert_eq!(session.resume_at(), Some(Step::Install));
+    }
 
     fn image_in(dir: &Path) -> PathBuf {
         let image = dir.join("disk.qcow2");
