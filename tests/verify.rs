@@ -193,3 +193,51 @@ fn junit_and_text_reports() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stdout).contains("does not exist"));
 }
+
+/// QEMU killed while the driver's procedure waits for SSH: the check says so at once, in
+/// QEMU's words, instead of dialling a dead port until the deadline.
+#[test]
+fn a_machine_killed_during_the_ssh_wait_is_reported_at_once() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let sandbox = Sandbox::new();
+    let image = sandbox.work().join("killed.qcow2");
+    std::fs::copy(variant("good"), &image).unwrap();
+    let mut child = Command::new(support::kiln_bin())
+        .args(["check", image.to_str().unwrap(), "--format", "json"])
+        .args(["--timeout", "250"])
+        .current_dir(sandbox.work())
+        .envs(sandbox.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("waiting for SSH on 127.0.0.1:") {
+            let killed = Command::new("pkill")
+                .args(["-KILL", "-f", &format!("qemu-system.*{}", image.display())])
+                .status()
+                .unwrap();
+            assert!(killed.success(), "no QEMU to kill:\n{seen}");
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{seen}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let port = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "ssh-port")
+        .unwrap()
+        .clone();
+    assert_eq!(port["verdict"], "fail", "{report}");
+    let detail = port["detail"].as_str().unwrap();
+    assert!(detail.contains("the machine ended after"), "{detail}");
+    assert!(detail.contains("QEMU ended"), "{detail}");
+    assert!(!qemu_running_with(&image.display().to_string()));
+}

@@ -166,6 +166,10 @@ pub enum ConfigureError {
         serial_tail: String,
     },
     #[error(
+        "the machine ended before configure was done: {ending}\nlast serial console lines:\n{serial_tail}"
+    )]
+    MachineEnded { ending: String, serial_tail: String },
+    #[error(
         "sudo refused for {user}: {stderr} (is {user} in group sudo, and is the password right?)"
     )]
     Sudo { user: String, stderr: String },
@@ -280,6 +284,14 @@ pub async fn configure(
     let work = change(&request, &image_path, port, &reporter);
     let result = tokio::select! {
         result = work => result,
+        // QEMU crashed or was killed: say so now, not when the SSH deadline runs out.
+        ending = machine.wait() => {
+            let ending = ending.map_or_else(|e| e.to_string(), |ending| ending.describe());
+            return Err(ConfigureError::MachineEnded {
+                ending,
+                serial_tail: view.serial_tail(15),
+            });
+        }
         _ = reporter.cancelled() => {
             reporter.info("stopping: asking the guest to power off…");
             machine.shut_down(CANCEL_GRACE).await;

@@ -167,6 +167,20 @@ pub enum Ending {
     Died { status: String, stderr: String },
 }
 
+impl Ending {
+    /// How the machine ended, in QEMU's own words where it left any.
+    pub fn describe(&self) -> String {
+        match self {
+            Ending::GuestShutdown { reason } => format!("the guest powered off ({reason})"),
+            Ending::Stopped => "the machine was stopped from outside kiln".into(),
+            Ending::Died { status, stderr } if stderr.is_empty() => {
+                format!("QEMU ended ({status}) without a word")
+            }
+            Ending::Died { status, stderr } => format!("QEMU ended ({status}): {stderr}"),
+        }
+    }
+}
+
 /// A cheap handle on a running machine for frontends: console, keys, screen, addresses.
 #[derive(Clone)]
 pub struct MachineView {

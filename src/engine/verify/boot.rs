@@ -84,8 +84,16 @@ pub async fn boot_checks(
     reporter.machine(view.clone());
 
     let procedure = procedure(request, port, started, reporter);
+    let mut machine_gone = false;
     let mut checks = tokio::select! {
         checks = procedure => checks,
+        // QEMU crashed or was killed while the driver's procedure ran: a verdict now, with
+        // QEMU's words, instead of dialling a dead port until the deadline.
+        ending = machine.wait() => {
+            let ending = ending.map_or_else(|e| e.to_string(), |ending| ending.describe());
+            machine_gone = true;
+            machine_ended(&ending, started.elapsed())
+        }
         // Cancelled mid-procedure: no verdicts (the caller reports the cancellation).
         _ = reporter.cancelled() => {
             machine.shut_down(Duration::ZERO).await;
@@ -109,7 +117,8 @@ pub async fn boot_checks(
         .filter(|c| c.verdict == Verdict::Fail)
         .map(|c| c.name)
         .collect();
-    if !failed.is_empty() {
+    // A machine that is gone cannot be kept for a look.
+    if !failed.is_empty() && !machine_gone {
         reporter
             .hold(&format!("failed checks: {}", failed.join(", ")))
             .await;
@@ -117,6 +126,22 @@ pub async fn boot_checks(
     // The driver kills QEMU without a clean shutdown; with snapshot=on nothing is lost.
     machine.shut_down(Duration::ZERO).await;
     Ok(checks)
+}
+
+/// The procedure's checks when the machine ended under it: the SSH ones failed for that reason.
+fn machine_ended(ending: &str, after: Duration) -> Vec<Check> {
+    let (port_id, port_name) = BOOT_CHECKS[1];
+    let mut checks = vec![
+        Check::new(
+            port_id,
+            port_name,
+            Verdict::Fail,
+            format!("the machine ended after {} s: {ending}", after.as_secs()),
+        )
+        .fix("look at the serial console log next to the image; under KVM, try TCG (kiln doctor)"),
+    ];
+    skip_rest(&mut checks, "the machine ended");
+    checks
 }
 
 fn boots_check(serial: &str, answered_ssh: bool, tail: &str) -> Check {
