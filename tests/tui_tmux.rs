@@ -105,11 +105,16 @@ fn a_broken_user_theme_is_named_and_the_workbench_still_opens() {
     tmux.wait_for("KILN-EXITED 0", SCREEN);
 }
 
-#[test]
-fn a_machine_left_by_a_crashed_kiln_is_offered_for_cleanup() {
-    let sandbox = Sandbox::new();
-    // A real QEMU with nobody owning it, and a record naming a kiln that no longer exists.
-    let mut qemu = std::process::Command::new("qemu-system-x86_64")
+/// /proc/PID/stat field 22, as kiln records it.
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 1..];
+    after.split_whitespace().nth(19).unwrap().parse().unwrap()
+}
+
+/// A paused QEMU with `extra` arguments, owned by nobody once kiln is gone.
+fn paused_qemu(extra: &[String]) -> std::process::Child {
+    std::process::Command::new("qemu-system-x86_64")
         .args([
             "-accel",
             "tcg",
@@ -119,30 +124,63 @@ fn a_machine_left_by_a_crashed_kiln_is_offered_for_cleanup() {
             "-display",
             "none",
             "-S",
-            "-name",
-            "kiln-leftover-test",
         ])
+        .args(extra)
         .spawn()
-        .expect("qemu-system-x86_64 runs");
+        .expect("qemu-system-x86_64 runs")
+}
+
+#[test]
+fn a_machine_left_by_a_crashed_kiln_is_offered_for_cleanup() {
+    let sandbox = Sandbox::new();
+    // A real QEMU with nobody owning it (its run directory in its command line, as kiln
+    // starts them), and a record naming a kiln that no longer exists.
+    let run_dir = sandbox.path().join("run/kiln-configure-Ab3dE9");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let qmp = format!("unix:{}/qmp.sock,server=on,wait=off", run_dir.display());
+    let mut qemu = paused_qemu(&["-qmp".into(), qmp]);
+    // Another program's QEMU whose pid a stale record happens to name: never touched.
+    let mut stranger = paused_qemu(&[]);
     let mut gone = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = gone.id();
     gone.wait().unwrap();
     let records = sandbox.path().join("data/kiln/machines");
     std::fs::create_dir_all(&records).unwrap();
-    std::fs::write(
-        records.join(format!("{}.json", qemu.id())),
-        format!(
-            r#"{{"qemu_pid":{},"kiln_pid":{dead_pid},"purpose":"configure","image":"/tmp/left.qcow2"}}"#,
-            qemu.id()
-        ),
-    )
-    .unwrap();
+    // Wait until both have really started (their /proc entries hold the command line).
+    for pid in [qemu.id(), stranger.id()] {
+        let start = std::time::Instant::now();
+        while !std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .contains("qemu")
+        {
+            assert!(start.elapsed() < SCREEN, "QEMU did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for (pid, dir) in [
+        (qemu.id(), run_dir.clone()),
+        (stranger.id(), sandbox.path().join("run/kiln-verify-Zz9yX8")),
+    ] {
+        let record = serde_json::json!({
+            "qemu_pid": pid,
+            "kiln_pid": dead_pid,
+            "purpose": "configure",
+            "image": "/tmp/left.qcow2",
+            "qemu_started": start_time(pid),
+            "run_dir": dir,
+        });
+        std::fs::write(records.join(format!("{pid}.json")), record.to_string()).unwrap();
+    }
 
     let tmux = Tmux::start("leftover", 100, 30, &shell_command(&sandbox));
     let screen = tmux.wait_for("Machines left running", SCREEN);
     assert!(
         screen.contains(&format!("QEMU pid {}", qemu.id())),
         "{screen}"
+    );
+    assert!(
+        !screen.contains(&format!("QEMU pid {}", stranger.id())),
+        "another program's QEMU was offered: {screen}"
     );
     tmux.keys(&["y"]);
     tmux.wait_for("stopped 1 machine(s)", SCREEN);
@@ -155,8 +193,14 @@ fn a_machine_left_by_a_crashed_kiln_is_offered_for_cleanup() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
+        stranger.try_wait().unwrap().is_none(),
+        "kiln stopped a QEMU it did not start"
+    );
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+    assert!(
         std::fs::read_dir(&records).unwrap().next().is_none(),
-        "record removed"
+        "records removed (the stranger's as stale)"
     );
     tmux.keys(&["q"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);

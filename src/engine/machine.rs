@@ -497,8 +497,14 @@ impl Machine {
         let record = spec
             .record_dir
             .as_deref()
-            .and_then(|dir| write_record(dir, &child, spec).ok());
-        qmp.cont().await?;
+            .and_then(|dir| write_record(dir, &child, spec, &run_dir.0).ok());
+        if let Err(e) = qmp.cont().await {
+            // QEMU dies with `child` (kill-on-drop); its record must not outlive it.
+            if let Some(record) = record {
+                let _ = std::fs::remove_file(record);
+            }
+            return Err(e.into());
+        }
         Ok(Machine {
             child,
             view,
@@ -700,9 +706,43 @@ pub struct MachineRecord {
     pub kiln_pid: u32,
     pub purpose: String,
     pub image: PathBuf,
+    /// When the QEMU process started (clock ticks since boot, /proc/PID/stat field 22) and
+    /// the private run directory in its command line: a pid reused by another program, even
+    /// another QEMU, matches neither.
+    #[serde(default)]
+    pub qemu_started: u64,
+    #[serde(default)]
+    pub run_dir: PathBuf,
 }
 
-fn write_record(dir: &Path, child: &Child, spec: &MachineSpec) -> std::io::Result<PathBuf> {
+impl MachineRecord {
+    /// Whether the process at `qemu_pid` is still the QEMU this record was written for.
+    fn is_that_machine(&self) -> bool {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", self.qemu_pid))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default();
+        let run_dir = self.run_dir.to_string_lossy();
+        !run_dir.is_empty()
+            && cmdline.contains("qemu-system")
+            && cmdline.contains(run_dir.as_ref())
+            && process_start_time(self.qemu_pid) == Some(self.qemu_started)
+    }
+}
+
+/// /proc/PID/stat field 22: when the process started, in clock ticks since boot.
+fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields count after its ')'.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn write_record(
+    dir: &Path,
+    child: &Child,
+    spec: &MachineSpec,
+    run_dir: &Path,
+) -> std::io::Result<PathBuf> {
     let qemu_pid = child.id().unwrap_or_default();
     std::fs::create_dir_all(dir)?;
     let record = MachineRecord {
@@ -710,6 +750,8 @@ fn write_record(dir: &Path, child: &Child, spec: &MachineSpec) -> std::io::Resul
         kiln_pid: std::process::id(),
         purpose: spec.purpose.clone(),
         image: spec.disk.clone(),
+        qemu_started: process_start_time(qemu_pid).unwrap_or_default(),
+        run_dir: run_dir.to_path_buf(),
     };
     let path = dir.join(format!("{qemu_pid}.json"));
     std::fs::write(
@@ -733,13 +775,14 @@ pub fn leftovers(record_dir: &Path) -> Vec<(PathBuf, MachineRecord)> {
         else {
             continue;
         };
-        if process_alive(record.kiln_pid) {
+        if super::process::is_kiln_running(record.kiln_pid) {
             continue; // its kiln still owns it
         }
-        if is_qemu(record.qemu_pid) {
+        if record.is_that_machine() {
             found.push((path, record));
         } else {
-            let _ = std::fs::remove_file(&path); // stale record of a machine that is gone
+            // The machine is gone (its pid may now be anyone's): only the record is stale.
+            let _ = std::fs::remove_file(&path);
         }
     }
     found
@@ -748,29 +791,22 @@ pub fn leftovers(record_dir: &Path) -> Vec<(PathBuf, MachineRecord)> {
 /// Stop a leftover machine (SIGTERM, then SIGKILL) and forget its record.
 pub async fn clean_leftover(path: &Path, record: &MachineRecord) {
     let pid = record.qemu_pid as i32;
-    // SAFETY: plain kill(2) on a pid we verified is a qemu-system process.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // Checked again right before each signal: never a process kiln did not start.
+    if record.is_that_machine() {
+        // SAFETY: plain kill(2) on the QEMU this record describes (pid, start time, run dir).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
     for _ in 0..30 {
-        if !is_qemu(record.qemu_pid) {
+        if !record.is_that_machine() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    if is_qemu(record.qemu_pid) {
+    if record.is_that_machine() {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     let _ = std::fs::remove_file(path);
-}
-
-fn process_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn is_qemu(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|cmdline| String::from_utf8_lossy(&cmdline).contains("qemu-system"))
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
