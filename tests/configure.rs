@@ -271,3 +271,57 @@ fn ctrl_c_during_configure_leaves_no_qemu_and_a_whole_sshd_config() {
         "sshd_config is neither the old nor the new one:\n{config}"
     );
 }
+
+/// An sshd_config that sshd accepts but that refuses root's empty password: the proof login
+/// fails, and configure puts back everything it changed — root's password hash, the
+/// machine-id it emptied, the old sshd_config — and says so.
+#[test]
+fn a_failed_proof_puts_back_everything_configure_changed() {
+    let sandbox = Sandbox::new();
+    let (disk, _) = installed_disk(&sandbox);
+    let locked = sandbox.path().join("locked_sshd_config");
+    let reference = include_str!("../assets/sshd_config.reference");
+    std::fs::write(
+        &locked,
+        reference.replace("PermitEmptyPasswords yes", "PermitEmptyPasswords no"),
+    )
+    .unwrap();
+    let out = configure(
+        &sandbox,
+        &[
+            "--sshd-config",
+            &locked.display().to_string(),
+            "--clear-machine-id",
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("restored: root's password, /etc/machine-id, the old sshd_config"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("NOT RESTORED"), "{stderr}");
+    assert!(!qemu_running_with(&disk.display().to_string()));
+
+    let guest = boot(&disk, &sandbox.path().join("check-boot.log"));
+    let user = fixtures().var("KILN_GUEST_USER");
+    let password = fixtures().var("KILN_GUEST_PASSWORD");
+    let out = openssh(
+        guest.ssh_port,
+        user,
+        password,
+        &format!(
+            "echo {password} | sudo -S sh -c 'getent shadow root | cut -d: -f2; cat /etc/machine-id; grep -c PermitEmptyPasswords /etc/ssh/sshd_config; grep -q \"{STOCK_MARKER}\" /etc/ssh/sshd_config && echo stock'"
+        ),
+        LOGIN,
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with('$'),
+        "root's password hash was not put back: {stdout}"
+    );
+    assert_eq!(lines[1].len(), 32, "machine-id not put back: {stdout}");
+    assert!(stdout.contains("stock"), "the old sshd_config: {stdout}");
+}

@@ -177,8 +177,12 @@ pub enum ConfigureError {
     Guest { command: String, stderr: String },
     #[error("sshd rejects the new sshd_config, so nothing was changed:\n{0}")]
     InvalidConfig(String),
-    #[error("root could not log in with an empty password after the change ({error}); the old sshd_config was restored{}", if *.restored { "" } else { " — RESTORE FAILED, log in on the console and copy /etc/ssh/sshd_config.kiln-backup back" })]
-    ProofFailed { error: SshError, restored: bool },
+    #[error("root could not log in with an empty password after the change ({error}); restored: {}{}", if .restored.is_empty() { "nothing".to_string() } else { .restored.join(", ") }, if .not_restored.is_empty() { String::new() } else { format!(" — NOT RESTORED: {} (log in on the console; the old sshd_config is /etc/ssh/sshd_config.kiln-backup)", .not_restored.join(", ")) })]
+    ProofFailed {
+        error: SshError,
+        restored: Vec<&'static str>,
+        not_restored: Vec<&'static str>,
+    },
     #[error(
         "you declined the change; nothing in the image was modified and the guest was shut down"
     )]
@@ -395,6 +399,17 @@ async fn change(
         return Err(ConfigureError::InvalidConfig(stderr));
     }
 
+    // What the next commands change beyond sshd_config, kept here so a failed proof can put
+    // every bit of it back (the hash goes back with chpasswd -e; nothing is written aside).
+    let root_hash = run(&session, request, root("getent shadow root | cut -d: -f2"))
+        .await?
+        .trim()
+        .to_string();
+    let machine_id = match request.extras.clear_machine_id {
+        true => Some(run(&session, request, root("cat /etc/machine-id")).await?),
+        false => None,
+    };
+
     reporter.info("installing it (atomic rename) and removing root's password (passwd -d root)");
     run(
         &session,
@@ -440,18 +455,38 @@ async fn change(
         }
         Err(error) => {
             reporter.warn(format!(
-                "root login failed ({error}); restoring the old sshd_config"
+                "root login failed ({error}); putting back everything configure changed"
             ));
-            let restored = run(
-                &session,
-                request,
-                root(&format!(
-                    "cp -p {BACKUP} {SSHD_CONFIG} && sync && {RESTART_SSHD}"
-                )),
-            )
-            .await
-            .is_ok();
-            return Err(ConfigureError::ProofFailed { error, restored });
+            let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+            let mut undo = vec![(
+                "root's password",
+                format!(
+                    "echo {} | base64 -d | chpasswd -e",
+                    b64(&format!("root:{root_hash}"))
+                ),
+            )];
+            if let Some(id) = &machine_id {
+                undo.push((
+                    "/etc/machine-id",
+                    format!("echo {} | base64 -d > /etc/machine-id", b64(id)),
+                ));
+            }
+            undo.push((
+                "the old sshd_config",
+                format!("cp -p {BACKUP} {SSHD_CONFIG} && sync && {RESTART_SSHD}"),
+            ));
+            let (mut restored, mut not_restored) = (Vec::new(), Vec::new());
+            for (what, command) in undo {
+                match run(&session, request, root(&command)).await {
+                    Ok(_) => restored.push(what),
+                    Err(_) => not_restored.push(what),
+                }
+            }
+            return Err(ConfigureError::ProofFailed {
+                error,
+                restored,
+                not_restored,
+            });
         }
     };
     reporter.info(format!("proof passed: {proof}"));
