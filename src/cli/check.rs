@@ -13,7 +13,7 @@ use crate::engine::config::{Dirs, Settings};
 use crate::engine::driver::Profile;
 use crate::engine::session::Choices;
 use crate::engine::verify::Report;
-use crate::engine::workflow::{Recording, Secrets, StepOptions, StepResult, Workflow};
+use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum ProfileArg {
@@ -62,14 +62,11 @@ pub struct CheckArgs {
 /// An image with a session gets this full check recorded as its verify step (a static-only
 /// check is not one); an image without one is checked and left as it was.
 pub async fn run(args: CheckArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let environment = super::environment("check", !args.static_only, settings, dirs).await;
-    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
-        Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln check: {e}");
-            return Exit::Environment;
-        }
-    };
+    let workflow =
+        match super::one_step("check", &args.image, !args.static_only, settings, dirs).await {
+            Ok(workflow) => workflow,
+            Err(exit) => return exit,
+        };
     workflow.choose(&Choices {
         profile: args.profile.map(Profile::from),
         ..Choices::default()

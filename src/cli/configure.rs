@@ -13,7 +13,7 @@ use crate::engine::config::{Dirs, Settings};
 use crate::engine::configure::SshdVariant;
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, TaskOptions};
-use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
+use crate::engine::workflow::{Secrets, StepOptions};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum Variant {
@@ -77,13 +77,9 @@ pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) 
             return Exit::Environment;
         }
     };
-    let environment = super::environment("configure", true, settings, dirs).await;
-    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+    let workflow = match super::one_step("configure", &args.image, true, settings, dirs).await {
         Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln configure: {e}");
-            return Exit::Environment;
-        }
+        Err(exit) => return exit,
     };
     let on = |flag: bool| flag.then_some(true);
     workflow.choose(&Choices {

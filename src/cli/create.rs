@@ -10,7 +10,7 @@ use crate::engine::config::{Dirs, Settings};
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, TaskOptions};
 use crate::engine::units::human_bytes;
-use crate::engine::workflow::{Recording, Secrets, StepOptions, StepResult, Workflow};
+use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
@@ -28,13 +28,9 @@ pub struct CreateArgs {
 }
 
 pub async fn run(args: CreateArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let environment = super::environment("create", false, settings, dirs).await;
-    let workflow = match Workflow::open(&args.path, Recording::IfSessionExists, environment) {
+    let workflow = match super::one_step("create", &args.path, false, settings, dirs).await {
         Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln create: {e}");
-            return Exit::Environment;
-        }
+        Err(exit) => return exit,
     };
     workflow.choose(&Choices {
         size: Some(args.size),

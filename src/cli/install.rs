@@ -10,7 +10,7 @@ use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
 use crate::engine::session::Choices;
-use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
+use crate::engine::workflow::{Secrets, StepOptions};
 
 #[derive(Debug, Args)]
 pub struct InstallArgs {
@@ -34,13 +34,9 @@ pub struct InstallArgs {
 }
 
 pub async fn run(args: InstallArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let environment = super::environment("install", true, settings, dirs).await;
-    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+    let workflow = match super::one_step("install", &args.image, true, settings, dirs).await {
         Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln install: {e}");
-            return Exit::Environment;
-        }
+        Err(exit) => return exit,
     };
     let checksum = match (args.sha256, args.sha256sums) {
         (Some(hex), _) if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) => {

@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::config::{CliOverrides, Dirs, Settings};
 use crate::engine::host::{self, Accelerator};
-use crate::engine::workflow::{Environment, StepError};
+use crate::engine::workflow::{Environment, Recording, StepError, Workflow};
 
 /// kiln — prepare, verify and publish QEMU images for CI drivers.
 ///
@@ -145,6 +145,22 @@ pub async fn environment(
         record_dir: dirs.map(Dirs::machine_records),
         config_dir: dirs.map(|d| d.config_dir.clone()),
     }
+}
+
+/// `kiln COMMAND IMAGE`: a workflow of one step, recorded only where the image already has a
+/// session file (a one-off command on someone's image leaves nothing behind).
+pub async fn one_step(
+    command: &str,
+    image: &std::path::Path,
+    boots: bool,
+    settings: &Settings,
+    dirs: Option<&Dirs>,
+) -> Result<Workflow, Exit> {
+    let environment = environment(command, boots, settings, dirs).await;
+    Workflow::open(image, Recording::IfSessionExists, environment).map_err(|e| {
+        eprintln!("kiln {command}: {e}");
+        Exit::Environment
+    })
 }
 
 /// A path as given, made absolute so a session file records where it really is.

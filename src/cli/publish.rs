@@ -11,7 +11,7 @@ use crate::engine::config::{Dirs, Settings};
 use crate::engine::publish::{Destination, Published, TargetKind};
 use crate::engine::session::Choices;
 use crate::engine::units::human_bytes;
-use crate::engine::workflow::{Recording, Secrets, StepOptions, StepResult, Workflow};
+use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 
 /// Where `kiln publish` sends the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,13 +94,9 @@ pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) ->
         eprintln!("kiln publish: {problem}");
         return Exit::Environment;
     }
-    let environment = super::environment("publish", false, settings, dirs).await;
-    let workflow = match Workflow::open(&args.image, Recording::IfSessionExists, environment) {
+    let workflow = match super::one_step("publish", &args.image, false, settings, dirs).await {
         Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln publish: {e}");
-            return Exit::Environment;
-        }
+        Err(exit) => return exit,
     };
     workflow.choose(&choices(&args));
     let options = StepOptions {

@@ -883,22 +883,19 @@ mod tests {
     async fn a_disk_whose_header_names_host_files_never_starts() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("backed.qcow2");
-        let out = tokio::process::Command::new("qemu-img")
-            .args([
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-b",
-                "/etc/hostname",
-                "-F",
-                "raw",
-            ])
-            .arg(&disk)
-            .output()
-            .await
-            .unwrap();
-        assert!(out.status.success());
+        let path = disk.display().to_string();
+        let backed = [
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "/etc/hostname",
+            "-F",
+            "raw",
+            &path,
+        ];
+        crate::engine::test_images::qemu_img(&backed).await;
         let mut spec = spec();
         spec.disk = disk;
         spec.cdrom = None;

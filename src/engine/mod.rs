@@ -24,6 +24,8 @@ pub mod session;
 pub mod ssh;
 pub mod task;
 pub mod temp_file;
+#[cfg(test)]
+mod test_images;
 pub mod units;
 pub mod verify;
 pub mod workflow;

@@ -121,19 +121,7 @@ fn parse_host_file_refs(header: &[u8]) -> Option<HostFileRefs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn qemu_img(args: &[&str]) {
-        let out = tokio::process::Command::new("qemu-img")
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::engine::test_images::qemu_img;
 
     #[tokio::test]
     async fn headers_naming_host_files_are_read_without_opening_them() {

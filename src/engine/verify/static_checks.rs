@@ -365,19 +365,7 @@ async fn consistency_check(path: &Path) -> Check {
 mod tests {
     use super::*;
     use crate::engine::check::failures;
-
-    async fn qemu_img(args: &[&str]) {
-        let out = tokio::process::Command::new("qemu-img")
-            .args(args)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    use crate::engine::test_images::qemu_img;
 
     fn verdict<'a>(checks: &'a [Check], id: &str) -> &'a Check {
         checks

@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use super::Step;
 use super::config::Settings;
-use super::configure::{self, Configured};
+use super::configure::{self, ConfigureError, Configured};
 use super::host::Accelerator;
-use super::image::{self, ImageInfo};
-use super::install::{self, InstallOutcome};
-use super::publish::{self, Published, Token};
+use super::image::{self, CreateError, ImageInfo};
+use super::install::{self, InstallError, InstallOutcome};
+use super::publish::{self, PublishError, Published, Token};
 use super::session::{Choices, Session, SessionError, StepRecord, StepStatus};
 use super::task::{self, Cancelled, Question, Reporter, Summary, Task, TaskOptions, TaskPanicked};
 use super::temp_file;
@@ -386,9 +386,7 @@ async fn work(
     match step {
         Step::Create => {
             let request = requests::create_request(image, choices, force);
-            let plan = image::plan_create(&request)
-                .await
-                .map_err(|e| classify(e.is_usage(), e))?;
+            let plan = image::plan_create(&request).await?;
             if let Some(free) = plan.free_space {
                 reporter.info(format!(
                     "{} free in the target directory",
@@ -398,10 +396,7 @@ async fn work(
             image::create(plan, reporter)
                 .await
                 .map(StepResult::Created)
-                .map_err(|e| match e {
-                    image::CreateError::Cancelled(c) => c.into(),
-                    e => classify(e.is_usage(), e),
-                })
+                .map_err(StepError::from)
         }
         Step::Install => {
             let request = requests::install_request(image, choices, environment, options)
@@ -409,10 +404,7 @@ async fn work(
             install::install(request, reporter)
                 .await
                 .map(StepResult::Installed)
-                .map_err(|e| match e {
-                    install::InstallError::Cancelled(c) => c.into(),
-                    e => classify(e.is_usage(), e),
-                })
+                .map_err(StepError::from)
         }
         Step::Configure => {
             let request =
@@ -421,10 +413,7 @@ async fn work(
             configure::configure(request, reporter)
                 .await
                 .map(StepResult::Configured)
-                .map_err(|e| match e {
-                    configure::ConfigureError::Cancelled(c) => c.into(),
-                    e => classify(e.is_usage(), e),
-                })
+                .map_err(StepError::from)
         }
         Step::Verify => {
             let request = requests::verify_request(image, choices, environment, options);
@@ -438,23 +427,28 @@ async fn work(
                 })
         }
         Step::Publish => {
-            let request = requests::publish_request(image, choices, secrets, environment)
-                .map_err(|e| classify(e.is_usage(), e))?;
+            let request = requests::publish_request(image, choices, secrets, environment)?;
             publish::publish(request, reporter)
                 .await
                 .map(StepResult::Published)
-                .map_err(|e| match e {
-                    publish::PublishError::Cancelled(c) => c.into(),
-                    e => classify(e.is_usage(), e),
-                })
+                .map_err(StepError::from)
         }
     }
 }
 
-fn classify(usage: bool, error: impl std::fmt::Display) -> StepError {
-    if usage {
-        StepError::Usage(error.to_string())
-    } else {
-        StepError::Failed(error.to_string())
-    }
+/// Each step's own error, sorted the way every frontend reports it: its cancellation is the
+/// shared [`Cancelled`], a usage error is the person's to fix, anything else a failure.
+macro_rules! step_errors {
+    ($($error:ident),*) => {$(
+        impl From<$error> for StepError {
+            fn from(error: $error) -> StepError {
+                match error {
+                    $error::Cancelled(cancelled) => StepError::Cancelled(cancelled),
+                    error if error.is_usage() => StepError::Usage(error.to_string()),
+                    error => StepError::Failed(error.to_string()),
+                }
+            }
+        }
+    )*};
 }
+step_errors!(CreateError, InstallError, ConfigureError, PublishError);
