@@ -883,19 +883,7 @@ mod tests {
     async fn a_disk_whose_header_names_host_files_never_starts() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("backed.qcow2");
-        let path = disk.display().to_string();
-        let backed = [
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "/etc/hostname",
-            "-F",
-            "raw",
-            &path,
-        ];
-        crate::engine::test_images::qemu_img(&backed).await;
+        crate::engine::test_images::backed_by_host_file(&disk).await;
         let mut spec = spec();
         spec.disk = disk;
         spec.cdrom = None;

@@ -121,7 +121,7 @@ fn parse_host_file_refs(header: &[u8]) -> Option<HostFileRefs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_images::qemu_img;
+    use crate::engine::test_images::{backed_by_host_file, qemu_img, with_external_data};
 
     #[tokio::test]
     async fn headers_naming_host_files_are_read_without_opening_them() {
@@ -139,30 +139,9 @@ mod tests {
             "16M",
         ])
         .await;
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "/etc/hostname",
-            "-F",
-            "raw",
-            &path("backed.qcow2"),
-        ])
-        .await;
+        backed_by_host_file(Path::new(&path("backed.qcow2"))).await;
         let data = path("data.raw");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &format!("data_file={data},data_file_raw=on"),
-            &path("data.qcow2"),
-            "16M",
-        ])
-        .await;
+        with_external_data(Path::new(&path("data.qcow2")), Path::new(&data)).await;
         std::fs::write(path("raw.img"), [0u8; 4096]).unwrap();
 
         let refs = |name: &str| host_file_refs(Path::new(&path(name))).unwrap();

@@ -13,3 +13,27 @@ pub async fn qemu_img(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A qcow2 whose header names a host file as its backing file (`/etc/hostname`, raw).
+pub async fn backed_by_host_file(path: &std::path::Path) {
+    let path = path.display().to_string();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "/etc/hostname",
+        "-F",
+        "raw",
+        &path,
+    ])
+    .await;
+}
+
+/// A 16 MiB qcow2 that keeps its guest data in the external (raw) file `data`.
+pub async fn with_external_data(path: &std::path::Path, data: &std::path::Path) {
+    let option = format!("data_file={},data_file_raw=on", data.display());
+    let path = path.display().to_string();
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &option, &path, "16M"]).await;
+}

@@ -365,7 +365,7 @@ async fn consistency_check(path: &Path) -> Check {
 mod tests {
     use super::*;
     use crate::engine::check::failures;
-    use crate::engine::test_images::qemu_img;
+    use crate::engine::test_images::{backed_by_host_file, qemu_img, with_external_data};
 
     fn verdict<'a>(checks: &'a [Check], id: &str) -> &'a Check {
         checks
@@ -502,31 +502,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);
         let backed = path("backed.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "/etc/hostname",
-            "-F",
-            "raw",
-            backed.to_str().unwrap(),
-        ])
-        .await;
+        backed_by_host_file(&backed).await;
         let external = path("external.qcow2");
         let data = path("data.raw").display().to_string();
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            &format!("data_file={data},data_file_raw=on"),
-            external.to_str().unwrap(),
-            "16M",
-        ])
-        .await;
+        with_external_data(&external, Path::new(&data)).await;
         let truncated = path("truncated.qcow2");
         qemu_img(&[
             "create",
