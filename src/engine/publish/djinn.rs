@@ -108,16 +108,20 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// Read at most `limit` bytes of a response body.
+/// Read at most `limit` bytes of a response body, for at most [`LIST_TIMEOUT`]: a server that
+/// sends an endless body, or trickles one, gets what arrived by then judged.
 async fn read_limited(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
     let mut body = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = limit - body.len();
-        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() >= limit {
-            break;
+    let reading = async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let room = limit - body.len();
+            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if body.len() >= limit {
+                break;
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(LIST_TIMEOUT, reading).await;
     body
 }
 
