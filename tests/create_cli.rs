@@ -206,3 +206,38 @@ fn global_flags_go_before_any_command_and_a_mistyped_command_is_not_taken_for_an
         text(&out.stderr)
     );
 }
+
+/// Every flag of every command says what it does (`-h` puts it on the flag's own line).
+#[test]
+fn every_flag_of_every_command_is_described() {
+    let sandbox = Sandbox::new();
+    let commands: [&[&str]; 9] = [
+        &["-h"],
+        &["create", "-h"],
+        &["install", "-h"],
+        &["check", "-h"],
+        &["configure", "-h"],
+        &["publish", "-h"],
+        &["run", "-h"],
+        &["doctor", "-h"],
+        &["config", "-h"],
+    ];
+    for args in commands {
+        let out = sandbox.kiln(args);
+        assert!(out.status.success(), "{args:?}");
+        let help = text(&out.stdout);
+        let options = help
+            .split("Options:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{args:?}: no options in\n{help}"));
+        for line in options.lines().filter(|l| l.trim_start().starts_with('-')) {
+            // `  -h, --help   Print help`, `      --size <SIZE>  Size of …`: the flag, a gap, words.
+            let described = line
+                .trim_start()
+                .split_once("  ")
+                .map(|(_, rest)| rest.trim())
+                .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('['));
+            assert!(described, "{args:?}: undescribed flag: {line}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ use crate::engine::host::{self, Verdict};
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
+    /// How to print the report on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

@@ -80,11 +80,11 @@ pub struct PublishArgs {
     /// srht: the architecture directory [default: x86_64].
     #[arg(long, value_name = "A")]
     pub arch: Option<String>,
-    /// How to print the result on stdout.
     /// Publish even though the image's session file (NAME.kiln.toml) says verify has not
     /// passed since the image last changed.
     #[arg(long)]
     pub unverified: bool,
+    /// How to print the result on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }

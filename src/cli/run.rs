@@ -62,8 +62,10 @@ pub struct RunArgs {
     /// Log in with this private key instead of a password.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
+    /// First line is the key's passphrase (asked for on a terminal when the key needs one).
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+    /// Which documented sshd_config configure installs [default: reference].
     #[arg(long, value_enum)]
     pub variant: Option<Variant>,
     /// Which CI driver verify imitates.
@@ -72,12 +74,16 @@ pub struct RunArgs {
     /// Where publish sends the image; without a target the flow ends after verify.
     #[arg(long, value_enum)]
     pub to: Option<TargetArg>,
+    /// The published image's name [default: the file name without .qcow2].
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Djinn: `path[@owner]`; offline: a path like `debian` [default: config [djinn] namespace].
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
+    /// Djinn API base URL, under which /images lives [default: config [djinn] url].
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,
+    /// Offline: the runner's driver configuration [default: ~/.config/djinn/driver.conf].
     #[arg(long, value_name = "FILE")]
     pub driver_conf: Option<PathBuf>,
     /// builds.sr.ht tree root (with --to srht).
@@ -102,6 +108,7 @@ pub struct RunArgs {
     /// Stop after this step.
     #[arg(long, value_enum, value_name = "STEP")]
     pub until: Option<StepArg>,
+    /// How to print the per-step result on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
