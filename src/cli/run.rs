@@ -15,7 +15,7 @@ use crate::engine::Step;
 use crate::engine::config::{CliOverrides, Dirs, Settings};
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, Summary, TaskOptions};
-use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
+use crate::engine::workflow::{Recording, Secrets, StepError, StepOptions, Workflow};
 
 /// A step named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -242,7 +242,11 @@ pub async fn run(
             }
             Err(e) => {
                 exit = Exit::for_step(&e);
-                ("failed", e.to_string())
+                let status = match e {
+                    StepError::Cancelled(_) => "stopped",
+                    _ => "failed",
+                };
+                (status, e.to_string())
             }
         };
         if let Format::Text = args.format {

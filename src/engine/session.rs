@@ -56,6 +56,8 @@ pub enum Outcome {
     Running,
     Done,
     Failed,
+    /// The person (or a signal) stopped it: not a failure; resume runs it again.
+    Stopped,
     /// Not run by kiln: the image existed already, or it came installed.
     Skipped,
 }
@@ -198,6 +200,8 @@ pub enum StepStatus {
     },
     /// A kiln started it and died (killed, crashed, machine lost power).
     Interrupted,
+    /// Stopped on request (Esc, Ctrl-C, SIGTERM) before it ended.
+    Stopped,
     Done,
     Skipped,
     Failed(String),
@@ -217,6 +221,7 @@ impl StepStatus {
             StepStatus::Pending => "pending",
             StepStatus::Running { .. } => "running",
             StepStatus::Interrupted => "interrupted",
+            StepStatus::Stopped => "stopped",
             StepStatus::Done => "done",
             StepStatus::Skipped => "skipped",
             StepStatus::Failed(_) => "failed",
@@ -325,6 +330,7 @@ impl Session {
             Outcome::Failed => {
                 return StepStatus::Failed(record.summary.clone().unwrap_or_default());
             }
+            Outcome::Stopped => return StepStatus::Stopped,
             Outcome::Done | Outcome::Skipped => {}
         }
         if let Some(reason) = self.staleness(step, record) {
@@ -433,6 +439,15 @@ impl Session {
         self.save()
     }
 
+    /// A step was stopped on request; `summary` says what was (not) left behind.
+    pub fn stopped(&mut self, step: Step, summary: &str) -> Result<(), SessionError> {
+        self.end(step, Err(summary.to_string()))?;
+        if let Some(record) = self.steps.get_mut(&step) {
+            record.outcome = Outcome::Stopped;
+        }
+        self.save()
+    }
+
     /// Record a step kiln did not run (the image was made elsewhere), with why.
     pub fn skip(&mut self, step: Step, reason: &str) -> Result<(), SessionError> {
         let seq = self.next_seq();
@@ -521,6 +536,27 @@ fn first_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stopped_step_is_not_a_failure_and_runs_again_on_resume() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("d.qcow2");
+        std::fs::write(&image, b"QFI\xfb fake image").unwrap();
+        let mut session = Session::open(&image).unwrap();
+        session.begin(Step::Create).unwrap();
+        session.end(Step::Create, Ok("created".into())).unwrap();
+        session.begin(Step::Install).unwrap();
+        session
+            .stopped(Step::Install, "cancelled; the machine was stopped")
+            .unwrap();
+        let reread = Session::open(&image).unwrap();
+        assert_eq!(reread.status(Step::Install), StepStatus::Stopped);
+        assert_eq!(reread.status(Step::Install).word(), "stopped");
+        assert!(!reread.status(Step::Install).is_settled());
+        assert_eq!(reread.resume_at(), Some(Step::Install));
+        let text = std::fs::read_to_string(session_path(&image)).unwrap();
+        assert!(text.contains("outcome = \"stopped\""), "{text}");
+    }
 
     #[test]
     fn a_blank_disk_is_not_taken_as_installed() {

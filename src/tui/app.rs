@@ -39,6 +39,8 @@ pub enum StepState {
     Stale,
     /// A kiln running it was killed or crashed.
     Interrupted,
+    /// Stopped on request (Esc, Ctrl-C) before it ended: not a failure.
+    Stopped,
 }
 
 impl StepState {
@@ -52,6 +54,7 @@ impl StepState {
             StepState::Failed => "failed",
             StepState::Stale => "stale",
             StepState::Interrupted => "interrupted",
+            StepState::Stopped => "stopped",
         }
     }
 }
@@ -192,6 +195,7 @@ impl App {
             StepStatus::Pending => StepState::Pending,
             StepStatus::Running { .. } => StepState::Running,
             StepStatus::Interrupted => StepState::Interrupted,
+            StepStatus::Stopped => StepState::Stopped,
             StepStatus::Done => StepState::Done,
             StepStatus::Skipped => StepState::Skipped,
             StepStatus::Failed(_) => StepState::Failed,

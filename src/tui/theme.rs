@@ -170,7 +170,7 @@ impl Theme {
             StepState::Running => "step_running",
             StepState::Done | StepState::Skipped => "step_done",
             StepState::Failed => "step_failed",
-            StepState::Stale | StepState::Interrupted => "warning",
+            StepState::Stale | StepState::Interrupted | StepState::Stopped => "warning",
         })
     }
     pub fn input(&self, focused: bool) -> Style {

@@ -353,12 +353,15 @@ async fn run_step(
     )
     .await;
     if recorded {
-        let outcome = match &result {
-            Ok(done) if done.succeeded() => Ok(done.summary()),
-            Ok(done) => Err(done.summary()),
-            Err(e) => Err(e.to_string()),
+        let mut session = lock(&session);
+        let recorded = match &result {
+            Ok(done) if done.succeeded() => session.end(step, Ok(done.summary())),
+            Ok(done) => session.end(step, Err(done.summary())),
+            // Stopping is not failing: resume runs it again, the list says "stopped".
+            Err(StepError::Cancelled(cancelled)) => session.stopped(step, &cancelled.to_string()),
+            Err(e) => session.end(step, Err(e.to_string())),
         };
-        if let Err(e) = lock(&session).end(step, outcome) {
+        if let Err(e) = recorded {
             reporter.warn(not_recorded(&e));
         }
     }

@@ -18,7 +18,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             StepState::Running => "…",
             StepState::Done | StepState::Skipped => "✔",
             StepState::Failed => "✘",
-            StepState::Stale | StepState::Interrupted => "!",
+            StepState::Stale | StepState::Interrupted | StepState::Stopped => "!",
         };
         let label = format!(" {mark} {} {:<9}", i + 1, step.title());
         let style = if i == app.selected {
