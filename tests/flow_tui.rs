@@ -69,7 +69,7 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     tmux.click(5, 3);
     let screen = tmux.wait_for("Boot installer", SCREEN);
     assert!(screen.contains("flow.qcow2"), "disk not carried:\n{screen}");
-    tmux.keys(&["Enter", "Tab"]); // open the screen, ISO field
+    tmux.keys(&["Enter"]); // open the screen: the cursor waits in the empty ISO field
     tmux.type_text(&fixtures().iso.display().to_string());
     tmux.wait_for("bootable ISO 9660 image", SCREEN);
     tmux.keys(&["Enter"]);
@@ -86,13 +86,13 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     let screen = tmux.wait_for("installed: the guest powered off", MACHINE);
     assert!(step_line(&screen, "Install").ends_with("done"), "{screen}");
 
-    // n: on to Configure, disk carried; the install's user and password.
+    // n: on to Configure, disk carried, the cursor in the empty Password field; then back
+    // (Shift-Tab) to User, which says root, for the install's user.
     tmux.keys(&["n"]);
     tmux.wait_for("[ Configure ]", SCREEN);
-    tmux.keys(&["Tab", "C-u"]);
-    tmux.type_text(user);
-    tmux.keys(&["Tab"]);
     tmux.type_text(password);
+    tmux.keys(&["BTab", "C-u"]);
+    tmux.type_text(user);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Apply this sshd_config?", MACHINE);
     let kiln = tmux.program_pid().expect("kiln runs in the pane");
@@ -117,8 +117,7 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     );
     // The user was carried; the password was not (it is never written down).
     assert!(screen.contains(&format!("User      {user}")), "{screen}");
-    tmux.keys(&["Tab", "Tab"]);
-    tmux.type_text(password);
+    tmux.type_text(password); // the cursor is in the one empty field that matters
     tmux.keys(&["Enter"]);
     tmux.wait_for("Apply this sshd_config?", MACHINE);
     tmux.keys(&["y"]);
@@ -129,7 +128,7 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     assert!(screen.contains("[pass]"), "{screen}");
     assert!(!screen.contains("[FAIL]"), "{screen}");
 
-    tmux.keys(&["n", "Tab", "Tab"]); // Publish: Disk, To, Name
+    tmux.keys(&["n"]); // Publish: the cursor in the empty Name field
     tmux.type_text("flow-e2e");
     tmux.keys(&["Tab", "Tab"]); // URL
     tmux.type_text(&djinn.base_url());

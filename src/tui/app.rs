@@ -371,10 +371,10 @@ impl App {
             }
             Action::StepUp => self.selected = self.selected.saturating_sub(1),
             Action::StepDown => self.selected = (self.selected + 1).min(last_step),
-            Action::OpenStep => self.focus = Focus::Screen,
+            Action::OpenStep => self.open_screen(),
             Action::NextStep => {
                 self.selected = (self.selected + 1).min(last_step);
-                self.focus = Focus::Screen;
+                self.open_screen();
             }
             Action::NextField => self.form_mut(step).next_field(),
             Action::PrevField => self.form_mut(step).prev_field(),
@@ -448,6 +448,15 @@ impl App {
         } else {
             overlay
         };
+    }
+
+    /// Give the selected step's screen the keys, its cursor where typing is needed.
+    pub(super) fn open_screen(&mut self) {
+        self.focus = Focus::Screen;
+        if !self.is_running() {
+            let step = self.selected_step();
+            self.form_mut(step).focus_first_empty();
+        }
     }
 
     /// The answer to the open question: closes it and does what it asked about.

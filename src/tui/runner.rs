@@ -46,10 +46,10 @@ impl App {
         let resume_at = workflow.resume_at();
         self.selected = Self::index(resume_at.unwrap_or(Step::Publish));
         // Nothing left to do: the step list has the keys, to look around or quit.
-        self.focus = match resume_at {
-            Some(_) => Focus::Screen,
-            None => Focus::Steps,
-        };
+        match resume_at {
+            Some(_) => self.open_screen(),
+            None => self.focus = Focus::Steps,
+        }
         self.notice = Some(match (resume_at, unrecorded) {
             (_, Some(warning)) => warning,
             (None, None) => format!("{path}: every step is done"),

@@ -162,6 +162,8 @@ async fn create_then_confirm_overwrite() {
     let created = render(&app, 100, 30);
     press(&mut app, KeyCode::Char('n'));
     assert_eq!(app.selected_step(), Step::Install);
+    // The disk is carried, so the cursor waits where typing is needed: the ISO.
+    assert_eq!(app.install.form.focused_field().key, "iso");
     assert_eq!(
         app.install.form.text("disk"),
         info.path.display().to_string()

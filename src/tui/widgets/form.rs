@@ -124,6 +124,17 @@ impl Form {
         &self.fields[self.focused]
     }
 
+    /// Put the cursor where typing is needed: the first empty text field, if any (a new
+    /// user types the ISO path into the ISO field, not into the already-filled Disk).
+    pub fn focus_first_empty(&mut self) {
+        let empty = self.fields.iter().position(
+            |field| matches!(&field.kind, FieldKind::Text(text) if text.value.is_empty()),
+        );
+        if let Some(index) = empty {
+            self.focused = index;
+        }
+    }
+
     pub fn next_field(&mut self) {
         self.focused = (self.focused + 1) % self.fields.len();
     }
