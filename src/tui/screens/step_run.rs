@@ -41,6 +41,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
             let hints = |key: &str| match step {
                 Step::Create => app.create.hint(key),
                 Step::Install => app.install.hint(key),
+                Step::Publish => app.publish.hint(key),
                 _ => None,
             };
             form::framed(

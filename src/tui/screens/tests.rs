@@ -295,3 +295,49 @@ fn clicks_select_steps_and_press_buttons() {
         Some(Command::Start(Step::Verify))
     );
 }
+
+#[test]
+fn the_publish_form_shows_the_chosen_targets_fields_only() {
+    let mut app = app();
+    app.selected = 4;
+    press(&mut app, KeyCode::Enter);
+    let djinn = render(&app, 100, 30).to_string();
+    assert!(
+        djinn.contains("Djinn URL") && djinn.contains("Token"),
+        "{djinn}"
+    );
+    assert!(
+        !djinn.contains("Runner cf") && !djinn.contains("srht root"),
+        "{djinn}"
+    );
+    for (target, shown, hidden) in [
+        (
+            "offline",
+            ["Runner cf", "Namespace"],
+            ["Djinn URL", "srht root"],
+        ),
+        ("srht", ["srht root", "Release"], ["Djinn URL", "Namespace"]),
+    ] {
+        app.publish.form.set_choice("target", target);
+        let screen = render(&app, 100, 30).to_string();
+        for label in shown {
+            assert!(
+                screen.contains(label),
+                "{target}: {label} missing\n{screen}"
+            );
+        }
+        for label in hidden {
+            assert!(!screen.contains(label), "{target}: {label} shown\n{screen}");
+        }
+        // Tab walks the shown fields only.
+        let form = &mut app.publish.form;
+        form.focused = 0;
+        for _ in 0..form.fields.len() {
+            form.next_field();
+            assert!(
+                form.is_shown(form.focused),
+                "{target}: Tab reached a hidden field"
+            );
+        }
+    }
+}

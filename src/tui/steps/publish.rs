@@ -6,6 +6,7 @@ use super::run::StepRun;
 use crate::engine::config::Settings;
 use crate::engine::publish::{TargetKind, Token};
 use crate::engine::session::Choices;
+use crate::engine::task::Level;
 use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form};
 
@@ -20,25 +21,28 @@ impl PublishScreen {
             form: Form::new(vec![
                 Field::text("disk", "Disk", ""),
                 Field::choice("target", "To", vec!["djinn", "offline", "srht"]),
-                Field::text("name", "Name", ""),
+                Field::text("name", "Name", "").only_for("target", &["djinn", "offline"]),
                 Field::text(
                     "namespace",
                     "Namespace",
                     settings.djinn_namespace.as_deref().unwrap_or(""),
-                ),
+                )
+                .only_for("target", &["djinn", "offline"]),
                 Field::text(
                     "url",
                     "Djinn URL",
                     settings.djinn_url.as_deref().unwrap_or(""),
-                ),
-                Field::secret("token", "Token"),
-                Field::text("driver-conf", "Runner cf", ""),
-                Field::text("root", "srht root", ""),
-                Field::text("release", "Release", "debian/12"),
+                )
+                .only_for("target", &["djinn"]),
+                Field::secret("token", "Token").only_for("target", &["djinn"]),
+                Field::text("driver-conf", "Runner cf", "").only_for("target", &["offline"]),
+                Field::text("root", "srht root", "").only_for("target", &["srht"]),
+                Field::text("release", "Release", "debian/12").only_for("target", &["srht"]),
                 Field::check("compact", "compact (qemu-img convert)"),
                 Field::check("compress", "compress while compacting (-c)"),
                 Field::check("sha256", "write NAME.sha256"),
-                Field::check("replace", "replace an existing image (local targets)"),
+                Field::check("replace", "replace an existing image")
+                    .only_for("target", &["offline", "srht"]),
                 Field::button("Publish"),
             ]),
             run: StepRun::default(),
@@ -62,6 +66,30 @@ impl PublishScreen {
             sha256: Some(form.checked("sha256")),
             replace: Some(form.checked("replace")),
             ..Choices::default()
+        }
+    }
+
+    /// The hint under a field: what an empty field means, and how to fill it.
+    pub fn hint(&self, key: &str) -> Option<(Level, String)> {
+        let empty = self.form.text(key).is_empty();
+        match key {
+            "name" if empty => {
+                let disk = PathBuf::from(self.form.text("disk"));
+                let stem = disk.file_stem()?.to_string_lossy().into_owned();
+                Some((
+                    Level::Info,
+                    format!("empty: published as `{stem}` (the file name)"),
+                ))
+            }
+            "url" if empty => Some((
+                Level::Warn,
+                "the Djinn API base URL, or `url` under [djinn] in config.toml".into(),
+            )),
+            "token" if self.form.raw("token").is_empty() => Some((
+                Level::Info,
+                "empty: from KILN_DJINN_TOKEN or ~/.config/kiln/djinn-token (mode 0600)".into(),
+            )),
+            _ => None,
         }
     }
 

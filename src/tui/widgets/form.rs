@@ -34,6 +34,9 @@ pub struct Field {
     pub key: &'static str,
     pub label: &'static str,
     pub kind: FieldKind,
+    /// Shown only while the choice field named first has one of these options (a Publish
+    /// target's own fields); `None`: always shown.
+    pub shown_for: Option<(&'static str, &'static [&'static str])>,
 }
 
 impl Field {
@@ -42,6 +45,7 @@ impl Field {
             key,
             label,
             kind: FieldKind::Text(TextField::new(value)),
+            shown_for: None,
         }
     }
 
@@ -52,6 +56,7 @@ impl Field {
             key,
             label,
             kind: FieldKind::Text(field),
+            shown_for: None,
         }
     }
 
@@ -60,6 +65,7 @@ impl Field {
             key,
             label,
             kind: FieldKind::Choice(options, 0),
+            shown_for: None,
         }
     }
 
@@ -68,7 +74,14 @@ impl Field {
             key,
             label,
             kind: FieldKind::Check(false),
+            shown_for: None,
         }
+    }
+
+    /// Show this field only while the choice `choice` is one of `options`.
+    pub fn only_for(mut self, choice: &'static str, options: &'static [&'static str]) -> Field {
+        self.shown_for = Some((choice, options));
+        self
     }
 
     pub fn button(label: &'static str) -> Field {
@@ -76,6 +89,7 @@ impl Field {
             key: "run",
             label,
             kind: FieldKind::Button,
+            shown_for: None,
         }
     }
 }
@@ -119,6 +133,14 @@ impl Form {
         Some(false)
     }
 
+    /// Whether field `index` is on screen now (its choice allows it).
+    pub fn is_shown(&self, index: usize) -> bool {
+        match self.fields[index].shown_for {
+            None => true,
+            Some((choice, options)) => options.contains(&self.choice(choice)),
+        }
+    }
+
     /// The focused field, for the keys that depend on its kind.
     pub fn focused_field(&self) -> &Field {
         &self.fields[self.focused]
@@ -127,21 +149,32 @@ impl Form {
     /// Put the cursor where typing is needed: the first empty text field, if any (a new
     /// user types the ISO path into the ISO field, not into the already-filled Disk).
     pub fn focus_first_empty(&mut self) {
-        let empty = self.fields.iter().position(
-            |field| matches!(&field.kind, FieldKind::Text(text) if text.value.is_empty()),
-        );
+        let empty = (0..self.fields.len()).find(|&i| {
+            self.is_shown(i)
+                && matches!(&self.fields[i].kind, FieldKind::Text(text) if text.value.is_empty())
+        });
         if let Some(index) = empty {
             self.focused = index;
         }
     }
 
     pub fn next_field(&mut self) {
-        self.focused = (self.focused + 1) % self.fields.len();
+        self.step_focus(1);
     }
 
     pub fn prev_field(&mut self) {
+        self.step_focus(self.fields.len() - 1);
+    }
+
+    /// Move the focus `by` places around the ring of fields, skipping hidden ones.
+    fn step_focus(&mut self, by: usize) {
         let n = self.fields.len();
-        self.focused = (self.focused + n - 1) % n;
+        for _ in 0..n {
+            self.focused = (self.focused + by) % n;
+            if self.is_shown(self.focused) {
+                return;
+            }
+        }
     }
 
     /// Empty the focused text field.
@@ -245,7 +278,9 @@ impl Form {
     pub fn height(&self, hints: Hints) -> u16 {
         self.fields
             .iter()
-            .map(|f| {
+            .enumerate()
+            .filter(|(i, _)| self.is_shown(*i))
+            .map(|(_, f)| {
                 if hints(f.key).is_some() {
                     1 + HINT_ROWS
                 } else {
@@ -273,6 +308,9 @@ impl Form {
         drawn.clear();
         let mut y = area.y;
         for (i, field) in self.fields.iter().enumerate() {
+            if !self.is_shown(i) {
+                continue;
+            }
             if y >= area.bottom() {
                 break;
             }
