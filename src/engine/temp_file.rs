@@ -21,13 +21,21 @@ impl TempFile {
     /// any existing file under the name makes it fail), mode 0644 less the umask.
     pub fn create(dir: &Path, name: &str, purpose: &str) -> std::io::Result<TempFile> {
         let prefix = format!(".{name}{MARK}{purpose}-{}-", std::process::id());
+        // The OS's own words: the random name in tempfile's message means nothing to anyone.
+        // tempfile adds ` at path "…"` (the random name, meaningless to anyone): drop it.
+        let plain = |e: std::io::Error| {
+            let text = e.to_string();
+            let words = text.split(" at path \"").next().unwrap_or_default();
+            std::io::Error::new(e.kind(), words.to_string())
+        };
         let (_, path) = tempfile::Builder::new()
             .prefix(&prefix)
             .rand_bytes(8)
             .permissions(std::fs::Permissions::from_mode(0o644))
-            .tempfile_in(dir)?
+            .tempfile_in(dir)
+            .map_err(plain)?
             .keep()
-            .map_err(|e| e.error)?;
+            .map_err(|e| plain(e.error))?;
         Ok(TempFile { path })
     }
 
@@ -120,6 +128,16 @@ mod tests {
         let moved = dir.path().join("disk.qcow2");
         a.rename_to(&moved).unwrap();
         assert!(moved.exists());
+    }
+
+    #[test]
+    fn a_failure_is_told_in_the_os_words_without_the_random_name() {
+        let missing = std::path::Path::new("/nonexistent-kiln-dir");
+        let error = TempFile::create(missing, "d.qcow2", "tmp")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("No such file or directory"), "{error}");
+        assert!(!error.contains("kiln-tmp"), "{error}");
     }
 
     #[test]
