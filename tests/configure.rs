@@ -77,6 +77,8 @@ fn configure_as_the_sudo_user_then_openssh_logs_in_as_root_with_an_empty_passwor
         "SSH: banner SSH-2.0-OpenSSH",
         "SSH: server offers",
         "+PermitEmptyPasswords yes",
+        "what changes for sshd (sshd -T)",
+        "permitemptypasswords: no → yes",
         "proof passed",
         "the guest powered off",
     ] {

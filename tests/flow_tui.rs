@@ -94,7 +94,12 @@ fn blank_disk_to_published_image_in_one_workbench_killed_and_resumed() {
     tmux.keys(&["BTab", "C-u"]);
     tmux.type_text(user);
     tmux.keys(&["Enter"]);
-    tmux.wait_for("Apply this sshd_config?", MACHINE);
+    let dialog = tmux.wait_for("Apply this sshd_config?", MACHINE);
+    // What changes for sshd leads (sshd -T before and after), ahead of the comment churn.
+    assert!(
+        dialog.contains("permitemptypasswords: no → yes"),
+        "{dialog}"
+    );
     let kiln = tmux.program_pid().expect("kiln runs in the pane");
     // SAFETY: kill(2) on the kiln this test started.
     unsafe { libc::kill(kiln as i32, libc::SIGKILL) };

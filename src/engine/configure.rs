@@ -236,6 +236,61 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// Where the new sshd_config is previewed by `sshd -T`, before anything in /etc changes.
+const PREVIEW: &str = "/run/kiln-sshd_config.preview";
+
+/// `sshd -T` on the current and the new config, compared: `permitemptypasswords: no → yes`.
+/// Empty when sshd cannot say (the new file is invalid: `sshd -t` reports that later).
+async fn effective_changes(
+    session: &Session,
+    request: &ConfigureRequest,
+    new: &str,
+) -> Vec<String> {
+    let root = |script: &str| as_root(&request.user, request.sudo_password.as_deref(), script);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
+    let script = format!(
+        "echo {encoded} | base64 -d > {PREVIEW} && /usr/sbin/sshd -T -f {SSHD_CONFIG} && echo {MARK} && /usr/sbin/sshd -T -f {PREVIEW}; rm -f {PREVIEW}"
+    );
+    let Ok(out) = run(session, request, root(&script)).await else {
+        return Vec::new();
+    };
+    match out.split_once(MARK) {
+        Some((before, after)) => setting_changes(before, after),
+        None => Vec::new(),
+    }
+}
+
+/// Separates the two `sshd -T` outputs.
+const MARK: &str = "--kiln-sshd-T-new--";
+
+/// The settings whose values differ between two `sshd -T` outputs, sorted by name.
+pub fn setting_changes(before: &str, after: &str) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let settings = |text: &str| -> BTreeMap<String, Vec<String>> {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some((key, value)) = line.trim().split_once(' ') {
+                map.entry(key.to_string())
+                    .or_default()
+                    .push(value.trim().to_string());
+            }
+        }
+        map
+    };
+    let (old, new) = (settings(before), settings(after));
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let shown = |values: Option<&Vec<String>>| match values {
+        Some(values) => values.join(", "),
+        None => "(unset)".to_string(),
+    };
+    keys.into_iter()
+        .filter(|key| old.get(*key) != new.get(*key))
+        .map(|key| format!("  {key}: {} → {}", shown(old.get(key)), shown(new.get(key))))
+        .collect()
+}
+
 /// A unified diff of the guest's sshd_config against the new one.
 pub fn config_diff(current: &str, new: &str) -> String {
     similar::TextDiff::from_lines(current, new)
@@ -358,10 +413,20 @@ async fn change(
     let current = run(&session, request, root(&format!("cat {SSHD_CONFIG}"))).await?;
     let new = request.sshd_config.text();
     let diff = config_diff(&current, new);
-    reporter.info(format!("changes to {SSHD_CONFIG}:\n{diff}"));
-    // The workbench shows the diff and waits for a yes; headless runs answer up front.
+    // What really changes for sshd (its effective settings, from `sshd -T`) leads; the
+    // line diff, mostly comments, follows.
+    let effective = effective_changes(&session, request, new).await;
+    let shown = match effective.is_empty() {
+        true => diff.clone(),
+        false => format!(
+            "what changes for sshd (sshd -T):\n{}\n\nthe file:\n{diff}",
+            effective.join("\n")
+        ),
+    };
+    reporter.info(format!("changes to {SSHD_CONFIG}:\n{shown}"));
+    // The workbench shows the changes and waits for a yes; headless runs answer up front.
     if !reporter
-        .ask(Question::ApplySshdConfig { diff: diff.clone() })
+        .ask(Question::ApplySshdConfig { diff: shown })
         .await
     {
         return Err(ConfigureError::Declined);
@@ -607,6 +672,22 @@ fn report_stage(reporter: &Reporter, stage: &Stage) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_changes_lead_with_what_sshd_will_do_differently() {
+        let before = "port 22\npermitrootlogin without-password\npermitemptypasswords no\nacceptenv LANG\nacceptenv LC_*\n";
+        let after = "port 22\npermitrootlogin yes\npermitemptypasswords yes\nacceptenv *\nsubsystem sftp internal-sftp\n";
+        assert_eq!(
+            setting_changes(before, after),
+            vec![
+                "  acceptenv: LANG, LC_* → *",
+                "  permitemptypasswords: no → yes",
+                "  permitrootlogin: without-password → yes",
+                "  subsystem: (unset) → sftp internal-sftp",
+            ]
+        );
+        assert!(setting_changes(before, before).is_empty());
+    }
 
     #[test]
     fn reference_config_allows_what_the_driver_needs() {
