@@ -95,6 +95,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 let style = match line.chars().next() {
                     Some('+') => theme.ok(),
                     Some('-') => theme.error(),
+                    // An effective setting that changes (`  permitrootlogin: no → yes`).
+                    _ if line.contains(" → ") => theme.key_hint(),
                     _ => theme.muted(),
                 };
                 lines.push(Line::styled(line.to_string(), style));
