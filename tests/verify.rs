@@ -137,9 +137,21 @@ fn a_missing_accept_env_fails_env_and_names_the_directive() {
 
 #[test]
 fn a_disabled_sshd_fails_the_banner_check() {
-    let (code, report) = check(&variant("sshd-disabled"), &["--timeout", "150"]);
+    // The deadline is far off: the verdict comes from the guest having finished booting.
+    let (code, report) = check(&variant("sshd-disabled"), &["--timeout", "600"]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["ssh-banner"]), "{report:#}");
+    let banner = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "ssh-banner")
+        .unwrap();
+    let detail = banner["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("finished booting") && detail.contains("login:"),
+        "{detail}"
+    );
     assert!(
         ids(&report, "pass").contains("boots"),
         "the guest itself booted: {report:#}"

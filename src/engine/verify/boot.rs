@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
-use crate::engine::machine::{Machine, MachineError, MachineSpec, serial_log_path};
-use crate::engine::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget, Stage};
+use crate::engine::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
+use crate::engine::ssh::{self, Auth, OutputStream, Session, SshTarget, Stage};
 use crate::engine::task::Reporter;
 
 /// Ids and names of the dynamic checks, in the order the driver meets them.
@@ -83,7 +83,7 @@ pub async fn boot_checks(
     }
     reporter.machine(view.clone());
 
-    let procedure = procedure(request, port, started, reporter);
+    let procedure = procedure(request, &view, port, started, reporter);
     let mut machine_gone = false;
     let mut checks = tokio::select! {
         checks = procedure => checks,
@@ -163,6 +163,7 @@ fn boots_check(serial: &str, answered_ssh: bool, tail: &str) -> Check {
 /// The driver's procedure from the first TCP connect to the artifact download.
 async fn procedure(
     request: &BootRequest,
+    view: &MachineView,
     port: u16,
     started: Instant,
     reporter: &Reporter,
@@ -179,15 +180,20 @@ async fn procedure(
     reporter.info(format!(
         "waiting for SSH on 127.0.0.1:{port} as {user} with an empty password…"
     ));
-    let session = ssh::connect(&target, request.deadline, |stage| {
+    let connect = ssh::connect(&target, request.deadline, |stage| {
         if !matches!(stage, Stage::Connecting { .. }) {
             seen.lock().expect("stage lock").push(stage);
         }
-    })
-    .await;
+    });
+    // QEMU's user network accepts the TCP connection whether or not sshd runs: without this,
+    // a guest with no sshd would only fail when the whole deadline ran out.
+    let session = tokio::select! {
+        session = connect => session.map_err(|e| e.to_string()),
+        evidence = booted_without_sshd(view, &reached, SSHD_GRACE) => Err(evidence),
+    };
     let ready_after = started.elapsed();
     let stages = reached.lock().expect("stage lock").clone();
-    let mut checks = connection_checks(&stages, session.as_ref().err(), user);
+    let mut checks = connection_checks(&stages, session.as_ref().err().map(String::as_str), user);
     let Ok(session) = session else {
         skip_rest(&mut checks, "there is no SSH session");
         return checks;
@@ -209,15 +215,63 @@ async fn procedure(
     checks
 }
 
+/// How long sshd gets after the guest shows its login prompt: sshd and the getty start side by
+/// side, and a first boot may still be generating host keys (slow under TCG).
+const SSHD_GRACE: Duration = Duration::from_secs(30);
+
+/// Resolves when the guest has visibly finished booting without sshd answering: its login
+/// prompt appeared `grace` ago (or the kernel panicked), with what the console showed.
+async fn booted_without_sshd(
+    view: &MachineView,
+    reached: &Mutex<Vec<Stage>>,
+    grace: Duration,
+) -> String {
+    let (history, mut live) = view.subscribe_serial();
+    let mut console = String::from_utf8_lossy(&history).into_owned();
+    let finished = |console: &str| {
+        console
+            .lines()
+            .find(|line| line.contains("Kernel panic") || line.contains(" login:"))
+            .map(str::to_string)
+    };
+    let line = loop {
+        if let Some(line) = finished(&console) {
+            break line;
+        }
+        match live.recv().await {
+            Ok(bytes) => console.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            // The machine ended: that is told by whoever waits for it.
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
+    };
+    let line = line.trim().to_string();
+    if line.contains("Kernel panic") {
+        return format!("the guest's kernel panicked: {line}");
+    }
+    tokio::time::sleep(grace).await;
+    // sshd answered (a slow login is under way): the deadline is the only judge now.
+    let answered = |stages: &Vec<Stage>| stages.iter().any(|s| matches!(s, Stage::Banner(_)));
+    if answered(&reached.lock().expect("stage lock")) {
+        return std::future::pending().await;
+    }
+    format!(
+        "the guest finished booting (its console shows `{line}`) {} s ago, and the port still sends no SSH banner: sshd is not running",
+        grace.as_secs()
+    )
+}
+
 /// ssh-port, ssh-banner and root-login from how far the connection got.
-fn connection_checks(stages: &[Stage], error: Option<&SshError>, user: &str) -> Vec<Check> {
+fn connection_checks(stages: &[Stage], error: Option<&str>, user: &str) -> Vec<Check> {
     let tcp = stages.contains(&Stage::TcpConnected);
     let banner = stages.iter().find_map(|s| match s {
         Stage::Banner(b) => Some(b.clone()),
         _ => None,
     });
     let authenticated = stages.contains(&Stage::Authenticated);
-    let because = |e: Option<&SshError>| e.map(|e| e.to_string()).unwrap_or_default();
+    let because = |e: Option<&str>| e.unwrap_or_default().to_string();
     let (port_id, port_name) = BOOT_CHECKS[1];
     let (banner_id, banner_name) = BOOT_CHECKS[2];
     let (login_id, login_name) = BOOT_CHECKS[3];
