@@ -417,6 +417,19 @@ impl Session {
 
     /// A step ended: done with its summary, or failed with its error.
     pub fn end(&mut self, step: Step, result: Result<String, String>) -> Result<(), SessionError> {
+        match result {
+            Ok(summary) => self.close(step, Outcome::Done, &summary),
+            Err(error) => self.close(step, Outcome::Failed, &error),
+        }
+    }
+
+    /// A step was stopped on request; `summary` says what was (not) left behind.
+    pub fn stopped(&mut self, step: Step, summary: &str) -> Result<(), SessionError> {
+        self.close(step, Outcome::Stopped, summary)
+    }
+
+    /// Record how a step's run ended, in memory first, then in the file (one write).
+    fn close(&mut self, step: Step, outcome: Outcome, summary: &str) -> Result<(), SessionError> {
         let image = Fingerprint::of(&self.image);
         let record = self.steps.entry(step).or_insert_with(|| StepRecord {
             outcome: Outcome::Running,
@@ -427,24 +440,11 @@ impl Session {
             image: None,
             summary: None,
         });
-        let (outcome, summary) = match result {
-            Ok(summary) => (Outcome::Done, summary),
-            Err(error) => (Outcome::Failed, error),
-        };
         record.outcome = outcome;
         record.ended = Some(now());
         record.pid = None;
         record.image = image;
-        record.summary = Some(first_line(&summary));
-        self.save()
-    }
-
-    /// A step was stopped on request; `summary` says what was (not) left behind.
-    pub fn stopped(&mut self, step: Step, summary: &str) -> Result<(), SessionError> {
-        self.end(step, Err(summary.to_string()))?;
-        if let Some(record) = self.steps.get_mut(&step) {
-            record.outcome = Outcome::Stopped;
-        }
+        record.summary = Some(first_line(summary));
         self.save()
     }
 

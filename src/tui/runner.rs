@@ -114,9 +114,8 @@ impl App {
         let environment = self.environment();
         let choices = self.form_choices();
         let secrets = Secrets {
-            password: self.configure.secrets().password,
-            passphrase: self.configure.secrets().passphrase,
             token: self.publish.secrets().token,
+            ..self.configure.secrets()
         };
         let options = StepOptions {
             task: TaskOptions {
