@@ -31,6 +31,16 @@ fn check(image: &Path, args: &[&str]) -> (Option<i32>, Value) {
     (out.status.code(), report)
 }
 
+/// The check `id` in a JSON report.
+fn check_named<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id}: {report:#}"))
+}
+
 fn ids(report: &Value, verdict: &str) -> BTreeSet<String> {
     report["checks"]
         .as_array()
@@ -100,12 +110,7 @@ fn a_missing_sftp_subsystem_fails_sftp_with_the_drivers_hint() {
     let (code, report) = check(&variant("no-sftp"), &[]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["sftp"]), "{report:#}");
-    let sftp = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "sftp")
-        .unwrap();
+    let sftp = check_named(&report, "sftp");
     assert!(
         sftp["detail"].as_str().unwrap().contains("Subsystem"),
         "{sftp:#}"
@@ -123,12 +128,7 @@ fn a_missing_accept_env_fails_env_and_names_the_directive() {
     let (code, report) = check(&variant("no-acceptenv"), &[]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["env"]), "{report:#}");
-    let env = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "env")
-        .unwrap();
+    let env = check_named(&report, "env");
     assert!(
         env["detail"].as_str().unwrap().contains("acceptenv"),
         "sshd -T is quoted: {env:#}"
@@ -141,12 +141,7 @@ fn a_disabled_sshd_fails_the_banner_check() {
     let (code, report) = check(&variant("sshd-disabled"), &["--timeout", "600"]);
     assert_eq!(code, Some(1));
     assert_eq!(ids(&report, "fail"), set(&["ssh-banner"]), "{report:#}");
-    let banner = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "ssh-banner")
-        .unwrap();
+    let banner = check_named(&report, "ssh-banner");
     let detail = banner["detail"].as_str().unwrap();
     assert!(
         detail.contains("finished booting") && detail.contains("login:"),
@@ -240,13 +235,7 @@ fn a_machine_killed_during_the_ssh_wait_is_reported_at_once() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{seen}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let port = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "ssh-port")
-        .unwrap()
-        .clone();
+    let port = check_named(&report, "ssh-port").clone();
     assert_eq!(port["verdict"], "fail", "{report}");
     let detail = port["detail"].as_str().unwrap();
     assert!(detail.contains("the machine ended after"), "{detail}");
