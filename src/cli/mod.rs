@@ -34,7 +34,8 @@ pub struct Args {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Colour theme: default, light, high-contrast, or a user theme name.
+    /// Colour theme: auto (light or default, from the terminal's background; the default),
+    /// default, light, high-contrast, or a user theme name.
     #[arg(long, global = true, value_name = "NAME")]
     pub theme: Option<String>,
 

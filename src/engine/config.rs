@@ -174,7 +174,7 @@ pub fn resolve(cli: CliOverrides, file: FileConfig, host: HostResources) -> Sett
         memory_mib: layer(cli.memory_mib, file.memory_mib, host.default_memory_mib()),
         cpus: layer(cli.cpus, file.cpus, host.default_cpus()),
         image_dir: layer(cli.image_dir, file.image_dir, PathBuf::from(".")),
-        theme: layer(cli.theme, file.theme, "default".to_string()),
+        theme: layer(cli.theme, file.theme, "auto".to_string()),
         // Per-command flags (--url, --namespace) are step choices and win over these in
         // workflow::requests; the settings hold the config file's defaults.
         djinn_url: file.djinn.url,

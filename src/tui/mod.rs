@@ -74,7 +74,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, image: Option<PathBuf>)
         return Ending::NoTerminal;
     }
     let (theme, theme_problem) = Theme::load(
-        &settings.theme,
+        &Theme::resolve_auto(&settings.theme),
         dirs.as_ref().map(|d| d.theme_dir()).as_deref(),
     );
     let mut app = App::new(settings, theme);

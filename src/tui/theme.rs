@@ -5,11 +5,19 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
 
 use super::app::StepState;
+
+/// The theme name that means "the one made for this terminal's background".
+pub const AUTO: &str = "auto";
+
+/// How long the terminal gets to answer the background-colour query (OSC 11). Terminals that
+/// do not support it are recognised sooner, by their answer to a device-attributes query.
+const BACKGROUND_QUERY_TIMEOUT: Duration = Duration::from_millis(500);
 
 const BUILT_IN: [(&str, &str); 3] = [
     ("default", include_str!("../../themes/default.toml")),
@@ -115,7 +123,7 @@ impl Theme {
                 Some(ThemeError {
                     file: format!("{name}.toml"),
                     problem: format!(
-                        "no such theme (built in: default, light, high-contrast; \
+                        "no such theme (built in: auto, default, light, high-contrast; \
                          user themes go in {})",
                         user_dir
                             .map_or("~/.config/kiln/themes".into(), |d| d.display().to_string())
@@ -124,6 +132,27 @@ impl Theme {
             ),
             None => (theme, None),
         }
+    }
+
+    /// The theme `auto` stands for: `light` when the terminal answers that its background is
+    /// light, `default` otherwise (a dark background, or no answer). Other names are returned
+    /// as they are. Call before the terminal enters raw mode: the query reads its answer.
+    pub fn resolve_auto(name: &str) -> String {
+        if name != AUTO {
+            return name.to_string();
+        }
+        let mut options = terminal_colorsaurus::QueryOptions::default();
+        options.timeout = BACKGROUND_QUERY_TIMEOUT;
+        let chosen = match terminal_colorsaurus::theme_mode(options) {
+            Ok(terminal_colorsaurus::ThemeMode::Light) => "light",
+            Ok(terminal_colorsaurus::ThemeMode::Dark) => "default",
+            Err(error) => {
+                tracing::info!(%error, "the terminal did not tell its background colour");
+                "default"
+            }
+        };
+        tracing::info!("theme auto: {chosen}");
+        chosen.to_string()
     }
 
     /// A built-in theme by name; unknown names give the default.

@@ -5,6 +5,7 @@ pub mod djinn;
 pub mod fixtures;
 pub mod guest;
 pub mod tmux;
+pub mod xterm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

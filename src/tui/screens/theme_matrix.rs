@@ -26,13 +26,32 @@ const MIN_CONTRAST: f64 = 3.0;
 
 type Rgb = [u8; 3];
 
-/// What `Color::Reset` shows: the terminal's own colours, which kiln cannot know. Each theme is
-/// judged on the terminal it is made for: `light` on black-on-white, the others on the xterm
-/// default of light grey on black.
-fn terminal_colours(theme: &str) -> (Rgb, Rgb) {
-    match theme {
-        "light" => ([0, 0, 0], [255, 255, 255]),
-        _ => ([229, 229, 229], [0, 0, 0]),
+/// What `Color::Reset` shows: the terminal's own colours, which kiln cannot know. Every theme
+/// is judged on both a dark terminal (the xterm default of light grey on black) and a light
+/// one (black on white): no text may rely on the terminal's own colours.
+#[derive(Clone, Copy, Debug)]
+enum TerminalColours {
+    Dark,
+    Light,
+}
+
+impl TerminalColours {
+    const BOTH: [TerminalColours; 2] = [TerminalColours::Dark, TerminalColours::Light];
+
+    /// The terminal a theme is made for, which the snapshots' legends assume.
+    fn made_for(theme: &str) -> TerminalColours {
+        match theme {
+            "light" => TerminalColours::Light,
+            _ => TerminalColours::Dark,
+        }
+    }
+
+    /// Foreground and background that `Color::Reset` stands for.
+    fn colours(self) -> (Rgb, Rgb) {
+        match self {
+            TerminalColours::Dark => ([229, 229, 229], [0, 0, 0]),
+            TerminalColours::Light => ([0, 0, 0], [255, 255, 255]),
+        }
     }
 }
 
@@ -248,8 +267,8 @@ struct Ink {
 
 impl Ink {
     /// Foreground and background as shown: `Reset` resolved, `REVERSED` applied.
-    fn shown(self, theme: &str) -> (Rgb, Rgb) {
-        let (default_fg, default_bg) = terminal_colours(theme);
+    fn shown(self, terminal: TerminalColours) -> (Rgb, Rgb) {
+        let (default_fg, default_bg) = terminal.colours();
         let (fg, bg) = (rgb(self.fg, default_fg), rgb(self.bg, default_bg));
         if self.modifier.contains(Modifier::REVERSED) {
             (bg, fg)
@@ -258,13 +277,13 @@ impl Ink {
         }
     }
 
-    fn contrast(self, theme: &str) -> f64 {
-        let (fg, bg) = self.shown(theme);
+    fn contrast(self, terminal: TerminalColours) -> f64 {
+        let (fg, bg) = self.shown(terminal);
         contrast(fg, bg)
     }
 
-    fn describe(self, theme: &str) -> String {
-        let (fg, bg) = self.shown(theme);
+    fn describe(self, terminal: TerminalColours) -> String {
+        let (fg, bg) = self.shown(terminal);
         let colour = |set: Color, [r, g, b]: Rgb| match set {
             Color::Rgb(..) => format!("{set}"),
             _ => format!("{set}=#{r:02X}{g:02X}{b:02X}"),
@@ -309,7 +328,10 @@ fn snapshot_text(buffer: &Buffer, theme: &str) -> String {
     // Sorted by the description, so the legend reads the same every time.
     let mut legend: Vec<(String, f64, usize)> = inks
         .into_iter()
-        .map(|(ink, cells)| (ink.describe(theme), ink.contrast(theme), cells))
+        .map(|(ink, cells)| {
+            let terminal = TerminalColours::made_for(theme);
+            (ink.describe(terminal), ink.contrast(terminal), cells)
+        })
         .collect();
     legend.sort_by(|a, b| a.0.cmp(&b.0));
     text.push_str("── inks of drawn cells: contrast, cells\n");
@@ -392,53 +414,57 @@ struct Sightings {
     screens: BTreeSet<String>,
 }
 
-/// Draw every screen in `theme` and fail, naming each ink below `MIN_CONTRAST`, if any is.
+/// Draw every screen in `theme` and fail, naming each ink below `MIN_CONTRAST` on a dark or a
+/// light terminal, if any is.
 fn assert_legible(theme_name: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let theme = Theme::built_in(theme_name);
-    let mut illegible: BTreeMap<String, Sightings> = BTreeMap::new();
-    let mut lowest = (f64::INFINITY, String::new());
-    for (screen, (width, height), buffer) in drawn_matrix(theme_name, tmp.path()) {
-        for (x, y, symbol, ink) in drawn_cells(&buffer) {
-            let ratio = ink.contrast(theme_name);
-            let place = format!("{screen} {width}x{height} at x {x}, y {y} {symbol:?}");
-            if ratio < lowest.0 {
-                lowest = (ratio, format!("{place}, {}", ink.describe(theme_name)));
-            }
-            if ratio < MIN_CONTRAST {
-                let seen = illegible
-                    .entry(ink.describe(theme_name))
-                    .or_insert_with(|| Sightings {
-                        ink,
-                        cells: 0,
-                        first: place,
-                        screens: BTreeSet::new(),
-                    });
-                seen.cells += 1;
-                seen.screens.insert(screen.clone());
+    let drawn = drawn_matrix(theme_name, tmp.path());
+    let mut report: Vec<String> = Vec::new();
+    for terminal in TerminalColours::BOTH {
+        let mut illegible: BTreeMap<String, Sightings> = BTreeMap::new();
+        let mut lowest = (f64::INFINITY, String::new());
+        for (screen, (width, height), buffer) in &drawn {
+            for (x, y, symbol, ink) in drawn_cells(buffer) {
+                let ratio = ink.contrast(terminal);
+                let place = format!("{screen} {width}x{height} at x {x}, y {y} {symbol:?}");
+                if ratio < lowest.0 {
+                    lowest = (ratio, format!("{place}, {}", ink.describe(terminal)));
+                }
+                if ratio < MIN_CONTRAST {
+                    let seen =
+                        illegible
+                            .entry(ink.describe(terminal))
+                            .or_insert_with(|| Sightings {
+                                ink,
+                                cells: 0,
+                                first: place,
+                                screens: BTreeSet::new(),
+                            });
+                    seen.cells += 1;
+                    seen.screens.insert(screen.clone());
+                }
             }
         }
-    }
-    println!(
-        "theme {theme_name}: lowest contrast {:.2} ({})",
-        lowest.0, lowest.1
-    );
-    let report: Vec<String> = illegible
-        .values()
-        .map(|seen| {
+        println!(
+            "theme {theme_name} on a {terminal:?} terminal: lowest contrast {:.2} ({})",
+            lowest.0, lowest.1
+        );
+        report.extend(illegible.values().map(|seen| {
             let ink = seen.ink;
             format!(
-                "  {:.2}:1  {}\n    fg is {}; bg is {}\n    {} cells, first on {}; screens: {}",
-                ink.contrast(theme_name),
-                ink.describe(theme_name),
+                "  on a {terminal:?} terminal: {:.2}:1  {}\n    fg is {}; bg is {}\n    \
+                 {} cells, first on {}; screens: {}",
+                ink.contrast(terminal),
+                ink.describe(terminal),
                 roles_with(&theme, ink.fg),
                 roles_with(&theme, ink.bg),
                 seen.cells,
                 seen.first,
                 seen.screens.iter().cloned().collect::<Vec<_>>().join(", ")
             )
-        })
-        .collect();
+        }));
+    }
     assert!(
         report.is_empty(),
         "theme `{theme_name}` (themes/{theme_name}.toml) draws {} colour combination(s) below \
