@@ -232,6 +232,8 @@ impl StepStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    #[error("no image path given")]
+    NoImage,
     #[error("cannot read the session file {0}: {1}")]
     Read(PathBuf, std::io::Error),
     #[error("the session file {0} is not valid ({1}); move it away to start over")]
@@ -264,6 +266,10 @@ pub struct Session {
 impl Session {
     /// The session of `image`: read from its file, or new (nothing done yet) if there is none.
     pub fn open(image: &Path) -> Result<Session, SessionError> {
+        // An empty path would name `.kiln.toml` in the working directory: no image's record.
+        if image.as_os_str().is_empty() {
+            return Err(SessionError::NoImage);
+        }
         let path = session_path(image);
         let mut session = match std::fs::read(&path) {
             Ok(bytes) => {
@@ -536,6 +542,19 @@ fn first_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_image_path_has_no_session() {
+        // It would otherwise be `.kiln.toml` in the working directory, for no image at all.
+        assert!(matches!(
+            Session::open(Path::new("")),
+            Err(SessionError::NoImage)
+        ));
+        assert!(matches!(
+            Session::open_if_exists(Path::new("")),
+            Err(SessionError::NoImage)
+        ));
+    }
 
     #[test]
     fn a_stopped_step_is_not_a_failure_and_runs_again_on_resume() {
