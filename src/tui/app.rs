@@ -378,6 +378,7 @@ impl App {
             }
             Action::NextField => self.form_mut(step).next_field(),
             Action::PrevField => self.form_mut(step).prev_field(),
+            Action::CompleteOrNextField => self.form_mut(step).complete_or_next_field(),
             Action::ClearField => self.form_mut(step).clear_field(),
             Action::ChangeChoice => self.form_mut(step).change_choice(),
             Action::PrevChoice => self.form_mut(step).prev_choice(),

@@ -18,6 +18,9 @@ pub enum Action {
     NextStep,
     NextField,
     PrevField,
+    /// Tab: complete the path typed so far in a path field (listing the matches); with
+    /// nothing to complete, or in any other field, the next field.
+    CompleteOrNextField,
     ClearField,
     /// Toggle a checkbox or move a choice to its next option.
     ChangeChoice,
@@ -326,7 +329,8 @@ impl Keymap {
                 entry(StepList, &[ch('d')], Doctor, row("doctor: what this host can do"), hint("doctor")),
                 entry(StepList, &[ch('?')], Help, same("this help"), hint("help")),
                 entry(StepList, &[ch('q')], Quit, row("quit (the session file keeps your place)"), hint("quit")),
-                entry(Form, &[key(Tab), key(Down)], NextField, row("next / previous field"), hint("next field")),
+                entry(Form, &[key(Tab)], CompleteOrNextField, row("next field (a path: completes it first)"), hint("next field")),
+                entry(Form, &[key(Down)], NextField, row("next / previous field"), no_hint),
                 entry(Form, &[key(BackTab), key(Up)], PrevField, same(""), no_hint),
                 entry(TextField, &[KeyBinding::ctrl('u')], ClearField, row("clear the field (typing edits it)"), no_hint),
                 entry(ChoiceField, &[ch(' '), key(Right)], ChangeChoice, row("toggle a checkbox, change a choice"), hint("toggle")),

@@ -14,6 +14,7 @@ use crate::tui::app::{App, Command, Focus, Overlay};
 use crate::tui::runner::RunningStep;
 use crate::tui::steps::machine_pane::KeyTarget;
 use crate::tui::theme::Theme;
+use crate::tui::widgets::form::Field;
 use crate::tui::widgets::form::FieldKind;
 
 /// Configure: its form has every kind of field, and it boots a machine.
@@ -75,13 +76,13 @@ async fn answered(app: &mut App) -> Option<String> {
     None
 }
 
-fn focus_field(app: &mut App, wanted: fn(&FieldKind) -> bool) {
+fn focus_field(app: &mut App, wanted: fn(&Field) -> bool) {
     app.focus = Focus::Screen;
     let form = &mut app.configure.form;
     form.focused = form
         .fields
         .iter()
-        .position(|f| wanted(&f.kind))
+        .position(wanted)
         .expect("configure has every kind of field");
 }
 
@@ -90,13 +91,15 @@ async fn app_in(context: Context) -> App {
     let mut app = app();
     match context {
         Context::Anywhere | Context::StepList => {}
-        Context::Form => focus_field(&mut app, |k| matches!(k, FieldKind::Button)),
+        Context::Form => focus_field(&mut app, |f| matches!(f.kind, FieldKind::Button)),
         Context::TextField => {
-            focus_field(&mut app, |k| matches!(k, FieldKind::Text(_)));
-            app.configure.form.set_text("disk", "debian-12.qcow2");
+            focus_field(&mut app, |f| {
+                matches!(f.kind, FieldKind::Text(_)) && !f.is_path && f.key == "user"
+            });
+            app.configure.form.set_text("user", "builder");
         }
-        Context::ChoiceField => focus_field(&mut app, |k| matches!(k, FieldKind::Choice(..))),
-        Context::Checkbox => focus_field(&mut app, |k| matches!(k, FieldKind::Check(_))),
+        Context::ChoiceField => focus_field(&mut app, |f| matches!(f.kind, FieldKind::Choice(..))),
+        Context::Checkbox => focus_field(&mut app, |f| matches!(f.kind, FieldKind::Check(_))),
         Context::Waiting => {
             app.focus = Focus::Screen;
             app.running = Some(running_until_stopped(Step::Publish));
@@ -176,7 +179,8 @@ async fn did(action: Action, app: &mut App, command: Option<Command>) -> bool {
         // From the button, the last field.
         Action::NextField => form.focused == 0,
         Action::PrevField => form.focused == last_field - 1,
-        Action::ClearField => form.text("disk").is_empty(),
+        Action::ClearField => form.text("user").is_empty(),
+        Action::CompleteOrNextField => form.focused == 0,
         Action::ChangeChoice => form.choice("variant") == "pam" || form.checked("zero"),
         Action::PrevChoice => form.choice("variant") == "pam",
         Action::RunStep => command == Some(Command::Start(Step::Configure)),
@@ -236,7 +240,7 @@ async fn every_key_does_what_the_keymap_says() {
 async fn other_keys_are_typed_not_dispatched() {
     let mut app = app_in(Context::TextField).await;
     app.handle_key(KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE));
-    assert_eq!(app.configure.form.text("disk"), "debian-12.qcow2q");
+    assert_eq!(app.configure.form.text("user"), "builderq");
     // The machine went away while the guest had the keyboard: any key gives it back.
     let mut app = app_in(Context::Guest).await;
     assert_eq!(
@@ -244,4 +248,18 @@ async fn other_keys_are_typed_not_dispatched() {
         None
     );
     assert_eq!(app.configure.run.machine.keys_to, KeyTarget::Kiln);
+}
+
+#[tokio::test]
+async fn tab_in_a_path_field_completes_before_it_moves_on() {
+    let mut app = app();
+    // Disk, holding the start of a file's name in the working directory (the crate's root).
+    focus_field(&mut app, |f| f.key == "disk");
+    app.configure.form.set_text("disk", "Cargo.to");
+    let tab = KeyEvent::new(KeyCode::Tab, KeyModifiers::NONE);
+    app.handle_key(tab);
+    assert_eq!(app.configure.form.text("disk"), "Cargo.toml");
+    assert_eq!(app.configure.form.focused_field().key, "disk");
+    app.handle_key(tab);
+    assert_eq!(app.configure.form.focused_field().key, "user");
 }

@@ -17,10 +17,10 @@ impl ConfigureScreen {
     pub fn new() -> ConfigureScreen {
         ConfigureScreen {
             form: Form::new(vec![
-                Field::text("disk", "Disk", ""),
+                Field::path("disk", "Disk", ""),
                 Field::text("user", "User", "root"),
                 Field::secret("password", "Password"),
-                Field::text("key", "Key file", ""),
+                Field::path("key", "Key file", ""),
                 Field::secret("passphrase", "Key pass"),
                 Field::choice("variant", "sshd", vec!["reference", "pam"]),
                 Field::check("zero", "zero free space + fstrim (for compaction)"),

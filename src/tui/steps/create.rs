@@ -22,7 +22,7 @@ impl CreateScreen {
         let path = settings.image_dir.join("my-image.qcow2");
         CreateScreen {
             form: Form::new(vec![
-                Field::text("path", "Path", &path.display().to_string()),
+                Field::path("path", "Path", &path.display().to_string()),
                 Field::text("size", "Size", "10G"),
                 Field::check("overwrite", "replace an existing file"),
                 Field::button("Create"),

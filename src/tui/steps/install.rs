@@ -15,9 +15,9 @@ impl InstallScreen {
     pub fn new() -> InstallScreen {
         InstallScreen {
             form: Form::new(vec![
-                Field::text("disk", "Disk", ""),
-                Field::text("iso", "ISO", ""),
-                Field::text("sha256", "SHA-256", ""),
+                Field::path("disk", "Disk", ""),
+                Field::path("iso", "ISO", ""),
+                Field::path("sha256", "SHA-256", ""),
                 Field::button("Boot installer"),
             ]),
             run: StepRun::default(),

@@ -19,7 +19,7 @@ impl PublishScreen {
     pub fn new(settings: &Settings) -> PublishScreen {
         PublishScreen {
             form: Form::new(vec![
-                Field::text("disk", "Disk", ""),
+                Field::path("disk", "Disk", ""),
                 Field::choice("target", "To", vec!["djinn", "offline", "srht"]),
                 Field::text("name", "Name", "").only_for("target", &["djinn", "offline"]),
                 Field::text(
@@ -35,8 +35,8 @@ impl PublishScreen {
                 )
                 .only_for("target", &["djinn"]),
                 Field::secret("token", "Token").only_for("target", &["djinn"]),
-                Field::text("driver-conf", "Runner cf", "").only_for("target", &["offline"]),
-                Field::text("root", "srht root", "").only_for("target", &["srht"]),
+                Field::path("driver-conf", "Runner cf", "").only_for("target", &["offline"]),
+                Field::path("root", "srht root", "").only_for("target", &["srht"]),
                 Field::text("release", "Release", "debian/12").only_for("target", &["srht"]),
                 Field::check("compact", "compact (qemu-img convert)"),
                 Field::check("compress", "compress while compacting (-c)"),

@@ -14,7 +14,7 @@ impl VerifyScreen {
     pub fn new() -> VerifyScreen {
         VerifyScreen {
             form: Form::new(vec![
-                Field::text("disk", "Disk", ""),
+                Field::path("disk", "Disk", ""),
                 Field::choice("profile", "Driver", vec!["djinn", "srht"]),
                 Field::check("static", "static checks only (no boot)"),
                 Field::button("Check"),

@@ -7,6 +7,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
+use super::path_completion;
 use super::text_field::TextField;
 use crate::engine::task::Level;
 use crate::tui::theme::Theme;
@@ -37,6 +38,8 @@ pub struct Field {
     /// Shown only while the choice field named first has one of these options (a Publish
     /// target's own fields); `None`: always shown.
     pub shown_for: Option<(&'static str, &'static [&'static str])>,
+    /// A file or directory path: Tab completes it, `~` means home, the hint says what is there.
+    pub is_path: bool,
 }
 
 impl Field {
@@ -46,6 +49,15 @@ impl Field {
             label,
             kind: FieldKind::Text(TextField::new(value)),
             shown_for: None,
+            is_path: false,
+        }
+    }
+
+    /// A text field holding a path (see [`Field::is_path`]).
+    pub fn path(key: &'static str, label: &'static str, value: &str) -> Field {
+        Field {
+            is_path: true,
+            ..Field::text(key, label, value)
         }
     }
 
@@ -57,6 +69,7 @@ impl Field {
             label,
             kind: FieldKind::Text(field),
             shown_for: None,
+            is_path: false,
         }
     }
 
@@ -66,6 +79,7 @@ impl Field {
             label,
             kind: FieldKind::Choice(options, 0),
             shown_for: None,
+            is_path: false,
         }
     }
 
@@ -75,6 +89,7 @@ impl Field {
             label,
             kind: FieldKind::Check(false),
             shown_for: None,
+            is_path: false,
         }
     }
 
@@ -90,6 +105,7 @@ impl Field {
             label,
             kind: FieldKind::Button,
             shown_for: None,
+            is_path: false,
         }
     }
 }
@@ -101,6 +117,9 @@ pub struct Form {
     pub focused: usize,
     /// Each field's row at the last draw, for mouse clicks.
     drawn: std::cell::RefCell<Vec<(Rect, usize)>>,
+    /// The candidates the last Tab left in path field `.0`, shown as its hint until the text
+    /// or the focus changes.
+    completion_note: Option<(usize, String)>,
 }
 
 const LABEL_WIDTH: usize = 10;
@@ -111,6 +130,7 @@ impl Form {
             fields,
             focused: 0,
             drawn: Default::default(),
+            completion_note: None,
         }
     }
 
@@ -162,12 +182,45 @@ impl Form {
         self.step_focus(1);
     }
 
+    /// Tab. In a path field: complete the path as far as the file system allows; when several
+    /// entries match, list them (a second Tab moves on); with nothing (left) to complete, or
+    /// nothing typed, move on.
+    /// In any other field: the next field.
+    pub fn complete_or_next_field(&mut self) {
+        let index = self.focused;
+        let Field {
+            kind: FieldKind::Text(field),
+            is_path: true,
+            ..
+        } = &mut self.fields[index]
+        else {
+            return self.next_field();
+        };
+        // Nothing typed, nothing to complete: Tab walks through an empty form as it always did.
+        if field.value.trim().is_empty() {
+            return self.next_field();
+        }
+        let completion = path_completion::complete(&field.value);
+        let changed = completion.text != field.value;
+        field.value = completion.text.clone();
+        let listed_already = self
+            .completion_note
+            .as_ref()
+            .is_some_and(|(i, _)| *i == index);
+        if completion.candidates.len() > 1 && (changed || !listed_already) {
+            self.completion_note = Some((index, completion.candidates_hint()));
+        } else if !changed {
+            self.next_field();
+        }
+    }
+
     pub fn prev_field(&mut self) {
         self.step_focus(self.fields.len() - 1);
     }
 
     /// Move the focus `by` places around the ring of fields, skipping hidden ones.
     fn step_focus(&mut self, by: usize) {
+        self.completion_note = None;
         let n = self.fields.len();
         for _ in 0..n {
             self.focused = (self.focused + by) % n;
@@ -179,6 +232,7 @@ impl Form {
 
     /// Empty the focused text field.
     pub fn clear_field(&mut self) {
+        self.completion_note = None;
         if let FieldKind::Text(field) = &mut self.fields[self.focused].kind {
             field.value.clear();
         }
@@ -202,8 +256,10 @@ impl Form {
 
     /// Typing into the focused text field (other fields take no text).
     pub fn type_key(&mut self, key: KeyEvent) {
-        if let FieldKind::Text(field) = &mut self.fields[self.focused].kind {
-            field.edit(key);
+        if let FieldKind::Text(field) = &mut self.fields[self.focused].kind
+            && field.edit(key)
+        {
+            self.completion_note = None;
         }
     }
 
@@ -214,10 +270,14 @@ impl Form {
             .unwrap_or_else(|| panic!("form has no field {key}"))
     }
 
-    /// The trimmed text of a text field.
+    /// The trimmed text of a text field; a path field's `~` is the home directory.
     pub fn text(&self, key: &str) -> String {
-        match &self.field(key).kind {
-            FieldKind::Text(field) => field.value.trim().to_string(),
+        let field = self.field(key);
+        match &field.kind {
+            FieldKind::Text(text) if field.is_path => {
+                path_completion::expand_home(text.value.trim())
+            }
+            FieldKind::Text(text) => text.value.trim().to_string(),
             _ => String::new(),
         }
     }
@@ -280,14 +340,28 @@ impl Form {
             .iter()
             .enumerate()
             .filter(|(i, _)| self.is_shown(*i))
-            .map(|(_, f)| {
-                if hints(f.key).is_some() {
+            .map(|(i, _)| {
+                if self.hint(i, hints).is_some() {
                     1 + HINT_ROWS
                 } else {
                     1
                 }
             })
             .sum()
+    }
+
+    /// The line under field `index`: the candidates of the last Tab, else the screen's own
+    /// hint, else (for a path) what is at the path.
+    fn hint(&self, index: usize, hints: Hints) -> Option<(Level, String)> {
+        if let Some((_, note)) = self.completion_note.as_ref().filter(|(i, _)| *i == index) {
+            return Some((Level::Info, note.clone()));
+        }
+        let field = &self.fields[index];
+        hints(field.key).or_else(|| {
+            let typed = self.text(field.key);
+            (field.is_path && !typed.is_empty())
+                .then(|| (Level::Info, path_completion::describe(&typed)))
+        })
     }
 
     /// One line per field; the focused one highlighted, the cursor in a focused text field.
@@ -321,7 +395,7 @@ impl Form {
             };
             y += 1;
             drawn.push((row, i));
-            if let Some((level, text)) = hints(field.key) {
+            if let Some((level, text)) = self.hint(i, hints) {
                 let style = match level {
                     Level::Info => theme.muted(),
                     Level::Warn => theme.warning(),
@@ -468,6 +542,41 @@ mod tests {
         assert_eq!(form.focused_field().key, "name");
         form.clear_field();
         assert_eq!(form.text("name"), "");
+    }
+
+    #[test]
+    fn tab_in_a_path_field_completes_lists_then_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        for file in ["debian-12.iso", "debian-13.iso"] {
+            std::fs::write(dir.path().join(file), b"x").unwrap();
+        }
+        let typed = format!("{}/d", dir.path().display());
+        let mut form = Form::new(vec![Field::path("iso", "ISO", &typed), Field::button("Go")]);
+        let no_hints: Hints = &|_| None;
+        // First Tab: extended to what both names share, and both listed under the field.
+        form.complete_or_next_field();
+        assert_eq!(
+            form.text("iso"),
+            format!("{}/debian-1", dir.path().display())
+        );
+        assert_eq!(form.focused, 0);
+        let (_, hint) = form.hint(0, no_hints).unwrap();
+        assert!(hint.contains("debian-12.iso  debian-13.iso"), "{hint}");
+        // Second Tab with nothing more to add: the next field.
+        form.complete_or_next_field();
+        assert_eq!(form.focused, 1);
+        assert_eq!(form.completion_note, None);
+        // Typing one more character makes the match unique.
+        form.focused = 0;
+        form.type_key(key(KeyCode::Char('3')));
+        form.complete_or_next_field();
+        assert_eq!(
+            form.text("iso"),
+            format!("{}/debian-13.iso", dir.path().display())
+        );
+        assert_eq!(form.focused, 0);
+        let (_, hint) = form.hint(0, no_hints).unwrap();
+        assert_eq!(hint, "a file, 1 B");
     }
 
     #[test]
