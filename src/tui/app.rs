@@ -19,6 +19,9 @@ use super::steps::run::StepRun;
 use super::steps::verify::VerifyScreen;
 use super::theme::Theme;
 use super::widgets::form::FieldKind;
+
+/// Lines a PgUp or PgDn moves the log or the diff.
+const PAGE: isize = 10;
 use crate::engine::Step;
 use crate::engine::config::Settings;
 use crate::engine::host::HostReport;
@@ -77,7 +80,11 @@ pub enum Overlay {
     ConfirmStop,
     /// The sshd_config diff, waiting for the person's yes before configure applies it (a
     /// question from the running step).
-    ConfirmDiff(String),
+    /// The sshd_config diff configure asks about, scrolled down by `scroll` lines.
+    ConfirmDiff {
+        diff: String,
+        scroll: usize,
+    },
     /// Machines an earlier kiln left running (it crashed or was killed): stop them?
     ConfirmCleanLeftovers(Vec<(PathBuf, MachineRecord)>),
     /// The whole log of a step, scrolled up by `scroll` lines from the newest.
@@ -107,11 +114,14 @@ pub enum Command {
     Quit,
 }
 
-/// Where things were drawn last, so a mouse click can find what it hit.
+/// Where things were drawn last, so a mouse click can find what it hit (and a scroll key
+/// how far it can go).
 #[derive(Debug, Default)]
 pub struct HitAreas {
     /// The step list's inner area: row `i` is step `i`.
     pub steps: Cell<Rect>,
+    /// Diff lines the sshd_config dialog showed at once.
+    pub diff_rows: Cell<usize>,
 }
 
 /// The whole workbench state.
@@ -289,8 +299,8 @@ impl App {
         match self.overlay {
             Overlay::ConfirmOverwrite(_)
             | Overlay::ConfirmStop
-            | Overlay::ConfirmDiff(_)
             | Overlay::ConfirmCleanLeftovers(_) => return Context::Confirm,
+            Overlay::ConfirmDiff { .. } => return Context::Diff,
             Overlay::Help | Overlay::Doctor => return Context::Overlay,
             Overlay::Log { .. } => return Context::Log,
             Overlay::None => {}
@@ -394,23 +404,39 @@ impl App {
             Action::Yes => return self.answer(true),
             Action::No => return self.answer(false),
             Action::Close => self.overlay = Overlay::None,
-            Action::ScrollUp => self.scroll_log(|scroll| scroll + 1),
-            Action::ScrollDown => self.scroll_log(|scroll| scroll.saturating_sub(1)),
-            Action::PageUp => self.scroll_log(|scroll| scroll + 10),
-            Action::PageDown => self.scroll_log(|scroll| scroll.saturating_sub(10)),
-            Action::ScrollEnd => self.scroll_log(|_| 0),
+            Action::ScrollUp => self.scroll(-1),
+            Action::ScrollDown => self.scroll(1),
+            Action::PageUp => self.scroll(-PAGE),
+            Action::PageDown => self.scroll(PAGE),
+            Action::ScrollEnd => self.scroll(isize::MAX),
         }
         None
     }
 
     /// Scroll the open log, no further up than its first line.
-    fn scroll_log(&mut self, change: impl FnOnce(usize) -> usize) {
-        if let Overlay::Log { step, scroll } = self.overlay {
-            let most = self.run(step).log.len().saturating_sub(1);
-            self.overlay = Overlay::Log {
-                step,
-                scroll: change(scroll).min(most),
-            };
+    /// Move the open log or diff `lines` towards its end (negative: towards its start).
+    fn scroll(&mut self, lines: isize) {
+        let log_lines = match self.overlay {
+            Overlay::Log { step, .. } => self.run(step).log.len(),
+            _ => 0,
+        };
+        match &mut self.overlay {
+            // The log's scroll counts up from its newest line.
+            Overlay::Log { scroll, .. } => {
+                let most = log_lines.saturating_sub(1);
+                *scroll = scroll
+                    .saturating_add_signed(lines.saturating_neg())
+                    .min(most);
+            }
+            Overlay::ConfirmDiff { diff, scroll } => {
+                // The last page is full: scrolling stops where the last line shows.
+                let most = diff
+                    .lines()
+                    .count()
+                    .saturating_sub(self.hits.diff_rows.get().max(1));
+                *scroll = scroll.saturating_add_signed(lines).min(most);
+            }
+            _ => {}
         }
     }
 
@@ -464,7 +490,7 @@ impl App {
     fn answer(&mut self, yes: bool) -> Option<Command> {
         let overlay = std::mem::replace(&mut self.overlay, Overlay::None);
         match overlay {
-            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmDiff(_) => {
+            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmDiff { .. } => {
                 self.answer_step(yes);
                 None
             }

@@ -74,6 +74,8 @@ pub enum Context {
     Guest,
     /// A yes/no question.
     Confirm,
+    /// The sshd_config diff configure asks about: a question that scrolls.
+    Diff,
     /// The help or the doctor.
     Overlay,
     Log,
@@ -81,7 +83,7 @@ pub enum Context {
 
 impl Context {
     /// Every context, for tests and tools that walk the table.
-    pub const ALL: [Context; 14] = [
+    pub const ALL: [Context; 15] = [
         Context::Anywhere,
         Context::StepList,
         Context::Form,
@@ -94,6 +96,7 @@ impl Context {
         Context::Held,
         Context::Guest,
         Context::Confirm,
+        Context::Diff,
         Context::Overlay,
         Context::Log,
     ];
@@ -114,6 +117,7 @@ impl Context {
             Machine => &[Anywhere, Machine],
             Held => &[Anywhere, Held],
             Confirm => &[Anywhere, Confirm],
+            Diff => &[Anywhere, Confirm, Diff],
             Overlay => &[Anywhere, Overlay],
             Log => &[Anywhere, Log],
         }
@@ -126,7 +130,7 @@ impl Context {
             StepList | Machine | Held => &[Action::ShowLog],
             Form | TextField | ChoiceField | Checkbox => &[Action::ShowLog, Action::Help],
             Waiting | Running => &[Action::ShowLog, Action::Quit],
-            Anywhere | Guest | Confirm | Overlay | Log => &[],
+            Anywhere | Guest | Confirm | Diff | Overlay | Log => &[],
         }
     }
 
@@ -140,7 +144,7 @@ impl Context {
             Running => "running",
             Machine | Guest => "machine",
             Held => "failed",
-            Confirm => "dialogs",
+            Confirm | Diff => "dialogs",
             Overlay => "overlays",
             Log => "log",
         }
@@ -352,6 +356,11 @@ impl Keymap {
                 entry(Held, &[ch('t')], SwitchPane, hidden, no_hint),
                 entry(Confirm, &[ch('y'), ch('Y').unlisted()], Yes, row("yes"), hint("yes")),
                 entry(Confirm, &[ch('n'), ch('N').unlisted(), key(Esc)], No, same("no"), hint("no")),
+                // Hidden from the help, like the log's: the diff dialog names its keys.
+                entry(Diff, &[key(Up), ch('k')], ScrollUp, hidden, hint("scroll")),
+                entry(Diff, &[key(Down), ch('j')], ScrollDown, hidden, with_previous),
+                entry(Diff, &[key(KeyCode::PageUp)], PageUp, hidden, with_previous),
+                entry(Diff, &[key(KeyCode::PageDown)], PageDown, hidden, with_previous),
                 entry(Overlay, &[key(Esc), ch('?'), ch('q'), ch('d')], Close, row("close this help or the doctor"), hint("close")),
                 entry(Log, &[key(Up), ch('k')], ScrollUp, hidden, hint("scroll")),
                 entry(Log, &[key(Down), ch('j')], ScrollDown, hidden, with_previous),

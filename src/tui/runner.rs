@@ -176,7 +176,7 @@ impl App {
                 self.overlay = Overlay::ConfirmOverwrite(path)
             }
             Event::Question(Question::ApplySshdConfig { diff }) => {
-                self.overlay = Overlay::ConfirmDiff(diff)
+                self.overlay = Overlay::ConfirmDiff { diff, scroll: 0 }
             }
             Event::Held { error } => {
                 run.log.push((
@@ -213,7 +213,7 @@ impl App {
         let outcome = self.outcome(running.task.result().await);
         if matches!(
             self.overlay,
-            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmDiff(_)
+            Overlay::ConfirmOverwrite(_) | Overlay::ConfirmDiff { .. }
         ) {
             // The step ended with its question open (cancelled): nobody is asking any more.
             self.overlay = Overlay::None;

@@ -22,6 +22,8 @@ const CONFIGURE: usize = 2;
 const PUBLISH: usize = 4;
 /// Where the open log is scrolled to, so scrolling either way shows.
 const LOG_SCROLL: usize = 10;
+/// Where the open sshd_config diff (40 lines) is scrolled to.
+const DIFF_SCROLL: usize = 15;
 
 fn app() -> App {
     let host = HostResources {
@@ -123,6 +125,14 @@ async fn app_in(context: Context) -> App {
             app.running = Some(create_asking().await);
             app.overlay = Overlay::ConfirmOverwrite("debian-12.qcow2".into());
         }
+        Context::Diff => {
+            app.running = Some(create_asking().await);
+            let diff: String = (0..40).map(|i| format!("+line {i}\n")).collect();
+            app.overlay = Overlay::ConfirmDiff {
+                diff,
+                scroll: DIFF_SCROLL,
+            };
+        }
         Context::Overlay => app.overlay = Overlay::Doctor,
         Context::Log => {
             for i in 0..30 {
@@ -138,6 +148,13 @@ async fn app_in(context: Context) -> App {
         }
     }
     app
+}
+
+fn diff_scroll(app: &App) -> Option<usize> {
+    match app.overlay {
+        Overlay::ConfirmDiff { scroll, .. } => Some(scroll),
+        _ => None,
+    }
 }
 
 fn log_scroll(app: &App) -> Option<usize> {
@@ -205,10 +222,20 @@ async fn did(action: Action, app: &mut App, command: Option<Command>) -> bool {
                 && answered(app).await.as_deref() == Some("answered false")
         }
         Action::Close => app.overlay == Overlay::None,
-        Action::ScrollUp => log_scroll(app) == Some(LOG_SCROLL + 1),
-        Action::ScrollDown => log_scroll(app) == Some(LOG_SCROLL - 1),
-        Action::PageUp => log_scroll(app) == Some(LOG_SCROLL + 10),
-        Action::PageDown | Action::ScrollEnd => log_scroll(app) == Some(0),
+        // The log counts up from its newest line; the diff down from its first.
+        Action::ScrollUp => {
+            log_scroll(app) == Some(LOG_SCROLL + 1) || diff_scroll(app) == Some(DIFF_SCROLL - 1)
+        }
+        Action::ScrollDown => {
+            log_scroll(app) == Some(LOG_SCROLL - 1) || diff_scroll(app) == Some(DIFF_SCROLL + 1)
+        }
+        Action::PageUp => {
+            log_scroll(app) == Some(LOG_SCROLL + 10) || diff_scroll(app) == Some(DIFF_SCROLL - 10)
+        }
+        Action::PageDown => {
+            log_scroll(app) == Some(0) || diff_scroll(app) == Some(DIFF_SCROLL + 10)
+        }
+        Action::ScrollEnd => log_scroll(app) == Some(0),
     }
 }
 

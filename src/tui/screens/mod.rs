@@ -76,7 +76,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 theme,
             );
         }
-        Overlay::ConfirmDiff(diff) => {
+        Overlay::ConfirmDiff { diff, scroll } => {
             let area = dialog::centred(
                 frame.area(),
                 frame.area().width.saturating_sub(4),
@@ -89,9 +89,11 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 Line::raw("sshd_config.kiln-backup; sshd -t checks the new one first):"),
                 Line::raw(""),
             ];
-            let room = area.height.saturating_sub(8) as usize;
+            let room = usize::from(area.height.saturating_sub(8));
+            app.hits.diff_rows.set(room);
             let diff_lines: Vec<&str> = diff.lines().collect();
-            for line in diff_lines.iter().take(room) {
+            let first = (*scroll).min(diff_lines.len().saturating_sub(room));
+            for line in diff_lines.iter().skip(first).take(room) {
                 let style = match line.chars().next() {
                     Some('+') => theme.ok(),
                     Some('-') => theme.error(),
@@ -102,10 +104,12 @@ pub fn draw(frame: &mut Frame, app: &App) {
                 lines.push(Line::styled(line.to_string(), style));
             }
             if diff_lines.len() > room {
+                let last = (first + room).min(diff_lines.len());
                 lines.push(Line::styled(
                     format!(
-                        "… {} more lines (all of it is in the log)",
-                        diff_lines.len() - room
+                        "lines {}–{last} of {}: ↑/↓ PgUp/PgDn scroll",
+                        first + 1,
+                        diff_lines.len()
                     ),
                     theme.muted(),
                 ));

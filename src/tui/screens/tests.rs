@@ -221,7 +221,7 @@ async fn configure_asks_before_applying_the_diff() {
         task,
     });
     drive_until(&mut app, |app| {
-        matches!(app.overlay, Overlay::ConfirmDiff(_))
+        matches!(app.overlay, Overlay::ConfirmDiff { .. })
     })
     .await;
     let screen = render(&app, 100, 30).to_string();
@@ -231,11 +231,43 @@ async fn configure_asks_before_applying_the_diff() {
     );
     // Any other key leaves the question open; `n` answers no.
     press(&mut app, KeyCode::Char('x'));
-    assert!(matches!(app.overlay, Overlay::ConfirmDiff(_)));
+    assert!(matches!(app.overlay, Overlay::ConfirmDiff { .. }));
     press(&mut app, KeyCode::Char('n'));
     assert_eq!(app.overlay, Overlay::None);
     drive_until(&mut app, |app| app.running.is_none()).await;
     assert_eq!(app.configure.run.error.as_deref(), Some("answered false"));
+}
+
+#[test]
+fn a_long_sshd_config_diff_scrolls() {
+    let mut app = app();
+    app.selected = 2;
+    let diff: String = (1..=100).map(|i| format!("-#Option{i} no\n")).collect();
+    app.overlay = Overlay::ConfirmDiff { diff, scroll: 0 };
+    let screen = render(&app, 100, 30).to_string();
+    assert!(
+        screen.contains("-#Option1 no") && !screen.contains("-#Option30 no"),
+        "{screen}"
+    );
+    assert!(screen.contains("lines 1–20 of 100"), "{screen}");
+    press(&mut app, KeyCode::PageDown);
+    press(&mut app, KeyCode::Down);
+    let screen = render(&app, 100, 30).to_string();
+    assert!(
+        screen.contains("-#Option12 no") && !screen.contains("-#Option11 no"),
+        "{screen}"
+    );
+    assert!(screen.contains("lines 12–31 of 100"), "{screen}");
+    // The end stops at the last full page; the question is still open.
+    for _ in 0..20 {
+        press(&mut app, KeyCode::PageDown);
+    }
+    let screen = render(&app, 100, 30).to_string();
+    assert!(screen.contains("lines 81–100 of 100"), "{screen}");
+    press(&mut app, KeyCode::Up);
+    let screen = render(&app, 100, 30).to_string();
+    assert!(screen.contains("lines 80–99 of 100"), "{screen}");
+    assert!(matches!(app.overlay, Overlay::ConfirmDiff { .. }));
 }
 
 #[test]

@@ -146,7 +146,13 @@ fn screens(theme: &str, tmp: &Path) -> Vec<(String, App)> {
             "confirm_overwrite",
             Overlay::ConfirmOverwrite(PathBuf::from("./my-image.qcow2")),
         ),
-        ("confirm_diff", Overlay::ConfirmDiff(SSHD_DIFF.into())),
+        (
+            "confirm_diff",
+            Overlay::ConfirmDiff {
+                diff: SSHD_DIFF.into(),
+                scroll: 0,
+            },
+        ),
     ] {
         let mut app = app(theme);
         app.overlay = overlay;
