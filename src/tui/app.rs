@@ -24,9 +24,10 @@ use super::widgets::form::FieldKind;
 const PAGE: isize = 10;
 use crate::engine::Step;
 use crate::engine::config::Settings;
-use crate::engine::host::HostReport;
+use crate::engine::host::{HostReport, Verdict};
 use crate::engine::machine::MachineRecord;
 use crate::engine::session::StepStatus;
+use crate::engine::task::Level;
 use crate::engine::workflow::{self, Workflow};
 
 /// Where a step stands, as the step list shows it.
@@ -211,6 +212,27 @@ impl App {
             StepStatus::Failed(_) => StepState::Failed,
             StepStatus::Stale(_) => StepState::Stale,
         }
+    }
+
+    /// What `step` needs that the doctor found missing, and the command that installs it: the
+    /// line under the step's button (None until the doctor has looked, or when all is there).
+    pub fn missing_tools(&self, step: Step) -> Option<(Level, String)> {
+        let needed: &[&str] = match step {
+            Step::Create | Step::Publish => &["qemu-img"],
+            Step::Install | Step::Configure | Step::Verify => &["qemu-system-x86_64", "qemu-img"],
+        };
+        let missing: Vec<String> = self
+            .doctor
+            .as_ref()?
+            .checks
+            .iter()
+            .filter(|check| check.verdict == Verdict::Fail && needed.contains(&check.name.as_str()))
+            .map(|check| match &check.fix {
+                Some(fix) => format!("{} {}; install it: {fix}", check.name, check.detail),
+                None => format!("{} {}", check.name, check.detail),
+            })
+            .collect();
+        (!missing.is_empty()).then(|| (Level::Warn, missing.join(" · ")))
     }
 
     /// Why a stale step is stale, for its screen.

@@ -38,10 +38,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
             (status, rest)
         }
         None => {
-            let hints = |key: &str| match step {
-                Step::Create => app.create.hint(key),
-                Step::Install => app.install.hint(key),
-                Step::Publish => app.publish.hint(key),
+            // Under the step's button: what the host lacks to run it, and how to get it.
+            let hints = |key: &str| match (step, key) {
+                (_, "run") => app.missing_tools(step),
+                (Step::Create, _) => app.create.hint(key),
+                (Step::Install, _) => app.install.hint(key),
+                (Step::Publish, _) => app.publish.hint(key),
                 _ => None,
             };
             form::framed(

@@ -373,3 +373,38 @@ fn the_publish_form_shows_the_chosen_targets_fields_only() {
         }
     }
 }
+
+#[test]
+fn a_missing_qemu_is_named_under_the_button_with_its_install_command() {
+    use crate::engine::host::{Accelerator, HostCheck, HostReport, Verdict};
+    let mut app = app();
+    app.doctor = Some(HostReport {
+        checks: vec![
+            HostCheck {
+                name: "qemu-img".into(),
+                verdict: Verdict::Ok,
+                detail: "7.2.22".into(),
+                fix: None,
+            },
+            HostCheck {
+                name: "qemu-system-x86_64".into(),
+                verdict: Verdict::Fail,
+                detail: "not found on PATH".into(),
+                fix: Some("apt-get install qemu-system-x86".into()),
+            },
+        ],
+        accelerator: Accelerator::Tcg,
+    });
+    app.focus = crate::tui::app::Focus::Screen;
+    app.selected = 1;
+    let install = render(&app, 120, 30).to_string();
+    assert!(
+        install.contains("qemu-system-x86_64 not found on PATH; install it: apt-get install")
+            && install.contains("qemu-system-x86"),
+        "{install}"
+    );
+    // Create needs only qemu-img, which is there.
+    app.selected = 0;
+    let create = render(&app, 120, 30).to_string();
+    assert!(!create.contains("not found on PATH"), "{create}");
+}
