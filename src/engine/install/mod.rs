@@ -1,6 +1,9 @@
 //! The install step: boot an installer ISO with the new disk attached, let the person watch
 //! and type, and finish when the guest powers off by itself.
 
+pub mod answer_server;
+pub mod boot_command;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
