@@ -1,5 +1,8 @@
 //! Installer ISOs: is the file a bootable ISO 9660 image, and does it match its checksum?
 
+pub mod filesystem;
+pub mod kernel;
+
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
