@@ -163,7 +163,7 @@ fn config_precedence_and_template() {
     let settings: toml::Value = toml::from_str(&text(&out.stdout)).unwrap();
     assert_eq!(settings["memory_mib"].as_integer(), Some(1500)); // CLI wins
     assert_eq!(settings["cpus"].as_integer(), Some(1)); // file
-    assert_eq!(settings["theme"].as_str(), Some("default")); // default
+    assert_eq!(settings["theme"].as_str(), Some("auto")); // default
     assert_eq!(settings["djinn_namespace"].as_str(), Some("team"));
 
     let out = sandbox.kiln(&["config", "--print-template"]);
