@@ -59,6 +59,7 @@ async fn main() {
             snapshot: true,
             discard: false,
             cdrom: None,
+            kernel: None,
             ssh_forward_from: Some(2222),
             no_reboot: false,
             vnc: false,

@@ -8,12 +8,17 @@ use support::fixtures::fixtures;
 use support::guest::{boot, qemu_running_with, wait_for_ssh_banner};
 use support::{Sandbox, text};
 
+/// The ISO's installer booted directly (its kernel and initrd read out of the ISO by kiln,
+/// found through its isolinux menu) on the serial console, with an answer-file server; the
+/// workbench and `kiln run` tests boot the same ISO through its boot menu.
 #[test]
 fn create_install_then_the_disk_boots_on_its_own_to_sshd() {
     let fixtures = fixtures();
     let sandbox = Sandbox::new();
     let out = sandbox.kiln(&["create", "fresh.qcow2", "--size", "4G"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let answers = sandbox.path().join("answers");
+    std::fs::create_dir(&answers).unwrap();
 
     let iso = fixtures.iso.display().to_string();
     let out = sandbox.kiln(&[
@@ -27,6 +32,11 @@ fn create_install_then_the_disk_boots_on_its_own_to_sshd() {
         &iso,
         "--timeout",
         "900",
+        "--kernel-args",
+        "kiln.answers=http://{{ .HTTPIP }}:{{ .HTTPPort }}/",
+        "--serial-console",
+        "--http-dir",
+        &answers.display().to_string(),
     ]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(
@@ -40,6 +50,29 @@ fn create_install_then_the_disk_boots_on_its_own_to_sshd() {
         "{stdout}"
     );
     assert!(stderr.contains("guest-shutdown"), "{stderr}");
+    // Booted directly, with the menu entry's arguments, the user's (placeholders filled with
+    // the answer-file server's address) and the serial console.
+    assert!(
+        stderr.contains("direct kernel boot (isolinux/syslinux boot menu)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(" -kernel "), "{stderr}");
+    let command_line = stdout
+        .lines()
+        .find(|line| line.contains("Command line:"))
+        .unwrap_or_else(|| panic!("no kernel command line on the serial console:\n{stdout}"));
+    let port = stderr
+        .split("answer files from ")
+        .nth(1)
+        .and_then(|rest| rest.split("http://10.0.2.2:").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no answer-file server in the log:\n{stderr}"));
+    assert!(
+        command_line.contains(&format!("kiln.answers=http://10.0.2.2:{port}/"))
+            && command_line.contains("console=ttyS0,115200n8")
+            && command_line.contains("panic=10"),
+        "{command_line}"
+    );
     assert!(stderr.contains("VNC at 127.0.0.1:"), "{stderr}");
     let log = std::fs::read_to_string(sandbox.work().join("fresh.install.serial.log")).unwrap();
     assert!(

@@ -77,7 +77,7 @@ pub enum Command {
     Publish(publish::PublishArgs),
     /// The whole flow for one image, headless: create, install, configure, verify, publish.
     /// Resumes from the image's session file (NAME.kiln.toml) and stops at the first failure.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show what this host can do: QEMU, KVM, CPUs, memory, disk space.
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::check::ProfileArg;
 use super::configure::{Variant, first_line, key_is_encrypted, prompt};
+use super::install::UnattendedArgs;
 use super::publish::TargetArg;
 use super::{Exit, Format, report};
 use crate::engine::Step;
@@ -53,6 +54,8 @@ pub struct RunArgs {
     /// The ISO's SHA-256: 64 hex digits, or a SHA256SUMS file.
     #[arg(long, value_name = "HEX|FILE")]
     pub iso_sha256: Option<String>,
+    #[command(flatten)]
+    pub unattended: UnattendedArgs,
     /// The user the installer created (configure logs in as it).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -115,10 +118,11 @@ pub struct RunArgs {
 
 impl RunArgs {
     /// The choices this command line makes; the session keeps the earlier ones it does not.
-    fn choices(&self, overrides: &CliOverrides) -> Choices {
+    fn choices(&self, overrides: &CliOverrides) -> Result<Choices, String> {
         let on = |flag: bool| flag.then_some(true);
         let absolute = |path: &Option<PathBuf>| path.as_deref().map(super::absolute);
-        Choices {
+        let mut choices = self.unattended.choices()?;
+        choices.update(&Choices {
             size: self.size.clone(),
             iso: absolute(&self.iso),
             iso_checksum: self.iso_sha256.clone(),
@@ -140,7 +144,8 @@ impl RunArgs {
             sha256: on(self.sha256),
             replace: on(self.replace),
             ..Choices::default()
-        }
+        });
+        Ok(choices)
     }
 }
 
@@ -168,7 +173,13 @@ pub async fn run(
             return Exit::Environment;
         }
     };
-    workflow.choose(&args.choices(overrides));
+    match args.choices(overrides) {
+        Ok(choices) => workflow.choose(&choices),
+        Err(problem) => {
+            eprintln!("kiln run: {problem}");
+            return Exit::Environment;
+        }
+    }
     let first = args.from.map(Step::from);
     // Starting later means the steps before were done another way (an image configured by
     // hand): they are recorded as skipped, so the next `kiln run` does not go back to them.

@@ -323,6 +323,7 @@ pub async fn configure(
         disk: image_path.clone(),
         snapshot: false,
         cdrom: None,
+        kernel: None,
         ssh_forward_from: Some(FIRST_SSH_PORT),
         no_reboot: false,
         vnc: true,

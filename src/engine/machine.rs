@@ -47,6 +47,9 @@ pub struct MachineSpec {
     /// can be compacted away later (QEMU's default drops them).
     pub discard: bool,
     pub cdrom: Option<PathBuf>,
+    /// Boot this kernel and initrd directly (`-kernel`, `-initrd`, `-append`) instead of the
+    /// firmware's boot order: an installer without its boot menu.
+    pub kernel: Option<DirectKernel>,
     /// Forward 127.0.0.1:PORT to the guest's port 22, trying upward from this port.
     pub ssh_forward_from: Option<u16>,
     /// Exit instead of rebooting (installers reboot when done).
@@ -60,6 +63,14 @@ pub struct MachineSpec {
     /// Boot exactly as this CI driver does instead (the fields above that the driver fixes —
     /// size, drive, network — are then the driver's).
     pub driver: Option<DriverProfile>,
+}
+
+/// A kernel QEMU loads itself, with its initrd and command line.
+#[derive(Debug, Clone)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
 }
 
 impl MachineSpec {
@@ -102,6 +113,16 @@ impl MachineSpec {
                     "file={},format=raw,media=cdrom,readonly=on",
                     qemu_escape(iso)
                 ),
+            ]);
+        }
+        if let Some(direct) = &self.kernel {
+            args.extend([
+                "-kernel".into(),
+                direct.kernel.display().to_string(),
+                "-initrd".into(),
+                direct.initrd.display().to_string(),
+                "-append".into(),
+                direct.append.clone(),
             ]);
         }
         args.extend(["-net".into(), "nic,model=virtio".into(), "-net".into()]);
@@ -241,6 +262,16 @@ impl MachineView {
     /// Press keys together on the VGA keyboard (QKeyCode names, e.g. `["ctrl", "alt", "f2"]`).
     pub async fn send_key(&self, keys: &[&str]) -> Result<(), MachineError> {
         Ok(self.inner.qmp.send_key(keys).await?)
+    }
+
+    /// Press or release one key on its own (a boot command's held modifier).
+    pub async fn key_event(&self, key: &str, down: bool) -> Result<(), MachineError> {
+        Ok(self.inner.qmp.key_event(key, down).await?)
+    }
+
+    /// Save the VGA screen as a PNG at `file`, for a person to look at later.
+    pub async fn save_screen(&self, file: &Path) -> Result<(), MachineError> {
+        Ok(self.inner.qmp.screendump_png(file).await?)
     }
 
     /// The VGA screen now.
@@ -823,6 +854,7 @@ mod tests {
             snapshot: false,
             discard: false,
             cdrom: Some(PathBuf::from("/isos/debian.iso")),
+            kernel: None,
             ssh_forward_from: None,
             no_reboot: true,
             vnc: false,

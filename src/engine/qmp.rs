@@ -319,6 +319,20 @@ impl Qmp {
 
     /// Have QEMU write the current screen to `file` as a PPM image.
     pub async fn screendump(&self, file: &Path) -> Result<(), QmpError> {
+        self.dump_screen(file, None).await
+    }
+
+    /// The current screen as a PNG, for people to look at (the last screen of a failed
+    /// install).
+    pub async fn screendump_png(&self, file: &Path) -> Result<(), QmpError> {
+        self.dump_screen(file, Some(qmp::ImageFormat::png)).await
+    }
+
+    async fn dump_screen(
+        &self,
+        file: &Path,
+        format: Option<qmp::ImageFormat>,
+    ) -> Result<(), QmpError> {
         let filename = file.to_str().ok_or_else(|| QmpError::NonUtf8Path {
             path: file.to_path_buf(),
         })?;
@@ -326,7 +340,23 @@ impl Qmp {
             filename: filename.to_string(),
             device: None,
             head: None,
-            format: None,
+            format,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Press (`down`) or release one key on its own, for a modifier held across other keys
+    /// (a boot command's `<leftCtrlOn>` … `<leftCtrlOff>`).
+    pub async fn key_event(&self, key: &str, down: bool) -> Result<(), QmpError> {
+        let key = parse_key(key)?;
+        let event = qmp::InputEvent::key(qmp::InputKeyEventWrapper {
+            data: qmp::InputKeyEvent { down, key },
+        });
+        self.execute(qmp::input_send_event {
+            device: None,
+            head: None,
+            events: vec![event],
         })
         .await?;
         Ok(())
@@ -337,13 +367,7 @@ impl Qmp {
     pub async fn send_key(&self, keys: &[&str]) -> Result<(), QmpError> {
         let keys = keys
             .iter()
-            .map(|key| {
-                key.parse::<qmp::QKeyCode>()
-                    .map(qmp::KeyValue::from)
-                    .map_err(|()| QmpError::UnknownKey {
-                        key: key.to_string(),
-                    })
-            })
+            .map(|key| parse_key(key))
             .collect::<Result<Vec<_>, _>>()?;
         self.execute(qmp::send_key {
             keys,
@@ -509,6 +533,15 @@ async fn read_messages(mut reader: BufReader<OwnedReadHalf>, router: Arc<Router>
         }
     }
     router.close();
+}
+
+/// A QKeyCode name ("ret", "shift") as QMP takes it.
+fn parse_key(key: &str) -> Result<qmp::KeyValue, QmpError> {
+    key.parse::<qmp::QKeyCode>()
+        .map(qmp::KeyValue::from)
+        .map_err(|()| QmpError::UnknownKey {
+            key: key.to_string(),
+        })
 }
 
 /// The QKeyCode chord that types `c` on a US keyboard layout, for sending text as keys.

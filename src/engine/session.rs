@@ -95,6 +95,33 @@ pub struct Choices {
     /// 64 hex digits or a SHA256SUMS file, as given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iso_checksum: Option<String>,
+    /// Keys typed into the installer's boot menu (Packer's syntax; secrets only by
+    /// `{{ env "VAR" }}`, never as text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_command: Option<String>,
+    /// Before the first key, as written (`10s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_wait: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_interval: Option<String>,
+    /// Served to the installer at http://10.0.2.2:PORT/.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_port: Option<u16>,
+    /// Boot the installer's kernel from the ISO directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_boot: Option<bool>,
+    /// Kernel and initrd paths inside the ISO (found by its layout when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_args: Option<String>,
+    /// The installer on the serial console (`console=ttyS0,115200n8`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial_console: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,6 +190,16 @@ impl Choices {
             size,
             iso,
             iso_checksum,
+            boot_command,
+            boot_wait,
+            key_interval,
+            http_dir,
+            http_port,
+            kernel_boot,
+            kernel,
+            initrd,
+            kernel_args,
+            serial_console,
             memory_mib,
             cpus,
             user,

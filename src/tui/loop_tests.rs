@@ -38,6 +38,7 @@ async fn stopped_machine(dir: &std::path::Path) -> Machine {
         snapshot: true,
         discard: false,
         cdrom: None,
+        kernel: None,
         ssh_forward_from: None,
         no_reboot: true,
         vnc: false,

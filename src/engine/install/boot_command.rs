@@ -1141,6 +1141,22 @@ fn wait(written: &str) -> Result<Duration, Problem> {
     Ok(duration)
 }
 
+/// A duration as boot commands write them (`10s`, `1m30s`, `500ms`; a bare number is
+/// seconds), for the boot wait and the key interval.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim().to_lowercase();
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_digit()) {
+        return text
+            .parse()
+            .map(Duration::from_secs)
+            .map_err(|_| format!("{text} seconds is too long"));
+    }
+    if text.is_empty() {
+        return Err("a duration is missing (e.g. 10s, 1m30s, 500ms)".into());
+    }
+    go_duration(&text)
+}
+
 /// Go's `time.ParseDuration` for what a wait needs: numbers with an optional fraction, each
 /// followed by a unit (`1m30s`, `1.5h`, `500ms`), no sign.
 fn go_duration(spec: &str) -> Result<Duration, String> {

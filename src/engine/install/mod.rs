@@ -3,6 +3,7 @@
 
 pub mod answer_server;
 pub mod boot_command;
+pub mod unattended;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use super::iso::{self, Expected, IsoError};
 use super::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::verify;
+use unattended::{Plan, Unattended, UnattendedError};
 
 /// How long a cancelled installer gets to answer the ACPI power button.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -30,6 +32,8 @@ pub struct InstallRequest {
     pub timeout: Option<Duration>,
     pub vnc: bool,
     pub record_dir: Option<PathBuf>,
+    /// Boot command, answer-file server, direct kernel boot, serial console.
+    pub unattended: Unattended,
 }
 
 /// A finished install.
@@ -67,8 +71,14 @@ pub enum InstallError {
     NotBootable(String),
     #[error(transparent)]
     Machine(#[from] MachineError),
-    #[error("the installer was still running after {} s; it was stopped (raise --timeout?)", .0.as_secs())]
-    TimedOut(Duration),
+    #[error(transparent)]
+    Unattended(#[from] UnattendedError),
+    #[error("the installer was still running after {} s; it was stopped (raise --timeout?). Its last screen: {}; its serial log: {}", .limit.as_secs(), .screen.display(), .serial_log.display())]
+    TimedOut {
+        limit: Duration,
+        screen: PathBuf,
+        serial_log: PathBuf,
+    },
     #[error("QEMU ended without the guest powering off ({status}): {stderr}")]
     Died { status: String, stderr: String },
     #[error(transparent)]
@@ -86,10 +96,18 @@ impl InstallError {
                 | InstallError::NoImage(_)
                 | InstallError::InUse(_)
                 | InstallError::NotBootable(_)
+                | InstallError::Unattended(_)
                 | InstallError::Machine(MachineError::QemuMissing)
                 | InstallError::Machine(MachineError::ImageInUse(_))
         )
     }
+}
+
+/// Where a timed-out install's last screen is kept: `NAME.install.last-screen.png`.
+fn last_screen_path(image: &std::path::Path) -> PathBuf {
+    let mut name = image.file_stem().unwrap_or_default().to_os_string();
+    name.push(".install.last-screen.png");
+    image.with_file_name(name)
 }
 
 /// Check the inputs, boot the installer and wait for it to power off.
@@ -120,6 +138,8 @@ pub async fn install(
         .await
         .map_err(InstallError::NotBootable)?;
 
+    // Everything about the unattended settings is checked before QEMU starts.
+    let mut plan = Plan::prepare(&request.unattended, &request.iso)?;
     let spec = MachineSpec {
         purpose: "install".into(),
         accelerator: request.accelerator,
@@ -129,6 +149,7 @@ pub async fn install(
         snapshot: false,
         discard: false,
         cdrom: Some(request.iso.clone()),
+        kernel: plan.kernel.clone(),
         ssh_forward_from: None,
         no_reboot: true,
         vnc: request.vnc,
@@ -142,6 +163,26 @@ pub async fn install(
             "accelerator: TCG (software emulation; KVM is not usable here)".to_string()
         }
     });
+    if let (Some(kernel), Some(layout)) = (&plan.kernel, plan.kernel_layout) {
+        reporter.info(format!(
+            "direct kernel boot ({layout}), kernel arguments: {}",
+            kernel.append
+        ));
+    }
+    if let Some(url) = plan.guest_url() {
+        reporter.info(format!(
+            "answer files from {} at {url}/ (127.0.0.1 on this host)",
+            request
+                .unattended
+                .http_dir
+                .as_deref()
+                .unwrap_or(std::path::Path::new("?"))
+                .display()
+        ));
+    }
+    if let Some(requests) = plan.requests.take() {
+        tokio::spawn(unattended::report_requests(requests, reporter.clone()));
+    }
     let started = Instant::now();
     let mut machine = Machine::start(&spec).await?;
     let view = machine.view();
@@ -150,7 +191,7 @@ pub async fn install(
         reporter.info(format!("screen over VNC at {vnc} (loopback only)"));
     }
     reporter.info(format!("serial log: {}", view.serial_log().display()));
-    reporter.machine(view);
+    reporter.machine(view.clone());
 
     let deadline = async {
         match request.timeout {
@@ -158,16 +199,42 @@ pub async fn install(
             None => std::future::pending().await,
         }
     };
-    let ending = tokio::select! {
-        ending = machine.wait() => ending?,
-        _ = deadline => {
-            machine.shut_down(CANCEL_GRACE).await;
-            return Err(InstallError::TimedOut(request.timeout.unwrap_or_default()));
-        }
-        _ = reporter.cancelled() => {
-            reporter.info("stopping the installer…");
-            machine.shut_down(CANCEL_GRACE).await;
-            return Err(Cancelled("the installer's machine was stopped".into()).into());
+    tokio::pin!(deadline);
+    let typing = unattended::type_boot_command(
+        &view,
+        &plan.actions,
+        plan.boot_wait,
+        plan.key_interval,
+        &reporter,
+    );
+    tokio::pin!(typing);
+    let mut typed = plan.actions.is_empty();
+    let ending = loop {
+        tokio::select! {
+            ending = machine.wait() => break ending?,
+            result = &mut typing, if !typed => {
+                typed = true;
+                if let Err(error) = result {
+                    reporter.warn(format!("boot command: typing stopped: {error}"));
+                }
+            }
+            _ = &mut deadline => {
+                let screen = last_screen_path(&request.image);
+                if let Err(error) = view.save_screen(&screen).await {
+                    reporter.warn(format!("cannot save the last screen: {error}"));
+                }
+                machine.shut_down(CANCEL_GRACE).await;
+                return Err(InstallError::TimedOut {
+                    limit: request.timeout.unwrap_or_default(),
+                    screen,
+                    serial_log: spec.serial_log,
+                });
+            }
+            _ = reporter.cancelled() => {
+                reporter.info("stopping the installer…");
+                machine.shut_down(CANCEL_GRACE).await;
+                return Err(Cancelled("the installer's machine was stopped".into()).into());
+            }
         }
     };
     match ending {

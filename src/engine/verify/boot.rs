@@ -62,6 +62,7 @@ pub async fn boot_checks(
         snapshot: true,
         discard: false,
         cdrom: None,
+        kernel: None,
         ssh_forward_from: Some(FIRST_PORT),
         no_reboot: false,
         vnc: false,

@@ -10,6 +10,8 @@ use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant
 use crate::engine::driver::DriverProfile;
 use crate::engine::image::CreateRequest;
 use crate::engine::install::InstallRequest;
+use crate::engine::install::boot_command;
+use crate::engine::install::unattended::{KernelBoot, Unattended};
 use crate::engine::iso::Expected;
 use crate::engine::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
@@ -67,6 +69,31 @@ pub fn install_request(
         .clone()
         .ok_or("install needs an installer ISO (--iso FILE)")?;
     let (memory_mib, cpus) = environment.machine_size(choices);
+    let duration = |what: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(boot_command::parse_duration)
+            .transpose()
+            .map_err(|problem| format!("{what}: {problem}"))
+    };
+    let kernel_boot = choices.kernel_boot.unwrap_or(false)
+        || choices.kernel.is_some()
+        || choices.kernel_args.is_some();
+    let unattended = Unattended {
+        boot_command: choices
+            .boot_command
+            .clone()
+            .filter(|c| !c.trim().is_empty()),
+        boot_wait: duration("boot wait", &choices.boot_wait)?,
+        key_interval: duration("key interval", &choices.key_interval)?,
+        http_dir: choices.http_dir.clone(),
+        http_port: choices.http_port,
+        kernel_boot: kernel_boot.then(|| KernelBoot {
+            kernel: choices.kernel.clone(),
+            initrd: choices.initrd.clone(),
+            args: choices.kernel_args.clone().unwrap_or_default(),
+        }),
+        serial_console: choices.serial_console.unwrap_or(false),
+    };
     Ok(InstallRequest {
         image: image.to_path_buf(),
         iso,
@@ -77,6 +104,7 @@ pub fn install_request(
         timeout: options.timeout,
         vnc: !options.no_vnc,
         record_dir: environment.record_dir.clone(),
+        unattended,
     })
 }
 
