@@ -75,22 +75,25 @@ pub fn install_request(
             .transpose()
             .map_err(|problem| format!("{what}: {problem}"))
     };
+    // An empty value is a setting switched off (the workbench's "by hand").
+    let given = |text: &Option<String>| text.clone().filter(|t| !t.trim().is_empty());
+    let kernel_args = given(&choices.kernel_args);
     let kernel_boot = choices.kernel_boot.unwrap_or(false)
-        || choices.kernel.is_some()
-        || choices.kernel_args.is_some();
+        || given(&choices.kernel).is_some()
+        || kernel_args.is_some();
     let unattended = Unattended {
-        boot_command: choices
-            .boot_command
+        boot_command: given(&choices.boot_command),
+        boot_wait: duration("boot wait", &given(&choices.boot_wait))?,
+        key_interval: duration("key interval", &given(&choices.key_interval))?,
+        http_dir: choices
+            .http_dir
             .clone()
-            .filter(|c| !c.trim().is_empty()),
-        boot_wait: duration("boot wait", &choices.boot_wait)?,
-        key_interval: duration("key interval", &choices.key_interval)?,
-        http_dir: choices.http_dir.clone(),
+            .filter(|dir| !dir.as_os_str().is_empty()),
         http_port: choices.http_port,
         kernel_boot: kernel_boot.then(|| KernelBoot {
-            kernel: choices.kernel.clone(),
-            initrd: choices.initrd.clone(),
-            args: choices.kernel_args.clone().unwrap_or_default(),
+            kernel: given(&choices.kernel),
+            initrd: given(&choices.initrd),
+            args: kernel_args.unwrap_or_default(),
         }),
         serial_console: choices.serial_console.unwrap_or(false),
     };

@@ -2,9 +2,15 @@
 
 use super::run::StepRun;
 use crate::engine::install::InstallOutcome;
+use crate::engine::install::boot_command::{self, BootCommand};
 use crate::engine::session::Choices;
 use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
+
+/// The Install form's two ways: a person at the installer, or kiln typing and serving.
+const BY_HAND: &str = "by hand";
+const UNATTENDED: &str = "unattended";
+const UNATTENDED_ONLY: &[&str] = &[UNATTENDED];
 
 pub struct InstallScreen {
     pub form: Form,
@@ -18,6 +24,21 @@ impl InstallScreen {
                 Field::path("disk", "Disk", ""),
                 Field::path("iso", "ISO", ""),
                 Field::path("sha256", "SHA-256", ""),
+                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED]),
+                Field::text("boot-command", "Boot keys", "").only_for("mode", UNATTENDED_ONLY),
+                Field::text("boot-wait", "Key wait", "").only_for("mode", UNATTENDED_ONLY),
+                Field::path("http-dir", "HTTP dir", "").only_for("mode", UNATTENDED_ONLY),
+                Field::text("kernel-args", "Kernel", "").only_for("mode", UNATTENDED_ONLY),
+                Field::check(
+                    "kernel-boot",
+                    "boot the ISO's kernel directly (no boot menu)",
+                )
+                .only_for("mode", UNATTENDED_ONLY),
+                Field::check(
+                    "serial-console",
+                    "installer on the serial console (console=ttyS0)",
+                )
+                .only_for("mode", UNATTENDED_ONLY),
                 Field::button("Boot installer"),
             ]),
             run: StepRun::default(),
@@ -27,9 +48,25 @@ impl InstallScreen {
     /// The choices this form makes, to carry and record.
     pub fn choices(&self) -> Choices {
         let optional = |key: &str| Some(self.form.text(key)).filter(|t| !t.is_empty());
+        let unattended = self.form.choice("mode") == UNATTENDED;
+        // By hand, the unattended settings are switched off, not forgotten as typed: the
+        // session's earlier ones must not type keys into a person's installer either.
+        let when = |value: Option<String>| {
+            if unattended {
+                value
+            } else {
+                Some(String::new())
+            }
+        };
         Choices {
             iso: optional("iso").map(Into::into),
             iso_checksum: optional("sha256"),
+            boot_command: when(optional("boot-command")),
+            boot_wait: when(optional("boot-wait")),
+            http_dir: when(optional("http-dir")).map(Into::into),
+            kernel_args: when(optional("kernel-args")),
+            kernel_boot: Some(unattended && self.form.checked("kernel-boot")),
+            serial_console: Some(unattended && self.form.checked("serial-console")),
             ..Choices::default()
         }
     }
@@ -41,6 +78,27 @@ impl InstallScreen {
         if let Some(sum) = &choices.iso_checksum {
             self.form.set_text("sha256", sum);
         }
+        let text = |value: &Option<String>| value.clone().unwrap_or_default();
+        self.form
+            .set_text("boot-command", &text(&choices.boot_command));
+        self.form.set_text("boot-wait", &text(&choices.boot_wait));
+        let http_dir = choices.http_dir.as_ref().map(|d| d.display().to_string());
+        self.form.set_text("http-dir", &text(&http_dir));
+        let http_dir = http_dir.as_deref();
+        self.form
+            .set_text("kernel-args", &text(&choices.kernel_args));
+        let kernel_boot = choices.kernel_boot == Some(true);
+        let serial_console = choices.serial_console == Some(true);
+        self.form.set_checked("kernel-boot", kernel_boot);
+        self.form.set_checked("serial-console", serial_console);
+        let unattended = kernel_boot
+            || serial_console
+            || [&choices.boot_command, &choices.kernel_args]
+                .iter()
+                .any(|value| value.as_ref().is_some_and(|v| !v.is_empty()))
+            || http_dir.is_some_and(|dir| !dir.is_empty());
+        self.form
+            .set_choice("mode", if unattended { UNATTENDED } else { BY_HAND });
     }
 
     /// The result panel's lines for a finished install.
@@ -74,7 +132,37 @@ impl InstallScreen {
                 Level::Info,
                 "optional: 64 hex digits or a SHA256SUMS file".into(),
             )),
+            "boot-command" => Some(self.boot_command_hint()),
+            "boot-wait" => Some((
+                Level::Info,
+                "before the first key (default 10s); keys 100ms apart".into(),
+            )),
+            "kernel-args" => Some((
+                Level::Info,
+                "added to the installer's kernel command line (means direct boot), e.g. \
+                 auto=true url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg"
+                    .into(),
+            )),
             _ => None,
+        }
+    }
+}
+
+impl InstallScreen {
+    /// A boot command's first mistake with its column, or what the field takes.
+    fn boot_command_hint(&self) -> (Level, String) {
+        let source = self.form.raw("boot-command");
+        if source.trim().is_empty() {
+            return (
+                Level::Info,
+                "keys for the boot menu, Packer's syntax: <esc><wait>install … <enter>".into(),
+            );
+        }
+        match BootCommand::parse(&source).and_then(|command| {
+            command.check_names(&[boot_command::HTTP_IP, boot_command::HTTP_PORT])
+        }) {
+            Ok(()) => (Level::Info, "boot command understood".into()),
+            Err(error) => (Level::Warn, error.to_string()),
         }
     }
 }
@@ -82,5 +170,56 @@ impl InstallScreen {
 impl Default for InstallScreen {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unattended_settings_round_trip_and_by_hand_switches_them_off() {
+        let mut screen = InstallScreen::new();
+        screen.form.set_choice("mode", UNATTENDED);
+        screen.form.set_text(
+            "boot-command",
+            "<esc><wait>install url=http://{{ .HTTPIP }}<enter>",
+        );
+        screen.form.set_text("http-dir", "/srv/answers");
+        screen.form.set_checked("serial-console", true);
+        let choices = screen.choices();
+        assert_eq!(choices.http_dir, Some("/srv/answers".into()));
+        assert_eq!(choices.serial_console, Some(true));
+        assert_eq!(
+            screen.boot_command_hint(),
+            (Level::Info, "boot command understood".into())
+        );
+
+        // A session with these choices opens the form in unattended mode, filled in.
+        let mut reopened = InstallScreen::new();
+        reopened.fill(&choices);
+        assert_eq!(reopened.form.choice("mode"), UNATTENDED);
+        assert_eq!(reopened.choices(), choices);
+
+        // By hand: every unattended setting is off, whatever the fields still hold.
+        reopened.form.set_choice("mode", BY_HAND);
+        let by_hand = reopened.choices();
+        assert_eq!(by_hand.boot_command.as_deref(), Some(""));
+        assert_eq!(by_hand.serial_console, Some(false));
+        let mut again = InstallScreen::new();
+        again.fill(&by_hand);
+        assert_eq!(again.form.choice("mode"), BY_HAND);
+    }
+
+    #[test]
+    fn a_misspelt_key_is_named_under_the_field() {
+        let mut screen = InstallScreen::new();
+        screen.form.set_text("boot-command", "<esc><entre>");
+        let (level, hint) = screen.boot_command_hint();
+        assert_eq!(level, Level::Warn);
+        assert!(
+            hint.contains("column 6") && hint.contains("<enter>"),
+            "{hint}"
+        );
     }
 }
