@@ -91,3 +91,29 @@ pub fn variant(name: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no variant {name}; have {:?}", variants.keys()))
         .clone()
 }
+
+/// The real Debian installer (netboot, text frontend) packed as an isolinux ISO, from
+/// tests/fixtures/debian-installer.sh (cached).
+pub fn debian_installer_iso() -> PathBuf {
+    static ISO: OnceLock<PathBuf> = OnceLock::new();
+    ISO.get_or_init(|| {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian-installer.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .expect("debian-installer.sh runs");
+        assert!(
+            out.status.success(),
+            "Debian installer ISO build failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("KILN_FIXTURE_DI_ISO="))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("debian-installer.sh printed no ISO:\n{stdout}"))
+    })
+    .clone()
+}

@@ -1,0 +1,114 @@
+//! The real Debian installer, unattended: kiln types a boot command into its isolinux menu (or
+//! boots its kernel directly), serves it a preseed file, and the installer runs on the serial
+//! console and executes the preseed. The guest cannot reach a package mirror here, so the
+//! tests stop once the preseed has run (the whole installation is benches/debian-install.sh).
+
+mod support;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+use support::fixtures::debian_installer_iso;
+use support::guest::qemu_running_with;
+use support::{Sandbox, text};
+
+/// What the preseed's early_command writes to the serial console.
+const MARKER: &str = "kiln-preseed: early_command ran";
+
+/// A preseed that proves it was fetched and run, then leaves the installer to wait.
+fn answers(sandbox: &Sandbox) -> std::path::PathBuf {
+    let dir = sandbox.path().join("answers");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("preseed.cfg"),
+        format!("d-i preseed/early_command string echo '{MARKER}' > /dev/ttyS0\n"),
+    )
+    .unwrap();
+    dir
+}
+
+/// Run `kiln install` with `unattended` flags until the serial console shows the marker, then
+/// stop it (SIGTERM, as a cancelled CI job would). Returns kiln's stderr and the serial output.
+fn install_until_the_preseed_runs(unattended: &[&str]) -> (String, String) {
+    let sandbox = Sandbox::new();
+    let out = sandbox.kiln(&["create", "di.qcow2", "--size", "2G"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answers = answers(&sandbox);
+    let iso = debian_installer_iso().display().to_string();
+    let mut child = Command::new(support::kiln_bin())
+        .args(["--memory", "1024", "install", "di.qcow2", "--iso", &iso])
+        .args(["--timeout", "300", "--http-dir"])
+        .arg(&answers)
+        .args(unattended)
+        .current_dir(sandbox.work())
+        .envs(sandbox.env())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let pid = child.id().to_string();
+    let mut serial = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let Ok(line) = line else { break };
+        serial.push_str(&line);
+        serial.push('\n');
+        if line.contains(MARKER) {
+            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        }
+    }
+    child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(
+        serial.contains(MARKER),
+        "the preseed never ran:\n{log}\n--- serial ---\n{serial}"
+    );
+    assert!(
+        !qemu_running_with(&sandbox.work().display().to_string()),
+        "QEMU outlived kiln"
+    );
+    (log, serial)
+}
+
+#[test]
+fn a_boot_command_typed_into_the_real_installer_menu_starts_a_preseeded_install() {
+    let (log, serial) = install_until_the_preseed_runs(&[
+        "--boot-wait",
+        "20s",
+        "--boot-command",
+        "<esc><wait>install auto=true priority=critical \
+         url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg console=ttyS0,115200n8<enter>",
+    ]);
+    // Each typed chunk is in the log, with the placeholders filled in.
+    assert!(log.contains("boot command: pressed <esc>"), "{log}");
+    assert!(
+        log.contains(
+            "boot command: typed `install auto=true priority=critical url=http://10.0.2.2:"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("boot command: pressed <enter>"), "{log}");
+    // The installer asked the answer-file server, and it answered.
+    assert!(log.contains("guest fetched /preseed.cfg, 200"), "{log}");
+    // The kernel got the typed `console=ttyS0`: the installer's init talks on the serial port
+    // (the menu's `quiet` hides the kernel's own lines).
+    assert!(serial.contains("Starting system log daemon"), "{serial}");
+}
+
+#[test]
+fn direct_kernel_boot_runs_the_installer_on_the_serial_console() {
+    let (log, serial) = install_until_the_preseed_runs(&[
+        "--kernel-args",
+        "auto=true priority=critical url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg",
+        "--serial-console",
+    ]);
+    assert!(
+        log.contains("direct kernel boot (Debian netboot (debian-installer/amd64))"),
+        "{log}"
+    );
+    assert!(!log.contains("boot command:"), "{log}");
+    assert!(log.contains("guest fetched /preseed.cfg, 200"), "{log}");
+    assert!(serial.contains("console=ttyS0,115200n8"), "{serial}");
+    assert!(serial.contains("Starting system log daemon"), "{serial}");
+}
