@@ -27,18 +27,44 @@ fn answers(sandbox: &Sandbox) -> std::path::PathBuf {
     dir
 }
 
+/// Where the installer's answers come from: a directory of the test's, or a preset.
+enum Answers {
+    Directory,
+    Preset,
+}
+
 /// Run `kiln install` with `unattended` flags until the serial console shows the marker, then
 /// stop it (SIGTERM, as a cancelled CI job would). Returns kiln's stderr and the serial output.
-fn install_until_the_preseed_runs(unattended: &[&str]) -> (String, String) {
+fn install_until_the_preseed_runs(answers_from: Answers, unattended: &[&str]) -> (String, String) {
     let sandbox = Sandbox::new();
     let out = sandbox.kiln(&["create", "di.qcow2", "--size", "2G"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let answers = answers(&sandbox);
+    let answer_flags = match answers_from {
+        Answers::Directory => vec![
+            "--http-dir".to_string(),
+            answers(&sandbox).display().to_string(),
+        ],
+        Answers::Preset => {
+            let password = sandbox.path().join("password");
+            std::fs::write(&password, "builder-pass\n").unwrap();
+            vec![
+                "--preset".to_string(),
+                "debian-12".to_string(),
+                "--user".to_string(),
+                "builder".to_string(),
+                "--password-file".to_string(),
+                password.display().to_string(),
+                // No mirror is reachable; the install stops after the preseed ran.
+                "--mirror".to_string(),
+                "http://10.0.2.2:9/debian".to_string(),
+            ]
+        }
+    };
     let iso = debian_installer_iso().display().to_string();
     let mut child = Command::new(support::kiln_bin())
         .args(["--memory", "1024", "install", "di.qcow2", "--iso", &iso])
-        .args(["--timeout", "300", "--http-dir"])
-        .arg(&answers)
+        .args(["--timeout", "300"])
+        .args(&answer_flags)
         .args(unattended)
         .current_dir(sandbox.work())
         .envs(sandbox.env())
@@ -73,13 +99,16 @@ fn install_until_the_preseed_runs(unattended: &[&str]) -> (String, String) {
 
 #[test]
 fn a_boot_command_typed_into_the_real_installer_menu_starts_a_preseeded_install() {
-    let (log, serial) = install_until_the_preseed_runs(&[
-        "--boot-wait",
-        "20s",
-        "--boot-command",
-        "<esc><wait>install auto=true priority=critical \
+    let (log, serial) = install_until_the_preseed_runs(
+        Answers::Directory,
+        &[
+            "--boot-wait",
+            "20s",
+            "--boot-command",
+            "<esc><wait>install auto=true priority=critical \
          url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg console=ttyS0,115200n8<enter>",
-    ]);
+        ],
+    );
     // Each typed chunk is in the log, with the placeholders filled in.
     assert!(log.contains("boot command: pressed <esc>"), "{log}");
     assert!(
@@ -96,19 +125,21 @@ fn a_boot_command_typed_into_the_real_installer_menu_starts_a_preseeded_install(
     assert!(serial.contains("Starting system log daemon"), "{serial}");
 }
 
+/// The debian-12 preset: kiln fills in its preseed and serves it with the reference
+/// sshd_config, and boots the installer's kernel directly with the preset's arguments.
 #[test]
-fn direct_kernel_boot_runs_the_installer_on_the_serial_console() {
-    let (log, serial) = install_until_the_preseed_runs(&[
-        "--kernel-args",
-        "auto=true priority=critical url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg",
-        "--serial-console",
-    ]);
+fn the_debian_preset_boots_the_installer_directly_with_its_own_preseed() {
+    let (log, serial) = install_until_the_preseed_runs(Answers::Preset, &[]);
     assert!(
         log.contains("direct kernel boot (Debian netboot (debian-installer/amd64))"),
         "{log}"
     );
     assert!(!log.contains("boot command:"), "{log}");
     assert!(log.contains("guest fetched /preseed.cfg, 200"), "{log}");
-    assert!(serial.contains("console=ttyS0,115200n8"), "{serial}");
+    // The preset's kernel arguments: its serial console and the image's name as hostname.
+    assert!(log.contains("console=ttyS0,115200n8"), "{log}");
+    assert!(log.contains("hostname=di "), "{log}");
     assert!(serial.contains("Starting system log daemon"), "{serial}");
+    // The password went into the served answer file only.
+    assert!(!log.contains("builder-pass"), "{log}");
 }

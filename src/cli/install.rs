@@ -33,6 +33,12 @@ pub struct InstallArgs {
     pub no_vnc: bool,
     #[command(flatten)]
     pub unattended: UnattendedArgs,
+    /// With --preset: the user the installer creates (configure then logs in as it).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// With --preset: first line is the user's password. Never recorded.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// How the installer runs without a person; shared by `kiln install` and `kiln run`.
@@ -77,6 +83,15 @@ pub struct UnattendedArgs {
     /// command line; without a boot command this means --kernel-boot).
     #[arg(long)]
     pub serial_console: bool,
+    /// Install unattended with a built-in answer file: debian-12 (a minimal Debian with
+    /// openssh-server, CI-ready sshd_config and an empty root password). Needs the user and
+    /// password; boots the ISO's kernel directly when it can, else types into its menu.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// The package mirror a preset installs from, http://HOST/DIR [default: this host's
+    /// Debian mirror from its apt sources].
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
 }
 
 impl UnattendedArgs {
@@ -100,6 +115,8 @@ impl UnattendedArgs {
             initrd: self.initrd.clone(),
             kernel_args: self.kernel_args.clone(),
             serial_console: on(self.serial_console),
+            preset: self.preset.clone(),
+            mirror: self.mirror.clone(),
             ..Choices::default()
         })
     }
@@ -128,13 +145,24 @@ pub async fn run(args: InstallArgs, settings: &Settings, dirs: Option<&Dirs>) ->
     };
     choices.iso = Some(super::absolute(&args.iso));
     choices.iso_checksum = checksum;
+    choices.user = args.user.clone();
     workflow.choose(&choices);
+    let mut secrets = Secrets::default();
+    if let Some(file) = &args.password_file {
+        match super::configure::first_line(file) {
+            Ok(password) => secrets.password = Some(password),
+            Err(problem) => {
+                eprintln!("kiln install: {problem}");
+                return Exit::Environment;
+            }
+        }
+    }
     let options = StepOptions {
         timeout: args.timeout.map(Duration::from_secs),
         no_vnc: args.no_vnc,
         ..StepOptions::default()
     };
-    let task = workflow.start(Step::Install, Secrets::default(), options);
+    let task = workflow.start(Step::Install, secrets, options);
     match report::follow("install", task, true).await {
         Ok(_) => Exit::Ok,
         Err(e) => Exit::for_step(&e),

@@ -122,6 +122,12 @@ pub struct Choices {
     /// The installer on the serial console (`console=ttyS0,115200n8`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub serial_console: Option<bool>,
+    /// A built-in answer file (`debian-12`), filled in with the user and password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// The package mirror a preset installs from (http://HOST/DIR).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -200,6 +206,8 @@ impl Choices {
             initrd,
             kernel_args,
             serial_console,
+            preset,
+            mirror,
             memory_mib,
             cpus,
             user,

@@ -3,6 +3,7 @@
 
 pub mod answer_server;
 pub mod boot_command;
+pub mod preset;
 pub mod unattended;
 
 use std::path::PathBuf;

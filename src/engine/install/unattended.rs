@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::answer_server::{AnswerServer, AnswerServerError, GUEST_HOST_ADDRESS, ServedRequest};
 use super::boot_command::{self, Action, BootCommand, BootCommandError, Values};
+use super::preset::{Preset, PresetError, PresetValues};
 use crate::engine::iso::filesystem::{IsoFilesystem, IsoReadError};
 use crate::engine::iso::kernel::{InstallerKernel, KernelNotFound, find_installer_kernel};
 use crate::engine::machine::{DirectKernel, MachineError, MachineView};
@@ -39,6 +40,16 @@ pub struct Unattended {
     /// Add `console=ttyS0,115200n8` to the installer's kernel command line (implies direct
     /// kernel boot when no boot command is given).
     pub serial_console: bool,
+    /// A built-in answer file, filled in and served (instead of an HTTP directory), with the
+    /// kernel arguments that start it.
+    pub preset: Option<PresetChoice>,
+}
+
+/// Which preset, with the person's values for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PresetChoice {
+    pub name: String,
+    pub values: PresetValues,
 }
 
 /// Direct kernel boot: which kernel and initrd (found by the ISO's layout when unset), and
@@ -61,8 +72,12 @@ pub enum UnattendedError {
     Iso(#[from] IsoReadError),
     #[error(transparent)]
     Kernel(#[from] KernelNotFound),
-    #[error("cannot make a directory for the installer's kernel: {0}")]
+    #[error("cannot make a temporary directory for the install: {0}")]
     TempDir(std::io::Error),
+    #[error(transparent)]
+    Preset(#[from] PresetError),
+    #[error("a preset serves its own answer files: leave out the HTTP directory, or the preset")]
+    PresetAndHttpDir,
 }
 
 /// The unattended settings, checked and ready: the server running, the kernel extracted,
@@ -80,12 +95,16 @@ pub struct Plan {
     pub kernel_layout: Option<&'static str>,
     /// Holds the extracted kernel and initrd; removed when the plan is dropped.
     _kernel_dir: Option<tempfile::TempDir>,
+    /// Holds a preset's filled-in answer files (a password among them) while they are served.
+    _answers_dir: Option<tempfile::TempDir>,
 }
 
 impl Plan {
     /// Check every setting and get what the machine needs, in the order that fails fastest:
     /// the boot command's text, the ISO's kernel, then the server (which binds a port).
     pub fn prepare(settings: &Unattended, iso: &Path) -> Result<Plan, UnattendedError> {
+        let preset = PresetAnswers::choose(settings, iso)?;
+        let settings = preset.as_ref().map_or(settings, |p| &p.settings);
         let command = match &settings.boot_command {
             Some(source) => {
                 let command = BootCommand::parse(source)?;
@@ -107,6 +126,9 @@ impl Plan {
             Some(dir) => {
                 let (sender, receiver) = mpsc::unbounded_channel();
                 let server = AnswerServer::start(dir, settings.http_port, sender)?;
+                if let Some(preset) = &preset {
+                    preset.write(server.port())?;
+                }
                 (Some(server), Some(receiver))
             }
             None => (None, None),
@@ -139,12 +161,70 @@ impl Plan {
             kernel,
             kernel_layout,
             _kernel_dir: kernel_dir,
+            _answers_dir: preset.map(|p| p.dir),
         })
     }
 
     /// The answer-file server's address as the guest sees it.
     pub fn guest_url(&self) -> Option<String> {
         self.server.as_ref().map(AnswerServer::guest_url)
+    }
+}
+
+/// A preset in use: its answer files' directory and the settings that start it.
+struct PresetAnswers {
+    preset: Preset,
+    values: PresetValues,
+    dir: tempfile::TempDir,
+    /// The person's settings with the preset's way of starting the installer and its
+    /// answer-file directory.
+    settings: Unattended,
+}
+
+impl PresetAnswers {
+    /// Check the preset and its values; start the installer with the preset's kernel
+    /// arguments when the ISO's kernel can be found, else with its boot command through the
+    /// boot menu — unless the person gave a boot command or kernel arguments of their own.
+    fn choose(settings: &Unattended, iso: &Path) -> Result<Option<PresetAnswers>, UnattendedError> {
+        let Some(choice) = &settings.preset else {
+            return Ok(None);
+        };
+        if settings.http_dir.is_some() {
+            return Err(UnattendedError::PresetAndHttpDir);
+        }
+        let preset = Preset::find(&choice.name)?;
+        preset.check(&choice.values)?;
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-answers-")
+            .tempdir()
+            .map_err(UnattendedError::TempDir)?;
+        let mut effective = settings.clone();
+        effective.http_dir = Some(dir.path().to_path_buf());
+        if effective.boot_command.is_none() && effective.kernel_boot.is_none() {
+            let kernel_found = IsoFilesystem::open(iso)
+                .ok()
+                .is_some_and(|filesystem| find_installer_kernel(&filesystem).is_ok());
+            if kernel_found {
+                effective.kernel_boot = Some(KernelBoot {
+                    args: preset.kernel_args(&choice.values),
+                    ..KernelBoot::default()
+                });
+            } else {
+                effective.boot_command = Some(preset.boot_command(&choice.values));
+            }
+        }
+        Ok(Some(PresetAnswers {
+            preset,
+            values: choice.values.clone(),
+            dir,
+            settings: effective,
+        }))
+    }
+
+    /// Fill in the answer files for the server listening on `port`.
+    fn write(&self, port: u16) -> Result<(), PresetError> {
+        self.preset
+            .write_answers(self.dir.path(), &self.values, port)
     }
 }
 

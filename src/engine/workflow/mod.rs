@@ -402,7 +402,7 @@ async fn work(
                 .map_err(StepError::from)
         }
         Step::Install => {
-            let request = requests::install_request(image, choices, environment, options)
+            let request = requests::install_request(image, choices, secrets, environment, options)
                 .map_err(StepError::Usage)?;
             install::install(request, reporter)
                 .await

@@ -11,7 +11,8 @@ use crate::engine::driver::DriverProfile;
 use crate::engine::image::CreateRequest;
 use crate::engine::install::InstallRequest;
 use crate::engine::install::boot_command;
-use crate::engine::install::unattended::{KernelBoot, Unattended};
+use crate::engine::install::preset::{Mirror, PresetValues};
+use crate::engine::install::unattended::{KernelBoot, PresetChoice, Unattended};
 use crate::engine::iso::Expected;
 use crate::engine::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
@@ -61,6 +62,7 @@ pub fn parse_checksum(text: &str) -> Option<Expected> {
 pub fn install_request(
     image: &Path,
     choices: &Choices,
+    secrets: &Secrets,
     environment: &Environment,
     options: &StepOptions,
 ) -> Result<InstallRequest, String> {
@@ -96,6 +98,7 @@ pub fn install_request(
             args: kernel_args.unwrap_or_default(),
         }),
         serial_console: choices.serial_console.unwrap_or(false),
+        preset: preset_choice(image, choices, secrets)?,
     };
     Ok(InstallRequest {
         image: image.to_path_buf(),
@@ -109,6 +112,46 @@ pub fn install_request(
         record_dir: environment.record_dir.clone(),
         unattended,
     })
+}
+
+/// The preset and the values it is filled with: the image's name as hostname, the user and
+/// password configure logs in with, the chosen mirror or this host's own.
+fn preset_choice(
+    image: &Path,
+    choices: &Choices,
+    secrets: &Secrets,
+) -> Result<Option<PresetChoice>, String> {
+    let Some(name) = choices.preset.clone().filter(|name| !name.is_empty()) else {
+        return Ok(None);
+    };
+    let user = choices
+        .user
+        .clone()
+        .filter(|user| user != "root")
+        .ok_or_else(|| format!("the {name} preset creates a user: give its name (--user NAME)"))?;
+    let mirror = match &choices.mirror {
+        Some(url) => Mirror::parse(url).map_err(|e| e.to_string())?,
+        None => Mirror::from_host_apt().ok_or_else(|| {
+            format!("the {name} preset needs a Debian mirror: --mirror http://HOST/debian")
+        })?,
+    };
+    let hostname: String = image
+        .file_stem()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    Ok(Some(PresetChoice {
+        name,
+        values: PresetValues {
+            hostname: hostname.trim_matches('-').to_string(),
+            user,
+            password: secrets.password.clone().unwrap_or_default(),
+            mirror,
+        },
+    }))
 }
 
 /// Log in as the install's user with its password (which sudo also gets) or a key.
@@ -278,7 +321,14 @@ mod tests {
         };
         let image = Path::new("/i/d.qcow2");
         let options = StepOptions::default();
-        let install = install_request(image, &choices, &environment(), &options).unwrap();
+        let install = install_request(
+            image,
+            &choices,
+            &Secrets::default(),
+            &environment(),
+            &options,
+        )
+        .unwrap();
         assert_eq!(install.memory_mib, 2048);
         assert_eq!(install.cpus, 2);
         assert!(install.vnc);
@@ -344,8 +394,14 @@ mod tests {
     fn missing_inputs_are_named() {
         let image = Path::new("/i/d.qcow2");
         let options = StepOptions::default();
-        let error =
-            install_request(image, &Choices::default(), &environment(), &options).unwrap_err();
+        let error = install_request(
+            image,
+            &Choices::default(),
+            &Secrets::default(),
+            &environment(),
+            &options,
+        )
+        .unwrap_err();
         assert!(error.contains("--iso"), "{error}");
         let secrets = Secrets {
             token: publish::Token::new("t0ken"),
