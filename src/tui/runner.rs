@@ -112,11 +112,23 @@ impl App {
             }
         }
         let environment = self.environment();
-        let choices = self.form_choices();
-        let secrets = Secrets {
+        let mut choices = self.form_choices();
+        let mut secrets = Secrets {
             token: self.publish.secrets().token,
             ..self.configure.secrets()
         };
+        if step == Step::Install && self.install.uses_preset() {
+            // A preset creates the user: its name and password are Install's, and Configure
+            // will log in with them.
+            let user = self.install.form.text("user");
+            let password = self.install.password();
+            choices.user = Some(user.clone());
+            self.configure.form.set_text("user", &user);
+            self.configure
+                .form
+                .set_text("password", password.as_deref().unwrap_or_default());
+            secrets.password = password;
+        }
         let options = StepOptions {
             task: TaskOptions {
                 // A failed step's machine stays up for a look (r retries, s stops it).

@@ -147,7 +147,7 @@ impl Preset {
         if values.password.is_empty() {
             return Err(PresetError::Missing {
                 preset: self.name.to_string(),
-                what: "the user's password (--password-file FILE)",
+                what: "the user's password (Password, or --password-file FILE)",
             });
         }
         if values.password.contains(['\n', '\r']) {

@@ -128,7 +128,9 @@ fn preset_choice(
         .user
         .clone()
         .filter(|user| user != "root")
-        .ok_or_else(|| format!("the {name} preset creates a user: give its name (--user NAME)"))?;
+        .ok_or_else(|| {
+            format!("the {name} preset creates a user: give its name (User, or --user NAME)")
+        })?;
     let mirror = match &choices.mirror {
         Some(url) => Mirror::parse(url).map_err(|e| e.to_string())?,
         None => Mirror::from_host_apt().ok_or_else(|| {

@@ -7,10 +7,13 @@ use crate::engine::session::Choices;
 use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
 
-/// The Install form's two ways: a person at the installer, or kiln typing and serving.
+/// The Install form's ways: a person at the installer; kiln typing and serving what the
+/// person set up; or a built-in preset (its answer file filled in from the form).
 const BY_HAND: &str = "by hand";
 const UNATTENDED: &str = "unattended";
+const DEBIAN_PRESET: &str = "debian-12";
 const UNATTENDED_ONLY: &[&str] = &[UNATTENDED];
+const PRESET_ONLY: &[&str] = &[DEBIAN_PRESET];
 
 pub struct InstallScreen {
     pub form: Form,
@@ -24,7 +27,10 @@ impl InstallScreen {
                 Field::path("disk", "Disk", ""),
                 Field::path("iso", "ISO", ""),
                 Field::path("sha256", "SHA-256", ""),
-                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED]),
+                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED, DEBIAN_PRESET]),
+                Field::text("user", "User", "").only_for("mode", PRESET_ONLY),
+                Field::secret("password", "Password").only_for("mode", PRESET_ONLY),
+                Field::text("mirror", "Mirror", "").only_for("mode", PRESET_ONLY),
                 Field::text("boot-command", "Boot keys", "").only_for("mode", UNATTENDED_ONLY),
                 Field::text("boot-wait", "Key wait", "").only_for("mode", UNATTENDED_ONLY),
                 Field::path("http-dir", "HTTP dir", "").only_for("mode", UNATTENDED_ONLY),
@@ -48,7 +54,9 @@ impl InstallScreen {
     /// The choices this form makes, to carry and record.
     pub fn choices(&self) -> Choices {
         let optional = |key: &str| Some(self.form.text(key)).filter(|t| !t.is_empty());
-        let unattended = self.form.choice("mode") == UNATTENDED;
+        let mode = self.form.choice("mode");
+        let unattended = mode == UNATTENDED;
+        let preset = mode == DEBIAN_PRESET;
         // By hand, the unattended settings are switched off, not forgotten as typed: the
         // session's earlier ones must not type keys into a person's installer either.
         let when = |value: Option<String>| {
@@ -67,8 +75,24 @@ impl InstallScreen {
             kernel_args: when(optional("kernel-args")),
             kernel_boot: Some(unattended && self.form.checked("kernel-boot")),
             serial_console: Some(unattended && self.form.checked("serial-console")),
+            preset: Some(if preset {
+                DEBIAN_PRESET.into()
+            } else {
+                String::new()
+            }),
+            user: optional("user").filter(|_| preset),
+            mirror: optional("mirror").filter(|_| preset),
             ..Choices::default()
         }
+    }
+
+    pub fn uses_preset(&self) -> bool {
+        self.form.choice("mode") == DEBIAN_PRESET
+    }
+
+    /// The password a preset gives the user it creates (typed this time, never recorded).
+    pub fn password(&self) -> Option<String> {
+        Some(self.form.raw("password")).filter(|p| !p.is_empty())
     }
 
     pub fn fill(&mut self, choices: &Choices) {
@@ -97,8 +121,19 @@ impl InstallScreen {
                 .iter()
                 .any(|value| value.as_ref().is_some_and(|v| !v.is_empty()))
             || http_dir.is_some_and(|dir| !dir.is_empty());
-        self.form
-            .set_choice("mode", if unattended { UNATTENDED } else { BY_HAND });
+        let preset = choices.preset.as_deref() == Some(DEBIAN_PRESET);
+        if let Some(user) = choices.user.as_ref().filter(|_| preset) {
+            self.form.set_text("user", user);
+        }
+        if let Some(mirror) = &choices.mirror {
+            self.form.set_text("mirror", mirror);
+        }
+        let mode = match (preset, unattended) {
+            (true, _) => DEBIAN_PRESET,
+            (false, true) => UNATTENDED,
+            (false, false) => BY_HAND,
+        };
+        self.form.set_choice("mode", mode);
     }
 
     /// The result panel's lines for a finished install.
@@ -136,6 +171,14 @@ impl InstallScreen {
             "boot-wait" => Some((
                 Level::Info,
                 "before the first key (default 10s); keys 100ms apart".into(),
+            )),
+            "mirror" => Some((
+                Level::Info,
+                "http://HOST/debian; empty: this host's own Debian mirror".into(),
+            )),
+            "user" => Some((
+                Level::Info,
+                "the user the installer creates; configure logs in as it".into(),
             )),
             "kernel-args" => Some((
                 Level::Info,
@@ -209,6 +252,26 @@ mod tests {
         let mut again = InstallScreen::new();
         again.fill(&by_hand);
         assert_eq!(again.form.choice("mode"), BY_HAND);
+    }
+
+    #[test]
+    fn the_preset_mode_names_the_preset_and_its_user_but_records_no_password() {
+        let mut screen = InstallScreen::new();
+        screen.form.set_choice("mode", DEBIAN_PRESET);
+        screen.form.set_text("user", "builder");
+        screen.form.set_text("password", "pw");
+        let choices = screen.choices();
+        assert_eq!(choices.preset.as_deref(), Some(DEBIAN_PRESET));
+        assert_eq!(choices.user.as_deref(), Some("builder"));
+        assert!(!format!("{choices:?}").contains("pw\""));
+        assert_eq!(screen.password().as_deref(), Some("pw"));
+        let mut reopened = InstallScreen::new();
+        reopened.fill(&choices);
+        assert!(reopened.uses_preset());
+        assert_eq!(reopened.form.text("user"), "builder");
+        // By hand, no preset: the session's earlier one is switched off.
+        reopened.form.set_choice("mode", BY_HAND);
+        assert_eq!(reopened.choices().preset.as_deref(), Some(""));
     }
 
     #[test]
