@@ -487,12 +487,7 @@ async fn change(
     .await?;
     if request.extras.clear_machine_id {
         reporter.info("emptying /etc/machine-id (each boot of a clone gets its own ID)");
-        run(
-            &session,
-            request,
-            root("truncate -s 0 /etc/machine-id && rm -f /var/lib/dbus/machine-id"),
-        )
-        .await?;
+        run(&session, request, root(CLEAR_MACHINE_ID)).await?;
     }
     reporter.info("restarting sshd (this session stays open)");
     run(&session, request, root(RESTART_SSHD)).await?;
@@ -580,14 +575,18 @@ const RESTART_SSHD: &str = "if command -v systemctl >/dev/null 2>&1 && [ -d /run
      elif [ -x /etc/init.d/ssh ]; then /etc/init.d/ssh restart; \
      else /etc/init.d/sshd restart; fi";
 
+/// An empty machine ID makes systemd give each clone its own at first boot.
+pub(crate) const CLEAR_MACHINE_ID: &str =
+    "truncate -s 0 /etc/machine-id && rm -f /var/lib/dbus/machine-id";
+
 /// Debian does not recreate host keys by itself, so removing them needs a unit that does.
-const REGENERATE_HOST_KEYS: &str = "[ -d /run/systemd/system ] || { echo 'needs systemd to regenerate keys at boot' >&2; exit 1; }; \
+pub(crate) const REGENERATE_HOST_KEYS: &str = "[ -d /run/systemd/system ] || { echo 'needs systemd to regenerate keys at boot' >&2; exit 1; }; \
      printf '%s\\n' '[Unit]' 'Description=Regenerate SSH host keys (kiln)' 'Before=ssh.service sshd.service' \
        'ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key' '[Service]' 'Type=oneshot' 'ExecStart=/usr/bin/ssh-keygen -A' \
        '[Install]' 'WantedBy=multi-user.target' > /etc/systemd/system/kiln-ssh-host-keys.service && \
      systemctl enable kiln-ssh-host-keys.service && rm -f /etc/ssh/ssh_host_*";
 
-const ZERO_FREE_SPACE: &str =
+pub(crate) const ZERO_FREE_SPACE: &str =
     "dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync; fstrim -av || true";
 
 /// Run a root command and return its stdout; a non-zero exit is an error with stderr.

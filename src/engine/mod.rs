@@ -16,6 +16,7 @@ pub mod install;
 pub mod iso;
 pub mod machine;
 pub mod process;
+pub mod provision;
 pub mod publish;
 pub mod qcow2_header;
 pub mod qmp;
