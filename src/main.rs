@@ -49,6 +49,7 @@ async fn run(args: Args) -> Exit {
             }
         },
         Some(Command::Run(run)) => cli::run::run(*run, &settings, &overrides, dirs.as_ref()).await,
+        Some(Command::Build(build)) => cli::build::run(build, &settings, dirs.as_ref()).await,
         Some(Command::Create(create)) => cli::create::run(create, &settings, dirs.as_ref()).await,
         Some(Command::Install(install)) => {
             cli::install::run(install, &settings, dirs.as_ref()).await

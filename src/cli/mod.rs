@@ -1,5 +1,6 @@
 //! The headless frontend: one subcommand per step, for scripts and CI.
 
+pub mod build;
 pub mod check;
 pub mod config;
 pub mod configure;
@@ -78,6 +79,10 @@ pub enum Command {
     /// The whole flow for one image, headless: create, install, configure, verify, publish.
     /// Resumes from the image's session file (NAME.kiln.toml) and stops at the first failure.
     Run(Box<run::RunArgs>),
+    /// Rebuild an image unattended from a recipe (TOML in git): install, configure, your
+    /// provisioning scripts, cleanup, verify, publish to every destination, a post-build
+    /// command. Starts from a fresh disk unless --resume.
+    Build(build::BuildArgs),
     /// Show what this host can do: QEMU, KVM, CPUs, memory, disk space.
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.

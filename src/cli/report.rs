@@ -63,10 +63,27 @@ async fn stop_request() -> &'static str {
 /// Print every event of `task` to stderr as `kiln STEP: …`, then return its result.
 /// Ctrl-C, SIGTERM or SIGHUP cancels the step (it cleans up and reports).
 /// With `serial_to_stdout`, a machine's serial console is streamed to stdout as it arrives.
-pub async fn follow<T, E>(step: &str, mut task: Task<T, E>, serial_to_stdout: bool) -> Result<T, E>
+pub async fn follow<T, E>(step: &str, task: Task<T, E>, serial_to_stdout: bool) -> Result<T, E>
 where
     E: Display + From<TaskPanicked>,
 {
+    follow_logged(step, task, serial_to_stdout, &mut std::io::sink()).await
+}
+
+/// [`follow`], with every line it prints on stderr also written to `log` (a build log).
+pub async fn follow_logged<T, E>(
+    step: &str,
+    mut task: Task<T, E>,
+    serial_to_stdout: bool,
+    log: &mut dyn std::io::Write,
+) -> Result<T, E>
+where
+    E: Display + From<TaskPanicked>,
+{
+    let mut say = |line: String| {
+        eprintln!("{line}");
+        let _ = writeln!(log, "{line}");
+    };
     let mut last_progress: Option<Instant> = None;
     let mut interrupt = std::pin::pin!(stop_request());
     let mut interrupted = false;
@@ -76,29 +93,29 @@ where
             event = task.next_event() => event,
             why = &mut interrupt, if !interrupted => {
                 interrupted = true;
-                eprintln!("kiln {step}: {why}, stopping…");
+                say(format!("kiln {step}: {why}, stopping…"));
                 task.cancel();
                 continue;
             }
         };
         let Some(event) = event else { break };
         match event {
-            Event::Started { title } => eprintln!("kiln {step}: {}", printable(&title)),
+            Event::Started { title } => say(format!("kiln {step}: {}", printable(&title))),
             // Messages can quote the guest (serial lines, script output): never raw escapes.
             Event::Log {
                 level: Level::Info,
                 message,
-            } => eprintln!("kiln {step}: {}", printable(&message)),
+            } => say(format!("kiln {step}: {}", printable(&message))),
             Event::Log {
                 level: Level::Warn,
                 message,
-            } => eprintln!("kiln {step}: warning: {}", printable(&message)),
+            } => say(format!("kiln {step}: warning: {}", printable(&message))),
             Event::Progress(progress) => {
                 let due = last_progress.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
                 let complete = progress.total == Some(progress.done);
                 if due || complete {
                     last_progress = Some(Instant::now());
-                    eprintln!("kiln {step}: {}", progress.describe());
+                    say(format!("kiln {step}: {}", progress.describe()));
                 }
             }
             Event::Machine(view) => {
@@ -106,18 +123,22 @@ where
                     streams.push(tokio::spawn(stream_serial(view)));
                 }
             }
-            Event::Check(check) => eprintln!("kiln {step}: {}", check.line()),
+            Event::Check(check) => say(format!("kiln {step}: {}", check.line())),
             // Headless commands answer from their flags before the step starts; a question
             // that still arrives has no one to answer it, and no means no.
             Event::Question(question) => {
-                eprintln!("kiln {step}: no one to ask ({question:?}); answering no");
+                say(format!(
+                    "kiln {step}: no one to ask ({question:?}); answering no"
+                ));
                 task.answer(false);
             }
             // Headless steps never hold their machine (nobody could look at it).
             Event::Held { error } | Event::Failed { error } => {
-                eprintln!("kiln {step}: failed: {}", printable(&error))
+                say(format!("kiln {step}: failed: {}", printable(&error)))
             }
-            Event::Finished { summary } => eprintln!("kiln {step}: done: {}", printable(&summary)),
+            Event::Finished { summary } => {
+                say(format!("kiln {step}: done: {}", printable(&summary)))
+            }
         }
     }
     let result = task.result().await;

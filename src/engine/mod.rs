@@ -4,6 +4,7 @@
 //! direction only (a test below walks the `use` lines): `task`, `check` and `units` at the
 //! bottom, the steps above them, `workflow` on top.
 
+pub mod build;
 pub mod check;
 pub mod config;
 pub mod configure;
@@ -20,6 +21,7 @@ pub mod provision;
 pub mod publish;
 pub mod qcow2_header;
 pub mod qmp;
+pub mod recipe;
 pub mod screen;
 pub mod session;
 pub mod ssh;

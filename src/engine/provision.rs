@@ -15,7 +15,7 @@ use super::host::Accelerator;
 use super::image;
 use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
 use super::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget};
-use super::task::{Cancelled, Reporter, Summary};
+use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::verify;
 
 /// Where the SSH forward starts looking for a free port.
@@ -104,6 +104,8 @@ pub enum ProvisionError {
     MachineEnded(String),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
+    #[error(transparent)]
+    Panicked(#[from] TaskPanicked),
 }
 
 /// Boot, provision, clean up, power off.

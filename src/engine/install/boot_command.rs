@@ -1091,8 +1091,9 @@ fn closest<'a>(written: &str, candidates: impl Iterator<Item = &'a str>) -> Opti
         .map(|(_, candidate)| candidate)
 }
 
-/// Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Edits (insert, delete, replace, swap two neighbours) that turn `a` into `b`: how close a
+/// misspelt name is to a known one.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut rows = vec![vec![0; b.len() + 1]; a.len() + 1];

@@ -1,0 +1,340 @@
+//! `kiln build`: what a recipe means for the steps. A recipe becomes the workflow's choices
+//! (create, install, configure, each verify profile, each publish destination), the secrets
+//! it names (read from files or the environment when the build starts), a provisioning
+//! request, and the post-build command with the image's facts. Frontends run the steps in
+//! order with these and stop at the first failure.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::Settings;
+use super::configure::Extras;
+use super::host::Accelerator;
+use super::provision::ProvisionRequest;
+use super::recipe::{Publish, Recipe, Source};
+use super::session::Choices;
+use super::workflow::Secrets;
+
+/// How long a provisioning machine may take to offer SSH.
+const PROVISION_BOOT_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Where the build writes the image: NAME.qcow2 beside the recipe.
+pub fn image_path(recipe: &Recipe) -> PathBuf {
+    recipe_dir(recipe).join(format!("{}.qcow2", recipe.name))
+}
+
+/// NAME.build.log and NAME.build.json beside the image.
+pub fn report_paths(recipe: &Recipe) -> (PathBuf, PathBuf) {
+    let dir = recipe_dir(recipe);
+    (
+        dir.join(format!("{}.build.log", recipe.name)),
+        dir.join(format!("{}.build.json", recipe.name)),
+    )
+}
+
+fn recipe_dir(recipe: &Recipe) -> PathBuf {
+    recipe
+        .file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// The choices for create, install and configure. The cleanups wait for provisioning, so
+/// they run last in the guest; verify takes the first profile (see [`verify_choices`]).
+pub fn choices(recipe: &Recipe) -> Choices {
+    let mut choices = Choices {
+        size: recipe.disk.size.clone(),
+        memory_mib: recipe.machine.memory_mib.map(Into::into),
+        cpus: recipe.machine.cpus.map(Into::into),
+        user: Some(
+            recipe
+                .configure
+                .user
+                .clone()
+                .unwrap_or_else(|| "root".into()),
+        ),
+        key: recipe.configure.key.clone(),
+        variant: recipe.configure.variant,
+        sshd_config: recipe.configure.sshd_config.clone(),
+        zero_free_space: Some(false),
+        clear_machine_id: Some(false),
+        regenerate_host_keys: Some(false),
+        ..Choices::default()
+    };
+    if let Source::Install(install) = &recipe.source {
+        let on = |flag: bool| Some(flag);
+        choices.update(&Choices {
+            iso: Some(install.iso.clone()),
+            iso_checksum: install.iso_sha256.clone(),
+            boot_command: install.boot_command.clone(),
+            boot_wait: install.boot_wait.clone(),
+            key_interval: install.key_interval.clone(),
+            http_dir: install.http_dir.clone(),
+            http_port: install.http_port,
+            kernel_boot: on(install.kernel_boot),
+            kernel: install.kernel.clone(),
+            initrd: install.initrd.clone(),
+            kernel_args: install.kernel_args.clone(),
+            serial_console: on(install.serial_console),
+            preset: install.preset.clone(),
+            mirror: install.mirror.clone(),
+            ..Choices::default()
+        });
+    }
+    choices
+}
+
+/// The install's own time limit, when the recipe sets one.
+pub fn install_timeout(recipe: &Recipe) -> Option<Duration> {
+    match &recipe.source {
+        Source::Install(install) => install.timeout,
+        Source::Base(_) => None,
+    }
+}
+
+/// The choices that make verify imitate `profile`.
+pub fn verify_choices(profile: super::driver::Profile) -> Choices {
+    Choices {
+        profile: Some(profile),
+        ..Choices::default()
+    }
+}
+
+/// The choices of one publish destination (each starts from none of the previous one's).
+pub fn publish_choices(recipe: &Recipe, publish: &Publish) -> Choices {
+    Choices {
+        target: Some(publish.target),
+        url: publish.url.clone(),
+        namespace: publish.namespace.clone(),
+        name: Some(publish.name.clone().unwrap_or_else(|| recipe.name.clone())),
+        driver_conf: publish.driver_conf.clone(),
+        root: publish.root.clone(),
+        release: publish.release.clone(),
+        arch: publish.arch.clone(),
+        base: Some(publish.base),
+        compact: Some(publish.compact),
+        compress: Some(publish.compress),
+        sha256: Some(publish.sha256),
+        replace: Some(publish.replace),
+        ..Choices::default()
+    }
+}
+
+/// The secrets the recipe names, read now: a file's first line or a variable.
+pub fn secrets(recipe: &Recipe) -> Result<Secrets, String> {
+    let configure = &recipe.configure;
+    Ok(Secrets {
+        password: secret(
+            &configure.password_file,
+            &configure.password_env,
+            "password",
+        )?,
+        passphrase: secret(
+            &configure.passphrase_file,
+            &configure.passphrase_env,
+            "key passphrase",
+        )?,
+        token: None,
+    })
+}
+
+/// A publish destination's token, from the variable it names (else kiln's usual token).
+pub fn token(publish: &Publish) -> Result<Option<super::publish::Token>, String> {
+    Ok(secret(&None, &publish.token_env, "Djinn token")?
+        .as_deref()
+        .and_then(super::publish::Token::new))
+}
+
+fn secret(
+    file: &Option<PathBuf>,
+    variable: &Option<String>,
+    what: &str,
+) -> Result<Option<String>, String> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read the {what} file {}: {e}", file.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    match variable {
+        Some(name) => std::env::var(name)
+            .map(Some)
+            .map_err(|_| format!("the {what} variable {name} is not set")),
+        None => Ok(None),
+    }
+}
+
+/// Provisioning the built image, then the recipe's cleanup.
+pub fn provision_request(
+    recipe: &Recipe,
+    image: &Path,
+    settings: &Settings,
+    accelerator: Accelerator,
+    record_dir: Option<PathBuf>,
+) -> ProvisionRequest {
+    ProvisionRequest {
+        image: image.to_path_buf(),
+        accelerator,
+        memory_mib: recipe
+            .machine
+            .memory_mib
+            .map_or(settings.memory_mib, Into::into),
+        cpus: recipe.machine.cpus.map_or(settings.cpus, Into::into),
+        steps: recipe.provision.clone(),
+        cleanup: recipe.cleanup.clone(),
+        boot_deadline: PROVISION_BOOT_DEADLINE,
+        record_dir,
+    }
+}
+
+/// Whether anything happens in the guest after configure.
+pub fn has_provisioning(recipe: &Recipe) -> bool {
+    !recipe.provision.is_empty() || recipe.cleanup != Extras::default()
+}
+
+/// Copy a base image to the build's image (into a temporary name, then renamed: never a
+/// half-written image). The base itself is only read.
+pub async fn copy_base(base: &Path, image: &Path) -> std::io::Result<()> {
+    let dir = super::temp_file::parent_dir(image);
+    let name = image
+        .file_name()
+        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    let temp = super::temp_file::TempFile::create(&dir, &name, "copy")?;
+    tokio::fs::copy(base, temp.path()).await?;
+    temp.rename_to(image)
+}
+
+/// What the post-build command and the summary say about the finished image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageFacts {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub virtual_size: u64,
+    pub sha256: String,
+}
+
+impl ImageFacts {
+    /// The post-build command's environment.
+    pub fn environment(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KILN_IMAGE_NAME", self.name.clone()),
+            ("KILN_IMAGE_PATH", self.path.display().to_string()),
+            ("KILN_IMAGE_SIZE", self.size.to_string()),
+            ("KILN_IMAGE_VIRTUAL_SIZE", self.virtual_size.to_string()),
+            ("KILN_IMAGE_SHA256", self.sha256.clone()),
+        ]
+    }
+}
+
+/// One line of the build's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub step: String,
+    /// done, failed, stopped or skipped.
+    pub status: &'static str,
+    pub seconds: f64,
+    pub summary: String,
+}
+
+/// NAME.build.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub recipe: PathBuf,
+    pub name: String,
+    pub ok: bool,
+    pub steps: Vec<StepRecord>,
+    pub image: Option<ImageFacts>,
+    /// Where the image was published, one line per destination.
+    pub destinations: Vec<String>,
+    /// The image's SHA-256, also in `image` (here for scripts that want one field).
+    pub sha256: Option<String>,
+}
+
+/// The end of a build: the image's facts, then the post-build command with them.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub facts: ImageFacts,
+    pub post_build: Option<PathBuf>,
+}
+
+impl super::task::Summary for Finished {
+    fn summary(&self) -> String {
+        let ran = match &self.post_build {
+            Some(command) => format!("; {} ran", command.display()),
+            None => String::new(),
+        };
+        format!(
+            "{} is {} (sha256 {}){ran}",
+            self.facts.path.display(),
+            super::units::human_bytes(self.facts.size),
+            self.facts.sha256
+        )
+    }
+}
+
+/// Why the end of a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FinishError {
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Panicked(#[from] super::task::TaskPanicked),
+}
+
+impl From<String> for FinishError {
+    fn from(problem: String) -> FinishError {
+        FinishError::Failed(problem)
+    }
+}
+
+/// Read the finished image's facts and run the post-build command (in the recipe's
+/// directory, its output in the log); a failing command fails the build.
+pub async fn finish(
+    recipe: &Recipe,
+    image: &Path,
+    reporter: super::task::Reporter,
+) -> Result<Finished, FinishError> {
+    let info = super::image::image_info(image)
+        .await
+        .map_err(|e| e.to_string())?;
+    reporter.info("computing the image's SHA-256…");
+    let sha256 = super::iso::sha256_file(image, &reporter)
+        .await
+        .map_err(|e| e.to_string())?;
+    let facts = ImageFacts {
+        name: recipe.name.clone(),
+        path: image.to_path_buf(),
+        size: info.actual_size,
+        virtual_size: info.virtual_size,
+        sha256,
+    };
+    let Some(post_build) = &recipe.post_build else {
+        return Ok(Finished {
+            facts,
+            post_build: None,
+        });
+    };
+    let command = post_build.command.display().to_string();
+    reporter.info(format!("running {command}"));
+    let output = super::process::command(&command)
+        .current_dir(recipe_dir(recipe))
+        .envs(facts.environment())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {command}: {e}"))?;
+    for line in String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stderr).lines())
+    {
+        reporter.info(format!("[post-build] {line}"));
+    }
+    if !output.status.success() {
+        return Err(format!("{command} failed ({})", output.status).into());
+    }
+    Ok(Finished {
+        facts,
+        post_build: Some(post_build.command.clone()),
+    })
+}
