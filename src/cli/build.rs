@@ -17,7 +17,7 @@ use crate::engine::provision;
 use crate::engine::recipe::{Recipe, Source};
 use crate::engine::session::session_path;
 use crate::engine::task::{self, Answers, Summary, TaskOptions};
-use crate::engine::workflow::{Recording, Secrets, StepError, StepOptions, Workflow};
+use crate::engine::workflow::{Recording, Secrets, StepError, StepOptions, StepResult, Workflow};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -247,7 +247,15 @@ async fn run_steps(
         workflow.choose(&build::verify_choices(*profile));
         let task = workflow.start(Step::Verify, secrets.clone(), options(Step::Verify));
         let name = format!("verify {}", profile.name());
-        match progress.follow(name, task).await {
+        let result = progress.follow(name, task).await;
+        // Each profile's verdicts as JUnit, for the CI system that runs the build.
+        if let Ok(StepResult::Verified(report)) = &result {
+            let file = build::junit_path(recipe, profile.name());
+            if let Err(e) = std::fs::write(&file, super::check::junit(report)) {
+                eprintln!("kiln build: cannot write {}: {e}", file.display());
+            }
+        }
+        match result {
             Ok(result) if result.succeeded() => {}
             Ok(_) => return (Exit::Failed, None, Vec::new()),
             Err(error) => return failed(&error),

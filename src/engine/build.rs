@@ -34,6 +34,11 @@ pub fn report_paths(recipe: &Recipe) -> (PathBuf, PathBuf) {
     )
 }
 
+/// NAME.verify-PROFILE.junit.xml beside the image: one profile's verdicts.
+pub fn junit_path(recipe: &Recipe, profile: &str) -> PathBuf {
+    recipe_dir(recipe).join(format!("{}.verify-{profile}.junit.xml", recipe.name))
+}
+
 fn recipe_dir(recipe: &Recipe) -> PathBuf {
     recipe
         .file
@@ -122,9 +127,17 @@ pub fn publish_choices(recipe: &Recipe, publish: &Publish) -> Choices {
     }
 }
 
-/// The secrets the recipe names, read now: a file's first line or a variable.
+/// The secrets the recipe names, read now: a file's first line or a variable. Every
+/// variable the recipe names is hidden from the programs kiln starts (QEMU, the post-build
+/// command).
 pub fn secrets(recipe: &Recipe) -> Result<Secrets, String> {
     let configure = &recipe.configure;
+    let variables = [&configure.password_env, &configure.passphrase_env]
+        .into_iter()
+        .chain(recipe.publish.iter().map(|publish| &publish.token_env));
+    for name in variables.flatten() {
+        super::process::hide_from_children(name);
+    }
     Ok(Secrets {
         password: secret(
             &configure.password_file,
@@ -337,4 +350,59 @@ pub async fn finish(
         facts,
         post_build: Some(post_build.command.clone()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference recipes in assets/recipes load, with the files they name in place.
+    #[test]
+    fn the_reference_recipes_load() {
+        let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/recipes");
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        for sub in ["files", "scripts", "secrets"] {
+            std::fs::create_dir(at(sub)).unwrap();
+        }
+        for file in [
+            "installer.iso",
+            "debian-12-netinst.iso",
+            "password.txt",
+            "secrets/builder-password.txt",
+            "files/motd",
+            "driver.conf",
+        ] {
+            std::fs::write(at(file), "x\n").unwrap();
+        }
+        for script in [
+            "scripts/setup.sh",
+            "scripts/post.sh",
+            "scripts/install-toolchain.sh",
+            "scripts/notify.sh",
+        ] {
+            std::fs::write(at(script), "#!/bin/sh\n").unwrap();
+            let mut permissions = std::fs::metadata(at(script)).unwrap().permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+            std::fs::set_permissions(at(script), permissions).unwrap();
+        }
+        for (name, vars) in [
+            ("fixture-ci.toml", vec![]),
+            (
+                "debian-12.toml",
+                vec![(
+                    "publish.1.driver_conf".to_string(),
+                    at("driver.conf").display().to_string(),
+                )],
+            ),
+        ] {
+            let copy = at(name);
+            std::fs::copy(recipes.join(name), &copy).unwrap();
+            let recipe =
+                Recipe::load(&copy, &vars).unwrap_or_else(|e| panic!("assets/recipes/{name}: {e}"));
+            assert!(has_provisioning(&recipe), "{name}");
+            assert_eq!(recipe.publish.len(), 2, "{name}");
+            assert_eq!(image_path(&recipe), at(&format!("{}.qcow2", recipe.name)));
+        }
+    }
 }

@@ -65,6 +65,18 @@ fn is_executable(path: &std::path::Path) -> bool {
 /// The environment variable that carries the Djinn token; no child ever inherits it.
 pub const DJINN_TOKEN_ENV: &str = "KILN_DJINN_TOKEN";
 
+/// More variables that hold secrets (a recipe's `password_env`, `token_env`…), named at run
+/// time; no child inherits them either.
+static SECRET_VARIABLES: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Keep the variable `name` from every program kiln starts from now on.
+pub fn hide_from_children(name: &str) {
+    let mut hidden = SECRET_VARIABLES.lock().unwrap_or_else(|e| e.into_inner());
+    if !hidden.iter().any(|known| known == name) {
+        hidden.push(name.to_string());
+    }
+}
+
 /// The one way kiln starts a program. No stdin; the Djinn token removed from its environment;
 /// its own process group, so a terminal's Ctrl-C or hang-up reaches kiln alone, which then
 /// stops the program in order (a writable guest is shut down, not cut off); and it dies with
@@ -76,6 +88,13 @@ pub fn command(program: &str) -> Command {
         .env_remove(DJINN_TOKEN_ENV)
         .process_group(0)
         .kill_on_drop(true);
+    for name in SECRET_VARIABLES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
+        command.env_remove(name);
+    }
     // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL the child when
     // the kiln thread that started it dies, so not even `kill -9 kiln` leaves it behind.
     unsafe {
@@ -154,6 +173,17 @@ mod tests {
             .get_envs()
             .any(|(key, value)| key == DJINN_TOKEN_ENV && value.is_none());
         assert!(removed, "QEMU and every tool would see the token");
+    }
+
+    #[test]
+    fn no_child_inherits_a_variable_named_as_secret() {
+        hide_from_children("KILN_TEST_RECIPE_PASSWORD");
+        let command = command("true");
+        let removed = command
+            .as_std()
+            .get_envs()
+            .any(|(key, value)| key == "KILN_TEST_RECIPE_PASSWORD" && value.is_none());
+        assert!(removed, "the post-build command would see the password");
     }
 
     #[tokio::test]
