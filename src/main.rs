@@ -36,10 +36,25 @@ async fn run(args: Args) -> Exit {
     let overrides = args.overrides();
     let settings = config::resolve(overrides.clone(), file, host::resources());
     match args.command {
-        None => workbench(settings, dirs, None).await,
+        None => workbench(settings, dirs, tui::Opening::Nothing).await,
         Some(Command::Open(words)) => match words.as_slice() {
+            [recipe]
+                if std::path::Path::new(recipe)
+                    .extension()
+                    .is_some_and(|e| e == "toml") =>
+            {
+                match kiln::engine::recipe::Recipe::load(recipe.as_ref(), &[]) {
+                    Ok(recipe) => {
+                        workbench(settings, dirs, tui::Opening::Recipe(Box::new(recipe))).await
+                    }
+                    Err(e) => {
+                        eprintln!("kiln: {e}");
+                        Exit::Environment
+                    }
+                }
+            }
             [image] if looks_like_an_image(image.as_ref()) => {
-                workbench(settings, dirs, Some(image.into())).await
+                workbench(settings, dirs, tui::Opening::Image(image.into())).await
             }
             _ => {
                 eprintln!(
@@ -67,12 +82,8 @@ async fn run(args: Args) -> Exit {
 }
 
 /// The workbench, and the exit code its ending means.
-async fn workbench(
-    settings: config::Settings,
-    dirs: Option<Dirs>,
-    image: Option<std::path::PathBuf>,
-) -> Exit {
-    match tui::run(settings, dirs, image).await {
+async fn workbench(settings: config::Settings, dirs: Option<Dirs>, opening: tui::Opening) -> Exit {
+    match tui::run(settings, dirs, opening).await {
         tui::Ending::Quit => Exit::Ok,
         tui::Ending::NoTerminal | tui::Ending::TerminalError => Exit::Environment,
     }

@@ -205,3 +205,32 @@ fn a_machine_left_by_a_crashed_kiln_is_offered_for_cleanup() {
     tmux.keys(&["q"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);
 }
+
+/// `kiln RECIPE.toml` opens the workbench on the recipe's image, its forms filled in.
+#[test]
+fn a_recipe_opens_on_its_image_with_its_choices() {
+    let sandbox = Sandbox::new();
+    let work = sandbox.work();
+    std::fs::write(work.join("installer.iso"), b"not really an ISO").unwrap();
+    std::fs::write(
+        work.join("demo.toml"),
+        "name = \"demo\"\n[disk]\nsize = \"7G\"\n[install]\niso = \"installer.iso\"\n\
+         [configure]\nuser = \"builder\"\n[[provision]]\nupload = \"demo.toml\"\nto = \"/etc/demo\"\n",
+    )
+    .unwrap();
+    let command = format!(
+        "{} '{}' demo.toml; sleep 60",
+        sandbox.shell_prefix(),
+        kiln_bin()
+    );
+    let tmux = Tmux::start("recipe", 160, 40, &command);
+    let screen = tmux.wait_for("recipe demo:", SCREEN);
+    assert!(screen.contains("1 provisioning step(s)"), "{screen}");
+    assert!(screen.contains("kiln build"), "{screen}");
+    // Create shows the recipe's image and size.
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["Up", "Up", "Up", "Up", "Enter"]);
+    let create = tmux.wait_for("demo.qcow2", SCREEN);
+    assert!(create.contains("7G"), "{create}");
+    tmux.keys(&["C-c"]);
+}

@@ -65,7 +65,14 @@ pub enum Posted {
 }
 
 /// Open the workbench; the terminal is restored on every way out (quit, error, panic).
-pub async fn run(settings: Settings, dirs: Option<Dirs>, image: Option<PathBuf>) -> Ending {
+/// What the workbench opens on: nothing, an image, or a recipe's image.
+pub enum Opening {
+    Nothing,
+    Image(PathBuf),
+    Recipe(Box<crate::engine::recipe::Recipe>),
+}
+
+pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> Ending {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         eprintln!(
@@ -80,8 +87,10 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, image: Option<PathBuf>)
     let mut app = App::new(settings, theme);
     app.record_dir = dirs.as_ref().map(Dirs::machine_records);
     app.config_dir = dirs.as_ref().map(|d| d.config_dir.clone());
-    if let Some(image) = &image {
-        app.open_image(image);
+    match &opening {
+        Opening::Nothing => {}
+        Opening::Image(image) => app.open_image(image),
+        Opening::Recipe(recipe) => app.open_recipe(recipe),
     }
     app.offer_leftover_cleanup();
     if let Some(problem) = theme_problem {

@@ -8,9 +8,11 @@ use super::app::{App, Focus, Overlay};
 use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
 use crate::engine::Step;
+use crate::engine::build;
 use crate::engine::check::{Verdict, printable};
 use crate::engine::host::Accelerator;
 use crate::engine::machine;
+use crate::engine::recipe::Recipe;
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, Event, Level, Question, Summary, TaskOptions};
 use crate::engine::workflow::{
@@ -56,6 +58,41 @@ impl App {
             (Some(step), None) => format!("{path}: resuming at {}", step.name()),
         });
         self.workflow = Some(workflow);
+    }
+
+    /// Open the image a recipe builds, the forms filled from the recipe (its first verify
+    /// profile and publish destination); the notice says what only `kiln build` runs.
+    pub fn open_recipe(&mut self, recipe: &Recipe) {
+        let image = build::image_path(recipe);
+        self.open_image(&image);
+        let mut choices = build::choices(recipe);
+        if let Some(profile) = recipe.verify.profiles.first() {
+            choices.update(&build::verify_choices(*profile));
+        }
+        if let Some(publish) = recipe.publish.first() {
+            choices.update(&build::publish_choices(recipe, publish));
+        }
+        self.create.fill(&image.display().to_string(), &choices);
+        self.install.fill(&choices);
+        self.configure.fill(&choices);
+        self.verify.fill(&choices);
+        self.publish.fill(&choices);
+        if let Ok(Secrets {
+            password: Some(password),
+            ..
+        }) = build::secrets(recipe)
+        {
+            self.configure.form.set_text("password", &password);
+        }
+        self.notice = Some(format!(
+            "recipe {}: {} provisioning step(s), {} verify profile(s), {} destination(s); \
+             these screens run the five steps, `kiln build {}` runs it all",
+            recipe.name,
+            recipe.provision.len(),
+            recipe.verify.profiles.len(),
+            recipe.publish.len(),
+            recipe.file.display()
+        ));
     }
 
     fn open_workflow(&self, image: &Path) -> Result<Workflow, String> {
