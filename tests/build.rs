@@ -276,4 +276,53 @@ fn a_failing_provisioning_script_fails_the_build_and_publishes_nothing() {
         .unwrap();
     assert_eq!(provision["status"], "failed");
     assert!(!qemu_running_with(&dir.display().to_string()));
+
+    // Fixed, and resumed: the steps done before are not run again (nor is the base copied:
+    // no "base" line below); the rest are.
+    std::fs::write(dir.join("scripts/fail.sh"), "#!/bin/sh\necho fixed\n").unwrap();
+    let out = build(&sandbox, &[recipe.to_str().unwrap(), "--resume"]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("[fail.sh] fixed"), "{stderr}");
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("failing.build.json")).unwrap())
+            .unwrap();
+    let statuses: Vec<(String, String)> = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().into(),
+                s["status"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("create", "skipped"),
+        ("install", "skipped"),
+        ("configure", "skipped"),
+        ("provision", "done"),
+        ("verify djinn", "done"),
+        ("publish offline", "done"),
+        ("post-build", "done"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(statuses, expected);
+    assert_eq!(
+        files_under(&runner_images),
+        1,
+        "the image was not published"
+    );
+}
+
+/// How many files are under `dir`, at any depth.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .map(|path| if path.is_dir() { files_under(&path) } else { 1 })
+        .sum()
 }
