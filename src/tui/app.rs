@@ -420,6 +420,7 @@ impl App {
             Action::ConsoleKeys => self.machine_mut(step)?.type_into_console(),
             Action::ScreenKeys => self.machine_mut(step)?.type_into_screen(),
             Action::SwitchPane => self.machine_mut(step)?.switch_pane(),
+            Action::FullScreen => self.machine_mut(step)?.toggle_fullscreen(),
             Action::ReleaseKeyboard => self.machine_mut(step)?.keys_to = KeyTarget::Kiln,
             Action::Retry => return Some(Command::Retry(step)),
             Action::StopKept => self.cancel_running(),

@@ -205,7 +205,7 @@ async fn did(action: Action, app: &mut App, command: Option<Command>) -> bool {
         Action::Cancel => app.overlay == Overlay::ConfirmStop,
         // They need a machine's view, which only a real QEMU gives (tests/flow_tui.rs
         // presses them); without one they must at least leave the keyboard with kiln.
-        Action::ConsoleKeys | Action::ScreenKeys | Action::SwitchPane => {
+        Action::ConsoleKeys | Action::ScreenKeys | Action::SwitchPane | Action::FullScreen => {
             command.is_none() && app.configure.run.machine.keys_to == KeyTarget::Kiln
         }
         Action::ReleaseKeyboard => app.configure.run.machine.keys_to == KeyTarget::Kiln,

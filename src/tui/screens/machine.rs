@@ -79,6 +79,57 @@ pub fn draw(
     }
 }
 
+/// The guest's screen on the whole terminal, its aspect ratio kept, with one status line:
+/// the guest's resolution, where keys go, how to come back.
+pub fn draw_fullscreen(frame: &mut Frame, area: Rect, screen: &MachinePane, theme: &Theme) {
+    let [picture_area, status] =
+        Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
+    let resolution = screen
+        .picture
+        .as_ref()
+        .map_or("no picture yet".to_string(), |p| {
+            format!("guest {}×{}", p.width, p.height)
+        });
+    let keys = match screen.keys_to {
+        KeyTarget::Vga => "keys → screen (Ctrl-] to give them back, then f to return)",
+        KeyTarget::Serial => "keys → console (Ctrl-] to give them back, then f to return)",
+        KeyTarget::Kiln => "keys: kiln · v type into the screen · f back to the step",
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled(format!(" {resolution} · "), theme.title()),
+            Span::styled(keys, theme.key_hint()),
+        ])),
+        status,
+    );
+    if let Some(picture) = &screen.picture {
+        frame.render_widget(ScreenView(picture), fit(picture_area, picture));
+    }
+}
+
+/// The largest part of `area` that shows `picture` undistorted, centred. A half-block cell
+/// is one pixel wide and two high, and about half as wide as it is high: its two pixels are
+/// square.
+fn fit(area: Rect, picture: &crate::engine::screen::Picture) -> Rect {
+    if picture.width == 0 || picture.height == 0 {
+        return area;
+    }
+    let (pixels_wide, pixels_high) = (u64::from(area.width), u64::from(area.height) * 2);
+    let (w, h) = (picture.width as u64, picture.height as u64);
+    let (columns, rows) = if pixels_wide * h <= pixels_high * w {
+        (pixels_wide, pixels_wide * h / w / 2)
+    } else {
+        (pixels_high * w / h, pixels_high / 2)
+    };
+    let (columns, rows) = (columns.max(1) as u16, rows.max(1) as u16);
+    Rect {
+        x: area.x + (area.width - columns.min(area.width)) / 2,
+        y: area.y + (area.height - rows.min(area.height)) / 2,
+        width: columns.min(area.width),
+        height: rows.min(area.height),
+    }
+}
+
 fn draw_screen(frame: &mut Frame, area: Rect, screen: &MachinePane, theme: &Theme) {
     let block = Block::default()
         .borders(Borders::ALL)
@@ -95,5 +146,56 @@ fn draw_screen(frame: &mut Frame, area: Rect, screen: &MachinePane, theme: &Them
             )),
             inner,
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::screen::Picture;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    fn picture(width: usize, height: usize) -> Picture {
+        Picture {
+            width,
+            height,
+            rgb: vec![200; width * height * 3],
+        }
+    }
+
+    #[test]
+    fn the_picture_keeps_its_aspect_ratio_centred() {
+        // 4:3 in a wide terminal: full height, centred across.
+        let wide = Rect::new(0, 0, 160, 47);
+        assert_eq!(fit(wide, &picture(800, 600)), Rect::new(17, 0, 125, 47));
+        // 4:3 in a tall, narrow terminal: full width, centred down.
+        let tall = Rect::new(0, 0, 40, 40);
+        assert_eq!(fit(tall, &picture(800, 600)), Rect::new(0, 12, 40, 15));
+    }
+
+    #[test]
+    fn full_screen_shows_the_guest_and_how_to_come_back() {
+        let pane = MachinePane {
+            picture: Some(picture(800, 600)),
+            fullscreen: true,
+            ..MachinePane::default()
+        };
+        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
+        let theme = Theme::built_in("default");
+        terminal
+            .draw(|frame| draw_fullscreen(frame, frame.area(), &pane, &theme))
+            .unwrap();
+        let buffer = terminal.backend().buffer();
+        let last_row: String = (0..100).map(|x| buffer[(x, 29)].symbol()).collect();
+        assert!(
+            last_row.contains("guest 800×600") && last_row.contains("f back to the step"),
+            "{last_row}"
+        );
+        // The picture fills the rows above, in its own aspect (29 rows: 77 columns).
+        let drawn = (0..100)
+            .filter(|&x| buffer[(x, 10)].symbol() == "▀")
+            .count();
+        assert_eq!(drawn, 77);
     }
 }

@@ -24,6 +24,13 @@ pub fn draw(frame: &mut Frame, app: &App) {
         ratatui::widgets::Block::default().style(theme.text()),
         frame.area(),
     );
+    if let Some(machine) = app
+        .machine(app.selected_step())
+        .filter(|machine| machine.is_fullscreen())
+    {
+        machine::draw_fullscreen(frame, frame.area(), machine, theme);
+        return;
+    }
     let [header, body, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(5),

@@ -28,6 +28,8 @@ pub struct MachinePane {
     pub pane: Pane,
     pub keys_to: KeyTarget,
     pub picture: Option<Picture>,
+    /// The guest's screen on the whole terminal.
+    pub fullscreen: bool,
 }
 
 impl Default for MachinePane {
@@ -37,6 +39,7 @@ impl Default for MachinePane {
             pane: Pane::Console,
             keys_to: KeyTarget::Kiln,
             picture: None,
+            fullscreen: false,
         }
     }
 }
@@ -44,7 +47,8 @@ impl Default for MachinePane {
 impl MachinePane {
     /// Whether the VGA picture is on screen at this terminal width (and so worth refreshing).
     pub fn screen_visible(&self, width: u16) -> bool {
-        self.view.is_some() && (width >= SIDE_BY_SIDE_WIDTH || self.pane == Pane::Screen)
+        self.view.is_some()
+            && (width >= SIDE_BY_SIDE_WIDTH || self.pane == Pane::Screen || self.fullscreen)
     }
 
     /// The machine is gone: drop it and give the keyboard back.
@@ -66,6 +70,18 @@ impl MachinePane {
             self.pane = Pane::Screen;
             self.keys_to = KeyTarget::Vga;
         }
+    }
+
+    /// The guest's screen on the whole terminal, or back to the step's screen.
+    pub fn toggle_fullscreen(&mut self) {
+        if self.view.is_some() {
+            self.fullscreen = !self.fullscreen;
+        }
+    }
+
+    /// Whether the whole terminal shows the guest's screen now.
+    pub fn is_fullscreen(&self) -> bool {
+        self.fullscreen && self.view.is_some()
     }
 
     /// Show the other pane (when there is room for only one).
