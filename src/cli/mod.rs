@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::engine::config::{CliOverrides, Dirs, Settings};
+use crate::engine::config::{CliOverrides, Dirs, Graphics, Settings};
 use crate::engine::host::{self, Accelerator};
 use crate::engine::workflow::{Environment, Recording, StepError, Workflow};
 
@@ -40,6 +40,11 @@ pub struct Args {
     #[arg(long, global = true, value_name = "NAME")]
     pub theme: Option<String>,
 
+    /// How the workbench draws a guest's screen: auto (asks the terminal), kitty, sixel,
+    /// iterm2 (real pixels) or blocks (half-block characters) [default: auto].
+    #[arg(long, global = true, value_name = "MODE", value_parser = parse_graphics)]
+    pub graphics: Option<Graphics>,
+
     /// Memory for machines kiln boots, in MiB.
     #[arg(long, global = true, value_name = "MIB")]
     pub memory: Option<u32>,
@@ -60,8 +65,13 @@ impl Args {
             cpus: self.cpus,
             image_dir: self.image_dir.clone(),
             theme: self.theme.clone(),
+            graphics: self.graphics,
         }
     }
+}
+
+fn parse_graphics(text: &str) -> Result<Graphics, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]

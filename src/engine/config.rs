@@ -51,8 +51,39 @@ pub struct FileConfig {
     pub cpus: Option<u32>,
     pub image_dir: Option<PathBuf>,
     pub theme: Option<String>,
+    pub graphics: Option<Graphics>,
     #[serde(default)]
     pub djinn: DjinnFileConfig,
+}
+
+/// How the workbench draws the guest's screen: terminal graphics (real pixels) or
+/// half-block characters. `auto` asks the terminal what it can show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Graphics {
+    #[default]
+    Auto,
+    Kitty,
+    Sixel,
+    Iterm2,
+    Blocks,
+}
+
+impl std::str::FromStr for Graphics {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Graphics, String> {
+        match text {
+            "auto" => Ok(Graphics::Auto),
+            "kitty" => Ok(Graphics::Kitty),
+            "sixel" => Ok(Graphics::Sixel),
+            "iterm2" => Ok(Graphics::Iterm2),
+            "blocks" => Ok(Graphics::Blocks),
+            other => Err(format!(
+                "`{other}` is not a graphics mode (auto, kitty, sixel, iterm2, blocks)"
+            )),
+        }
+    }
 }
 
 /// The `[djinn]` table. The token is deliberately not here: it comes from the environment
@@ -71,6 +102,7 @@ pub struct CliOverrides {
     pub cpus: Option<u32>,
     pub image_dir: Option<PathBuf>,
     pub theme: Option<String>,
+    pub graphics: Option<Graphics>,
 }
 
 /// The effective settings every step reads.
@@ -80,6 +112,7 @@ pub struct Settings {
     pub cpus: u32,
     pub image_dir: PathBuf,
     pub theme: String,
+    pub graphics: Graphics,
     pub djinn_url: Option<String>,
     pub djinn_namespace: Option<String>,
 }
@@ -175,6 +208,7 @@ pub fn resolve(cli: CliOverrides, file: FileConfig, host: HostResources) -> Sett
         cpus: layer(cli.cpus, file.cpus, host.default_cpus()),
         image_dir: layer(cli.image_dir, file.image_dir, PathBuf::from(".")),
         theme: layer(cli.theme, file.theme, "auto".to_string()),
+        graphics: layer(cli.graphics, file.graphics, Graphics::Auto),
         // Per-command flags (--url, --namespace) are step choices and win over these in
         // workflow::requests; the settings hold the config file's defaults.
         djinn_url: file.djinn.url,

@@ -147,6 +147,8 @@ pub struct App {
     pub retry: Option<Step>,
     pub hits: HitAreas,
     pub doctor: Option<HostReport>,
+    /// Terminal graphics for guest screens; `None`: half blocks.
+    pub picker: Option<ratatui_image::picker::Picker>,
     /// The one step running in the background, if any.
     pub running: Option<RunningStep>,
     /// Where machine records live (crash recovery), when kiln has a data directory.
@@ -177,6 +179,7 @@ impl App {
             retry: None,
             hits: HitAreas::default(),
             doctor: None,
+            picker: None,
             running: None,
             record_dir: None,
             config_dir: None,

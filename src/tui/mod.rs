@@ -6,6 +6,7 @@
 //! their results into the loop's channel. A slow QEMU cannot stall a key press.
 
 pub mod app;
+pub mod graphics;
 pub mod guest_keys;
 pub mod keymap;
 mod runner;
@@ -110,6 +111,17 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> En
             _ = hangup.recv() => {}
         }
     };
+    // Real pixels for guest screens, when the terminal shows them.
+    app.picker = graphics::choose(app.settings.graphics);
+    tracing::info!(
+        "guest screens: {}",
+        app.picker
+            .as_ref()
+            .map_or("half blocks".to_string(), |p| format!(
+                "{:?}",
+                p.protocol_type()
+            ))
+    );
     let mut terminal = match terminal::TerminalGuard::enter() {
         Ok(terminal) => terminal,
         Err(e) => {
@@ -187,7 +199,7 @@ pub async fn event_loop<B: Backend>(
                 Posted::Doctor(report) => app.doctor = Some(report),
                 Posted::Picture { step, picture } => {
                     if let Some(machine) = app.machine_mut(step) {
-                        machine.picture = Some(picture);
+                        machine.show(picture);
                     }
                 }
                 Posted::ScreendumpDone => screendump_in_flight = false,

@@ -301,6 +301,7 @@ mod tests {
                 cpus: 2,
                 image_dir: PathBuf::from("/i"),
                 theme: "default".into(),
+                graphics: crate::engine::config::Graphics::Auto,
                 djinn_url: Some("https://ci.example/api".into()),
                 djinn_namespace: Some("from-config".into()),
             },

@@ -8,12 +8,15 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 use crate::engine::host::Accelerator;
 use crate::engine::machine::MachineView;
 use crate::tui::app::StepState;
+use crate::tui::graphics;
 use crate::tui::steps::machine_pane::{KeyTarget, MachinePane, Pane, SIDE_BY_SIDE_WIDTH};
 use crate::tui::theme::Theme;
 use crate::tui::widgets::console;
 use crate::tui::widgets::screen::ScreenView;
+use ratatui_image::picker::Picker;
 
 /// Draw the machine: console and screen side by side when wide, else the chosen one.
+#[allow(clippy::too_many_arguments)] // the pieces of one screen, each used once
 pub fn draw(
     frame: &mut Frame,
     area: Rect,
@@ -21,6 +24,7 @@ pub fn draw(
     view: &MachineView,
     what: &str,
     width: u16,
+    picker: Option<&Picker>,
     theme: &Theme,
 ) {
     let [status, panes] = Layout::vertical([Constraint::Length(2), Constraint::Min(3)]).areas(area);
@@ -63,7 +67,7 @@ pub fn draw(
             screen.keys_to == KeyTarget::Serial,
             theme,
         );
-        draw_screen(frame, right, screen, theme);
+        draw_screen(frame, right, screen, picker, theme);
     } else {
         match screen.pane {
             Pane::Console => console::draw(
@@ -74,14 +78,20 @@ pub fn draw(
                 screen.keys_to == KeyTarget::Serial,
                 theme,
             ),
-            Pane::Screen => draw_screen(frame, panes, screen, theme),
+            Pane::Screen => draw_screen(frame, panes, screen, picker, theme),
         }
     }
 }
 
 /// The guest's screen on the whole terminal, its aspect ratio kept, with one status line:
 /// the guest's resolution, where keys go, how to come back.
-pub fn draw_fullscreen(frame: &mut Frame, area: Rect, screen: &MachinePane, theme: &Theme) {
+pub fn draw_fullscreen(
+    frame: &mut Frame,
+    area: Rect,
+    screen: &MachinePane,
+    picker: Option<&Picker>,
+    theme: &Theme,
+) {
     let [picture_area, status] =
         Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(area);
     let resolution = screen
@@ -102,8 +112,18 @@ pub fn draw_fullscreen(frame: &mut Frame, area: Rect, screen: &MachinePane, them
         ])),
         status,
     );
-    if let Some(picture) = &screen.picture {
-        frame.render_widget(ScreenView(picture), fit(picture_area, picture));
+    draw_picture(frame, picture_area, screen, picker);
+}
+
+/// The guest's picture in `area`, its aspect ratio kept: real pixels when the terminal
+/// shows them, else half blocks.
+fn draw_picture(frame: &mut Frame, area: Rect, screen: &MachinePane, picker: Option<&Picker>) {
+    let Some(picture) = &screen.picture else {
+        return;
+    };
+    match picker {
+        Some(picker) => graphics::draw(frame, area, picture, picker, &screen.encoded),
+        None => frame.render_widget(ScreenView(picture), fit(area, picture)),
     }
 }
 
@@ -130,7 +150,13 @@ fn fit(area: Rect, picture: &crate::engine::screen::Picture) -> Rect {
     }
 }
 
-fn draw_screen(frame: &mut Frame, area: Rect, screen: &MachinePane, theme: &Theme) {
+fn draw_screen(
+    frame: &mut Frame,
+    area: Rect,
+    screen: &MachinePane,
+    picker: Option<&Picker>,
+    theme: &Theme,
+) {
     let block = Block::default()
         .borders(Borders::ALL)
         .title(Line::styled(" Screen (v to type) ", theme.title()))
@@ -138,7 +164,7 @@ fn draw_screen(frame: &mut Frame, area: Rect, screen: &MachinePane, theme: &Them
     let inner = block.inner(area);
     frame.render_widget(block, area);
     match &screen.picture {
-        Some(picture) => frame.render_widget(ScreenView(picture), inner),
+        Some(_) => draw_picture(frame, inner, screen, picker),
         None => frame.render_widget(
             Paragraph::new(Line::styled(
                 "waiting for the first picture…",
@@ -184,7 +210,7 @@ mod tests {
         let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
         let theme = Theme::built_in("default");
         terminal
-            .draw(|frame| draw_fullscreen(frame, frame.area(), &pane, &theme))
+            .draw(|frame| draw_fullscreen(frame, frame.area(), &pane, None, &theme))
             .unwrap();
         let buffer = terminal.backend().buffer();
         let last_row: String = (0..100).map(|x| buffer[(x, 29)].symbol()).collect();

@@ -28,7 +28,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         .machine(app.selected_step())
         .filter(|machine| machine.is_fullscreen())
     {
-        machine::draw_fullscreen(frame, frame.area(), machine, theme);
+        machine::draw_fullscreen(frame, frame.area(), machine, app.picker.as_ref(), theme);
         return;
     }
     let [header, body, footer] = Layout::vertical([

@@ -34,7 +34,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
             ])
             .areas(inner);
             let what = format!("{} running", step.title().to_lowercase());
-            machine::draw(frame, top, &run.machine, view, &what, app.width, theme);
+            let picker = app.picker.as_ref();
+            machine::draw(
+                frame,
+                top,
+                &run.machine,
+                view,
+                &what,
+                app.width,
+                picker,
+                theme,
+            );
             (status, rest)
         }
         None => {

@@ -2,6 +2,7 @@
 
 use crate::engine::machine::MachineView;
 use crate::engine::screen::Picture;
+use crate::tui::graphics::Encoded;
 
 /// Which view of the machine is shown when there is room for only one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct MachinePane {
     pub pane: Pane,
     pub keys_to: KeyTarget,
     pub picture: Option<Picture>,
+    /// The picture encoded for terminal graphics (when the terminal shows real pixels).
+    pub encoded: Encoded,
     /// The guest's screen on the whole terminal.
     pub fullscreen: bool,
 }
@@ -39,6 +42,7 @@ impl Default for MachinePane {
             pane: Pane::Console,
             keys_to: KeyTarget::Kiln,
             picture: None,
+            encoded: Encoded::default(),
             fullscreen: false,
         }
     }
@@ -69,6 +73,15 @@ impl MachinePane {
         if self.view.is_some() {
             self.pane = Pane::Screen;
             self.keys_to = KeyTarget::Vga;
+        }
+    }
+
+    /// A new screendump: kept (and encoded again for the terminal) only when the guest's
+    /// screen changed, so a still screen sends nothing to the terminal.
+    pub fn show(&mut self, picture: Picture) {
+        if self.picture.as_ref() != Some(&picture) {
+            self.picture = Some(picture);
+            *self.encoded.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
 
