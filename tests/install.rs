@@ -107,7 +107,7 @@ fn install_refuses_bad_input_with_clear_errors() {
     std::fs::write(sandbox.work().join("notes.iso"), vec![b'x'; 64 * 1024]).unwrap();
     let iso = fixtures.iso.display().to_string();
 
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["install", "d.qcow2", "--iso", "missing.iso"],
             "does not exist",
@@ -117,6 +117,39 @@ fn install_refuses_bad_input_with_clear_errors() {
             "not an ISO 9660 image",
         ),
         (&["install", "nope.qcow2", "--iso", &iso], "create it first"),
+        // The unattended settings are checked before QEMU starts.
+        (
+            &[
+                "install",
+                "d.qcow2",
+                "--iso",
+                &iso,
+                "--boot-command",
+                "<esc>\n<entre>",
+            ],
+            "line 2, column 1",
+        ),
+        (
+            &[
+                "install",
+                "d.qcow2",
+                "--iso",
+                &iso,
+                "--http-dir",
+                "no-such-dir",
+            ],
+            "does not exist",
+        ),
+        (
+            &["install", "d.qcow2", "--iso", &iso, "--preset", "debian-12"],
+            "--user NAME",
+        ),
+        (
+            &[
+                "install", "d.qcow2", "--iso", &iso, "--preset", "fedora", "--user", "u",
+            ],
+            "no preset `fedora`",
+        ),
     ];
     for (args, expected) in cases {
         let out = sandbox.kiln(args);
