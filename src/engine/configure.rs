@@ -13,11 +13,10 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::host::Accelerator;
-use super::image;
 use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
 use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
 use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
-use super::verify;
+use super::verify::{self, DiskRefusal};
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
 pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.reference");
@@ -193,6 +192,16 @@ pub enum ConfigureError {
     Panicked(#[from] TaskPanicked),
 }
 
+impl From<DiskRefusal> for ConfigureError {
+    fn from(refusal: DiskRefusal) -> ConfigureError {
+        match refusal {
+            DiskRefusal::Missing(path) => ConfigureError::NoImage(path),
+            DiskRefusal::InUse(path) => ConfigureError::InUse(path),
+            DiskRefusal::NotBootable(why) => ConfigureError::NotBootable(why),
+        }
+    }
+}
+
 impl ConfigureError {
     /// Errors about the request or environment (exit 2) rather than the guest (exit 1).
     pub fn is_usage(&self) -> bool {
@@ -305,16 +314,7 @@ pub async fn configure(
     request: ConfigureRequest,
     reporter: Reporter,
 ) -> Result<Configured, ConfigureError> {
-    if !request.image.exists() {
-        return Err(ConfigureError::NoImage(request.image));
-    }
-    let image_path = std::fs::canonicalize(&request.image).unwrap_or(request.image.clone());
-    if image::is_locked(&image_path).await {
-        return Err(ConfigureError::InUse(image_path));
-    }
-    verify::refuse_unbootable(&image_path)
-        .await
-        .map_err(ConfigureError::NotBootable)?;
+    let image_path = verify::writable_disk(&request.image).await?;
     let spec = MachineSpec {
         purpose: "configure".into(),
         accelerator: request.accelerator,

@@ -12,11 +12,10 @@ use super::configure::{
     CLEAR_MACHINE_ID, Extras, REGENERATE_HOST_KEYS, ZERO_FREE_SPACE, shell_quote,
 };
 use super::host::Accelerator;
-use super::image;
 use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
 use super::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
-use super::verify;
+use super::verify::{self, DiskRefusal};
 
 /// Where the SSH forward starts looking for a free port.
 const FIRST_SSH_PORT: u16 = 2230;
@@ -61,6 +60,16 @@ pub struct ProvisionRequest {
 pub struct Provisioned {
     pub image: PathBuf,
     pub steps: usize,
+}
+
+impl From<DiskRefusal> for ProvisionError {
+    fn from(refusal: DiskRefusal) -> ProvisionError {
+        match refusal {
+            DiskRefusal::Missing(path) => ProvisionError::NoImage(path),
+            DiskRefusal::InUse(path) => ProvisionError::InUse(path),
+            DiskRefusal::NotBootable(why) => ProvisionError::NotBootable(why),
+        }
+    }
 }
 
 impl Summary for Provisioned {
@@ -113,16 +122,7 @@ pub async fn provision(
     request: ProvisionRequest,
     reporter: Reporter,
 ) -> Result<Provisioned, ProvisionError> {
-    if !request.image.exists() {
-        return Err(ProvisionError::NoImage(request.image));
-    }
-    let image_path = std::fs::canonicalize(&request.image).unwrap_or(request.image.clone());
-    if image::is_locked(&image_path).await {
-        return Err(ProvisionError::InUse(image_path));
-    }
-    verify::refuse_unbootable(&image_path)
-        .await
-        .map_err(ProvisionError::NotBootable)?;
+    let image_path = verify::writable_disk(&request.image).await?;
     let spec = MachineSpec {
         purpose: "provision".into(),
         accelerator: request.accelerator,

@@ -10,11 +10,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::host::Accelerator;
-use super::image::{self, CreateError};
+use super::image::CreateError;
 use super::iso::{self, Expected, IsoError};
 use super::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
-use super::verify;
+use super::verify::{self, DiskRefusal};
 use unattended::{Plan, Unattended, UnattendedError};
 
 /// How long a cancelled installer gets to answer the ACPI power button.
@@ -88,6 +88,16 @@ pub enum InstallError {
     Panicked(#[from] TaskPanicked),
 }
 
+impl From<DiskRefusal> for InstallError {
+    fn from(refusal: DiskRefusal) -> InstallError {
+        match refusal {
+            DiskRefusal::Missing(path) => InstallError::NoImage(path),
+            DiskRefusal::InUse(path) => InstallError::InUse(path),
+            DiskRefusal::NotBootable(why) => InstallError::NotBootable(why),
+        }
+    }
+}
+
 impl InstallError {
     /// Errors about the request itself (exit 2) rather than the install failing (exit 1).
     pub fn is_usage(&self) -> bool {
@@ -125,19 +135,10 @@ pub async fn install(
         reporter.info("checking the ISO's SHA-256…");
         iso::verify_checksum(&request.iso, expected, &reporter).await?;
     }
-    if !request.image.exists() {
-        return Err(InstallError::NoImage(request.image));
-    }
-    // Absolute paths in QEMU's command line and the machine record say exactly which file.
     let mut request = request;
-    request.image = std::fs::canonicalize(&request.image).unwrap_or(request.image);
+    request.image = verify::writable_disk(&request.image).await?;
+    // Absolute, like the disk: QEMU's command line and the machine record say which file.
     request.iso = std::fs::canonicalize(&request.iso).unwrap_or(request.iso);
-    if image::is_locked(&request.image).await {
-        return Err(InstallError::InUse(request.image));
-    }
-    verify::refuse_unbootable(&request.image)
-        .await
-        .map_err(InstallError::NotBootable)?;
 
     // Everything about the unattended settings is checked before QEMU starts.
     let mut plan = Plan::prepare(&request.unattended, &request.iso)?;

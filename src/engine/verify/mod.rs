@@ -130,8 +130,8 @@ pub fn boot_blocker(checks: &[Check]) -> Option<&Check> {
 }
 
 /// Run the static checks and refuse (with the failed check and its fix) an image kiln must
-/// not boot; configure and install call this before their machine starts.
-pub async fn refuse_unbootable(image: &std::path::Path) -> Result<(), String> {
+/// not boot; [`writable_disk`] calls this before a writable machine starts.
+async fn refuse_unbootable(image: &std::path::Path) -> Result<(), String> {
     let checks = static_checks(image).await;
     match boot_blocker(&checks) {
         None => Ok(()),
@@ -147,6 +147,31 @@ pub async fn refuse_unbootable(image: &std::path::Path) -> Result<(), String> {
                 .unwrap_or_default()
         )),
     }
+}
+
+/// Why a disk cannot be booted writable.
+#[derive(Debug)]
+pub enum DiskRefusal {
+    Missing(PathBuf),
+    InUse(PathBuf),
+    NotBootable(String),
+}
+
+/// The disk a writable machine (install, configure, provision) boots, checked: it exists, no
+/// QEMU holds it, the static checks allow it. Returned absolute, so QEMU's command line and
+/// the machine record name exactly this file.
+pub async fn writable_disk(image: &std::path::Path) -> Result<PathBuf, DiskRefusal> {
+    if !image.exists() {
+        return Err(DiskRefusal::Missing(image.to_path_buf()));
+    }
+    let image = std::fs::canonicalize(image).unwrap_or_else(|_| image.to_path_buf());
+    if super::image::is_locked(&image).await {
+        return Err(DiskRefusal::InUse(image));
+    }
+    refuse_unbootable(&image)
+        .await
+        .map_err(DiskRefusal::NotBootable)?;
+    Ok(image)
 }
 
 /// The first four bytes of every qcow2 file (the Djinn server checks only these).
