@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::answer_server::GUEST_HOST_ADDRESS;
+use super::boot_command::{HTTP_IP, HTTP_PORT};
 use crate::engine::configure::REFERENCE_SSHD_CONFIG;
 
 /// The built-in presets: name, `preset.toml`, answer-file template.
@@ -18,7 +20,7 @@ const BUILT_IN: [(&str, &str, &str); 1] = [(
 )];
 
 /// Placeholders the answer-file server fills in (the guest's view of it), not the preset.
-const SERVER_PLACEHOLDERS: [&str; 2] = ["HTTPIP", "HTTPPort"];
+const SERVER_PLACEHOLDERS: [&str; 2] = [HTTP_IP, HTTP_PORT];
 
 /// A preset's `preset.toml`.
 #[derive(Debug, Deserialize)]
@@ -167,10 +169,10 @@ impl Preset {
         values: &PresetValues,
         port: u16,
     ) -> Result<(), PresetError> {
-        let port = port.to_string();
+        let (address, port) = (GUEST_HOST_ADDRESS.to_string(), port.to_string());
         let mut pairs = self.pairs(values);
-        pairs.push(("HTTPIP", "10.0.2.2"));
-        pairs.push(("HTTPPort", &port));
+        pairs.push((HTTP_IP, &address));
+        pairs.push((HTTP_PORT, &port));
         let answers = fill(self.template, &pairs);
         let write = |name: &str, text: &str| {
             std::fs::write(dir.join(name), text).map_err(|source| PresetError::Write {
@@ -208,7 +210,7 @@ impl Preset {
 }
 
 /// Replace `{{ .Name }}` (spaces inside the braces optional) for each pair.
-fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
+pub(super) fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
     let mut filled = template.to_string();
     for (name, value) in pairs {
         for spelling in [format!("{{{{ .{name} }}}}"), format!("{{{{.{name}}}}}")] {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::answer_server::{AnswerServer, AnswerServerError, GUEST_HOST_ADDRESS, ServedRequest};
 use super::boot_command::{self, Action, BootCommand, BootCommandError, Values};
-use super::preset::{Preset, PresetError, PresetValues};
+use super::preset::{self, Preset, PresetError, PresetValues};
 use crate::engine::iso::filesystem::{IsoFilesystem, IsoReadError};
 use crate::engine::iso::kernel::{InstallerKernel, KernelNotFound, find_installer_kernel};
 use crate::engine::machine::{DirectKernel, MachineError, MachineView};
@@ -231,17 +231,13 @@ impl PresetAnswers {
 /// `{{ .HTTPIP }}` and `{{ .HTTPPort }}` in kernel arguments, as in a boot command (kernel
 /// arguments point the installer at its answer file just as a typed command line does).
 fn fill_placeholders(args: &str, server: Option<&AnswerServer>) -> String {
-    let mut filled = args.to_string();
-    for (name, value) in [
-        ("HTTPIP", Some(GUEST_HOST_ADDRESS.to_string())),
-        ("HTTPPort", server.map(|s| s.port().to_string())),
-    ] {
-        let Some(value) = value else { continue };
-        for spelling in [format!("{{{{ .{name} }}}}"), format!("{{{{.{name}}}}}")] {
-            filled = filled.replace(&spelling, &value);
-        }
+    let address = GUEST_HOST_ADDRESS.to_string();
+    let port = server.map(|s| s.port().to_string());
+    let mut pairs = vec![(boot_command::HTTP_IP, address.as_str())];
+    if let Some(port) = &port {
+        pairs.push((boot_command::HTTP_PORT, port));
     }
-    filled
+    preset::fill(args, &pairs)
 }
 
 /// Copy the installer's kernel and initrd out of the ISO into a private directory, and put
