@@ -13,7 +13,7 @@ use crate::engine::config::{Dirs, Settings};
 use crate::engine::configure::SshdVariant;
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, TaskOptions};
-use crate::engine::workflow::{Secrets, StepOptions};
+use crate::engine::workflow::{Secrets, StepOptions, secret_from_file};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]
 pub enum Variant {
@@ -141,9 +141,7 @@ fn secrets(args: &ConfigureArgs) -> Result<Secrets, String> {
 
 /// The first line of a secret file, without its newline.
 pub(super) fn first_line(file: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    Ok(text.lines().next().unwrap_or_default().to_string())
+    secret_from_file(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
 }
 
 /// Ask on the terminal without echo; refuse when there is no terminal to ask on.

@@ -15,7 +15,7 @@ use super::host::Accelerator;
 use super::provision::ProvisionRequest;
 use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
-use super::workflow::Secrets;
+use super::workflow::{Secrets, secret_from_file};
 
 /// How long a provisioning machine may take to offer SSH.
 const PROVISION_BOOT_DEADLINE: Duration = Duration::from_secs(300);
@@ -166,9 +166,9 @@ fn secret(
     what: &str,
 ) -> Result<Option<String>, String> {
     if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read the {what} file {}: {e}", file.display()))?;
-        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+        return secret_from_file(file)
+            .map(Some)
+            .map_err(|e| format!("cannot read the {what} file {}: {e}", file.display()));
     }
     match variable {
         Some(name) => std::env::var(name)

@@ -48,6 +48,12 @@ pub struct Secrets {
     pub token: Option<Token>,
 }
 
+/// A secret kept in a file: its first line, without the newline (`echo pw > file` works).
+pub fn secret_from_file(file: &Path) -> std::io::Result<String> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
 impl std::fmt::Debug for Secrets {
     /// Says which secrets are present, never what they are.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
