@@ -1530,14 +1530,7 @@ pub(super) mod tests {
     /// The fixture installer (tests/fixtures/build.sh) is on some machines only.
     #[test]
     fn fixture_installer_reads_like_xorriso_extracts_it() {
-        let Some(fixture) = std::fs::read_dir("/var/cache/kiln-fixtures")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path().join("installer.iso"))
-            .find(|path| path.is_file())
-        else {
-            eprintln!("no /var/cache/kiln-fixtures/*/installer.iso on this machine; skipped");
+        let Some(fixture) = super::super::fixture_installer() else {
             return;
         };
         let iso = IsoFilesystem::open(&fixture).unwrap();

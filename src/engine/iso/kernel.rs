@@ -705,14 +705,7 @@ LABEL install
     /// The fixture installer (tests/fixtures/build.sh) is on some machines only.
     #[test]
     fn fixture_installer_is_found_through_its_boot_menu() {
-        let Some(fixture) = std::fs::read_dir("/var/cache/kiln-fixtures")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|entry| entry.path().join("installer.iso"))
-            .find(|path| path.is_file())
-        else {
-            eprintln!("no /var/cache/kiln-fixtures/*/installer.iso on this machine; skipped");
+        let Some(fixture) = super::super::fixture_installer() else {
             return;
         };
         let found = find_installer_kernel(&IsoFilesystem::open(&fixture).unwrap()).unwrap();
