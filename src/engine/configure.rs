@@ -661,6 +661,7 @@ fn report_stage(reporter: &Reporter, stage: &Stage) {
         }
         Stage::Connecting { .. } => {}
         Stage::TcpConnected => reporter.info("SSH: TCP connected"),
+        Stage::NoAnswer(silence) => reporter.info(format!("SSH: {silence}")),
         Stage::Banner(banner) => reporter.info(format!("SSH: banner {banner}")),
         Stage::Methods(methods) => {
             reporter.info(format!("SSH: server offers {}", methods.join(",")))

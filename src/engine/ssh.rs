@@ -27,9 +27,15 @@ use tracing::debug;
 
 /// Each TCP connect gets this long, as the CI driver's dial does.
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long one attempt waits for the server's identification line after TCP connects. A
-/// booting guest's QEMU user-net accepts TCP before sshd listens and may then stay silent.
+/// How long one connection waits for the server's first bytes after TCP connects. A booting
+/// guest's QEMU user-net accepts TCP before sshd listens and may then stay silent.
 const BANNER_TIMEOUT: Duration = Duration::from_secs(5);
+/// While earlier connections wait in silence, a new one is opened this often (see
+/// [`first_to_talk`]); it bounds how late kiln notices sshd listening.
+const DIAL_EVERY: Duration = Duration::from_millis(100);
+/// Connections waiting at once for the server's first bytes: one [`BANNER_TIMEOUT`] of
+/// [`DIAL_EVERY`]s, far below sshd's MaxStartups once it answers (the rest are then closed).
+const MAX_DIALS: usize = 50;
 /// Key exchange once the banner came; generous because a guest under TCG is slow.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One authentication request (PAM under TCG can take seconds).
@@ -90,6 +96,9 @@ pub enum Stage {
         attempt: u32,
     },
     TcpConnected,
+    /// Connections were accepted but then closed, or stayed silent, without a byte from the
+    /// server; told when what they do changes, so a boot watcher can say which.
+    NoAnswer(Silence),
     /// The server's identification line, e.g. "SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3".
     Banner(String),
     /// The authentication methods the server offers. Just `["none"]` when it let the user in
@@ -104,10 +113,35 @@ impl fmt::Display for Stage {
         match self {
             Stage::Connecting { attempt } => write!(f, "TCP connect (attempt {attempt})"),
             Stage::TcpConnected => f.write_str("TCP connected"),
+            Stage::NoAnswer(silence) => write!(f, "no answer: {silence}"),
             Stage::Banner(banner) => write!(f, "banner {banner}"),
             Stage::Methods(methods) => write!(f, "methods {}", methods.join(",")),
             Stage::Authenticated => f.write_str("authenticated"),
         }
+    }
+}
+
+/// What a forwarded port does while no SSH server talks on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Silence {
+    /// Accepted, then closed at once: through QEMU's user network this is the guest's TCP
+    /// stack refusing the port — the guest's network is up and nothing listens there.
+    Closed,
+    /// Accepted and then nothing: the guest has not answered QEMU's connection at all (still
+    /// booting, or its network is not up).
+    Silent,
+}
+
+impl fmt::Display for Silence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Silence::Closed => {
+                "connections are closed at once (the guest is up but nothing listens on port 22)"
+            }
+            Silence::Silent => {
+                "connections stay silent (the guest has not answered; its network may be down)"
+            }
+        })
     }
 }
 
@@ -397,6 +431,85 @@ fn client_config() -> client::Config {
     }
 }
 
+/// A TCP connection on which the server has begun to talk (its first bytes wait unread).
+///
+/// QEMU's user network accepts a forwarded connection on the host before the guest listens,
+/// then sends the guest a SYN; while the guest's network is not up that SYN goes unanswered
+/// and is only retried seconds later. So one connection opened during boot can sit silent for
+/// seconds after sshd starts listening — waiting on one at a time, kiln noticed sshd 0.8–4.8 s
+/// late. Instead a fresh connection is opened every [`DIAL_EVERY`] while the older ones keep
+/// waiting (each up to [`BANNER_TIMEOUT`], so a slow sshd is not given up on), and the first
+/// that talks wins; the others are closed.
+async fn first_to_talk(
+    addr: SocketAddr,
+    give_up: Instant,
+    on_stage: &mut (impl FnMut(Stage) + Send),
+) -> Result<TcpStream, (Reached, String)> {
+    let mut dials = futures::stream::FuturesUnordered::new();
+    let mut next_dial = Instant::now();
+    let mut furthest = (Reached::Nothing, String::from("no connection finished"));
+    let mut told: Option<Silence> = None;
+    loop {
+        let now = Instant::now();
+        if now >= give_up {
+            return Err(furthest);
+        }
+        if now >= next_dial && dials.len() < MAX_DIALS {
+            dials.push(dial(addr, give_up));
+            next_dial = now + DIAL_EVERY;
+        }
+        tokio::select! {
+            Some(outcome) = futures::StreamExt::next(&mut dials) => match outcome {
+                Dial::Talking(stream) => {
+                    on_stage(Stage::TcpConnected);
+                    return Ok(stream);
+                }
+                Dial::Unanswered(silence) => {
+                    if told.is_none() {
+                        on_stage(Stage::TcpConnected);
+                    }
+                    if told != Some(silence) {
+                        on_stage(Stage::NoAnswer(silence));
+                        told = Some(silence);
+                    }
+                    let detail = match silence {
+                        Silence::Closed => "the connection was closed without a word",
+                        Silence::Silent => "it stayed silent",
+                    };
+                    furthest = (Reached::Tcp, detail.into());
+                }
+                Dial::Failed(detail) if told.is_none() => furthest.1 = detail,
+                Dial::Failed(_) => {}
+            },
+            _ = tokio::time::sleep_until(next_dial.min(give_up)) => {}
+        }
+    }
+}
+
+/// How one connection of [`first_to_talk`] ended.
+enum Dial {
+    Talking(TcpStream),
+    Unanswered(Silence),
+    /// No TCP connection (refused, unreachable, timed out).
+    Failed(String),
+}
+
+async fn dial(addr: SocketAddr, give_up: Instant) -> Dial {
+    let connect_by = (Instant::now() + TCP_CONNECT_TIMEOUT).min(give_up);
+    let stream = match tokio::time::timeout_at(connect_by, TcpStream::connect(addr)).await {
+        Err(_) => return Dial::Failed("no answer".into()),
+        Ok(Err(e)) => return Dial::Failed(io_reason(&e)),
+        Ok(Ok(stream)) => stream,
+    };
+    let talk_by = (Instant::now() + BANNER_TIMEOUT).min(give_up);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(talk_by, stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => Dial::Talking(stream),
+        Ok(_) => Dial::Unanswered(Silence::Closed),
+        Err(_) => Dial::Unanswered(Silence::Silent),
+    }
+}
+
 /// One connection attempt: TCP, banner, key exchange, methods, authentication.
 async fn try_once(
     target: &SshTarget,
@@ -406,14 +519,10 @@ async fn try_once(
     give_up: Instant,
     on_stage: &mut (impl FnMut(Stage) + Send),
 ) -> Result<Session, Attempt> {
-    let remaining = give_up.saturating_duration_since(Instant::now());
-    let stream = match timeout(TCP_CONNECT_TIMEOUT.min(remaining), TcpStream::connect(addr)).await {
-        Err(_) => return Err(Attempt::NotYet(Reached::Nothing, "no answer".into())),
-        Ok(Err(e)) => return Err(Attempt::NotYet(Reached::Nothing, io_reason(&e))),
-        Ok(Ok(stream)) => stream,
-    };
+    let stream = first_to_talk(addr, give_up, on_stage)
+        .await
+        .map_err(|(reached, detail)| Attempt::NotYet(reached, detail))?;
     let _ = stream.set_nodelay(true);
-    on_stage(Stage::TcpConnected);
 
     let (stream, banner_rx) = BannerSniffer::new(stream);
     let notes = Arc::new(Mutex::new(ServerNotes::default()));
@@ -1373,6 +1482,83 @@ mod tests {
         sniffer.sniff("noise\n".repeat(MAX_PRE_BANNER_LINES).as_bytes());
         sniffer.sniff(b"SSH-2.0-late\n");
         assert!(banner.try_recv().is_err());
+    }
+
+    /// A port like QEMU's user network during boot: it accepts every connection, but only
+    /// the ones opened after `talks_after` ever hear from the server.
+    async fn port_that_wakes_up(talks_after: Duration) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let opened = Instant::now();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            for n in 0u32.. {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                if opened.elapsed() >= talks_after {
+                    let _ = stream
+                        .write_all(format!("SSH-2.0-conn{n}\r\n").as_bytes())
+                        .await;
+                }
+                held.push(stream);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_fresh_connection_wins_while_an_early_one_stays_silent() {
+        let addr = port_that_wakes_up(Duration::from_millis(300)).await;
+        let mut stages = Vec::new();
+        // Less than one banner timeout: waiting on the first, silent connection cannot succeed.
+        let give_up = Instant::now() + BANNER_TIMEOUT / 2;
+        let mut stream = first_to_talk(addr, give_up, &mut |s| stages.push(s))
+            .await
+            .expect("a later connection talks");
+        let mut banner = [0u8; 32];
+        let n = stream.read(&mut banner).await.unwrap();
+        let banner = String::from_utf8_lossy(&banner[..n]);
+        assert!(banner.starts_with("SSH-2.0-conn"), "{banner}");
+        assert_ne!(
+            banner.trim(),
+            "SSH-2.0-conn0",
+            "the first connection never talks"
+        );
+        assert_eq!(stages, [Stage::TcpConnected]);
+    }
+
+    #[tokio::test]
+    async fn a_port_that_closes_at_once_is_told_apart_from_a_silent_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                drop(listener.accept().await.unwrap());
+            }
+        });
+        let mut stages = Vec::new();
+        let give_up = Instant::now() + Duration::from_millis(500);
+        let Err((reached, detail)) = first_to_talk(addr, give_up, &mut |s| stages.push(s)).await
+        else {
+            panic!("nothing talks");
+        };
+        assert!(matches!(reached, Reached::Tcp), "{reached:?}");
+        assert_eq!(detail, "the connection was closed without a word");
+        // Told once each, not once per connection.
+        assert_eq!(
+            stages,
+            [Stage::TcpConnected, Stage::NoAnswer(Silence::Closed)]
+        );
+
+        let silent = port_that_wakes_up(Duration::from_secs(3600)).await;
+        let mut stages = Vec::new();
+        let give_up = Instant::now() + Duration::from_millis(300);
+        let outcome = first_to_talk(silent, give_up, &mut |s| stages.push(s)).await;
+        assert!(outcome.is_err());
+        // Nothing finished before the deadline: the port accepted, but no dial can say more.
+        assert!(
+            !stages.contains(&Stage::NoAnswer(Silence::Closed)),
+            "{stages:?}"
+        );
     }
 
     #[test]

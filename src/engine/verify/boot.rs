@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
 use crate::engine::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
-use crate::engine::ssh::{self, Auth, OutputStream, Session, SshTarget, Stage};
+use crate::engine::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
 use crate::engine::task::Reporter;
 
 /// Ids and names of the dynamic checks, in the order the driver meets them.
@@ -216,12 +216,14 @@ async fn procedure(
     checks
 }
 
-/// How long sshd gets after the guest shows its login prompt: sshd and the getty start side by
-/// side, and a first boot may still be generating host keys (slow under TCG).
-const SSHD_GRACE: Duration = Duration::from_secs(30);
+/// How long the console must stay quiet after the guest's login prompt before kiln says sshd
+/// is not coming: sshd and the getty start side by side, and first-boot work (a host-key
+/// regeneration unit, say) prints its status lines meanwhile, each restarting the wait.
+const SSHD_GRACE: Duration = Duration::from_secs(10);
 
-/// Resolves when the guest has visibly finished booting without sshd answering: its login
-/// prompt appeared `grace` ago (or the kernel panicked), with what the console showed.
+/// Resolves when the guest has visibly finished booting without sshd answering — its login
+/// prompt appeared and the console then stayed quiet for `grace` (or the kernel panicked) —
+/// with the evidence: the console's line and what the port did.
 async fn booted_without_sshd(
     view: &MachineView,
     reached: &Mutex<Vec<Stage>>,
@@ -235,33 +237,51 @@ async fn booted_without_sshd(
             .find(|line| line.contains("Kernel panic") || line.contains(" login:"))
             .map(str::to_string)
     };
-    let line = loop {
-        if let Some(line) = finished(&console) {
-            break line;
-        }
-        match live.recv().await {
-            Ok(bytes) => console.push_str(&String::from_utf8_lossy(&bytes)),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            // The machine ended: that is told by whoever waits for it.
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                return std::future::pending().await;
+    let mut prompt: Option<String> = None;
+    loop {
+        if prompt.is_none() {
+            prompt = finished(&console);
+            if let Some(line) = prompt.as_deref().filter(|l| l.contains("Kernel panic")) {
+                return format!("the guest's kernel panicked: {}", line.trim());
             }
         }
-    };
-    let line = line.trim().to_string();
-    if line.contains("Kernel panic") {
-        return format!("the guest's kernel panicked: {line}");
+        let next = live.recv();
+        let quiet = match prompt {
+            Some(_) => tokio::time::timeout(grace, next).await,
+            None => Ok(next.await),
+        };
+        match quiet {
+            Ok(Ok(bytes)) => console.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            // The machine ended: that is told by whoever waits for it.
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return std::future::pending().await;
+            }
+            Err(_quiet_for_grace) => break,
+        }
     }
-    tokio::time::sleep(grace).await;
+    let stages = reached.lock().expect("stage lock").clone();
     // sshd answered (a slow login is under way): the deadline is the only judge now.
-    let answered = |stages: &Vec<Stage>| stages.iter().any(|s| matches!(s, Stage::Banner(_)));
-    if answered(&reached.lock().expect("stage lock")) {
+    if stages.iter().any(|s| matches!(s, Stage::Banner(_))) {
         return std::future::pending().await;
     }
+    let port = match last_silence(&stages) {
+        Some(silence) => silence.to_string(),
+        None => "no connection to the forwarded port finished".into(),
+    };
     format!(
-        "the guest finished booting (its console shows `{line}`) {} s ago, and the port still sends no SSH banner: sshd is not running",
+        "the guest finished booting (its console shows `{}`, then nothing for {} s) and the port still sends no SSH banner: {port}",
+        prompt.unwrap_or_default().trim(),
         grace.as_secs()
     )
+}
+
+/// What the forwarded port did last while no SSH server talked on it.
+fn last_silence(stages: &[Stage]) -> Option<Silence> {
+    stages.iter().rev().find_map(|s| match s {
+        Stage::NoAnswer(silence) => Some(*silence),
+        _ => None,
+    })
 }
 
 /// ssh-port, ssh-banner and root-login from how far the connection got.
@@ -291,7 +311,10 @@ fn connection_checks(stages: &[Stage], error: Option<&str>, user: &str) -> Vec<C
     checks.push(match (&banner, tcp) {
         (Some(b), _) => Check::new(banner_id, banner_name, Verdict::Pass, b.clone()),
         (None, true) => Check::new(banner_id, banner_name, Verdict::Fail, because(error))
-            .fix("install and enable OpenSSH (apt-get install openssh-server; systemctl enable ssh) and DHCP on the virtio NIC"),
+            .fix(match last_silence(stages) {
+                Some(Silence::Closed) => "the guest's network is up but nothing listens on port 22: install and enable OpenSSH (apt-get install openssh-server; systemctl enable ssh)",
+                _ => "the guest never answered on its network: bring up the virtio NIC with DHCP at boot (QEMU's user network hands out 10.0.2.15), and install and enable OpenSSH",
+            }),
         (None, false) => Check::skipped(banner_id, banner_name, "the port never answered"),
     });
     checks.push(match (authenticated, banner.is_some()) {
