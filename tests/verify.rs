@@ -147,6 +147,13 @@ fn a_disabled_sshd_fails_the_banner_check() {
         detail.contains("finished booting") && detail.contains("login:"),
         "{detail}"
     );
+    // The port's behaviour is the evidence, and it picks the fix: the guest's network is up.
+    assert!(detail.contains("nothing listens on port 22"), "{detail}");
+    let fix = banner["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains("systemctl enable ssh") && !fix.contains("DHCP"),
+        "{banner:#}"
+    );
     assert!(
         ids(&report, "pass").contains("boots"),
         "the guest itself booted: {report:#}"

@@ -245,32 +245,107 @@ pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
-/// Where the new sshd_config is previewed by `sshd -T`, before anything in /etc changes.
+/// Where the new sshd_config is checked and previewed, before anything in /etc changes.
 const PREVIEW: &str = "/run/kiln-sshd_config.preview";
+/// Separate the parts of the inspection's output.
+const CURRENT_END: &str = "--kiln-current-sshd_config-end--";
+const EFFECTIVE_NEW: &str = "--kiln-sshd-T-new--";
+/// The exit status of a guest script for "sshd -t rejects the new file" (its words on stderr).
+const REJECTED: u32 = 3;
 
-/// `sshd -T` on the current and the new config, compared: `permitemptypasswords: no → yes`.
-/// Empty when sshd cannot say (the new file is invalid: `sshd -t` reports that later).
-async fn effective_changes(
+/// What configure learns before changing anything.
+struct Inspection {
+    /// The guest's sshd_config as it is.
+    current: String,
+    /// `sshd -T` of the current and the new file, compared: `permitemptypasswords: no → yes`.
+    /// Empty when sshd cannot say.
+    effective: Vec<String>,
+}
+
+/// One privileged round-trip that reads the current sshd_config, checks the new one with
+/// `sshd -t` and compares both with `sshd -T` — writing only a preview under /run. A new file
+/// sshd rejects fails here, before the person is asked anything.
+async fn inspect(
     session: &Session,
     request: &ConfigureRequest,
     new: &str,
-) -> Vec<String> {
-    let root = |script: &str| as_root(&request.user, request.sudo_password.as_deref(), script);
+) -> Result<Inspection, ConfigureError> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
     let script = format!(
-        "echo {encoded} | base64 -d > {PREVIEW} && /usr/sbin/sshd -T -f {SSHD_CONFIG} && echo {MARK} && /usr/sbin/sshd -T -f {PREVIEW}; rm -f {PREVIEW}"
+        "cat {SSHD_CONFIG} || exit 1; printf '\\n%s\\n' {CURRENT_END}; \
+         echo {encoded} | base64 -d > {PREVIEW} || exit 1; \
+         if ! /usr/sbin/sshd -t -f {PREVIEW} >&2; then rm -f {PREVIEW}; exit {REJECTED}; fi; \
+         /usr/sbin/sshd -T -f {SSHD_CONFIG} 2>/dev/null; echo {EFFECTIVE_NEW}; \
+         /usr/sbin/sshd -T -f {PREVIEW} 2>/dev/null; rm -f {PREVIEW}; exit 0"
     );
-    let Ok(out) = run(session, request, root(&script)).await else {
-        return Vec::new();
-    };
-    match out.split_once(MARK) {
+    let out = run_as_root(
+        session,
+        request,
+        &script,
+        "reading and checking sshd_config",
+    )
+    .await?;
+    let (current, effective) = out
+        .split_once(&format!("\n{CURRENT_END}\n"))
+        .ok_or_else(|| ConfigureError::Guest {
+            command: "reading sshd_config".into(),
+            stderr: "the guest's answer was cut short".into(),
+        })?;
+    let effective = match effective.split_once(EFFECTIVE_NEW) {
         Some((before, after)) => setting_changes(before, after),
         None => Vec::new(),
-    }
+    };
+    Ok(Inspection {
+        current: current.to_string(),
+        effective,
+    })
 }
 
-/// Separates the two `sshd -T` outputs.
-const MARK: &str = "--kiln-sshd-T-new--";
+/// The one privileged round-trip that makes the change, in the order that cannot lock anyone
+/// out: back up the old file (an existing backup is kept), write the new one beside it, check
+/// it with `sshd -t`, print what it is about to change (root's password hash, and the machine
+/// ID when asked) so a failed proof can put it back, rename it over the old one, `passwd -d
+/// root`, restart sshd (open sessions stay). Each step is named on stderr before it runs, so a
+/// failure says which.
+fn apply_script(new: &str, clear_machine_id: bool) -> String {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
+    let mut steps = vec![
+        format!("step 'backing up {SSHD_CONFIG}'; [ -e {BACKUP} ] || cp -p {SSHD_CONFIG} {BACKUP}"),
+        format!(
+            "step 'writing the new sshd_config'; echo {encoded} | base64 -d > {CANDIDATE} && chmod 644 {CANDIDATE}"
+        ),
+        format!(
+            "if ! /usr/sbin/sshd -t -f {CANDIDATE} >&2; then rm -f {CANDIDATE}; exit {REJECTED}; fi"
+        ),
+        "step \"reading root's password hash\"; echo \"root-hash $(getent shadow root | cut -d: -f2)\"".into(),
+    ];
+    if clear_machine_id {
+        steps.push(
+            "step 'reading /etc/machine-id'; echo \"machine-id $(cat /etc/machine-id)\"".into(),
+        );
+    }
+    steps.push(format!(
+        "step 'installing sshd_config'; mv {CANDIDATE} {SSHD_CONFIG} && sync"
+    ));
+    steps.push("step \"removing root's password\"; passwd -d root >/dev/null".into());
+    if clear_machine_id {
+        steps.push(format!(
+            "step 'emptying /etc/machine-id'; {CLEAR_MACHINE_ID}"
+        ));
+    }
+    steps.push(format!("step 'restarting sshd'; {RESTART_SSHD}"));
+    format!(
+        "step() {{ echo \"kiln-step: $1\" >&2; }}; set -e; {}",
+        steps.join("; ")
+    )
+}
+
+/// What the apply script printed about the state it changed.
+fn printed_value<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(' '))
+}
 
 /// The settings whose values differ between two `sshd -T` outputs, sorted by name.
 pub fn setting_changes(before: &str, after: &str) -> Vec<String> {
@@ -363,7 +438,7 @@ pub async fn configure(
     };
     match result {
         Ok((configured, session)) => {
-            power_off(&request, session, &mut machine, &reporter).await;
+            power_off(session, &mut machine, &reporter).await;
             Ok(configured)
         }
         Err(error) => {
@@ -409,14 +484,11 @@ async fn change(
         error,
         serial_tail: String::new(),
     })?;
-    let root = |script: &str| as_root(&request.user, request.sudo_password.as_deref(), script);
-
-    let current = run(&session, request, root(&format!("cat {SSHD_CONFIG}"))).await?;
     let new = request.sshd_config.text();
+    let Inspection { current, effective } = inspect(&session, request, new).await?;
     let diff = config_diff(&current, new);
     // What really changes for sshd (its effective settings, from `sshd -T`) leads; the
     // line diff, mostly comments, follows.
-    let effective = effective_changes(&session, request, new).await;
     let shown = match effective.is_empty() {
         true => diff.clone(),
         false => format!(
@@ -434,63 +506,20 @@ async fn change(
     }
 
     reporter.info(format!(
-        "backing up {SSHD_CONFIG} to {BACKUP} (kept if one exists)"
+        "backing up {SSHD_CONFIG} to {BACKUP} (kept if one exists), writing the new sshd_config beside it and checking it with sshd -t, then installing it (atomic rename), removing root's password (passwd -d root){}, restarting sshd (this session stays open)",
+        match request.extras.clear_machine_id {
+            true => ", emptying /etc/machine-id",
+            false => "",
+        }
     ));
-    run(
-        &session,
-        request,
-        root(&format!("[ -e {BACKUP} ] || cp -p {SSHD_CONFIG} {BACKUP}")),
-    )
-    .await?;
-
-    reporter.info("writing the new sshd_config beside the old one and checking it with sshd -t");
-    // base64 inside the command, so the file does not share stdin with sudo's password.
-    let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
-    run(
-        &session,
-        request,
-        root(&format!(
-            "echo {encoded} | base64 -d > {CANDIDATE} && chmod 644 {CANDIDATE}"
-        )),
-    )
-    .await?;
-    if let Err(ConfigureError::Guest { stderr, .. }) = run(
-        &session,
-        request,
-        root(&format!("/usr/sbin/sshd -t -f {CANDIDATE}")),
-    )
-    .await
-    {
-        let _ = run(&session, request, root(&format!("rm -f {CANDIDATE}"))).await;
-        return Err(ConfigureError::InvalidConfig(stderr));
-    }
-
-    // What the next commands change beyond sshd_config, kept here so a failed proof can put
-    // every bit of it back (the hash goes back with chpasswd -e; nothing is written aside).
-    let root_hash = run(&session, request, root("getent shadow root | cut -d: -f2"))
-        .await?
-        .trim()
+    let script = apply_script(new, request.extras.clear_machine_id);
+    let printed = run_as_root(&session, request, &script, "changing sshd_config").await?;
+    // What the change replaced, kept here so a failed proof can put every bit of it back
+    // (the hash goes back with chpasswd -e; nothing is written aside).
+    let root_hash = printed_value(&printed, "root-hash")
+        .unwrap_or_default()
         .to_string();
-    let machine_id = match request.extras.clear_machine_id {
-        true => Some(run(&session, request, root("cat /etc/machine-id")).await?),
-        false => None,
-    };
-
-    reporter.info("installing it (atomic rename) and removing root's password (passwd -d root)");
-    run(
-        &session,
-        request,
-        root(&format!(
-            "mv {CANDIDATE} {SSHD_CONFIG} && sync && passwd -d root"
-        )),
-    )
-    .await?;
-    if request.extras.clear_machine_id {
-        reporter.info("emptying /etc/machine-id (each boot of a clone gets its own ID)");
-        run(&session, request, root(CLEAR_MACHINE_ID)).await?;
-    }
-    reporter.info("restarting sshd (this session stays open)");
-    run(&session, request, root(RESTART_SSHD)).await?;
+    let machine_id = printed_value(&printed, "machine-id").map(str::to_string);
 
     reporter.info("proving it: a new SSH login as root with an empty password…");
     let proof_target = SshTarget {
@@ -499,21 +528,8 @@ async fn change(
         user: "root".into(),
         auth: Auth::Password(String::new()),
     };
-    let proof = match ssh::connect(&proof_target, PROOF_DEADLINE, |_| {}).await {
-        Ok(root_session) => {
-            let out = root_session.exec("id -u", None, &[], COMMAND_TIMEOUT).await;
-            root_session.close().await;
-            match out {
-                Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "0" => {
-                    format!("new login as root on port {port} ran `id -u` = 0")
-                }
-                Ok(out) => format!(
-                    "logged in as root; `id -u` printed {}",
-                    String::from_utf8_lossy(&out.stdout).trim()
-                ),
-                Err(e) => format!("logged in as root, but a command failed: {e}"),
-            }
-        }
+    let root_session = match ssh::connect(&proof_target, PROOF_DEADLINE, |_| {}).await {
+        Ok(root_session) => root_session,
         Err(error) => {
             reporter.warn(format!(
                 "root login failed ({error}); putting back everything configure changed"
@@ -529,7 +545,10 @@ async fn change(
             if let Some(id) = &machine_id {
                 undo.push((
                     "/etc/machine-id",
-                    format!("echo {} | base64 -d > /etc/machine-id", b64(id)),
+                    format!(
+                        "echo {} | base64 -d > /etc/machine-id",
+                        b64(&format!("{id}\n"))
+                    ),
                 ));
             }
             undo.push((
@@ -538,7 +557,7 @@ async fn change(
             ));
             let (mut restored, mut not_restored) = (Vec::new(), Vec::new());
             for (what, command) in undo {
-                match run(&session, request, root(&command)).await {
+                match run_as_root(&session, request, &command, what).await {
                     Ok(_) => restored.push(what),
                     Err(_) => not_restored.push(what),
                 }
@@ -550,15 +569,41 @@ async fn change(
             });
         }
     };
+    let proof = match root_session.exec("id -u", None, &[], COMMAND_TIMEOUT).await {
+        Ok(out) if String::from_utf8_lossy(&out.stdout).trim() == "0" => {
+            format!("new login as root on port {port} ran `id -u` = 0")
+        }
+        Ok(out) => format!(
+            "logged in as root; `id -u` printed {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        Err(e) => format!("logged in as root, but a command failed: {e}"),
+    };
     reporter.info(format!("proof passed: {proof}"));
+    // From here on root's own session does the work: no more sudo (each sudo checks the
+    // user's password hash, which takes a second or more under TCG).
+    session.close().await;
+    let as_root_now = |script: &str| as_root("root", None, script);
 
     if request.extras.regenerate_host_keys {
         reporter.info("removing SSH host keys; a first-boot unit regenerates them (ssh-keygen -A)");
-        run(&session, request, root(REGENERATE_HOST_KEYS)).await?;
+        run(
+            &root_session,
+            request,
+            as_root_now(REGENERATE_HOST_KEYS),
+            "regenerating host keys",
+        )
+        .await?;
     }
     if request.extras.zero_free_space {
         reporter.info("zeroing free space and trimming (this takes a while on a large disk)…");
-        run(&session, request, root(ZERO_FREE_SPACE)).await?;
+        run(
+            &root_session,
+            request,
+            as_root_now(ZERO_FREE_SPACE),
+            "zeroing free space",
+        )
+        .await?;
     }
     Ok((
         Configured {
@@ -566,7 +611,7 @@ async fn change(
             diff,
             proof,
         },
-        session,
+        root_session,
     ))
 }
 
@@ -589,11 +634,25 @@ pub(crate) const REGENERATE_HOST_KEYS: &str = "[ -d /run/systemd/system ] || { e
 pub(crate) const ZERO_FREE_SPACE: &str =
     "dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync; fstrim -av || true";
 
-/// Run a root command and return its stdout; a non-zero exit is an error with stderr.
+/// Run `script` as root (through sudo unless the user is root) and return its stdout.
+async fn run_as_root(
+    session: &Session,
+    request: &ConfigureRequest,
+    script: &str,
+    what: &str,
+) -> Result<String, ConfigureError> {
+    let root = as_root(&request.user, request.sudo_password.as_deref(), script);
+    run(session, request, root, what).await
+}
+
+/// Run a root command and return its stdout. A non-zero exit is an error naming `what` and,
+/// for the scripts that announce their steps (`kiln-step: …` on stderr), the step that failed;
+/// [`REJECTED`] means sshd rejected the new file.
 async fn run(
     session: &Session,
     request: &ConfigureRequest,
     root: RootCommand,
+    what: &str,
 ) -> Result<String, ConfigureError> {
     let out = session
         .exec(&root.command, root.stdin.as_deref(), &[], COMMAND_TIMEOUT)
@@ -602,16 +661,31 @@ async fn run(
             error,
             serial_tail: String::new(),
         })?;
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let step = stderr
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("kiln-step: "));
+    let words = stderr
+        .lines()
+        .filter(|line| !line.starts_with("kiln-step: "))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_string();
     match out.exit_status {
         Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        _ if request.user != "root" && is_sudo_refusal(&stderr) => Err(ConfigureError::Sudo {
+        _ if request.user != "root" && is_sudo_refusal(&words) => Err(ConfigureError::Sudo {
             user: request.user.clone(),
-            stderr,
+            stderr: words,
         }),
+        Some(REJECTED) => Err(ConfigureError::InvalidConfig(words)),
         _ => Err(ConfigureError::Guest {
-            command: root.command.replace("sudo -S -p '' ", ""),
-            stderr,
+            command: match step {
+                Some(step) => format!("{what}: {step}"),
+                None => what.to_string(),
+            },
+            stderr: words,
         }),
     }
 }
@@ -623,28 +697,20 @@ fn is_sudo_refusal(stderr: &str) -> bool {
         || stderr.contains("Sorry, try again")
 }
 
-async fn power_off(
-    request: &ConfigureRequest,
-    session: Session,
-    machine: &mut Machine,
-    reporter: &Reporter,
-) {
+/// Power the guest off through root's session and wait for QEMU to exit (it does once the
+/// guest is off), pressing the power button only if it takes too long.
+async fn power_off(root_session: Session, machine: &mut Machine, reporter: &Reporter) {
     reporter.info("shutting the guest down (poweroff)…");
-    // The session dies with the guest, so the command's own result does not matter.
-    let poweroff = as_root(
-        &request.user,
-        request.sudo_password.as_deref(),
-        "sync; (sleep 1; poweroff) >/dev/null 2>&1 &",
-    );
-    let _ = session
+    // In the background, so the command returns before sshd goes down with the guest.
+    let _ = root_session
         .exec(
-            &poweroff.command,
-            poweroff.stdin.as_deref(),
+            "sync; poweroff </dev/null >/dev/null 2>&1 &",
+            None,
             &[],
             Duration::from_secs(20),
         )
         .await;
-    session.close().await;
+    root_session.close().await;
     match tokio::time::timeout(POWEROFF_WAIT, machine.wait()).await {
         Ok(Ok(_)) => reporter.info("the guest powered off"),
         _ => {
@@ -720,6 +786,38 @@ mod tests {
                 stdin: None
             }
         );
+    }
+
+    /// The order that keeps every promise: nothing in /etc changes before `sshd -t` passed,
+    /// the old state is printed before it is replaced, sshd restarts last.
+    #[test]
+    fn the_change_is_made_in_an_order_that_cannot_lock_anyone_out() {
+        let script = apply_script(REFERENCE_SSHD_CONFIG, true);
+        let at = |needle: &str| {
+            script
+                .find(needle)
+                .unwrap_or_else(|| panic!("`{needle}` missing from:\n{script}"))
+        };
+        let order = [
+            at(&format!("cp -p {SSHD_CONFIG} {BACKUP}")),
+            at(&format!("> {CANDIDATE}")),
+            at(&format!("sshd -t -f {CANDIDATE}")),
+            at("getent shadow root"),
+            at("cat /etc/machine-id"),
+            at(&format!("mv {CANDIDATE} {SSHD_CONFIG}")),
+            at("passwd -d root"),
+            at(CLEAR_MACHINE_ID),
+            at(RESTART_SSHD),
+        ];
+        assert!(order.is_sorted(), "{order:?}\n{script}");
+        assert!(script.starts_with("step() {") && script.contains("set -e;"));
+        assert!(!apply_script(REFERENCE_SSHD_CONFIG, false).contains("machine-id"));
+
+        let printed = "root-hash $y$j9T$abc\nmachine-id 0123\n";
+        assert_eq!(printed_value(printed, "root-hash"), Some("$y$j9T$abc"));
+        assert_eq!(printed_value(printed, "machine-id"), Some("0123"));
+        assert_eq!(printed_value("root-hash \n", "root-hash"), Some(""));
+        assert_eq!(printed_value(printed, "root"), None);
     }
 
     #[test]

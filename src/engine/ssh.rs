@@ -30,12 +30,11 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long one connection waits for the server's first bytes after TCP connects. A booting
 /// guest's QEMU user-net accepts TCP before sshd listens and may then stay silent.
 const BANNER_TIMEOUT: Duration = Duration::from_secs(5);
-/// While earlier connections wait in silence, a new one is opened this often (see
-/// [`first_to_talk`]); it bounds how late kiln notices sshd listening.
+/// Connections are opened at most this often (see [`first_to_talk`]); once the guest's
+/// network is up it bounds how late kiln notices sshd listening.
 const DIAL_EVERY: Duration = Duration::from_millis(100);
-/// Connections waiting at once for the server's first bytes: one [`BANNER_TIMEOUT`] of
-/// [`DIAL_EVERY`]s, far below sshd's MaxStartups once it answers (the rest are then closed).
-const MAX_DIALS: usize = 50;
+/// How long most connections opened before the guest's network is seen up wait for a byte.
+const EARLY_SILENCE: Duration = Duration::from_secs(2);
 /// Key exchange once the banner came; generous because a guest under TCG is slow.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// One authentication request (PAM under TCG can take seconds).
@@ -433,57 +432,61 @@ fn client_config() -> client::Config {
 
 /// A TCP connection on which the server has begun to talk (its first bytes wait unread).
 ///
-/// QEMU's user network accepts a forwarded connection on the host before the guest listens,
-/// then sends the guest a SYN; while the guest's network is not up that SYN goes unanswered
-/// and is only retried seconds later. So one connection opened during boot can sit silent for
-/// seconds after sshd starts listening — waiting on one at a time, kiln noticed sshd 0.8–4.8 s
-/// late. Instead a fresh connection is opened every [`DIAL_EVERY`] while the older ones keep
-/// waiting (each up to [`BANNER_TIMEOUT`], so a slow sshd is not given up on), and the first
-/// that talks wins; the others are closed.
+/// QEMU's user network accepts a forwarded connection on the host at once, then sends the
+/// guest a SYN. While the guest's network is not up that SYN goes unanswered and is retried
+/// seconds apart, so a connection opened during boot can sit silent for seconds after sshd
+/// listens. Closing it does not help the guest: QEMU keeps retrying the SYN of a connection
+/// it has not finished for over a minute, so every connection given up on early comes back
+/// later — tried: a fresh connection every 100 ms made the guest's kernel report a SYN flood
+/// on port 22 and sshd never answered. So connections go one at a time. Until one is closed at
+/// once (the guest's TCP stack refusing the port: its network is up) each waits
+/// [`EARLY_SILENCE`] for a byte, every fourth the whole [`BANNER_TIMEOUT`] so a slow sshd is
+/// not given up on; after that each waits the whole timeout, [`DIAL_EVERY`] apart.
 async fn first_to_talk(
     addr: SocketAddr,
     give_up: Instant,
     on_stage: &mut (impl FnMut(Stage) + Send),
 ) -> Result<TcpStream, (Reached, String)> {
-    let mut dials = futures::stream::FuturesUnordered::new();
-    let mut next_dial = Instant::now();
     let mut furthest = (Reached::Nothing, String::from("no connection finished"));
     let mut told: Option<Silence> = None;
-    loop {
-        let now = Instant::now();
-        if now >= give_up {
-            return Err(furthest);
+    let mut network_up = false;
+    for number in 0u64.. {
+        let opened = Instant::now();
+        if opened >= give_up {
+            break;
         }
-        if now >= next_dial && dials.len() < MAX_DIALS {
-            dials.push(dial(addr, give_up));
-            next_dial = now + DIAL_EVERY;
-        }
-        tokio::select! {
-            Some(outcome) = futures::StreamExt::next(&mut dials) => match outcome {
-                Dial::Talking(stream) => {
+        let silence = match network_up || number % 4 == 3 {
+            true => BANNER_TIMEOUT,
+            false => EARLY_SILENCE,
+        };
+        match dial(addr, silence, give_up).await {
+            Dial::Talking(stream) => {
+                if told.is_none() {
                     on_stage(Stage::TcpConnected);
-                    return Ok(stream);
                 }
-                Dial::Unanswered(silence) => {
-                    if told.is_none() {
-                        on_stage(Stage::TcpConnected);
-                    }
-                    if told != Some(silence) {
-                        on_stage(Stage::NoAnswer(silence));
-                        told = Some(silence);
-                    }
-                    let detail = match silence {
-                        Silence::Closed => "the connection was closed without a word",
-                        Silence::Silent => "it stayed silent",
-                    };
-                    furthest = (Reached::Tcp, detail.into());
+                return Ok(stream);
+            }
+            Dial::Unanswered(silence) => {
+                network_up |= silence == Silence::Closed;
+                if told.is_none() {
+                    on_stage(Stage::TcpConnected);
                 }
-                Dial::Failed(detail) if told.is_none() => furthest.1 = detail,
-                Dial::Failed(_) => {}
-            },
-            _ = tokio::time::sleep_until(next_dial.min(give_up)) => {}
+                if told != Some(silence) {
+                    on_stage(Stage::NoAnswer(silence));
+                    told = Some(silence);
+                }
+                let detail = match silence {
+                    Silence::Closed => "the connection was closed without a word",
+                    Silence::Silent => "it stayed silent",
+                };
+                furthest = (Reached::Tcp, detail.into());
+            }
+            Dial::Failed(detail) if told.is_none() => furthest.1 = detail,
+            Dial::Failed(_) => {}
         }
+        tokio::time::sleep_until((opened + DIAL_EVERY).min(give_up)).await;
     }
+    Err(furthest)
 }
 
 /// How one connection of [`first_to_talk`] ended.
@@ -494,14 +497,15 @@ enum Dial {
     Failed(String),
 }
 
-async fn dial(addr: SocketAddr, give_up: Instant) -> Dial {
+/// Connect and wait up to `silence` for the server's first bytes.
+async fn dial(addr: SocketAddr, silence: Duration, give_up: Instant) -> Dial {
     let connect_by = (Instant::now() + TCP_CONNECT_TIMEOUT).min(give_up);
     let stream = match tokio::time::timeout_at(connect_by, TcpStream::connect(addr)).await {
         Err(_) => return Dial::Failed("no answer".into()),
         Ok(Err(e)) => return Dial::Failed(io_reason(&e)),
         Ok(Ok(stream)) => stream,
     };
-    let talk_by = (Instant::now() + BANNER_TIMEOUT).min(give_up);
+    let talk_by = (Instant::now() + silence).min(give_up);
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(talk_by, stream.peek(&mut first)).await {
         Ok(Ok(n)) if n > 0 => Dial::Talking(stream),
@@ -1506,11 +1510,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_fresh_connection_wins_while_an_early_one_stays_silent() {
+    async fn a_connection_that_stays_silent_is_given_up_for_a_fresh_one() {
         let addr = port_that_wakes_up(Duration::from_millis(300)).await;
         let mut stages = Vec::new();
         // Less than one banner timeout: waiting on the first, silent connection cannot succeed.
-        let give_up = Instant::now() + BANNER_TIMEOUT / 2;
+        let give_up = Instant::now() + EARLY_SILENCE + BANNER_TIMEOUT / 2;
+        assert!(give_up < Instant::now() + BANNER_TIMEOUT);
         let mut stream = first_to_talk(addr, give_up, &mut |s| stages.push(s))
             .await
             .expect("a later connection talks");
@@ -1523,7 +1528,10 @@ mod tests {
             "SSH-2.0-conn0",
             "the first connection never talks"
         );
-        assert_eq!(stages, [Stage::TcpConnected]);
+        assert_eq!(
+            stages,
+            [Stage::TcpConnected, Stage::NoAnswer(Silence::Silent)]
+        );
     }
 
     #[tokio::test]
