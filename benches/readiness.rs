@@ -1,9 +1,9 @@
 //! How soon after the guest's sshd starts listening does kiln notice? For several boots of the
-//! good fixture image, a reference prober dials the forwarded port every 100 ms (waiting up to 2 s for each answer) and notes when
-//! the first SSH banner arrives (sshd is listening: the irreducible part; systemd stops printing
-//! status lines before ssh.service is up, so the serial log cannot say). Beside it: when
-//! kiln's `ssh::connect` saw the banner and logged in, and what the Djinn driver's wait (sleep
-//! 2 s, then dial once a second) would add. Run: `cargo bench --bench readiness` (as root).
+//! good fixture image, the reference is the guest's own word: the fixture's ssh.service prints
+//! `kiln-fixture: sshd listening` on the serial console once sshd has bound its sockets
+//! (tests/fixtures/build.sh), stamped as it reaches the host. Beside it: when kiln's
+//! `ssh::connect` saw the banner and logged in, and what the Djinn driver's wait (sleep 2 s,
+//! then dial once a second) would add. Run: `cargo bench --bench readiness` (as root).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use kiln::engine::driver::DriverProfile;
 use kiln::engine::host::Accelerator;
-use kiln::engine::machine::{Machine, MachineSpec};
+use kiln::engine::machine::{Machine, MachineSpec, MachineView};
 use kiln::engine::ssh::{self, Auth, SshTarget, Stage};
 
 const BOOTS: usize = 3;
@@ -72,7 +72,7 @@ async fn main() {
         let view = machine.view();
         let port = view.ssh_port().unwrap();
         let sshd_up: Arc<Mutex<Option<Duration>>> = Arc::default();
-        let prober = tokio::spawn(probe_banner(port, started, sshd_up.clone()));
+        let watcher = tokio::spawn(watch_for_listening(view.clone(), started, sshd_up.clone()));
         let banner: Arc<Mutex<Option<Duration>>> = Arc::default();
         let seen = banner.clone();
         let target = SshTarget {
@@ -90,10 +90,12 @@ async fn main() {
         .expect("the good image logs in");
         let login = started.elapsed();
         session.close().await;
-        let _ = tokio::time::timeout(Duration::from_secs(10), prober).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), watcher).await;
         machine.shut_down(Duration::ZERO).await;
         let (Some(up), Some(banner)) = (*sshd_up.lock().unwrap(), *banner.lock().unwrap()) else {
-            println!("{boot:>4} (the prober never saw a banner; skipped)");
+            println!(
+                "{boot:>4} (no `{LISTENING}` line on the serial console: an old fixture? skipped)"
+            );
             continue;
         };
         let overhead = banner.saturating_sub(up);
@@ -123,26 +125,23 @@ async fn main() {
     }
 }
 
-/// Dial every 100 ms; the first SSH banner marks the moment sshd listens. (Dialling faster,
-/// with shorter reads, starved the guest's sshd of start-up slots in a trial run.)
-async fn probe_banner(port: u16, started: Instant, up: Arc<Mutex<Option<Duration>>>) {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Ok(Ok(mut stream)) = tokio::time::timeout(
-            Duration::from_millis(500),
-            tokio::net::TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await
-        {
-            let mut buffer = [0u8; 8];
-            if let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer)).await
-                && buffer[..n].starts_with(b"SSH-")
-            {
-                up.lock().unwrap().get_or_insert(started.elapsed());
-                return;
-            }
+/// What the fixture guest prints on ttyS0 once its sshd listens.
+const LISTENING: &str = "kiln-fixture: sshd listening";
+
+/// Stamp the moment the guest's serial console says sshd listens.
+async fn watch_for_listening(
+    view: MachineView,
+    started: Instant,
+    up: Arc<Mutex<Option<Duration>>>,
+) {
+    let (history, mut live) = view.subscribe_serial();
+    let mut console = String::from_utf8_lossy(&history).into_owned();
+    while !console.contains(LISTENING) {
+        match live.recv().await {
+            Ok(bytes) => console.push_str(&String::from_utf8_lossy(&bytes)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    up.lock().unwrap().get_or_insert(started.elapsed());
 }
