@@ -10,7 +10,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui_image::picker::{Picker, ProtocolType};
 use ratatui_image::protocol::StatefulProtocol;
-use ratatui_image::{FilterType, Resize, StatefulImage};
+use ratatui_image::{FilterType, FontSize, Resize, StatefulImage};
 
 use crate::engine::config::Graphics;
 use crate::engine::screen::Picture;
@@ -62,14 +62,15 @@ fn announced_protocol(variable: impl Fn(&str) -> Option<String>) -> Option<Proto
 }
 
 /// A terminal cell's size in pixels, from the window's (the usual 10×20 when unknown).
-fn cell_size() -> (u16, u16) {
-    match crossterm::terminal::window_size() {
+fn cell_size() -> FontSize {
+    let (width, height) = match crossterm::terminal::window_size() {
         Ok(size) if size.width > 0 && size.columns > 0 && size.rows > 0 => (
             (size.width / size.columns).max(1),
             (size.height / size.rows).max(1),
         ),
         _ => (10, 20),
-    }
+    };
+    FontSize { width, height }
 }
 
 /// Draw `picture` with real pixels into `area`, its aspect ratio kept, re-encoding only when
@@ -129,7 +130,10 @@ mod tests {
 
     fn picker(protocol: ProtocolType) -> Picker {
         #[allow(deprecated)]
-        let mut picker = Picker::from_fontsize((10, 20));
+        let mut picker = Picker::from_fontsize(FontSize {
+            width: 10,
+            height: 20,
+        });
         picker.set_protocol_type(protocol);
         picker
     }
@@ -158,6 +162,38 @@ mod tests {
             written.push(String::from_utf8_lossy(&bytes).into_owned());
         }
         written
+    }
+
+    /// ratatui-image 10 under ratatui 0.30 left every cell after the picture's first one (in
+    /// reading order) unsent for good: the console beside the picture and the footer froze.
+    #[test]
+    fn text_after_the_picture_is_still_redrawn() {
+        for protocol in [ProtocolType::Sixel, ProtocolType::Kitty, ProtocolType::Iterm2] {
+            let picker = picker(protocol);
+            let encoded = Encoded::default();
+            let recorder = Recorder::default();
+            let mut terminal = Terminal::new(CrosstermBackend::new(recorder.clone())).unwrap();
+            terminal.resize(Rect::new(0, 0, 30, 6)).unwrap();
+            for tick in ["tick-one", "tick-two"] {
+                let before = recorder.0.lock().unwrap().len();
+                terminal
+                    .draw(|frame| {
+                        draw(frame, Rect::new(0, 0, 20, 6), &picture(), &picker, &encoded);
+                        let beside = Rect::new(21, 0, 9, 1);
+                        let below = Rect::new(21, 4, 9, 1);
+                        frame.render_widget(ratatui::text::Line::raw(tick), beside);
+                        frame.render_widget(ratatui::text::Line::raw(tick), below);
+                    })
+                    .unwrap();
+                let written = String::from_utf8_lossy(&recorder.0.lock().unwrap()[before..])
+                    .into_owned();
+                assert_eq!(
+                    written.matches(&tick[5..]).count(),
+                    2,
+                    "{protocol:?}: `{tick}` beside and below the picture was not sent"
+                );
+            }
+        }
     }
 
     #[test]
