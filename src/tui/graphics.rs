@@ -168,7 +168,11 @@ mod tests {
     /// reading order) unsent for good: the console beside the picture and the footer froze.
     #[test]
     fn text_after_the_picture_is_still_redrawn() {
-        for protocol in [ProtocolType::Sixel, ProtocolType::Kitty, ProtocolType::Iterm2] {
+        for protocol in [
+            ProtocolType::Sixel,
+            ProtocolType::Kitty,
+            ProtocolType::Iterm2,
+        ] {
             let picker = picker(protocol);
             let encoded = Encoded::default();
             let recorder = Recorder::default();
@@ -185,8 +189,8 @@ mod tests {
                         frame.render_widget(ratatui::text::Line::raw(tick), below);
                     })
                     .unwrap();
-                let written = String::from_utf8_lossy(&recorder.0.lock().unwrap()[before..])
-                    .into_owned();
+                let written =
+                    String::from_utf8_lossy(&recorder.0.lock().unwrap()[before..]).into_owned();
                 assert_eq!(
                     written.matches(&tick[5..]).count(),
                     2,
