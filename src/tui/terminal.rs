@@ -14,9 +14,11 @@ use crossterm::terminal::{
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
+use super::quiet_backend::QuietBackend;
+
 /// The workbench's terminal; dropping it gives the terminal back as it was found.
 pub struct TerminalGuard {
-    terminal: Terminal<CrosstermBackend<Stdout>>,
+    terminal: Terminal<QuietBackend<CrosstermBackend<Stdout>>>,
 }
 
 impl TerminalGuard {
@@ -25,7 +27,7 @@ impl TerminalGuard {
         install_panic_hook();
         enable_raw_mode()?;
         let terminal = enter(&mut io::stdout())
-            .and_then(|()| Terminal::new(CrosstermBackend::new(io::stdout())));
+            .and_then(|()| Terminal::new(QuietBackend::new(CrosstermBackend::new(io::stdout()))));
         match terminal {
             Ok(terminal) => Ok(TerminalGuard { terminal }),
             Err(e) => {
@@ -37,7 +39,7 @@ impl TerminalGuard {
 }
 
 impl Deref for TerminalGuard {
-    type Target = Terminal<CrosstermBackend<Stdout>>;
+    type Target = Terminal<QuietBackend<CrosstermBackend<Stdout>>>;
 
     fn deref(&self) -> &Self::Target {
         &self.terminal
