@@ -262,9 +262,9 @@ struct Inspection {
     effective: Vec<String>,
 }
 
-/// One privileged round-trip that reads the current sshd_config, checks the new one with
-/// `sshd -t` and compares both with `sshd -T` — writing only a preview under /run. A new file
-/// sshd rejects fails here, before the person is asked anything.
+/// One privileged round-trip that reads the current sshd_config and compares it with the new
+/// one through `sshd -T` — which checks the new file as `sshd -t` does — writing only a
+/// preview under /run. A new file sshd rejects fails here, before the person is asked anything.
 async fn inspect(
     session: &Session,
     request: &ConfigureRequest,
@@ -274,9 +274,9 @@ async fn inspect(
     let script = format!(
         "cat {SSHD_CONFIG} || exit 1; printf '\\n%s\\n' {CURRENT_END}; \
          echo {encoded} | base64 -d > {PREVIEW} || exit 1; \
-         if ! /usr/sbin/sshd -t -f {PREVIEW} >&2; then rm -f {PREVIEW}; exit {REJECTED}; fi; \
          /usr/sbin/sshd -T -f {SSHD_CONFIG} 2>/dev/null; echo {EFFECTIVE_NEW}; \
-         /usr/sbin/sshd -T -f {PREVIEW} 2>/dev/null; rm -f {PREVIEW}; exit 0"
+         /usr/sbin/sshd -T -f {PREVIEW} >{PREVIEW}.T || {{ rm -f {PREVIEW} {PREVIEW}.T; exit {REJECTED}; }}; \
+         cat {PREVIEW}.T; rm -f {PREVIEW} {PREVIEW}.T"
     );
     let out = run_as_root(
         session,
