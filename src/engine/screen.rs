@@ -41,6 +41,40 @@ impl Picture {
     }
 }
 
+/// Save `picture` as `NAME.screen-N.png` beside `image` (the first N not taken, so nothing
+/// is overwritten); the path written.
+pub fn save_png(picture: &Picture, image: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let stem = image.file_stem().unwrap_or_default().to_string_lossy();
+    let dir = image.parent().unwrap_or(std::path::Path::new("."));
+    let rgb = image::RgbImage::from_raw(
+        picture.width as u32,
+        picture.height as u32,
+        picture.rgb.clone(),
+    )
+    .ok_or_else(|| std::io::Error::other("the picture's size does not match its pixels"))?;
+    let mut png = Vec::new();
+    rgb.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .map_err(std::io::Error::other)?;
+    for n in 1.. {
+        let path = dir.join(format!("{stem}.screen-{n}.png"));
+        // create_new: a file of that name is never replaced, even by a racing kiln.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                file.write_all(&png)?;
+                return Ok(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("some N is free")
+}
+
 /// Decode a binary PPM (`P6`, maxval 255), as QEMU's screendump writes.
 pub fn parse_ppm(bytes: &[u8]) -> Result<Picture, String> {
     let mut fields = Vec::new();
@@ -99,6 +133,24 @@ pub fn parse_ppm(bytes: &[u8]) -> Result<Picture, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_picture_reads_back_the_same_and_never_replaces_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("ci.qcow2");
+        let picture = Picture {
+            width: 3,
+            height: 2,
+            rgb: (0..18).map(|i| i * 14).collect(),
+        };
+        let first = save_png(&picture, &image).unwrap();
+        let second = save_png(&picture, &image).unwrap();
+        assert_eq!(first, dir.path().join("ci.screen-1.png"));
+        assert_eq!(second, dir.path().join("ci.screen-2.png"));
+        let back = image::open(&first).unwrap().to_rgb8();
+        assert_eq!((back.width(), back.height()), (3, 2));
+        assert_eq!(back.into_raw(), picture.rgb);
+    }
 
     #[test]
     fn damaged_ppm_headers_are_errors_not_panics() {

@@ -188,6 +188,24 @@ impl App {
         }
     }
 
+    /// Save the guest's screen that `step`'s pane shows as `NAME.screen-N.png` beside the
+    /// image (the first free N), and say where in the status line.
+    fn save_picture(&mut self, step: Step) {
+        let (Some(picture), Some(workflow)) = (
+            self.machine(step).and_then(|m| m.picture.clone()),
+            self.workflow.as_ref(),
+        ) else {
+            self.notice = Some("no guest screen to save yet".into());
+            return;
+        };
+        self.notice = Some(
+            match crate::engine::screen::save_png(&picture, &workflow.image()) {
+                Ok(path) => format!("saved the guest's screen to {}", path.display()),
+                Err(e) => format!("could not save the guest's screen: {e}"),
+            },
+        );
+    }
+
     pub fn selected_step(&self) -> Step {
         Step::ALL[self.selected]
     }
@@ -424,6 +442,7 @@ impl App {
             Action::ScreenKeys => self.machine_mut(step)?.type_into_screen(),
             Action::SwitchPane => self.machine_mut(step)?.switch_pane(),
             Action::FullScreen => self.machine_mut(step)?.toggle_fullscreen(),
+            Action::SavePicture => self.save_picture(step),
             Action::ReleaseKeyboard => self.machine_mut(step)?.keys_to = KeyTarget::Kiln,
             Action::Retry => return Some(Command::Retry(step)),
             Action::StopKept => self.cancel_running(),

@@ -37,6 +37,8 @@ pub enum Action {
     SwitchPane,
     /// The guest's screen on the whole terminal, and back.
     FullScreen,
+    /// Save the guest's screen as kiln shows it, as a PNG beside the image.
+    SavePicture,
     ReleaseKeyboard,
     Retry,
     /// Stop a failed step's kept machine.
@@ -349,7 +351,8 @@ impl Keymap {
                 entry(Machine, &[ch('v')], ScreenKeys, same("VGA screen"), hint("type into screen")),
                 entry(Guest, &[KeyBinding::ctrl(']'), KeyBinding::ctrl('5').unlisted()], ReleaseKeyboard, row("give the keyboard back to kiln"), hint("give the keyboard back to kiln")),
                 entry(Machine, &[ch('t')], SwitchPane, row("switch panes"), hint("toggle pane")),
-                entry(Machine, &[ch('f')], FullScreen, same("full screen (and back)"), hint("full screen")),
+                entry(Machine, &[ch('f')], FullScreen, same("full screen"), hint("full screen")),
+                entry(Machine, &[ch('p')], SavePicture, same("save it as PNG"), hint("save picture")),
                 entry(Running, &[key(Esc)], Cancel, row("stop the step (asks first)"), hint("stop")),
                 entry(Machine, &[key(Esc)], Cancel, hidden, hint("stop")),
                 entry(Held, &[ch('r')], Retry, row("retry the step"), hint("retry")),
@@ -358,6 +361,7 @@ impl Keymap {
                 entry(Held, &[ch('v')], ScreenKeys, hidden, hint("screen")),
                 entry(Held, &[ch('t')], SwitchPane, hidden, no_hint),
                 entry(Held, &[ch('f')], FullScreen, hidden, no_hint),
+                entry(Held, &[ch('p')], SavePicture, hidden, no_hint),
                 entry(Confirm, &[ch('y'), ch('Y').unlisted()], Yes, row("yes"), hint("yes")),
                 entry(Confirm, &[ch('n'), ch('N').unlisted(), key(Esc)], No, same("no"), hint("no")),
                 // Hidden from the help, like the log's: the diff dialog names its keys.

@@ -209,6 +209,11 @@ async fn did(action: Action, app: &mut App, command: Option<Command>) -> bool {
             command.is_none() && app.configure.run.machine.keys_to == KeyTarget::Kiln
         }
         Action::ReleaseKeyboard => app.configure.run.machine.keys_to == KeyTarget::Kiln,
+        // No picture without a real guest: it says so rather than writing an empty file.
+        Action::SavePicture => app
+            .notice
+            .as_deref()
+            .is_some_and(|n| n.contains("no guest screen")),
         Action::Retry => command == Some(Command::Retry(Step::Configure)),
         Action::StopKept => stops(app).await,
         Action::Yes => {
