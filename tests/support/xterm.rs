@@ -18,6 +18,7 @@ pub struct Xterm {
 }
 
 /// A screenshot of the display: RGB pixels, row by row.
+#[derive(Clone)]
 pub struct Picture {
     pub width: usize,
     pub height: usize,
@@ -35,9 +36,22 @@ impl Xterm {
         foreground: &str,
         shell_command: &str,
     ) -> Xterm {
+        Xterm::start_with(columns, rows, background, foreground, &[], shell_command)
+    }
+
+    /// [`Xterm::start`] with more of xterm's own options, e.g. `-ti vt340` for sixel.
+    pub fn start_with(
+        columns: u16,
+        rows: u16,
+        background: &str,
+        foreground: &str,
+        xterm_options: &[&str],
+        shell_command: &str,
+    ) -> Xterm {
         let (server, display) = start_server();
         let terminal = Command::new("xterm")
             .args(["-display", &display, "-fn", "6x13", "-b", "0", "+sb"])
+            .args(xterm_options)
             .args(["-geometry", &format!("{columns}x{rows}+0+0")])
             .args(["-bg", background, "-fg", foreground])
             .args(["-e", "sh", "-c", shell_command])
@@ -50,6 +64,27 @@ impl Xterm {
             server,
             terminal,
         }
+    }
+
+    /// Press keys in the terminal, as xdotool names them ("Down", "Return", "Tab", "f").
+    pub fn keys(&self, keys: &[&str]) {
+        self.xdotool(&[&["key", "--delay", "50"][..], keys].concat());
+    }
+
+    /// Type text into the terminal.
+    pub fn type_text(&self, text: &str) {
+        self.xdotool(&["type", "--delay", "20", text]);
+    }
+
+    fn xdotool(&self, args: &[&str]) {
+        // Without a window manager keys go to the window under the pointer: keep it on xterm.
+        let status = Command::new("xdotool")
+            .args(["mousemove", "20", "20"])
+            .args(args)
+            .env("DISPLAY", &self.display)
+            .status()
+            .expect("xdotool runs (apt-get install xdotool)");
+        assert!(status.success(), "xdotool {args:?} failed");
     }
 
     /// The whole display, as `import` sees it.
