@@ -100,6 +100,8 @@ mod tests {
     use ratatui::Terminal;
     use ratatui::backend::CrosstermBackend;
 
+    use crate::tui::recorder::Recorder;
+
     /// 40×20 pixels (4×1 cells of the fallback 10×20 font: drawn at its own size), every
     /// pixel a different colour.
     fn picture() -> Picture {
@@ -110,21 +112,6 @@ mod tests {
             width: 40,
             height: 20,
             rgb,
-        }
-    }
-
-    /// Everything written to the terminal, readable from outside it.
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Recorder {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
         }
     }
 
@@ -154,12 +141,11 @@ mod tests {
                 *encoded.lock().unwrap() = None;
                 shown = Some(picture);
             }
-            let before = recorder.0.lock().unwrap().len();
+            let before = recorder.len();
             terminal
                 .draw(|frame| draw(frame, frame.area(), picture, &picker, &encoded))
                 .unwrap();
-            let bytes = recorder.0.lock().unwrap()[before..].to_vec();
-            written.push(String::from_utf8_lossy(&bytes).into_owned());
+            written.push(recorder.since(before));
         }
         written
     }
@@ -179,7 +165,7 @@ mod tests {
             let mut terminal = Terminal::new(CrosstermBackend::new(recorder.clone())).unwrap();
             terminal.resize(Rect::new(0, 0, 30, 6)).unwrap();
             for tick in ["tick-one", "tick-two"] {
-                let before = recorder.0.lock().unwrap().len();
+                let before = recorder.len();
                 terminal
                     .draw(|frame| {
                         draw(frame, Rect::new(0, 0, 20, 6), &picture(), &picker, &encoded);
@@ -189,8 +175,7 @@ mod tests {
                         frame.render_widget(ratatui::text::Line::raw(tick), below);
                     })
                     .unwrap();
-                let written =
-                    String::from_utf8_lossy(&recorder.0.lock().unwrap()[before..]).into_owned();
+                let written = recorder.since(before);
                 assert_eq!(
                     written.matches(&tick[5..]).count(),
                     2,

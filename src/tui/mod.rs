@@ -10,6 +10,8 @@ pub mod graphics;
 pub mod guest_keys;
 pub mod keymap;
 mod quiet_backend;
+#[cfg(test)]
+mod recorder;
 mod runner;
 pub mod screens;
 pub mod steps;

@@ -85,27 +85,12 @@ impl<B: Backend> Backend for QuietBackend<B> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use ratatui::Terminal;
     use ratatui::backend::CrosstermBackend;
     use ratatui::text::Line;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Recorder {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::tui::recorder::Recorder;
 
     #[test]
     fn a_frame_that_changed_nothing_writes_nothing() {
@@ -116,11 +101,11 @@ mod tests {
             .resize(ratatui::layout::Rect::new(0, 0, 20, 2))
             .unwrap();
         let mut draw = |text: &str| {
-            let before = recorder.0.lock().unwrap().len();
+            let before = recorder.len();
             terminal
                 .draw(|frame| frame.render_widget(Line::raw(text), frame.area()))
                 .unwrap();
-            recorder.0.lock().unwrap().len() - before
+            recorder.len() - before
         };
         assert!(draw("installing") > 0);
         assert_eq!(draw("installing"), 0, "a still frame was sent");
