@@ -66,7 +66,11 @@ pub fn resources() -> HostResources {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(1);
-    HostResources { cpus, memory_mib }
+    HostResources {
+        cpus,
+        memory_mib,
+        software_emulation: kvm_ruled_out().is_some(),
+    }
 }
 
 /// Look at everything kiln depends on. Takes a couple of seconds when KVM needs a probe boot.
@@ -193,18 +197,27 @@ struct KvmProblem {
 /// KVM that opens is not KVM that works: kvm_pvm and nested hosts open /dev/kvm, then guests
 /// crash or stall. We rule those out by what the host says, then by a short real boot.
 async fn kvm_usability() -> Result<String, KvmProblem> {
+    match kvm_ruled_out() {
+        Some(problem) => Err(problem),
+        None => probe_boot().await,
+    }
+}
+
+/// Why KVM cannot work here, from what the host says without booting anything; `None` when
+/// only a probe boot can tell.
+fn kvm_ruled_out() -> Option<KvmProblem> {
     if let Err(e) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
     {
-        return Err(KvmProblem {
+        return Some(KvmProblem {
             reason: format!("/dev/kvm cannot be opened ({e})"),
             fix: Some("enable virtualisation in firmware, or add your user to group kvm".into()),
         });
     }
     if Path::new("/sys/module/kvm_pvm").exists() {
-        return Err(KvmProblem {
+        return Some(KvmProblem {
             reason: "/dev/kvm is provided by kvm_pvm (no hardware virtualisation); \
                      stock kernels crash under it"
                 .into(),
@@ -213,13 +226,13 @@ async fn kvm_usability() -> Result<String, KvmProblem> {
     }
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     if !cpu_has_virtualisation(&cpuinfo) {
-        return Err(KvmProblem {
+        return Some(KvmProblem {
             reason: "/dev/kvm opens but the CPU shows no vmx/svm flag (nested virtualisation)"
                 .into(),
             fix: None,
         });
     }
-    probe_boot().await
+    None
 }
 
 fn cpu_has_virtualisation(cpuinfo: &str) -> bool {

@@ -62,6 +62,7 @@ async fn a_key_takes_effect_while_a_screendump_hangs() {
     let host = HostResources {
         cpus: 2,
         memory_mib: 8192,
+        software_emulation: false,
     };
     let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
     let mut app = App::new(settings, Theme::built_in("default"));

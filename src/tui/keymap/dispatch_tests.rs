@@ -29,6 +29,7 @@ fn app() -> App {
     let host = HostResources {
         cpus: 2,
         memory_mib: 8192,
+        software_emulation: false,
     };
     let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
     let mut app = App::new(settings, Theme::built_in("default"));

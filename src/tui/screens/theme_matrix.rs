@@ -59,6 +59,7 @@ fn app(theme: &str) -> App {
     let host = HostResources {
         cpus: 2,
         memory_mib: 8192,
+        software_emulation: false,
     };
     let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
     App::new(settings, Theme::built_in(theme))
