@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Measured comparison, not a test: `kiln publish --to djinn` against curl uploading the same
-# 2 GiB qcow2 into a local stand-in server, and `kiln publish --compact` against plain
-# `qemu-img convert`. Prints every run, the medians, and the goals:
+# 2 GiB qcow2 into a local stand-in server (a sink that compares every byte with the file, see
+# upload_server.py), and `kiln publish --compact` against plain `qemu-img convert`. Prints
+# every run, the medians, the load average, and the goals:
 #   upload throughput >= 0.95 x `curl -X POST -T file`, kiln peak RSS <= 64 MiB.
 #
 # Usage: benches/upload.sh            (RUNS=5 by default; BENCH_DIR to keep the files)
+#        KILN=path/to/kiln benches/upload.sh   (that binary; else cargo build --release, which
+#                                               honours CARGO_TARGET_DIR)
 #        BENCH_COMPACT_IMAGE=disk.qcow2 benches/upload.sh   (else the test fixture disk)
 #        COMPACT_RUNS=0 benches/upload.sh                    (uploads only)
 set -euo pipefail
@@ -31,9 +34,11 @@ if [[ ! -x /usr/bin/time ]]; then
     apt-get install -y -q time >/dev/null
 fi
 
-say "== building kiln (release)"
-cargo build --release --quiet
-KILN=$ROOT/target/release/kiln
+if [[ -z ${KILN:-} ]]; then
+    say "== building kiln (release)"
+    cargo build --release --quiet
+    KILN=${CARGO_TARGET_DIR:-$ROOT/target}/release/kiln
+fi
 
 # kiln runs in its own HOME so the bench never reads or writes the user's config and log.
 KILN_RUN=(env "HOME=$WORK/home" "XDG_CONFIG_HOME=$WORK/home/config"
@@ -49,7 +54,7 @@ say "image: $IMG, $SIZE bytes ($(qemu-img info --output=json "$IMG" | python3 -c
 cat "$IMG" >/dev/null # start every run from the page cache
 
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-python3 "$ROOT/benches/upload_server.py" "$PORT" "$WORK/server" "$TOKEN" &
+python3 "$ROOT/benches/upload_server.py" "$PORT" "$WORK/server" "$TOKEN" "$IMG" &
 SERVER_PID=$!
 URL=http://127.0.0.1:$PORT
 for _ in $(seq 50); do
@@ -72,12 +77,21 @@ timed() {
 }
 json_field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$@"; }
 
+# The server logs one line per POST (`RECEIVED EXPECTED ok`, or where the bytes differed from
+# $IMG); every upload must add exactly one `ok` line.
+UPLOADS=0
 check_upload() {
-    cmp -s "$IMG" "$WORK/server/upload.qcow2" || { say "the server did not receive identical bytes"; exit 1; }
-    rm -f "$WORK/server/upload.qcow2"
+    UPLOADS=$((UPLOADS + 1))
+    local lines last
+    lines=$(wc -l <"$WORK/server/uploads.log")
+    last=$(tail -n 1 "$WORK/server/uploads.log")
+    [[ $lines == "$UPLOADS" && $last == "$SIZE $SIZE ok" ]] \
+        || { say "the server did not receive the file intact: $last"; exit 1; }
 }
 
 say "== upload: $RUNS runs each, alternating (stand-in server at $URL)"
+: >"$WORK/server/uploads.log"
+load_before=$(cut -d ' ' -f 1-3 /proc/loadavg)
 : >"$WORK/kiln.s"; : >"$WORK/kiln.t"; : >"$WORK/curl.s"; : >"$WORK/curl.t"; : >"$WORK/kiln.rss"
 : >"$WORK/kiln.cpu"; : >"$WORK/curl.cpu"
 for run in $(seq "$RUNS"); do
@@ -107,6 +121,8 @@ for run in $(seq "$RUNS"); do
         "$(awk -v k="$rss" 'BEGIN { print k / 1024 }')"
 done
 
+load_after=$(cut -d ' ' -f 1-3 /proc/loadavg)
+
 say "== curl --data-binary @file (reads the whole file into memory first)"
 set +e
 timed curl -sS -X POST --data-binary "@$IMG" -H "Content-Type: application/x-qemu-disk" \
@@ -118,7 +134,6 @@ read -r secs rss _ _ <"$WORK/time" || true
 printf 'curl --data-binary: exit %d, HTTP %s, %s s, peak RSS %.1f MiB: %s\n' "$status" \
     "$(cat "$WORK/curl.out")" "$secs" "$(awk -v k="${rss:-0}" 'BEGIN { print k / 1024 }')" \
     "$(head -n 1 "$WORK/curl.err")"
-rm -f "$WORK/server/upload.qcow2"
 
 kiln_t=$(median <"$WORK/kiln.t"); curl_t=$(median <"$WORK/curl.t")
 kiln_s=$(median <"$WORK/kiln.s"); curl_s=$(median <"$WORK/curl.s")
@@ -132,6 +147,7 @@ echo "whole-command median (kiln also runs its preflight checks and the name che
 echo "  kiln $(mbps "$kiln_s") MB/s, curl -T $(mbps "$curl_s") MB/s, kiln/curl = $whole"
 echo "CPU (user+sys) median per upload: kiln $(median <"$WORK/kiln.cpu") s, curl -T $(median <"$WORK/curl.cpu") s"
 echo "kiln peak RSS (max of $RUNS runs): $(awk -v k="$kiln_rss" 'BEGIN { printf "%.1f", k / 1024 }') MiB"
+echo "load average (1, 5, 15 min) before the uploads: $load_before; after: $load_after ($(nproc) CPUs)"
 awk -v r="$ratio" 'BEGIN { exit !(r >= 0.95) }' && goal=met || goal=MISSED
 echo "goal upload throughput >= 0.95 x curl -T: $goal"
 awk -v k="$kiln_rss" 'BEGIN { exit !(k <= 64 * 1024) }' && goal=met || goal=MISSED
