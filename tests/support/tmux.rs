@@ -95,9 +95,21 @@ impl Tmux {
 
     /// The visible screen as text.
     pub fn capture(&self) -> String {
+        self.capture_with(&[])
+    }
+
+    /// The screen with soft-wrapped lines joined (`capture-pane -J`): text a shell printed
+    /// from wherever the program left the cursor may run over the right edge.
+    fn capture_joined(&self) -> String {
+        self.capture_with(&["-J"])
+    }
+
+    fn capture_with(&self, flags: &[&str]) -> String {
         let out = self
             .tmux()
-            .args(["capture-pane", "-p", "-t", &self.session])
+            .args(["capture-pane", "-p"])
+            .args(flags)
+            .args(["-t", &self.session])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -137,7 +149,7 @@ impl Tmux {
         let start = Instant::now();
         loop {
             let screen = self.capture();
-            if screen.contains(needle) {
+            if screen.contains(needle) || self.capture_joined().contains(needle) {
                 return screen;
             }
             if start.elapsed() > timeout {
