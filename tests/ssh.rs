@@ -8,7 +8,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln::engine::ssh::{Auth, OutputStream, Session, SshError, SshTarget, Stage, connect};
+use kiln::engine::ssh::{
+    Auth, OutputStream, Session, Silence, SshError, SshTarget, Stage, connect,
+};
 use support::fixtures::fixtures;
 use support::guest::{boot, free_port, qemu_running_with};
 
@@ -565,8 +567,11 @@ async fn a_port_that_accepts_but_never_speaks_gives_the_no_banner_error() {
 async fn a_port_that_closes_at_once_is_retried_then_reported_as_no_banner() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
     let closer = tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             drop(socket);
         }
     });
@@ -574,11 +579,21 @@ async fn a_port_that_closes_at_once_is_retried_then_reported_as_no_banner() {
         connect_recording(&password("builder", "x", port), Duration::from_secs(2)).await;
     let error = result.unwrap_err();
     assert!(matches!(error, SshError::NoBanner { .. }), "{error:?}");
-    let attempts = stages
+    let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        connections >= 3,
+        "retried with a short pause: {connections} connections"
+    );
+    // What the port does is told once, not once per connection.
+    let told: Vec<_> = stages
         .iter()
-        .filter(|(_, s)| matches!(s, Stage::Connecting { .. }))
-        .count();
-    assert!(attempts >= 3, "retried with a short backoff: {stages:?}");
+        .filter(|(_, s)| matches!(s, Stage::NoAnswer(_)))
+        .collect();
+    assert_eq!(told.len(), 1, "{stages:?}");
+    assert!(
+        matches!(told[0].1, Stage::NoAnswer(Silence::Closed)),
+        "{stages:?}"
+    );
     closer.abort();
 }
 
