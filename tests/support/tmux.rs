@@ -149,8 +149,13 @@ impl Tmux {
         let start = Instant::now();
         loop {
             let screen = self.capture();
-            if screen.contains(needle) || self.capture_joined().contains(needle) {
+            if screen.contains(needle) {
                 return screen;
+            }
+            // Return the capture that matched: a later one may show a later screen than `screen`.
+            let joined = self.capture_joined();
+            if joined.contains(needle) {
+                return joined;
             }
             if start.elapsed() > timeout {
                 panic!("`{needle}` did not appear within {timeout:?}; screen:\n{screen}");
