@@ -8,6 +8,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kiln::engine::configure::{ConfigureError, RootShell};
 use kiln::engine::ssh::{
     Auth, OutputStream, Session, Silence, SshError, SshTarget, Stage, connect,
 };
@@ -135,6 +136,52 @@ async fn a_booting_guest_is_reached_then_used_the_way_the_ci_driver_uses_it() {
         .unwrap();
     assert_eq!(sudo.stdout_text(), "0", "stderr: {}", sudo.stderr_text());
     eprintln!("exec cases: {:.1?}", t.elapsed());
+
+    // --- configure's root shell: sudo once, then scripts in turns, each in its own subshell.
+    let t = Instant::now();
+    match RootShell::open(&session, &user, Some("not-the-password")).await {
+        Err(ConfigureError::Sudo { stderr, .. }) => {
+            assert!(stderr.contains("incorrect password"), "{stderr}");
+            assert!(!stderr.contains("not-the-password"), "{stderr}");
+        }
+        Err(other) => panic!("a wrong sudo password gave {other}"),
+        Ok(_) => panic!("a wrong sudo password opened a root shell"),
+    }
+    let refused = t.elapsed();
+    let mut shell = RootShell::open(&session, &user, Some(&user_password))
+        .await
+        .unwrap();
+    assert_eq!(shell.run("id -u", "id").await.unwrap(), "0\n");
+    // Nothing a script runs reads the scripts that follow; variables stay in their script.
+    assert_eq!(shell.run("KEPT=1; cat", "cat").await.unwrap(), "");
+    assert_eq!(
+        shell.run("echo ${KEPT:-gone}", "echo").await.unwrap(),
+        "gone\n"
+    );
+    match shell
+        .run(
+            "step() { echo \"kiln-step: $1\" >&2; }; step one; step two; echo why >&2; exit 1",
+            "steps",
+        )
+        .await
+    {
+        Err(ConfigureError::Guest { command, stderr }) => {
+            assert_eq!(command, "steps: two");
+            assert_eq!(stderr, "why");
+        }
+        other => panic!("a failing script gave {other:?}"),
+    }
+    assert!(matches!(
+        shell.run("echo no >&2; exit 3", "check").await,
+        Err(ConfigureError::InvalidConfig(words)) if words == "no"
+    ));
+    // Output without a final newline, and a script after a failed one, are whole.
+    assert_eq!(shell.run("printf 'a\\nb'", "printf").await.unwrap(), "a\nb");
+    shell.close().await;
+    eprintln!(
+        "root shell: wrong password refused after {refused:.1?}, all cases {:.1?}",
+        t.elapsed()
+    );
 
     // --- megabytes each way: stdin and output flow control over the channel window.
     let t = Instant::now();

@@ -1018,6 +1018,56 @@ impl Session {
         }
     }
 
+    /// Start `command` and keep its stdin open: kiln writes to it and reads its output in
+    /// turns (see [`Conversation`]). Returns once the server agreed to run it.
+    pub async fn converse(&self, command: &str, limit: Duration) -> Result<Conversation, SshError> {
+        let shown = short_command(command);
+        let starting = async {
+            let mut channel = self
+                .handle
+                .channel_open_session()
+                .await
+                .map_err(|e| channel_error(e, &shown))?;
+            channel
+                .exec(true, command.as_bytes())
+                .await
+                .map_err(|e| lost(e, &shown))?;
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Success) => return Ok(channel),
+                    Some(ChannelMsg::Failure) => {
+                        return Err(SshError::ExecRefused {
+                            command: shown.clone(),
+                        });
+                    }
+                    Some(ChannelMsg::Close) | None => {
+                        return Err(SshError::ConnectionLost {
+                            during: format!("while starting `{shown}`"),
+                            detail: "the channel closed".into(),
+                        });
+                    }
+                    Some(_) => continue,
+                }
+            }
+        };
+        match timeout(limit, starting).await {
+            Ok(Ok(channel)) => Ok(Conversation {
+                channel,
+                command: shown,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                exit_status: None,
+                exit_signal: None,
+                closed: false,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(SshError::ExecTimeout {
+                command: shown,
+                waited: limit,
+            }),
+        }
+    }
+
     /// Open the `sftp` subsystem (the CI driver copies its script this way).
     pub async fn sftp(&self) -> Result<Sftp, SshError> {
         let opening = async {
@@ -1195,6 +1245,97 @@ fn sftp_reason(e: &russh_sftp::client::error::Error) -> String {
             format!("EOF: {detail}")
         }
         other => other.to_string(),
+    }
+}
+
+/// A command kiln talks to in turns: write to its stdin, read its output until what is wanted
+/// arrived, write again. Configure keeps one root shell this way across its question, so sudo
+/// checks the password once.
+pub struct Conversation {
+    channel: russh::Channel<client::Msg>,
+    command: String,
+    /// Output not yet taken by a [`Conversation::listen`] condition.
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit_status: Option<u32>,
+    exit_signal: Option<String>,
+    closed: bool,
+}
+
+/// What [`Conversation::listen`] heard.
+#[derive(Debug)]
+pub enum Heard<T> {
+    /// The condition was met.
+    Said(T),
+    /// The command ended first; its last output is in the [`ExecOutput`].
+    Ended(ExecOutput),
+}
+
+impl Conversation {
+    /// Write `bytes` to the command's stdin.
+    pub async fn say(&mut self, bytes: &[u8]) -> Result<(), SshError> {
+        self.channel
+            .data(bytes)
+            .await
+            .map_err(|e| lost(e, &self.command))
+    }
+
+    /// Read output until `until` (given all output not yet taken, to drain what it used)
+    /// returns a value, or the command ends; an error after `limit`.
+    pub async fn listen<T>(
+        &mut self,
+        limit: Duration,
+        mut until: impl FnMut(&mut Vec<u8>, &mut Vec<u8>) -> Option<T>,
+    ) -> Result<Heard<T>, SshError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(value) = until(&mut self.stdout, &mut self.stderr) {
+                return Ok(Heard::Said(value));
+            }
+            // Only a closed channel ends it: output may still follow the exit status.
+            if self.closed {
+                return Ok(Heard::Ended(ExecOutput {
+                    exit_status: self.exit_status,
+                    exit_signal: self.exit_signal.clone(),
+                    stdout: std::mem::take(&mut self.stdout),
+                    stderr: std::mem::take(&mut self.stderr),
+                    env_refused: Vec::new(),
+                }));
+            }
+            let Ok(message) = tokio::time::timeout_at(deadline, self.channel.wait()).await else {
+                return Err(SshError::ExecTimeout {
+                    command: self.command.clone(),
+                    waited: limit,
+                });
+            };
+            match message {
+                Some(ChannelMsg::Data { data }) => self.stdout.extend_from_slice(&data),
+                // Extended data type 1 is stderr (RFC 4254 §5.2).
+                Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                    self.stderr.extend_from_slice(&data)
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => {
+                    self.exit_status = Some(exit_status)
+                }
+                Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                    self.exit_signal = Some(signal_text(&signal_name))
+                }
+                Some(ChannelMsg::Close) | None => self.closed = true,
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Close the command's stdin and wait (within `limit`) for it to end.
+    pub async fn end(mut self, limit: Duration) -> Option<ExecOutput> {
+        let _ = self.channel.eof().await;
+        match self.listen(limit, |_, _| None::<()>).await {
+            Ok(Heard::Ended(output)) => Some(output),
+            _ => {
+                let _ = self.channel.close().await;
+                None
+            }
+        }
     }
 }
 

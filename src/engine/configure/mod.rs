@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use base64::Engine;
 
+mod root_shell;
+
+pub use root_shell::RootShell;
+
 use super::host::Accelerator;
 use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
 use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
@@ -19,9 +23,9 @@ use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
-pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.reference");
+pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../../assets/sshd_config.reference");
 /// The older documented variant: PAM on, sftp-server binary.
-pub const PAM_SSHD_CONFIG: &str = include_str!("../../assets/sshd_config.pam");
+pub const PAM_SSHD_CONFIG: &str = include_str!("../../../assets/sshd_config.pam");
 
 const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 const BACKUP: &str = "/etc/ssh/sshd_config.kiln-backup";
@@ -216,30 +220,6 @@ impl ConfigureError {
     }
 }
 
-/// A shell command to run as root, and the stdin that goes with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RootCommand {
-    pub command: String,
-    pub stdin: Option<Vec<u8>>,
-}
-
-/// Wrap `script` so it runs as root: directly for root, else `sudo -S` with the password on
-/// stdin. The password never appears in the command line (visible in `ps` in the guest).
-pub fn as_root(user: &str, sudo_password: Option<&str>, script: &str) -> RootCommand {
-    let quoted = shell_quote(script);
-    if user == "root" {
-        RootCommand {
-            command: format!("sh -c {quoted}"),
-            stdin: None,
-        }
-    } else {
-        RootCommand {
-            command: format!("sudo -S -p '' sh -c {quoted}"),
-            stdin: Some(format!("{}\n", sudo_password.unwrap_or_default()).into_bytes()),
-        }
-    }
-}
-
 /// Single-quote `text` for a POSIX shell.
 pub fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -265,11 +245,7 @@ struct Inspection {
 /// One privileged round-trip that reads the current sshd_config and compares it with the new
 /// one through `sshd -T` — which checks the new file as `sshd -t` does — writing only a
 /// preview under /run. A new file sshd rejects fails here, before the person is asked anything.
-async fn inspect(
-    session: &Session,
-    request: &ConfigureRequest,
-    new: &str,
-) -> Result<Inspection, ConfigureError> {
+async fn inspect(shell: &mut RootShell, new: &str) -> Result<Inspection, ConfigureError> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
     let script = format!(
         "cat {SSHD_CONFIG} || exit 1; printf '\\n%s\\n' {CURRENT_END}; \
@@ -278,13 +254,9 @@ async fn inspect(
          /usr/sbin/sshd -T -f {PREVIEW} >{PREVIEW}.T || {{ rm -f {PREVIEW} {PREVIEW}.T; exit {REJECTED}; }}; \
          cat {PREVIEW}.T; rm -f {PREVIEW} {PREVIEW}.T"
     );
-    let out = run_as_root(
-        session,
-        request,
-        &script,
-        "reading and checking sshd_config",
-    )
-    .await?;
+    let out = shell
+        .run(&script, "reading and checking sshd_config")
+        .await?;
     let (current, effective) = out
         .split_once(&format!("\n{CURRENT_END}\n"))
         .ok_or_else(|| ConfigureError::Guest {
@@ -484,8 +456,11 @@ async fn change(
         error,
         serial_tail: String::new(),
     })?;
+    // One root shell for everything until the proof: sudo checks the password once.
+    let mut shell =
+        RootShell::open(&session, &request.user, request.sudo_password.as_deref()).await?;
     let new = request.sshd_config.text();
-    let Inspection { current, effective } = inspect(&session, request, new).await?;
+    let Inspection { current, effective } = inspect(&mut shell, new).await?;
     let diff = config_diff(&current, new);
     // What really changes for sshd (its effective settings, from `sshd -T`) leads; the
     // line diff, mostly comments, follows.
@@ -513,7 +488,7 @@ async fn change(
         }
     ));
     let script = apply_script(new, request.extras.clear_machine_id);
-    let printed = run_as_root(&session, request, &script, "changing sshd_config").await?;
+    let printed = shell.run(&script, "changing sshd_config").await?;
     // What the change replaced, kept here so a failed proof can put every bit of it back
     // (the hash goes back with chpasswd -e; nothing is written aside).
     let root_hash = printed_value(&printed, "root-hash")
@@ -557,7 +532,7 @@ async fn change(
             ));
             let (mut restored, mut not_restored) = (Vec::new(), Vec::new());
             for (what, command) in undo {
-                match run_as_root(&session, request, &command, what).await {
+                match shell.run(&command, what).await {
                     Ok(_) => restored.push(what),
                     Err(_) => not_restored.push(what),
                 }
@@ -580,30 +555,30 @@ async fn change(
         Err(e) => format!("logged in as root, but a command failed: {e}"),
     };
     reporter.info(format!("proof passed: {proof}"));
-    // From here on root's own session does the work: no more sudo (each sudo checks the
-    // user's password hash, which takes a second or more under TCG).
+    // From here on root's own session does the work.
+    shell.close().await;
     session.close().await;
-    let as_root_now = |script: &str| as_root("root", None, script);
-
-    if request.extras.regenerate_host_keys {
-        reporter.info("removing SSH host keys; a first-boot unit regenerates them (ssh-keygen -A)");
-        run(
-            &root_session,
-            request,
-            as_root_now(REGENERATE_HOST_KEYS),
+    let extras = [
+        (
+            request.extras.regenerate_host_keys,
+            "removing SSH host keys; a first-boot unit regenerates them (ssh-keygen -A)",
+            REGENERATE_HOST_KEYS,
             "regenerating host keys",
-        )
-        .await?;
-    }
-    if request.extras.zero_free_space {
-        reporter.info("zeroing free space and trimming (this takes a while on a large disk)…");
-        run(
-            &root_session,
-            request,
-            as_root_now(ZERO_FREE_SPACE),
+        ),
+        (
+            request.extras.zero_free_space,
+            "zeroing free space and trimming (this takes a while on a large disk)…",
+            ZERO_FREE_SPACE,
             "zeroing free space",
-        )
-        .await?;
+        ),
+    ];
+    if extras.iter().any(|(wanted, ..)| *wanted) {
+        let mut root_shell = RootShell::open(&root_session, "root", None).await?;
+        for (_, said, script, what) in extras.into_iter().filter(|(wanted, ..)| *wanted) {
+            reporter.info(said);
+            root_shell.run(script, what).await?;
+        }
+        root_shell.close().await;
     }
     Ok((
         Configured {
@@ -633,69 +608,6 @@ pub(crate) const REGENERATE_HOST_KEYS: &str = "[ -d /run/systemd/system ] || { e
 
 pub(crate) const ZERO_FREE_SPACE: &str =
     "dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync; fstrim -av || true";
-
-/// Run `script` as root (through sudo unless the user is root) and return its stdout.
-async fn run_as_root(
-    session: &Session,
-    request: &ConfigureRequest,
-    script: &str,
-    what: &str,
-) -> Result<String, ConfigureError> {
-    let root = as_root(&request.user, request.sudo_password.as_deref(), script);
-    run(session, request, root, what).await
-}
-
-/// Run a root command and return its stdout. A non-zero exit is an error naming `what` and,
-/// for the scripts that announce their steps (`kiln-step: …` on stderr), the step that failed;
-/// [`REJECTED`] means sshd rejected the new file.
-async fn run(
-    session: &Session,
-    request: &ConfigureRequest,
-    root: RootCommand,
-    what: &str,
-) -> Result<String, ConfigureError> {
-    let out = session
-        .exec(&root.command, root.stdin.as_deref(), &[], COMMAND_TIMEOUT)
-        .await
-        .map_err(|error| ConfigureError::Login {
-            error,
-            serial_tail: String::new(),
-        })?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let step = stderr
-        .lines()
-        .rev()
-        .find_map(|line| line.strip_prefix("kiln-step: "));
-    let words = stderr
-        .lines()
-        .filter(|line| !line.starts_with("kiln-step: "))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_string();
-    match out.exit_status {
-        Some(0) => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
-        _ if request.user != "root" && is_sudo_refusal(&words) => Err(ConfigureError::Sudo {
-            user: request.user.clone(),
-            stderr: words,
-        }),
-        Some(REJECTED) => Err(ConfigureError::InvalidConfig(words)),
-        _ => Err(ConfigureError::Guest {
-            command: match step {
-                Some(step) => format!("{what}: {step}"),
-                None => what.to_string(),
-            },
-            stderr: words,
-        }),
-    }
-}
-
-fn is_sudo_refusal(stderr: &str) -> bool {
-    stderr.contains("incorrect password")
-        || stderr.contains("is not in the sudoers")
-        || stderr.contains("a password is required")
-        || stderr.contains("Sorry, try again")
-}
 
 /// Power the guest off through root's session and wait for QEMU to exit (it does once the
 /// guest is off), pressing the power button only if it takes too long.
@@ -770,22 +682,6 @@ mod tests {
         }
         assert!(PAM_SSHD_CONFIG.lines().any(|l| l == "UsePAM yes"));
         assert!(PAM_SSHD_CONFIG.contains("Subsystem sftp /usr/lib/openssh/sftp-server"));
-    }
-
-    #[test]
-    fn sudo_password_goes_to_stdin_never_argv() {
-        let cmd = as_root("builder", Some("s3cret pass'word"), "passwd -d root");
-        assert!(!cmd.command.contains("s3cret"), "{}", cmd.command);
-        assert_eq!(cmd.command, "sudo -S -p '' sh -c 'passwd -d root'");
-        assert_eq!(cmd.stdin.as_deref(), Some(&b"s3cret pass'word\n"[..]));
-        let root = as_root("root", None, "id -u");
-        assert_eq!(
-            root,
-            RootCommand {
-                command: "sh -c 'id -u'".into(),
-                stdin: None
-            }
-        );
     }
 
     /// The order that keeps every promise: nothing in /etc changes before `sshd -t` passed,
