@@ -182,7 +182,8 @@ pub enum ConfigureError {
     InvalidConfig(String),
     #[error("root could not log in with an empty password after the change ({error}); restored: {}{}", if .restored.is_empty() { "nothing".to_string() } else { .restored.join(", ") }, if .not_restored.is_empty() { String::new() } else { format!(" — NOT RESTORED: {} (log in on the console; the old sshd_config is /etc/ssh/sshd_config.kiln-backup)", .not_restored.join(", ")) })]
     ProofFailed {
-        error: SshError,
+        /// Boxed: the error type stays small enough to return cheaply everywhere.
+        error: Box<SshError>,
         restored: Vec<&'static str>,
         not_restored: Vec<&'static str>,
     },
@@ -538,7 +539,7 @@ async fn change(
                 }
             }
             return Err(ConfigureError::ProofFailed {
-                error,
+                error: Box::new(error),
                 restored,
                 not_restored,
             });
