@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::process::Child;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::console::Console;
 use super::driver::DriverProfile;
@@ -31,6 +31,8 @@ const QEMU: &str = "qemu-system-x86_64";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Ports tried for the SSH forward before giving up, as the Djinn driver walks upward.
 const PORT_ATTEMPTS: u16 = 50;
+/// The longest console line [`MachineView::console_nudges`] keeps for its test.
+const MAX_NUDGE_LINE: usize = 512;
 
 /// What to boot and how.
 #[derive(Debug, Clone)]
@@ -249,6 +251,45 @@ impl MachineView {
     /// follows, with no gap between the two.
     pub fn subscribe_serial(&self) -> (Vec<u8>, broadcast::Receiver<Vec<u8>>) {
         self.inner.serial.subscribe()
+    }
+
+    /// A signal that changes whenever the serial console completes a line `wanted` accepts
+    /// (lines printed before this call do not count). It stops changing when the machine ends
+    /// or the receiver is dropped.
+    pub fn console_nudges(&self, wanted: fn(&str) -> bool) -> watch::Receiver<()> {
+        let (history, mut live) = self.subscribe_serial();
+        let (nudge, nudges) = watch::channel(());
+        // The line under way when the history ends is finished by what follows.
+        let mut line: Vec<u8> = match history.iter().rposition(|&b| b == b'\n') {
+            Some(end) => history[end + 1..].to_vec(),
+            None => history,
+        };
+        tokio::spawn(async move {
+            loop {
+                let bytes = tokio::select! {
+                    received = live.recv() => match received {
+                        Ok(bytes) => bytes,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = nudge.closed() => return,
+                };
+                for byte in bytes {
+                    if byte != b'\n' {
+                        // A line that never ends stops growing; its start decides.
+                        if line.len() < MAX_NUDGE_LINE {
+                            line.push(byte);
+                        }
+                        continue;
+                    }
+                    if wanted(&String::from_utf8_lossy(&line)) {
+                        nudge.send_replace(());
+                    }
+                    line.clear();
+                }
+            }
+        });
+        nudges
     }
 
     /// The last `lines` lines of serial output, for error messages.

@@ -12,7 +12,7 @@ use super::configure::{
     CLEAR_MACHINE_ID, Extras, REGENERATE_HOST_KEYS, ZERO_FREE_SPACE, shell_quote,
 };
 use super::host::Accelerator;
-use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
+use super::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
 use super::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
@@ -143,8 +143,7 @@ pub async fn provision(
     let mut machine = Machine::start(&spec).await?;
     let view = machine.view();
     reporter.machine(view.clone());
-    let port = view.ssh_port().expect("provisioning machines forward SSH");
-    let work = work_in_guest(&request, port, &reporter);
+    let work = work_in_guest(&request, &view, &reporter);
     let session = tokio::select! {
         result = work => result,
         ending = machine.wait() => {
@@ -190,9 +189,10 @@ pub async fn provision(
 /// Log in, run every step, clean up; hands back the session for the poweroff.
 async fn work_in_guest(
     request: &ProvisionRequest,
-    port: u16,
+    view: &MachineView,
     reporter: &Reporter,
 ) -> Result<Session, ProvisionError> {
+    let port = view.ssh_port().expect("provisioning machines forward SSH");
     let target = SshTarget {
         host: "127.0.0.1".into(),
         port,
@@ -200,7 +200,8 @@ async fn work_in_guest(
         auth: Auth::Password(String::new()),
     };
     reporter.info(format!("waiting for SSH as root on 127.0.0.1:{port}…"));
-    let session = ssh::connect(&target, request.boot_deadline, |_| {})
+    let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
+    let session = ssh::connect_nudged(&target, request.boot_deadline, nudges, |_| {})
         .await
         .map_err(ProvisionError::Login)?;
     for (index, step) in request.steps.iter().enumerate() {

@@ -21,7 +21,7 @@ use russh_sftp::client::SftpSession;
 use russh_sftp::protocol::FileAttributes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep, timeout};
 use tracing::debug;
 
@@ -33,6 +33,11 @@ const BANNER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections are opened at most this often (see [`first_to_talk`]); once the guest's
 /// network is up it bounds how late kiln notices sshd listening.
 const DIAL_EVERY: Duration = Duration::from_millis(100);
+/// A nudge opens a connection no sooner than this after the last one: that one's SYN went out
+/// about when the console spoke, and a burst of console lines costs one connection.
+const NUDGE_MIN_AGE: Duration = Duration::from_millis(150);
+/// Connections waiting for the server's first byte at once (nudges add to the one).
+const MAX_DIALS: usize = 3;
 /// How long most connections opened before the guest's network is seen up wait for a byte.
 const EARLY_SILENCE: Duration = Duration::from_secs(2);
 /// Key exchange once the banner came; generous because a guest under TCG is slow.
@@ -315,6 +320,21 @@ impl fmt::Debug for Session {
 pub async fn connect(
     target: &SshTarget,
     deadline: Duration,
+    on_stage: impl FnMut(Stage) + Send,
+) -> Result<Session, SshError> {
+    // Nothing ever nudges: the sender lives as long as the wait.
+    let (_never, nudges) = watch::channel(());
+    connect_nudged(target, deadline, nudges, on_stage).await
+}
+
+/// [`connect`], also dialling afresh whenever `nudges` changes: the guest's console said
+/// something about sshd or its network (see [`console_line_may_mean_ssh`]), so a connection
+/// that has been silent since before is most likely one whose SYN the guest never saw, and
+/// QEMU would only retry it seconds later.
+pub async fn connect_nudged(
+    target: &SshTarget,
+    deadline: Duration,
+    mut nudges: watch::Receiver<()>,
     mut on_stage: impl FnMut(Stage) + Send,
 ) -> Result<Session, SshError> {
     let give_up = Instant::now() + deadline;
@@ -331,7 +351,16 @@ pub async fn connect(
     loop {
         attempt += 1;
         on_stage(Stage::Connecting { attempt });
-        let outcome = try_once(target, addr, key.as_ref(), &config, give_up, &mut on_stage).await;
+        let outcome = try_once(
+            target,
+            addr,
+            key.as_ref(),
+            &config,
+            give_up,
+            &mut nudges,
+            &mut on_stage,
+        )
+        .await;
         match outcome {
             Ok(session) => return Ok(session),
             Err(Attempt::Fatal(error)) => return Err(error),
@@ -438,28 +467,64 @@ fn client_config() -> client::Config {
 /// listens. Closing it does not help the guest: QEMU keeps retrying the SYN of a connection
 /// it has not finished for over a minute, so every connection given up on early comes back
 /// later — tried: a fresh connection every 100 ms made the guest's kernel report a SYN flood
-/// on port 22 and sshd never answered. So connections go one at a time. Until one is closed at
-/// once (the guest's TCP stack refusing the port: its network is up) each waits
-/// [`EARLY_SILENCE`] for a byte, every fourth the whole [`BANNER_TIMEOUT`] so a slow sshd is
-/// not given up on; after that each waits the whole timeout, [`DIAL_EVERY`] apart.
+/// on port 22 and sshd never answered. So connections are few. Until one is closed at once
+/// (the guest's TCP stack refusing the port: its network is up) each waits [`EARLY_SILENCE`]
+/// for a byte, every fourth the whole [`BANNER_TIMEOUT`] so a slow sshd is not given up on;
+/// after that each waits the whole timeout, [`DIAL_EVERY`] apart.
+///
+/// A nudge (the console mentioning sshd or the network) opens one more connection beside the
+/// waiting ones, at most [`MAX_DIALS`] at a time and [`NUDGE_MIN_AGE`] after the last: the
+/// waiting one may be a connection sshd is already starting a process for (hundreds of
+/// milliseconds under TCG), so it is not given up.
 async fn first_to_talk(
     addr: SocketAddr,
     give_up: Instant,
+    nudges: &mut watch::Receiver<()>,
     on_stage: &mut (impl FnMut(Stage) + Send),
 ) -> Result<TcpStream, (Reached, String)> {
     let mut furthest = (Reached::Nothing, String::from("no connection finished"));
     let mut told: Option<Silence> = None;
     let mut network_up = false;
-    for number in 0u64.. {
-        let opened = Instant::now();
-        if opened >= give_up {
+    let mut dials = tokio::task::JoinSet::new();
+    let mut opened = 0u64;
+    let mut last_opened = Instant::now();
+    let mut nudged = false;
+    let mut nudging = true;
+    loop {
+        let now = Instant::now();
+        if now >= give_up {
             break;
         }
-        let silence = match network_up || number % 4 == 3 {
-            true => BANNER_TIMEOUT,
-            false => EARLY_SILENCE,
+        let nudge_due = nudged && dials.len() < MAX_DIALS;
+        if dials.is_empty() || (nudge_due && now >= last_opened + NUDGE_MIN_AGE) {
+            let silence = match network_up || opened % 4 == 3 {
+                true => BANNER_TIMEOUT,
+                false => EARLY_SILENCE,
+            };
+            // A nudge from before this connection says nothing about it.
+            nudges.borrow_and_update();
+            nudged = false;
+            dials.spawn(dial(addr, silence, give_up));
+            opened += 1;
+            last_opened = now;
+            continue;
+        }
+        let nudge_wait = tokio::time::sleep_until(last_opened + NUDGE_MIN_AGE);
+        let outcome = tokio::select! {
+            finished = dials.join_next() => match finished {
+                Some(Ok(outcome)) => outcome,
+                Some(Err(_)) | None => continue,
+            },
+            changed = nudges.changed(), if !nudged && nudging => {
+                // The sender is gone once the machine ended: no more nudges.
+                nudged = changed.is_ok();
+                nudging = changed.is_ok();
+                continue;
+            }
+            _ = nudge_wait, if nudge_due => continue,
+            _ = tokio::time::sleep_until(give_up) => break,
         };
-        match dial(addr, silence, give_up).await {
+        match outcome {
             Dial::Talking(stream) => {
                 if told.is_none() {
                     on_stage(Stage::TcpConnected);
@@ -484,7 +549,9 @@ async fn first_to_talk(
             Dial::Failed(detail) if told.is_none() => furthest.1 = detail,
             Dial::Failed(_) => {}
         }
-        tokio::time::sleep_until((opened + DIAL_EVERY).min(give_up)).await;
+        if dials.is_empty() {
+            tokio::time::sleep_until((last_opened + DIAL_EVERY).min(give_up)).await;
+        }
     }
     Err(furthest)
 }
@@ -514,6 +581,15 @@ async fn dial(addr: SocketAddr, silence: Duration, give_up: Instant) -> Dial {
     }
 }
 
+/// Whether a line of the guest's console is worth dialling again for: inits say when they
+/// start sshd and bring the network up (systemd's "Started ssh.service", "Starting OpenBSD
+/// Secure Shell server…", "Reached target network.target", OpenRC's " * Starting sshd").
+/// A few lines per boot match; each costs one connection.
+pub fn console_line_may_mean_ssh(line: &str) -> bool {
+    let line = line.to_ascii_lowercase();
+    line.contains("ssh") || line.contains("network")
+}
+
 /// One connection attempt: TCP, banner, key exchange, methods, authentication.
 async fn try_once(
     target: &SshTarget,
@@ -521,9 +597,10 @@ async fn try_once(
     key: Option<&Arc<PrivateKey>>,
     config: &Arc<client::Config>,
     give_up: Instant,
+    nudges: &mut watch::Receiver<()>,
     on_stage: &mut (impl FnMut(Stage) + Send),
 ) -> Result<Session, Attempt> {
-    let stream = first_to_talk(addr, give_up, on_stage)
+    let stream = first_to_talk(addr, give_up, nudges, on_stage)
         .await
         .map_err(|(reached, detail)| Attempt::NotYet(reached, detail))?;
     let _ = stream.set_nodelay(true);
@@ -1657,7 +1734,7 @@ mod tests {
         // Less than one banner timeout: waiting on the first, silent connection cannot succeed.
         let give_up = Instant::now() + EARLY_SILENCE + BANNER_TIMEOUT / 2;
         assert!(give_up < Instant::now() + BANNER_TIMEOUT);
-        let mut stream = first_to_talk(addr, give_up, &mut |s| stages.push(s))
+        let mut stream = first_to_talk(addr, give_up, &mut no_nudges(), &mut |s| stages.push(s))
             .await
             .expect("a later connection talks");
         let mut banner = [0u8; 32];
@@ -1675,6 +1752,53 @@ mod tests {
         );
     }
 
+    /// Nudges that never come: the sender is gone at once, as after the machine ended.
+    fn no_nudges() -> watch::Receiver<()> {
+        watch::channel(()).1
+    }
+
+    #[tokio::test]
+    async fn a_nudge_opens_a_fresh_connection_beside_a_silent_one_but_an_older_nudge_does_not() {
+        let addr = port_that_wakes_up(Duration::from_millis(250)).await;
+        let (nudge, mut nudges) = watch::channel(());
+        // Sent before any connection opened: it says nothing about the first one.
+        nudge.send_replace(());
+        tokio::spawn(async move {
+            sleep(Duration::from_millis(500)).await;
+            nudge.send_replace(());
+            sleep(Duration::from_secs(3600)).await;
+        });
+        // Without the nudge at 500 ms the first, silent connection would wait past this.
+        let give_up = Instant::now() + EARLY_SILENCE / 2;
+        let mut stream = first_to_talk(addr, give_up, &mut nudges, &mut |_| {})
+            .await
+            .expect("the connection opened after the nudge talks");
+        let mut banner = [0u8; 32];
+        let n = stream.read(&mut banner).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&banner[..n]).trim(),
+            "SSH-2.0-conn1"
+        );
+    }
+
+    #[test]
+    fn console_lines_about_sshd_or_the_network_are_worth_a_dial() {
+        for line in [
+            "[  OK  ] Started \x1b[0;1;39mssh.service\x1b[0m - OpenBSD Secure Shell server.",
+            "         Starting sshd.service - OpenSSH server daemon...",
+            " * Starting sshd ... [ ok ]",
+            "[  OK  ] Reached target network.target - Network.",
+        ] {
+            assert!(console_line_may_mean_ssh(line), "{line}");
+        }
+        for line in [
+            "[    1.2] virtio_blk virtio1: [vda] 8388608 512-byte logical blocks",
+            "kiln-fixture login: ",
+        ] {
+            assert!(!console_line_may_mean_ssh(line), "{line}");
+        }
+    }
+
     #[tokio::test]
     async fn a_port_that_closes_at_once_is_told_apart_from_a_silent_one() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1686,7 +1810,8 @@ mod tests {
         });
         let mut stages = Vec::new();
         let give_up = Instant::now() + Duration::from_millis(500);
-        let Err((reached, detail)) = first_to_talk(addr, give_up, &mut |s| stages.push(s)).await
+        let Err((reached, detail)) =
+            first_to_talk(addr, give_up, &mut no_nudges(), &mut |s| stages.push(s)).await
         else {
             panic!("nothing talks");
         };
@@ -1701,7 +1826,8 @@ mod tests {
         let silent = port_that_wakes_up(Duration::from_secs(3600)).await;
         let mut stages = Vec::new();
         let give_up = Instant::now() + Duration::from_millis(300);
-        let outcome = first_to_talk(silent, give_up, &mut |s| stages.push(s)).await;
+        let outcome =
+            first_to_talk(silent, give_up, &mut no_nudges(), &mut |s| stages.push(s)).await;
         assert!(outcome.is_err());
         // Nothing finished before the deadline: the port accepted, but no dial can say more.
         assert!(

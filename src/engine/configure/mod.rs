@@ -17,7 +17,7 @@ mod root_shell;
 pub use root_shell::RootShell;
 
 use super::host::Accelerator;
-use super::machine::{Machine, MachineError, MachineSpec, serial_log_path};
+use super::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
 use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
 use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
@@ -389,7 +389,7 @@ pub async fn configure(
     ));
     reporter.machine(view.clone());
 
-    let work = change(&request, &image_path, port, &reporter);
+    let work = change(&request, &image_path, &view, &reporter);
     let result = tokio::select! {
         result = work => result,
         // QEMU crashed or was killed: say so now, not when the SSH deadline runs out.
@@ -435,9 +435,10 @@ pub async fn configure(
 async fn change(
     request: &ConfigureRequest,
     image_path: &std::path::Path,
-    port: u16,
+    view: &MachineView,
     reporter: &Reporter,
 ) -> Result<(Configured, Session), ConfigureError> {
+    let port = view.ssh_port().expect("configure machines forward SSH");
     let target = SshTarget {
         host: "127.0.0.1".into(),
         port,
@@ -449,7 +450,8 @@ async fn change(
         request.user,
         request.boot_deadline.as_secs()
     ));
-    let session = ssh::connect(&target, request.boot_deadline, |stage| {
+    let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
+    let session = ssh::connect_nudged(&target, request.boot_deadline, nudges, |stage| {
         report_stage(reporter, &stage)
     })
     .await

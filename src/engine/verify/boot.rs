@@ -181,7 +181,8 @@ async fn procedure(
     reporter.info(format!(
         "waiting for SSH on 127.0.0.1:{port} as {user} with an empty password…"
     ));
-    let connect = ssh::connect(&target, request.deadline, |stage| {
+    let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
+    let connect = ssh::connect_nudged(&target, request.deadline, nudges, |stage| {
         if !matches!(stage, Stage::Connecting { .. }) {
             seen.lock().expect("stage lock").push(stage);
         }
