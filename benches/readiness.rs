@@ -2,8 +2,10 @@
 //! good fixture image, the reference is the guest's own word: the fixture's ssh.service prints
 //! `kiln-fixture: sshd listening` on the serial console once sshd has bound its sockets
 //! (tests/fixtures/build.sh), stamped as it reaches the host. Beside it: when kiln's
-//! `ssh::connect` saw the banner and logged in, and what the Djinn driver's wait (sleep 2 s,
-//! then dial once a second) would add. Run: `cargo bench --bench readiness` (as root).
+//! `ssh::connect_nudged` saw the banner and logged in, sshd's own banner delay on a fresh
+//! connection once the guest is up (no client can beat it), and what the Djinn driver's wait
+//! (sleep 2 s, then dial once a second) would add. Run: `cargo bench --bench readiness` (as
+//! root).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -89,8 +91,12 @@ async fn main() {
             user: "root".into(),
             auth: Auth::Password(String::new()),
         };
-        // As configure and verify wait: dialling again when the console mentions sshd.
-        let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
+        // As configure and verify wait: dialling again when the console mentions sshd — but
+        // not on the reference line itself, which only the fixture prints: a stock Debian
+        // guest's first word after sshd listens is systemd's "Started ssh.service".
+        let nudges = view.console_nudges(|line| {
+            ssh::console_line_may_mean_ssh(line) && !line.contains(LISTENING)
+        });
         let session =
             ssh::connect_nudged(&target, Duration::from_secs(300), nudges, move |stage| {
                 if let Stage::Banner(_) = stage {
