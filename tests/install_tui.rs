@@ -32,13 +32,7 @@ fn open_install_form(sandbox: &Sandbox, name: &str, width: u16) -> Tmux {
 
 #[test]
 fn installer_console_is_visible_and_typeable_and_the_step_completes() {
-    let sandbox = Sandbox::new();
-    assert!(
-        sandbox
-            .kiln(&["create", "disk.qcow2", "--size", "4G"])
-            .status
-            .success()
-    );
+    let sandbox = Sandbox::with_blank_disk();
     let tmux = open_install_form(&sandbox, "install", 100);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Serial console", SCREEN);
@@ -80,13 +74,7 @@ fn installer_console_is_visible_and_typeable_and_the_step_completes() {
 
 #[test]
 fn ctrl_c_during_install_leaves_no_qemu_and_restores_the_terminal() {
-    let sandbox = Sandbox::new();
-    assert!(
-        sandbox
-            .kiln(&["create", "disk.qcow2", "--size", "4G"])
-            .status
-            .success()
-    );
+    let sandbox = Sandbox::with_blank_disk();
     let tmux = open_install_form(&sandbox, "ctrlc-install", 100);
     tmux.keys(&["Enter"]);
     tmux.wait_for("Serial console", SCREEN);

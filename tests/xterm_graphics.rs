@@ -112,13 +112,7 @@ fn png_grey(path: &Path) -> Grey {
 /// photograph the terminal. The picture's correlation with the photograph, and (to show the
 /// measure tells pictures apart) with the same picture upside down.
 fn shown_versus_saved(graphics: &str) -> (f64, f64) {
-    let sandbox = Sandbox::new();
-    assert!(
-        sandbox
-            .kiln(&["create", "disk.qcow2", "--size", "4G"])
-            .status
-            .success()
-    );
+    let sandbox = Sandbox::with_blank_disk();
     let command = format!(
         "{} {} --graphics {graphics} --theme light --memory 1024 --cpus 1",
         sandbox.shell_prefix(),

@@ -24,6 +24,14 @@ impl Sandbox {
         Sandbox { dir }
     }
 
+    /// A sandbox whose work dir holds `disk.qcow2`, a blank 4 GiB disk made by `kiln create`.
+    pub fn with_blank_disk() -> Sandbox {
+        let sandbox = Sandbox::new();
+        let out = sandbox.kiln(&["create", "disk.qcow2", "--size", "4G"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        sandbox
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
