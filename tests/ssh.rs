@@ -177,7 +177,31 @@ async fn a_booting_guest_is_reached_then_used_the_way_the_ci_driver_uses_it() {
     ));
     // Output without a final newline, and a script after a failed one, are whole.
     assert_eq!(shell.run("printf 'a\\nb'", "printf").await.unwrap(), "a\nb");
+    // A user sudo does not know: sudo ends at once, before any script reached it.
+    shell
+        .run(
+            "useradd -M outsider && echo outsider:outsider-pass | chpasswd",
+            "useradd",
+        )
+        .await
+        .unwrap();
     shell.close().await;
+    let outsider = connect(
+        &password("outsider", "outsider-pass", port),
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    match RootShell::open(&outsider, "outsider", Some("outsider-pass")).await {
+        Err(ConfigureError::Sudo { user, stderr }) => {
+            assert_eq!(user, "outsider");
+            assert!(stderr.contains("not in the sudoers"), "{stderr}");
+        }
+        Err(other) => panic!("sudo for a user outside sudoers gave {other}"),
+        Ok(_) => panic!("a user outside sudoers got a root shell"),
+    }
+    outsider.close().await;
     eprintln!(
         "root shell: wrong password refused after {refused:.1?}, all cases {:.1?}",
         t.elapsed()
