@@ -198,6 +198,9 @@ pub async fn event_loop<B: Backend>(
                 };
                 if matches!(command, Some(Command::Guest(GuestInput::Vga(_)))) {
                     screenshot.reset_after(KEY_ECHO);
+                    if let Some(machine) = app.machine_mut(app.selected_step()) {
+                        machine.typed(std::time::Instant::now());
+                    }
                 }
                 perform(app, command, &posts);
             }
@@ -209,7 +212,7 @@ pub async fn event_loop<B: Backend>(
                 Posted::Doctor(report) => app.doctor = Some(report),
                 Posted::Picture { step, picture } => {
                     if let Some(machine) = app.machine_mut(step) {
-                        machine.show(picture);
+                        machine.show(picture, std::time::Instant::now());
                     }
                 }
                 Posted::ScreendumpDone => screendump_in_flight = false,

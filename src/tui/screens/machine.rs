@@ -202,11 +202,9 @@ mod tests {
 
     #[test]
     fn full_screen_shows_the_guest_and_how_to_come_back() {
-        let pane = MachinePane {
-            picture: Some(picture(800, 600)),
-            fullscreen: true,
-            ..MachinePane::default()
-        };
+        let mut pane = MachinePane::default();
+        pane.picture = Some(picture(800, 600));
+        pane.fullscreen = true;
         let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
         let theme = Theme::built_in("default");
         terminal
