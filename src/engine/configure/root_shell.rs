@@ -51,12 +51,12 @@ impl RootShell {
             let password = format!("{}\n", sudo_password.unwrap_or_default());
             talk.say(password.as_bytes()).await.map_err(started)?;
         }
-        let ready = format!("{READY}\n");
         let heard = talk
             .listen(SCRIPT_TIMEOUT, |stdout, stderr| {
-                if stdout.starts_with(ready.as_bytes()) {
-                    // Whatever sudo said before (its first-use lecture) is not a script's.
-                    stdout.drain(..ready.len());
+                if let Some(end) = ready_end(stdout) {
+                    // Whatever came before (a chatty shell startup file, sudo's first-use
+                    // lecture) is not a script's.
+                    stdout.drain(..end);
                     stderr.clear();
                     return Some(true);
                 }
@@ -122,6 +122,14 @@ impl RootShell {
     pub async fn close(self) {
         let _ = self.talk.end(CLOSE_TIMEOUT).await;
     }
+}
+
+/// Where the shell's ready line ends in its output, once it came: it need not be first, as the
+/// login shell may run startup files that print (bash's .bashrc under sshd, say).
+fn ready_end(stdout: &[u8]) -> Option<usize> {
+    let line = format!("{READY}\n");
+    let at = find(stdout, line.as_bytes())?;
+    (at == 0 || stdout[at - 1] == b'\n').then_some(at + line.len())
 }
 
 /// One script's end, as the shell reported it.
@@ -217,6 +225,17 @@ mod tests {
             shell_command("root"),
             "sh -c 'echo kiln-root-shell-ready; exec sh -s'"
         );
+    }
+
+    #[test]
+    fn the_shell_is_ready_after_its_line_even_behind_a_chatty_startup_file() {
+        assert_eq!(ready_end(b"kiln-root-shell-ready\n"), Some(22));
+        assert_eq!(
+            ready_end(b"Welcome!\nkiln-root-shell-ready\nrest"),
+            Some(31)
+        );
+        assert_eq!(ready_end(b"kiln-root-shell-rea"), None);
+        assert_eq!(ready_end(b"echo kiln-root-shell-ready\n"), None);
     }
 
     #[test]
