@@ -308,14 +308,9 @@ async fn run_script(
         reporter.info(format!("{name} succeeded"));
         return Ok(());
     }
-    let status = match (&out.exit_status, &out.exit_signal) {
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("killed by SIG{signal}"),
-        (None, None) => "no exit status".into(),
-    };
     Err(ProvisionError::Script {
         script: script.to_path_buf(),
-        status,
+        status: out.ending(),
         last_lines: lines.last(LAST_LINES),
     })
 }

@@ -265,6 +265,15 @@ impl ExecOutput {
         self.exit_status == Some(0)
     }
 
+    /// How the command ended, for messages: "exit status 3", "killed by SIGKILL".
+    pub fn ending(&self) -> String {
+        match (&self.exit_status, &self.exit_signal) {
+            (Some(code), _) => format!("exit status {code}"),
+            (None, Some(signal)) => format!("killed by SIG{signal}"),
+            (None, None) => "no exit status".into(),
+        }
+    }
+
     /// Stdout as text, trailing newline(s) removed — handy for `id -un` and the like.
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout)

@@ -107,11 +107,7 @@ impl RootShell {
                 what,
                 format!(
                     "the root shell ended ({}): {}",
-                    match (output.exit_status, &output.exit_signal) {
-                        (_, Some(signal)) => format!("signal {signal}"),
-                        (Some(status), None) => format!("exit status {status}"),
-                        (None, None) => "connection closed".into(),
-                    },
+                    output.ending(),
                     output.stderr_text()
                 ),
             )),
