@@ -20,6 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::engine::config::{CliOverrides, Dirs, Graphics, Settings};
 use crate::engine::host::{self, Accelerator};
+use crate::engine::vcpus::Vcpus;
 use crate::engine::workflow::{Environment, Recording, StepError, Workflow};
 
 /// kiln — prepare, verify and publish QEMU images for CI drivers.
@@ -49,9 +50,10 @@ pub struct Args {
     #[arg(long, global = true, value_name = "MIB")]
     pub memory: Option<u32>,
 
-    /// Virtual CPUs for machines kiln boots.
-    #[arg(long, global = true, value_name = "N")]
-    pub cpus: Option<u32>,
+    /// Virtual CPUs for machines kiln boots, or `auto`: under TCG (the default there) one or
+    /// two, whichever the host's idle cores allow when the machine powers on.
+    #[arg(long, global = true, value_name = "N", value_parser = parse_vcpus)]
+    pub cpus: Option<Vcpus>,
 
     /// Where new images go when only a name is given.
     #[arg(long, global = true, value_name = "DIR")]
@@ -71,6 +73,10 @@ impl Args {
 }
 
 fn parse_graphics(text: &str) -> Result<Graphics, String> {
+    text.parse()
+}
+
+fn parse_vcpus(text: &str) -> Result<Vcpus, String> {
     text.parse()
 }
 

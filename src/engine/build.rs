@@ -15,6 +15,7 @@ use super::host::Accelerator;
 use super::provision::ProvisionRequest;
 use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
+use super::vcpus::Vcpus;
 use super::workflow::{Secrets, secret_from_file};
 
 /// How long a provisioning machine may take to offer SSH.
@@ -52,7 +53,7 @@ pub fn choices(recipe: &Recipe) -> Choices {
     let mut choices = Choices {
         size: recipe.disk.size.clone(),
         memory_mib: recipe.machine.memory_mib.map(Into::into),
-        cpus: recipe.machine.cpus.map(Into::into),
+        cpus: recipe.machine.cpus.map(|n| Vcpus::Exactly(n.get())),
         user: Some(
             recipe
                 .configure
@@ -193,7 +194,10 @@ pub fn provision_request(
             .machine
             .memory_mib
             .map_or(settings.memory_mib, Into::into),
-        cpus: recipe.machine.cpus.map_or(settings.cpus, Into::into),
+        cpus: recipe
+            .machine
+            .cpus
+            .map_or(settings.cpus, |n| Vcpus::Exactly(n.get())),
         steps: recipe.provision.clone(),
         cleanup: recipe.cleanup.clone(),
         boot_deadline: PROVISION_BOOT_DEADLINE,

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::vcpus::Vcpus;
+
 /// The commented template printed by `kiln config --print-template`.
 pub const TEMPLATE: &str = include_str!("../../assets/config-template.toml");
 
@@ -48,7 +50,7 @@ impl Dirs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub memory_mib: Option<u32>,
-    pub cpus: Option<u32>,
+    pub cpus: Option<Vcpus>,
     pub image_dir: Option<PathBuf>,
     pub theme: Option<String>,
     pub graphics: Option<Graphics>,
@@ -99,7 +101,7 @@ pub struct DjinnFileConfig {
 #[derive(Debug, Clone, Default)]
 pub struct CliOverrides {
     pub memory_mib: Option<u32>,
-    pub cpus: Option<u32>,
+    pub cpus: Option<Vcpus>,
     pub image_dir: Option<PathBuf>,
     pub theme: Option<String>,
     pub graphics: Option<Graphics>,
@@ -109,7 +111,7 @@ pub struct CliOverrides {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Settings {
     pub memory_mib: u32,
-    pub cpus: u32,
+    pub cpus: Vcpus,
     pub image_dir: PathBuf,
     pub theme: String,
     pub graphics: Graphics,
@@ -132,13 +134,12 @@ impl HostResources {
         (self.memory_mib / 2).clamp(256, 4096) as u32
     }
 
-    /// One CPU under TCG: measured (benches/tcg.sh), a one-vCPU guest reaches SSH in 0.82× the
-    /// time of a two-vCPU one and uses less host CPU — the boot is mostly serial, and with two
-    /// vCPUs the guest's kernel finds its TSC unstable and falls back to a slower clock.
-    pub fn default_cpus(self) -> u32 {
+    /// Under TCG one or two, decided at power-on from the host's idle cores (see
+    /// [`Vcpus::ByIdleCores`]); under KVM up to 2.
+    pub fn default_cpus(self) -> Vcpus {
         match self.software_emulation {
-            true => 1,
-            false => self.cpus.clamp(1, 2),
+            true => Vcpus::ByIdleCores,
+            false => Vcpus::Exactly(self.cpus.clamp(1, 2)),
         }
     }
 }
@@ -260,7 +261,7 @@ mod tests {
     fn cli_beats_file_beats_defaults() {
         let file = FileConfig {
             memory_mib: Some(3000),
-            cpus: Some(3),
+            cpus: Some(Vcpus::Exactly(3)),
             theme: Some("light".into()),
             djinn: DjinnFileConfig {
                 url: Some("https://ci.example".into()),
@@ -274,7 +275,7 @@ mod tests {
         };
         let settings = resolve(cli, file, HOST);
         assert_eq!(settings.memory_mib, 1024); // CLI
-        assert_eq!(settings.cpus, 3); // file
+        assert_eq!(settings.cpus, Vcpus::Exactly(3)); // file
         assert_eq!(settings.theme, "light"); // file
         assert_eq!(settings.image_dir, PathBuf::from(".")); // default
         assert_eq!(settings.djinn_url.as_deref(), Some("https://ci.example"));
@@ -290,21 +291,28 @@ mod tests {
         };
         let settings = resolve(CliOverrides::default(), FileConfig::default(), small);
         assert_eq!(settings.memory_mib, 1024);
-        assert_eq!(settings.cpus, 1);
+        assert_eq!(settings.cpus, Vcpus::Exactly(1));
         let big = resolve(CliOverrides::default(), FileConfig::default(), HOST);
         assert_eq!(big.memory_mib, 4096);
-        assert_eq!(big.cpus, 2);
+        assert_eq!(big.cpus, Vcpus::Exactly(2));
         let emulated = HostResources {
             software_emulation: true,
             ..HOST
         };
         let tcg = resolve(CliOverrides::default(), FileConfig::default(), emulated);
-        assert_eq!(tcg.cpus, 1, "one vCPU boots faster under TCG");
+        assert_eq!(
+            tcg.cpus,
+            Vcpus::ByIdleCores,
+            "decided at power-on under TCG"
+        );
         let asked = CliOverrides {
-            cpus: Some(2),
+            cpus: Some(Vcpus::Exactly(2)),
             ..CliOverrides::default()
         };
-        assert_eq!(resolve(asked, FileConfig::default(), emulated).cpus, 2);
+        assert_eq!(
+            resolve(asked, FileConfig::default(), emulated).cpus,
+            Vcpus::Exactly(2)
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ use super::process::{self, ToolError, install_hint};
 use super::qcow2_header;
 use super::qmp::{Qmp, QmpError, QmpEvent};
 use super::screen::{Picture, parse_ppm};
+use super::vcpus::{VcpuChoice, Vcpus};
 
 const QEMU: &str = "qemu-system-x86_64";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -41,7 +42,7 @@ pub struct MachineSpec {
     pub purpose: String,
     pub accelerator: Accelerator,
     pub memory_mib: u32,
-    pub cpus: u32,
+    pub cpus: Vcpus,
     pub disk: PathBuf,
     /// Boot with `snapshot=on`: the image file is never written.
     pub snapshot: bool,
@@ -76,8 +77,9 @@ pub struct DirectKernel {
 }
 
 impl MachineSpec {
-    /// The guest-facing part of the command line (what a person would type by hand).
-    pub fn guest_args(&self, ssh_port: Option<u16>) -> Vec<String> {
+    /// The guest-facing part of the command line (what a person would type by hand), with the
+    /// vCPU count chosen at power-on.
+    pub fn guest_args(&self, ssh_port: Option<u16>, cpus: u32) -> Vec<String> {
         if let (Some(driver), Some(port)) = (&self.driver, ssh_port) {
             let mut args = vec!["-name".into(), format!("kiln-{}", self.purpose)];
             args.extend(driver.guest_args(&self.disk, port));
@@ -90,7 +92,7 @@ impl MachineSpec {
         }
         args.extend([
             "-smp".into(),
-            self.cpus.to_string(),
+            cpus.to_string(),
             "-m".into(),
             self.memory_mib.to_string(),
         ]);
@@ -218,6 +220,7 @@ struct ViewInner {
     vnc: Option<SocketAddr>,
     ssh_port: Option<u16>,
     accelerator: Accelerator,
+    cpus: VcpuChoice,
     argv: Vec<String>,
     screen_file: PathBuf,
     serial_log: PathBuf,
@@ -334,6 +337,11 @@ impl MachineView {
         self.inner.accelerator
     }
 
+    /// The vCPUs the machine got, and why when they were decided at power-on.
+    pub fn cpus(&self) -> &VcpuChoice {
+        &self.inner.cpus
+    }
+
     /// The full QEMU command line, shown verbatim to the user.
     pub fn argv(&self) -> &[String] {
         &self.inner.argv
@@ -400,12 +408,14 @@ impl Machine {
     /// Start a machine; with an SSH forward, walk ports upward while QEMU says the forwarding
     /// rule could not be set up (as the Djinn driver does).
     pub async fn start(spec: &MachineSpec) -> Result<Machine, MachineError> {
+        let cpus = spec.cpus.choose().await;
+        tracing::info!("{}: {}", spec.purpose, cpus.describe());
         let Some(first) = spec.ssh_forward_from else {
-            return Machine::start_once(spec, None).await;
+            return Machine::start_once(spec, None, cpus).await;
         };
         let last = first.saturating_add(PORT_ATTEMPTS - 1);
         for port in first..=last {
-            match Machine::start_once(spec, Some(port)).await {
+            match Machine::start_once(spec, Some(port), cpus.clone()).await {
                 Err(MachineError::Exited(stderr))
                     if stderr.contains("Could not set up host forwarding rule") =>
                 {
@@ -420,6 +430,7 @@ impl Machine {
     async fn start_once(
         spec: &MachineSpec,
         ssh_port: Option<u16>,
+        cpus: VcpuChoice,
     ) -> Result<Machine, MachineError> {
         // QEMU takes paths inside option strings (`file=…`): they must be UTF-8 to arrive
         // as they are, not mangled into a name that does not exist.
@@ -446,7 +457,7 @@ impl Machine {
         let serial_socket = run_dir.0.join("serial.sock");
 
         let mut argv = vec![QEMU.to_string()];
-        argv.extend(spec.guest_args(ssh_port));
+        argv.extend(spec.guest_args(ssh_port, cpus.count));
         argv.extend(["-display".into(), "none".into()]);
         if spec.vnc {
             // QEMU takes the first free display from 0 to 99 itself: no race with other
@@ -561,6 +572,7 @@ impl Machine {
                 vnc,
                 ssh_port,
                 accelerator: spec.accelerator,
+                cpus,
                 argv,
                 screen_file: run_dir.0.join("screen.ppm"),
                 serial_log: spec.serial_log.clone(),
@@ -890,7 +902,7 @@ mod tests {
             purpose: "install".into(),
             accelerator: Accelerator::Tcg,
             memory_mib: 1024,
-            cpus: 1,
+            cpus: Vcpus::Exactly(1),
             disk: PathBuf::from("/images/a,b.qcow2"),
             snapshot: false,
             discard: false,
@@ -972,7 +984,7 @@ mod tests {
 
     #[test]
     fn guest_args_escape_commas_and_bind_forwards_to_loopback() {
-        let args = spec().guest_args(Some(2222)).join(" ");
+        let args = spec().guest_args(Some(2222), 1).join(" ");
         assert_eq!(
             args,
             "-name kiln-install -accel tcg -smp 1 -m 1024 \
@@ -983,7 +995,8 @@ mod tests {
         let mut kvm = spec();
         kvm.accelerator = Accelerator::Kvm;
         kvm.snapshot = true;
-        let args = kvm.guest_args(None).join(" ");
+        let args = kvm.guest_args(None, 2).join(" ");
+        assert!(args.contains("-smp 2 "));
         assert!(args.contains("-accel kvm -cpu host"));
         assert!(args.contains("if=virtio,snapshot=on"));
         assert!(args.ends_with("-net user -no-reboot"));

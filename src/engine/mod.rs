@@ -30,6 +30,7 @@ pub mod temp_file;
 #[cfg(test)]
 mod test_images;
 pub mod units;
+pub mod vcpus;
 pub mod verify;
 pub mod workflow;
 

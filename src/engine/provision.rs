@@ -15,6 +15,7 @@ use super::host::Accelerator;
 use super::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
 use super::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
 
 /// Where the SSH forward starts looking for a free port.
@@ -48,7 +49,7 @@ pub struct ProvisionRequest {
     pub image: PathBuf,
     pub accelerator: Accelerator,
     pub memory_mib: u32,
-    pub cpus: u32,
+    pub cpus: Vcpus,
     pub steps: Vec<ProvisionStep>,
     /// Run last in the guest, so clones start clean.
     pub cleanup: Extras,

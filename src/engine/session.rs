@@ -19,6 +19,7 @@ use super::driver::Profile;
 use super::publish::TargetKind;
 use super::qcow2_header;
 use super::temp_file::{TempFile, parent_dir};
+use super::vcpus::Vcpus;
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {
@@ -131,7 +132,7 @@ pub struct Choices {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u32>,
+    pub cpus: Option<Vcpus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

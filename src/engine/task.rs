@@ -167,7 +167,11 @@ impl Reporter {
     }
 
     /// Hand the frontend a view of a machine the step started.
+    /// The step's machine is up; a vCPU count decided at power-on is said, with why.
     pub fn machine(&self, view: MachineView) {
+        if view.cpus().reason.is_some() {
+            self.info(format!("machine: {}", view.cpus().describe()));
+        }
         self.send(Event::Machine(view));
     }
 

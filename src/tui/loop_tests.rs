@@ -33,7 +33,7 @@ async fn stopped_machine(dir: &std::path::Path) -> Machine {
         purpose: "loop-test".into(),
         accelerator: Accelerator::Tcg,
         memory_mib: 64,
-        cpus: 1,
+        cpus: crate::engine::vcpus::Vcpus::Exactly(1),
         disk,
         snapshot: true,
         discard: false,

@@ -20,6 +20,7 @@ use super::host::Accelerator;
 use super::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
 use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
 use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
+use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
@@ -107,7 +108,7 @@ pub struct ConfigureRequest {
     pub extras: Extras,
     pub accelerator: Accelerator,
     pub memory_mib: u32,
-    pub cpus: u32,
+    pub cpus: Vcpus,
     /// How long to wait for the guest's SSH to answer after power-on.
     pub boot_deadline: Duration,
     pub record_dir: Option<PathBuf>,

@@ -14,6 +14,7 @@ use super::image::CreateError;
 use super::iso::{self, Expected, IsoError};
 use super::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
 use unattended::{Plan, Unattended, UnattendedError};
 
@@ -28,7 +29,7 @@ pub struct InstallRequest {
     pub checksum: Option<Expected>,
     pub accelerator: Accelerator,
     pub memory_mib: u32,
-    pub cpus: u32,
+    pub cpus: Vcpus,
     /// Give up (and stop the machine) after this long.
     pub timeout: Option<Duration>,
     pub vnc: bool,

@@ -10,6 +10,7 @@ use crate::engine::driver::DriverProfile;
 use crate::engine::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
 use crate::engine::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
 use crate::engine::task::Reporter;
+use crate::engine::vcpus::Vcpus;
 
 /// Ids and names of the dynamic checks, in the order the driver meets them.
 pub const BOOT_CHECKS: [(&str, &str); 10] = [
@@ -57,7 +58,7 @@ pub async fn boot_checks(
         purpose: "verify".into(),
         accelerator: request.profile.accelerator,
         memory_mib: request.profile.memory_mib,
-        cpus: request.profile.cpus,
+        cpus: Vcpus::Exactly(request.profile.cpus),
         disk: request.image.clone(),
         snapshot: true,
         discard: false,

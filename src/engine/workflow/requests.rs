@@ -19,6 +19,7 @@ use crate::engine::publish::{
 };
 use crate::engine::session::Choices;
 use crate::engine::ssh::Auth;
+use crate::engine::vcpus::Vcpus;
 use crate::engine::verify::VerifyRequest;
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
@@ -28,7 +29,7 @@ pub const BOOT_DEADLINE: Duration = Duration::from_secs(300);
 
 impl Environment {
     /// The carried memory/CPU choices win over the settings.
-    fn machine_size(&self, choices: &Choices) -> (u32, u32) {
+    fn machine_size(&self, choices: &Choices) -> (u32, Vcpus) {
         (
             choices.memory_mib.unwrap_or(self.settings.memory_mib),
             choices.cpus.unwrap_or(self.settings.cpus),
@@ -298,7 +299,7 @@ mod tests {
         Environment {
             settings: Settings {
                 memory_mib: 1024,
-                cpus: 2,
+                cpus: Vcpus::Exactly(2),
                 image_dir: PathBuf::from("/i"),
                 theme: "default".into(),
                 graphics: crate::engine::config::Graphics::Auto,
@@ -333,7 +334,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(install.memory_mib, 2048);
-        assert_eq!(install.cpus, 2);
+        assert_eq!(install.cpus, Vcpus::Exactly(2));
         assert!(install.vnc);
         assert!(matches!(install.checksum, Some(Expected::Hex(_))));
 
