@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::config::{HostResources, Settings};
 use super::process::{self, find_on_path, install_hint, run_tool};
 use super::units::human_bytes;
+use super::vcpus::Vcpus;
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a KVM probe machine must survive to count as working.
@@ -106,10 +107,14 @@ pub async fn examine(settings: &Settings) -> HostReport {
         name: "CPUs and memory".into(),
         verdict: Verdict::Ok,
         detail: format!(
-            "{} CPUs, {} memory; machines get {} CPU(s) and {} MiB",
+            "{} CPUs, {} memory; machines get {} and {} MiB",
             host.cpus,
             human_bytes(host.memory_mib * 1024 * 1024),
-            settings.cpus,
+            match settings.cpus {
+                Vcpus::Exactly(count) => format!("{count} vCPU(s)"),
+                Vcpus::ByIdleCores =>
+                    "1 or 2 vCPUs (as many as host cores are idle at power-on)".into(),
+            },
             settings.memory_mib
         ),
         fix: None,
