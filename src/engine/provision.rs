@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::configure::{
-    CLEAR_MACHINE_ID, Extras, REGENERATE_HOST_KEYS, ZERO_FREE_SPACE, shell_quote,
+    CLEANUP_TIMEOUT, CLEAR_MACHINE_ID, Extras, REGENERATE_HOST_KEYS, ZERO_FREE_SPACE, power_off,
+    shell_quote,
 };
 use super::host::Accelerator;
 use super::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
@@ -22,8 +23,6 @@ use super::verify::{self, DiskRefusal};
 const FIRST_SSH_PORT: u16 = 2230;
 /// A provisioning script may install a toolchain: give it time.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
-const POWEROFF_WAIT: Duration = Duration::from_secs(120);
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// Lines of a failed script's output kept for its error.
 const LAST_LINES: usize = 15;
@@ -158,23 +157,7 @@ pub async fn provision(
     };
     match session {
         Ok(session) => {
-            reporter.info("shutting the guest down (poweroff)…");
-            let _ = session
-                .exec(
-                    "sync; (sleep 1; poweroff) >/dev/null 2>&1 &",
-                    None,
-                    &[],
-                    COMMAND_TIMEOUT,
-                )
-                .await;
-            session.close().await;
-            if tokio::time::timeout(POWEROFF_WAIT, machine.wait())
-                .await
-                .is_err()
-            {
-                reporter.warn("the guest did not power off in time; stopping QEMU");
-                machine.shut_down(CANCEL_GRACE).await;
-            }
+            power_off(session, &mut machine, &reporter).await;
             Ok(Provisioned {
                 image: image_path,
                 steps: request.steps.len(),
@@ -390,7 +373,7 @@ async fn clean_up(
         }
         reporter.info(format!("cleanup: {what}…"));
         let out = session
-            .exec(command, None, &[], COMMAND_TIMEOUT)
+            .exec(command, None, &[], CLEANUP_TIMEOUT)
             .await
             .map_err(|error| ProvisionError::Ssh {
                 what: format!("cleanup: {what}"),

@@ -34,6 +34,9 @@ const CANDIDATE: &str = "/etc/ssh/sshd_config.kiln-new";
 /// The first port tried for SSH forwarding, as the Djinn driver does.
 pub const FIRST_SSH_PORT: u16 = 2222;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// The clean-ups (configure's extras, provisioning's cleanup): zeroing the free space of a big
+/// disk under TCG takes minutes.
+pub(crate) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(600);
 const PROOF_DEADLINE: Duration = Duration::from_secs(60);
 const POWEROFF_WAIT: Duration = Duration::from_secs(120);
 const CANCEL_GRACE: Duration = Duration::from_secs(30);
@@ -580,7 +583,7 @@ async fn change(
         let mut root_shell = RootShell::open(&root_session, "root", None).await?;
         for (_, said, script, what) in extras.into_iter().filter(|(wanted, ..)| *wanted) {
             reporter.info(said);
-            root_shell.run(script, what).await?;
+            root_shell.run_within(script, what, CLEANUP_TIMEOUT).await?;
         }
         root_shell.close().await;
     }
@@ -614,8 +617,9 @@ pub(crate) const ZERO_FREE_SPACE: &str =
     "dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync; fstrim -av || true";
 
 /// Power the guest off through root's session and wait for QEMU to exit (it does once the
-/// guest is off), pressing the power button only if it takes too long.
-async fn power_off(root_session: Session, machine: &mut Machine, reporter: &Reporter) {
+/// guest is off), pressing the power button only if it takes too long. No fixed sleep: the
+/// command returns at once and QEMU's exit says when the guest is off.
+pub(crate) async fn power_off(root_session: Session, machine: &mut Machine, reporter: &Reporter) {
     reporter.info("shutting the guest down (poweroff)…");
     // In the background, so the command returns before sshd goes down with the guest.
     let _ = root_session

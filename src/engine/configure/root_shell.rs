@@ -84,6 +84,16 @@ impl RootShell {
     /// scripts that announce their steps (`kiln-step: …` on stderr), the step that failed;
     /// [`REJECTED`] means sshd rejected the new file.
     pub async fn run(&mut self, script: &str, what: &str) -> Result<String, ConfigureError> {
+        self.run_within(script, what, SCRIPT_TIMEOUT).await
+    }
+
+    /// [`RootShell::run`] with its own time limit, for work that grows with the disk.
+    pub async fn run_within(
+        &mut self,
+        script: &str,
+        what: &str,
+        limit: Duration,
+    ) -> Result<String, ConfigureError> {
         self.scripts += 1;
         let done = format!("{DONE}-{}", self.scripts);
         let encoded = base64::engine::general_purpose::STANDARD.encode(script);
@@ -96,7 +106,7 @@ impl RootShell {
         self.talk.say(line.as_bytes()).await.map_err(lost)?;
         let heard = self
             .talk
-            .listen(SCRIPT_TIMEOUT, |stdout, stderr| {
+            .listen(limit, |stdout, stderr| {
                 script_finished(stdout, stderr, &done)
             })
             .await
