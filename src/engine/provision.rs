@@ -62,16 +62,6 @@ pub struct Provisioned {
     pub steps: usize,
 }
 
-impl From<DiskRefusal> for ProvisionError {
-    fn from(refusal: DiskRefusal) -> ProvisionError {
-        match refusal {
-            DiskRefusal::Missing(path) => ProvisionError::NoImage(path),
-            DiskRefusal::InUse(path) => ProvisionError::InUse(path),
-            DiskRefusal::NotBootable(why) => ProvisionError::NotBootable(why),
-        }
-    }
-}
-
 impl Summary for Provisioned {
     fn summary(&self) -> String {
         format!(
@@ -84,12 +74,8 @@ impl Summary for Provisioned {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProvisionError {
-    #[error("image {} does not exist", .0.display())]
-    NoImage(PathBuf),
-    #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
-    InUse(PathBuf),
-    #[error("{0}")]
-    NotBootable(String),
+    #[error(transparent)]
+    Disk(#[from] DiskRefusal),
     #[error("cannot read {}: {source}", .path.display())]
     Read {
         path: PathBuf,

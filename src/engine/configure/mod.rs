@@ -159,12 +159,8 @@ impl Summary for Configured {
 /// Why configuring failed; every variant says whether anything changed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigureError {
-    #[error("image {} does not exist", .0.display())]
-    NoImage(PathBuf),
-    #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
-    InUse(PathBuf),
-    #[error("{0}")]
-    NotBootable(String),
+    #[error(transparent)]
+    Disk(#[from] DiskRefusal),
     #[error(transparent)]
     Machine(#[from] MachineError),
     #[error("{error}\nlast serial console lines:\n{serial_tail}")]
@@ -201,24 +197,12 @@ pub enum ConfigureError {
     Panicked(#[from] TaskPanicked),
 }
 
-impl From<DiskRefusal> for ConfigureError {
-    fn from(refusal: DiskRefusal) -> ConfigureError {
-        match refusal {
-            DiskRefusal::Missing(path) => ConfigureError::NoImage(path),
-            DiskRefusal::InUse(path) => ConfigureError::InUse(path),
-            DiskRefusal::NotBootable(why) => ConfigureError::NotBootable(why),
-        }
-    }
-}
-
 impl ConfigureError {
     /// Errors about the request or environment (exit 2) rather than the guest (exit 1).
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ConfigureError::NoImage(_)
-                | ConfigureError::InUse(_)
-                | ConfigureError::NotBootable(_)
+            ConfigureError::Disk(_)
                 | ConfigureError::Machine(MachineError::QemuMissing)
                 | ConfigureError::Machine(MachineError::ImageInUse(_))
         )

@@ -62,15 +62,11 @@ impl Summary for InstallOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error(transparent)]
+    Disk(#[from] DiskRefusal),
+    #[error(transparent)]
     Iso(#[from] IsoError),
-    #[error("image {} does not exist; create it first (kiln create)", .0.display())]
-    NoImage(PathBuf),
     #[error("cannot read the image: {0}")]
     Image(#[from] CreateError),
-    #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
-    InUse(PathBuf),
-    #[error("{0}")]
-    NotBootable(String),
     #[error(transparent)]
     Machine(#[from] MachineError),
     #[error(transparent)]
@@ -89,25 +85,13 @@ pub enum InstallError {
     Panicked(#[from] TaskPanicked),
 }
 
-impl From<DiskRefusal> for InstallError {
-    fn from(refusal: DiskRefusal) -> InstallError {
-        match refusal {
-            DiskRefusal::Missing(path) => InstallError::NoImage(path),
-            DiskRefusal::InUse(path) => InstallError::InUse(path),
-            DiskRefusal::NotBootable(why) => InstallError::NotBootable(why),
-        }
-    }
-}
-
 impl InstallError {
     /// Errors about the request itself (exit 2) rather than the install failing (exit 1).
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
             InstallError::Iso(_)
-                | InstallError::NoImage(_)
-                | InstallError::InUse(_)
-                | InstallError::NotBootable(_)
+                | InstallError::Disk(_)
                 | InstallError::Unattended(_)
                 | InstallError::Machine(MachineError::QemuMissing)
                 | InstallError::Machine(MachineError::ImageInUse(_))

@@ -149,11 +149,15 @@ async fn refuse_unbootable(image: &std::path::Path) -> Result<(), String> {
     }
 }
 
-/// Why a disk cannot be booted writable.
-#[derive(Debug)]
+/// Why a disk cannot be booted writable: a mistake in the request (exit 2), whichever step
+/// (install, configure, provision) was asked.
+#[derive(Debug, thiserror::Error)]
 pub enum DiskRefusal {
+    #[error("image {} does not exist; create it first (kiln create)", .0.display())]
     Missing(PathBuf),
+    #[error("{} is in use by a running QEMU; stop that machine first", .0.display())]
     InUse(PathBuf),
+    #[error("{0}")]
     NotBootable(String),
 }
 
