@@ -113,6 +113,15 @@ fn a_recipe_installs_configures_provisions_verifies_publishes_twice_and_reports(
     assert!(!stderr.contains(TOKEN) && !text(&out.stdout).contains(TOKEN));
     // The script's output was streamed.
     assert!(stderr.contains("[setup.sh] setting up stable"), "{stderr}");
+    // No cpus in the recipe: under TCG each machine's vCPUs were chosen at power-on, and said.
+    assert!(stderr.contains("accelerator: "), "{stderr}");
+    if stderr.contains("accelerator: TCG") {
+        let chosen = stderr
+            .lines()
+            .filter(|line| line.contains("machine: ") && line.ends_with(" host cores idle)"))
+            .count();
+        assert!(chosen >= 3, "install, configure and provision: {stderr}");
+    }
 
     // The JSON summary: every step with its status, the image's facts, both destinations.
     let image = recipes.join("ci-image.qcow2");
