@@ -31,6 +31,8 @@ export LC_ALL=C
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUNS=${RUNS:-3}
 WORK=$(realpath "$(mktemp -d /var/tmp/kiln-configure-bench.XXXXXX)")
 chmod 700 "$WORK"
@@ -44,38 +46,16 @@ die() {
     exit 1
 }
 
-# ---- cleanup: never leave kiln or a QEMU behind ------------------------------------------
-
-stop_pid() { # PID SIGNAL: signal it, wait up to 45 s, then KILL; reaps it (our child)
-    local pid=$1 signal=$2 tenths
-    kill -0 "$pid" 2>/dev/null || {
-        wait "$pid" 2>/dev/null || true
-        return 0
-    }
-    kill "-$signal" "$pid" 2>/dev/null || true
-    for ((tenths = 0; tenths < 450; tenths++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
+# ---- cleanup: never leave kiln or a QEMU behind (benches/lib.sh) --------------------------
 
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # kiln powers its guest off on SIGINT; the reference's QEMU is ours to stop.
-    [[ -n $KILN_PID ]] && stop_pid "$KILN_PID" INT
-    [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID" TERM
-    [[ -n $WATCHER_PID ]] && stop_pid "$WATCHER_PID" TERM
-    local left
-    left=$(pgrep -f "qemu-system.*$WORK" || true)
-    if [[ -n $left ]]; then
-        say "left running, now killed: $(tr '\n' ' ' <<<"$left")"
-        kill -KILL $left 2>/dev/null || true
-        status=1
-    fi
+    [[ -n $KILN_PID ]] && stop_pid "$KILN_PID" INT 45
+    [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID" TERM 5
+    [[ -n $WATCHER_PID ]] && stop_pid "$WATCHER_PID" TERM 5
+    kill_leftover_qemu "$WORK" || status=1
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         say "kept $WORK"
     else
@@ -155,7 +135,7 @@ start_watcher() { # SRC DST [SRC DST…]
 
 stop_watcher() {
     sleep 0.1 # one more poll of the files
-    stop_pid "$WATCHER_PID" TERM
+    stop_pid "$WATCHER_PID" TERM 5
     WATCHER_PID=
 }
 

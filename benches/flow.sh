@@ -23,6 +23,8 @@ export LC_ALL=C
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUNS=${RUNS:-1}
 SIZE=4G
 WORK=$(realpath "$(mktemp -d /var/tmp/kiln-flow-bench.XXXXXX)")
@@ -40,24 +42,12 @@ die() { say "flow.sh: $*"; exit 1; }
 # ---- cleanup: never leave kiln or a QEMU behind ----------------------------------------
 
 # kiln stops its QEMU cleanly on SIGINT (configure gives the guest up to 30 s to power off),
-# so SIGINT first and wait; SIGTERM/SIGKILL only if it hangs (kiln's QEMU has
-# PR_SET_PDEATHSIG, so it dies with kiln even then).
+# so SIGINT first and wait; SIGKILL only if it hangs (kiln's QEMU has PR_SET_PDEATHSIG, so it
+# dies with kiln even then).
 stop_kiln() {
-    [[ -n $KILN_PID ]] && kill -0 "$KILN_PID" 2>/dev/null || return 0
-    say "stopping kiln (pid $KILN_PID) with SIGINT so it shuts its QEMU down…"
-    kill -INT "$KILN_PID" 2>/dev/null || true
-    local tenths
-    for ((tenths = 0; tenths < 450; tenths++)); do
-        kill -0 "$KILN_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$KILN_PID" 2>/dev/null; then
-        say "kiln still running after 45 s: SIGTERM"
-        kill -TERM "$KILN_PID" 2>/dev/null || true
-        sleep 3
-        kill -KILL "$KILN_PID" 2>/dev/null || true
-    fi
-    wait "$KILN_PID" 2>/dev/null || true
+    [[ -n $KILN_PID ]] || return 0
+    kill -0 "$KILN_PID" 2>/dev/null && say "stopping kiln (pid $KILN_PID) with SIGINT so it shuts its QEMU down…"
+    stop_pid "$KILN_PID" INT 45
     KILN_PID=
 }
 
@@ -69,26 +59,12 @@ stop_watcher() {
     WATCHER_PID=
 }
 
-# Every QEMU this bench starts has its disk and serial log under $WORK, so its command line
-# names $WORK; QEMUs of other users of the machine are not ours to touch.
-report_leftover_qemu() {
-    local left
-    left=$(pgrep -f "qemu-system.*$WORK" || true)
-    if [[ -z $left ]]; then
-        say "no qemu-system process of this bench is left (pgrep -f 'qemu-system.*$WORK': none)"
-        return 0
-    fi
-    say "WARNING: QEMU left behind (pids: $(echo "$left" | tr '\n' ' ')); killing them"
-    # shellcheck disable=SC2086  # one pid per word
-    kill -KILL $left 2>/dev/null || true
-}
-
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     stop_kiln
     stop_watcher
-    report_leftover_qemu
+    kill_leftover_qemu "$WORK" || true
     if [[ -n ${BENCH_KEEP:-} ]]; then
         say "kept $WORK"
     else

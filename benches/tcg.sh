@@ -105,6 +105,8 @@ if [[ ${1:-} == --summary ]]; then # benches/tcg.sh --summary KEPT/results.tsv..
     exit
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 RUNS=${RUNS:-3}
 POWEROFF=${POWEROFF:-1}
 BOOT_TIMEOUT=${BOOT_TIMEOUT:-300}
@@ -182,30 +184,14 @@ QEMU_PID=
 PROBE_PID=
 
 # ---- cleanup: never leave a QEMU of ours behind ---------------------------------------------
-stop_pid() { # pid: TERM, up to 5 s, then KILL; reaps it (all pids here are our children)
-    local pid=$1 tenths
-    kill -0 "$pid" 2>/dev/null || {
-        wait "$pid" 2>/dev/null || true
-        return 0
-    }
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((tenths = 0; tenths < 50; tenths++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        # A reaped-later zombie still answers kill -0: look at its state.
-        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
 
 # shellcheck disable=SC2317 # run by the trap below; shellcheck misses that before main's exit
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     # Only the QEMU and prober running now: earlier ones were reaped and their pids forgotten.
-    [[ -n $PROBE_PID ]] && stop_pid "$PROBE_PID"
-    [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID"
+    [[ -n $PROBE_PID ]] && stop_pid "$PROBE_PID" TERM 5
+    [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID" TERM 5
     if [[ ${BENCH_KEEP:-0} == 1 ]]; then
         say "kept $WORK"
     else
@@ -455,7 +441,7 @@ boot() {
         if kill -0 "$qpid" 2>/dev/null || ! grep -q 'host forwarding rule' "$dir/stderr"; then
             break
         fi
-        stop_pid "$qpid" # the port was taken between the check and QEMU's bind: another one
+        stop_pid "$qpid" TERM 5 # the port was taken between the check and QEMU's bind: another one
         QEMU_PID=
     done
     python3 "$WORK/probe.py" "$t0" "$qpid" "$port" "$dir/serial.log" "$dir/qmp.sock" \
@@ -464,7 +450,7 @@ boot() {
     status=0
     wait "$PROBE_PID" || status=$?
     PROBE_PID=
-    stop_pid "$qpid"
+    stop_pid "$qpid" TERM 5
     QEMU_PID=
     line=$(cat "$dir/probe.out")
     if ((status != 0)); then

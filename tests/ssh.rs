@@ -202,6 +202,37 @@ async fn a_booting_guest_is_reached_then_used_the_way_the_ci_driver_uses_it() {
         Ok(_) => panic!("a user outside sudoers got a root shell"),
     }
     outsider.close().await;
+    // A user sudo would admit only from a terminal: refused with words that say so, not
+    // with a question about the password.
+    let mut shell = RootShell::open(&session, &user, Some(&user_password))
+        .await
+        .unwrap();
+    shell
+        .run(
+            "useradd -M -G sudo ttyonly && echo ttyonly:ttyonly-pass | chpasswd && \
+             echo 'Defaults:ttyonly requiretty' > /etc/sudoers.d/kiln-test-requiretty",
+            "a sudo user that needs a terminal",
+        )
+        .await
+        .unwrap();
+    shell.close().await;
+    let ttyonly = connect(
+        &password("ttyonly", "ttyonly-pass", port),
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    match RootShell::open(&ttyonly, "ttyonly", Some("ttyonly-pass")).await {
+        Err(error @ ConfigureError::Sudo { .. }) => {
+            let said = error.to_string();
+            assert!(said.contains("requiretty"), "{said}");
+            assert!(!said.contains("ttyonly-pass"), "{said}");
+        }
+        Err(other) => panic!("sudo with requiretty gave {other}"),
+        Ok(_) => panic!("sudo with requiretty gave a root shell without a terminal"),
+    }
+    ttyonly.close().await;
     eprintln!(
         "root shell: wrong password refused after {refused:.1?}, all cases {:.1?}",
         t.elapsed()

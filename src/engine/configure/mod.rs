@@ -172,9 +172,7 @@ pub enum ConfigureError {
         "the machine ended before configure was done: {ending}\nlast serial console lines:\n{serial_tail}"
     )]
     MachineEnded { ending: String, serial_tail: String },
-    #[error(
-        "sudo refused for {user}: {stderr} (is {user} in group sudo, and is the password right?)"
-    )]
+    #[error("sudo refused for {user}: {stderr} ({})", sudo_hint(.user, .stderr))]
     Sudo { user: String, stderr: String },
     #[error("`{command}` failed in the guest: {stderr}")]
     Guest { command: String, stderr: String },
@@ -195,6 +193,18 @@ pub enum ConfigureError {
     Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
+}
+
+/// What to do about a sudo refusal, from sudo's own words.
+fn sudo_hint(user: &str, stderr: &str) -> String {
+    if stderr.contains("must have a tty") {
+        // kiln's root shell has no terminal: a pty would echo the password and merge stderr.
+        format!(
+            "sudo is set to need a terminal (Defaults requiretty); drop that for {user} in /etc/sudoers, or configure as root"
+        )
+    } else {
+        format!("is {user} in group sudo, and is the password right?")
+    }
 }
 
 impl ConfigureError {

@@ -1,0 +1,37 @@
+# shellcheck shell=bash
+# Shared by the bench scripts (sourced): stopping what a bench started, and making sure no
+# QEMU of it survives.
+
+# stop_pid PID SIGNAL SECONDS: send SIGNAL to PID (a child of this shell), wait up to SECONDS
+# for it to end, then SIGKILL; reaps it. A zombie still answers `kill -0`, so its state is read.
+stop_pid() {
+    local pid=$1 signal=$2 seconds=$3 tenths
+    if ! kill -0 "$pid" 2>/dev/null; then
+        wait "$pid" 2>/dev/null || true
+        return 0
+    fi
+    kill "-$signal" "$pid" 2>/dev/null || true
+    for ((tenths = 0; tenths < seconds * 10; tenths++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        [[ $(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) == Z ]] && break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# kill_leftover_qemu DIR: every QEMU a bench starts has its disk under the bench's work DIR,
+# so its command line names DIR (QEMUs of other users of the machine are not ours). Says
+# whether any was left, kills those, and returns 1 if there were.
+kill_leftover_qemu() {
+    local left
+    left=$(pgrep -f "qemu-system.*$1" || true)
+    if [[ -z $left ]]; then
+        printf '%s\n' "no qemu-system process of this bench is left (pgrep -f 'qemu-system.*$1': none)" >&2
+        return 0
+    fi
+    printf '%s\n' "WARNING: QEMU left behind (pids: $(tr '\n' ' ' <<<"$left")); killing them" >&2
+    # shellcheck disable=SC2086  # one pid per word
+    kill -KILL $left 2>/dev/null || true
+    return 1
+}
