@@ -56,11 +56,7 @@ cleanup() {
     [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID" TERM 5
     [[ -n $WATCHER_PID ]] && stop_pid "$WATCHER_PID" TERM 5
     kill_leftover_qemu "$WORK" || status=1
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        say "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    keep_or_remove_work "$WORK"
     exit "$status"
 }
 trap cleanup EXIT

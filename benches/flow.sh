@@ -65,11 +65,7 @@ cleanup() {
     stop_kiln
     stop_watcher
     kill_leftover_qemu "$WORK" || true
-    if [[ -n ${BENCH_KEEP:-} ]]; then
-        say "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    keep_or_remove_work "$WORK"
     exit "$status"
 }
 trap cleanup EXIT

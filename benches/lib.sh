@@ -35,3 +35,13 @@ kill_leftover_qemu() {
     kill -KILL $left 2>/dev/null || true
     return 1
 }
+
+# keep_or_remove_work DIR: BENCH_KEEP=1 (any value but 0) keeps the bench's work dir and says
+# where it is; otherwise it is removed.
+keep_or_remove_work() {
+    if [[ -n ${BENCH_KEEP:-} && ${BENCH_KEEP} != 0 ]]; then
+        printf '%s\n' "kept $1" >&2
+    else
+        rm -rf "$1"
+    fi
+}

@@ -192,11 +192,7 @@ cleanup() {
     # Only the QEMU and prober running now: earlier ones were reaped and their pids forgotten.
     [[ -n $PROBE_PID ]] && stop_pid "$PROBE_PID" TERM 5
     [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID" TERM 5
-    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-        say "kept $WORK"
-    else
-        rm -rf "$WORK"
-    fi
+    keep_or_remove_work "$WORK"
     exit "$status"
 }
 trap cleanup EXIT

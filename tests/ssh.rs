@@ -177,62 +177,34 @@ async fn a_booting_guest_is_reached_then_used_the_way_the_ci_driver_uses_it() {
     ));
     // Output without a final newline, and a script after a failed one, are whole.
     assert_eq!(shell.run("printf 'a\\nb'", "printf").await.unwrap(), "a\nb");
-    // A user sudo does not know: sudo ends at once, before any script reached it.
+    // Two users sudo refuses: one it does not know, one it would admit only from a terminal.
     shell
         .run(
-            "useradd -M outsider && echo outsider:outsider-pass | chpasswd",
-            "useradd",
+            "useradd -M outsider && echo outsider:outsider-pass | chpasswd && \
+             useradd -M -G sudo ttyonly && echo ttyonly:ttyonly-pass | chpasswd && \
+             echo 'Defaults:ttyonly requiretty' > /etc/sudoers.d/kiln-test-requiretty",
+            "users sudo refuses",
         )
         .await
         .unwrap();
     shell.close().await;
-    let outsider = connect(
-        &password("outsider", "outsider-pass", port),
-        Duration::from_secs(60),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    match RootShell::open(&outsider, "outsider", Some("outsider-pass")).await {
-        Err(ConfigureError::Sudo { user, stderr }) => {
+    // sudo ends at once, before any script reached it.
+    match root_shell_refusal(port, "outsider").await {
+        ConfigureError::Sudo { user, stderr } => {
             assert_eq!(user, "outsider");
             assert!(stderr.contains("not in the sudoers"), "{stderr}");
         }
-        Err(other) => panic!("sudo for a user outside sudoers gave {other}"),
-        Ok(_) => panic!("a user outside sudoers got a root shell"),
+        other => panic!("sudo for a user outside sudoers gave {other}"),
     }
-    outsider.close().await;
-    // A user sudo would admit only from a terminal: refused with words that say so, not
-    // with a question about the password.
-    let mut shell = RootShell::open(&session, &user, Some(&user_password))
-        .await
-        .unwrap();
-    shell
-        .run(
-            "useradd -M -G sudo ttyonly && echo ttyonly:ttyonly-pass | chpasswd && \
-             echo 'Defaults:ttyonly requiretty' > /etc/sudoers.d/kiln-test-requiretty",
-            "a sudo user that needs a terminal",
-        )
-        .await
-        .unwrap();
-    shell.close().await;
-    let ttyonly = connect(
-        &password("ttyonly", "ttyonly-pass", port),
-        Duration::from_secs(60),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    match RootShell::open(&ttyonly, "ttyonly", Some("ttyonly-pass")).await {
-        Err(error @ ConfigureError::Sudo { .. }) => {
+    // Refused with words that say so, not with a question about the password.
+    match root_shell_refusal(port, "ttyonly").await {
+        error @ ConfigureError::Sudo { .. } => {
             let said = error.to_string();
             assert!(said.contains("requiretty"), "{said}");
             assert!(!said.contains("ttyonly-pass"), "{said}");
         }
-        Err(other) => panic!("sudo with requiretty gave {other}"),
-        Ok(_) => panic!("sudo with requiretty gave a root shell without a terminal"),
+        other => panic!("sudo with requiretty gave {other}"),
     }
-    ttyonly.close().await;
     eprintln!(
         "root shell: wrong password refused after {refused:.1?}, all cases {:.1?}",
         t.elapsed()
@@ -600,6 +572,24 @@ async fn a_booting_guest_is_reached_then_used_the_way_the_ci_driver_uses_it() {
 }
 
 /// Run `script` as root through sudo, the password on stdin (never in argv).
+/// What refuses `user` (password `USER-pass`) configure's root shell, on a new login.
+async fn root_shell_refusal(port: u16, user: &str) -> ConfigureError {
+    let pass = format!("{user}-pass");
+    let session = connect(
+        &password(user, &pass, port),
+        Duration::from_secs(60),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let refusal = match RootShell::open(&session, user, Some(&pass)).await {
+        Err(error) => error,
+        Ok(_) => panic!("{user} got a root shell"),
+    };
+    session.close().await;
+    refusal
+}
+
 async fn as_root(session: &Session, password: &str, script: &str) {
     assert!(
         !script.contains('\''),
