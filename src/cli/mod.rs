@@ -43,7 +43,7 @@ pub struct Args {
 
     /// How the workbench draws a guest's screen: auto (asks the terminal), kitty, sixel,
     /// iterm2 (real pixels) or blocks (half-block characters) [default: auto].
-    #[arg(long, global = true, value_name = "MODE", value_parser = parse_graphics)]
+    #[arg(long, global = true, value_name = "MODE")]
     pub graphics: Option<Graphics>,
 
     /// Memory for machines kiln boots, in MiB.
@@ -52,7 +52,7 @@ pub struct Args {
 
     /// Virtual CPUs for machines kiln boots, or `auto`: under TCG (the default there) one or
     /// two, whichever the host's idle cores allow when the machine powers on.
-    #[arg(long, global = true, value_name = "N", value_parser = parse_vcpus)]
+    #[arg(long, global = true, value_name = "N")]
     pub cpus: Option<Vcpus>,
 
     /// Where new images go when only a name is given.
@@ -70,14 +70,6 @@ impl Args {
             graphics: self.graphics,
         }
     }
-}
-
-fn parse_graphics(text: &str) -> Result<Graphics, String> {
-    text.parse()
-}
-
-fn parse_vcpus(text: &str) -> Result<Vcpus, String> {
-    text.parse()
 }
 
 #[derive(Debug, Subcommand)]

@@ -408,8 +408,9 @@ impl Machine {
     /// Start a machine; with an SSH forward, walk ports upward while QEMU says the forwarding
     /// rule could not be set up (as the Djinn driver does).
     pub async fn start(spec: &MachineSpec) -> Result<Machine, MachineError> {
+        // The count is in the command line logged below; a decided one is also said by the
+        // step's reporter (Reporter::machine).
         let cpus = spec.cpus.choose().await;
-        tracing::info!("{}: {}", spec.purpose, cpus.describe());
         let Some(first) = spec.ssh_forward_from else {
             return Machine::start_once(spec, None, cpus).await;
         };

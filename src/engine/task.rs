@@ -166,8 +166,8 @@ impl Reporter {
         self.send(Event::Check(check));
     }
 
-    /// Hand the frontend a view of a machine the step started.
-    /// The step's machine is up; a vCPU count decided at power-on is said, with why.
+    /// Hand the frontend a view of a machine the step started, saying its vCPU count and why
+    /// when that was decided at power-on.
     pub fn machine(&self, view: MachineView) {
         if view.cpus().reason.is_some() {
             self.info(format!("machine: {}", view.cpus().describe()));
