@@ -38,7 +38,7 @@ WORK=$(realpath "$(mktemp -d /var/tmp/kiln-configure-bench.XXXXXX)")
 chmod 700 "$WORK"
 QEMU_PID=
 KILN_PID=
-WATCHER_PID=
+STAMPER_PID=
 
 say() { printf '%s\n' "$*" >&2; }
 die() {
@@ -54,7 +54,7 @@ cleanup() {
     # kiln powers its guest off on SIGINT; the reference's QEMU is ours to stop.
     [[ -n $KILN_PID ]] && stop_pid "$KILN_PID" INT 45
     [[ -n $QEMU_PID ]] && stop_pid "$QEMU_PID" TERM 5
-    [[ -n $WATCHER_PID ]] && stop_pid "$WATCHER_PID" TERM 5
+    stop_stamper
     kill_leftover_qemu "$WORK" || status=1
     keep_or_remove_work "$WORK"
     exit "$status"
@@ -114,34 +114,14 @@ mv /etc/ssh/sshd_config.kiln-new /etc/ssh/sshd_config && sync
 passwd -d root >/dev/null
 systemctl restart ssh"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-start_watcher() { # SRC DST [SRC DST…]
-    local last_dst=${*: -1} tenths
-    python3 "$ROOT/benches/stamp_lines.py" '(?!)' "$@" & # (?!): echo nothing
-    WATCHER_PID=$!
-    for ((tenths = 0; tenths < 100; tenths++)); do
-        [[ -e $last_dst ]] && return 0
-        sleep 0.1
-    done
-    die "the line stamper did not start"
-}
-
-stop_watcher() {
-    sleep 0.1 # one more poll of the files
-    stop_pid "$WATCHER_PID" TERM 5
-    WATCHER_PID=
-}
-
 # run_kiln DIR: `kiln configure` of a fresh copy, its stderr and the serial log stamped.
 run_kiln() {
     local dir=$1 status=0
     mkdir -p "$dir/home"
     cp "$DISK" "$dir/disk.qcow2"
     : >"$dir/kiln.err"
-    start_watcher "$dir/kiln.err" "$dir/steps.ts" "$dir/disk.configure.serial.log" "$dir/serial.ts"
+    start_stamper '(?!)' "$dir/kiln.err" "$dir/steps.ts" "$dir/disk.configure.serial.log" "$dir/serial.ts" ||
+        die "the line stamper did not start"
     local launched=$EPOCHREALTIME
     (
         trap - INT
@@ -153,7 +133,7 @@ run_kiln() {
     wait "$KILN_PID" || status=$?
     KILN_PID=
     echo "$launched $EPOCHREALTIME" >"$dir/wall"
-    stop_watcher
+    stop_stamper
     ((status == 0)) || die "kiln configure failed (exit $status): $(tail -n 5 "$dir/kiln.err")"
 }
 
@@ -164,7 +144,8 @@ run_reference() {
     cp "$DISK" "$dir/disk.qcow2"
     port=$(free_port)
     : >"$dir/steps.log"
-    start_watcher "$dir/steps.log" "$dir/steps.ts" "$dir/serial.log" "$dir/serial.ts"
+    start_stamper '(?!)' "$dir/steps.log" "$dir/steps.ts" "$dir/serial.log" "$dir/serial.ts" ||
+        die "the line stamper did not start"
     local launched=$EPOCHREALTIME
     setpriv --pdeathsig KILL qemu-system-x86_64 -name kiln-bench-reference -accel "$ACCEL" \
         -smp "$CPUS" -m "$MEM" \
@@ -206,7 +187,7 @@ PY
     wait "$QEMU_PID" || status=$?
     QEMU_PID=
     echo "$launched $EPOCHREALTIME" >"$dir/wall"
-    stop_watcher
+    stop_stamper
     ((status == 0)) || die "the reference's QEMU exited with $status"
 }
 

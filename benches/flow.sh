@@ -29,7 +29,7 @@ RUNS=${RUNS:-1}
 SIZE=4G
 WORK=$(realpath "$(mktemp -d /var/tmp/kiln-flow-bench.XXXXXX)")
 KILN_PID=
-WATCHER_PID=
+STAMPER_PID=
 
 # Marker lines on the guest's serial console (ANSI colours and \r stripped first). They are
 # what the fixture guest (Debian 12, systemd on ttyS0) prints; see benches/README.md.
@@ -51,19 +51,11 @@ stop_kiln() {
     KILN_PID=
 }
 
-stop_watcher() {
-    [[ -n $WATCHER_PID ]] || return 0
-    # SIGTERM makes it read the files one last time and write out unfinished lines.
-    kill -TERM "$WATCHER_PID" 2>/dev/null || true
-    wait "$WATCHER_PID" 2>/dev/null || true
-    WATCHER_PID=
-}
-
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     stop_kiln
-    stop_watcher
+    stop_stamper
     kill_leftover_qemu "$WORK" || true
     keep_or_remove_work "$WORK"
     exit "$status"
@@ -116,19 +108,8 @@ find_fixtures() {
 
 # ---- the timestamping watcher -------------------------------------------------------------
 
-# benches/stamp_lines.py stamps each new line of the serial logs and kiln's stderr.
-# start_watcher ECHO_RE SRC DST [SRC DST…]; returns once the watcher is up (it opens its
-# outputs after installing its SIGTERM handler), so nothing is missed and stopping it is clean.
-start_watcher() {
-    local last_dst=${*: -1} tenths
-    "$PYTHON" "$ROOT/benches/stamp_lines.py" "$@" &
-    WATCHER_PID=$!
-    for ((tenths = 0; tenths < 100; tenths++)); do
-        [[ -e $last_dst ]] && return 0
-        sleep 0.1
-    done
-    die "the serial log watcher did not start"
-}
+# benches/stamp_lines.py (start_stamper, stop_stamper in benches/lib.sh) stamps each new line
+# of the serial logs and kiln's stderr.
 
 # ---- reading the stamped logs -------------------------------------------------------------
 
@@ -185,11 +166,12 @@ run_flow() {
     mkdir -p "$dir/home/config" "$dir/home/data"
     (umask 077 && printf '%s\n' "$KILN_GUEST_PASSWORD" >"$dir/password")
     : >"$dir/kiln.err"
-    start_watcher '^kiln [a-z]+: (creating|installing|configuring|checking|done|failed|interrupted)' \
+    start_stamper '^kiln [a-z]+: (creating|installing|configuring|checking|done|failed|interrupted)' \
         "$dir/kiln.err" "$dir/kiln.err.ts" \
         "$dir/flow.install.serial.log" "$dir/install.ts" \
         "$dir/flow.configure.serial.log" "$dir/configure.ts" \
-        "$dir/flow.verify.serial.log" "$dir/verify.ts"
+        "$dir/flow.verify.serial.log" "$dir/verify.ts" ||
+        die "the serial log stamper did not start"
     # kiln in its own HOME so the bench never reads or writes the user's config, log, records.
     # In the background (not foreground) so a SIGINT/SIGTERM to this script is acted on at
     # once; `trap - INT` undoes bash's SIG_IGN for background jobs, so kiln hears our SIGINT.
@@ -205,7 +187,7 @@ run_flow() {
     wait "$KILN_PID" || status=$?
     KILN_PID=
     echo "$launched $EPOCHREALTIME" >"$dir/wall" # the whole command, for time outside the steps
-    stop_watcher
+    stop_stamper
     if ((status != 0)); then
         say "kiln run exited $status; its last lines:"
         tail -n 15 "$dir/kiln.err" >&2

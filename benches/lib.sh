@@ -45,3 +45,30 @@ keep_or_remove_work() {
         rm -rf "$1"
     fi
 }
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_stamper ECHO_RE SRC DST [SRC DST…]: benches/stamp_lines.py in the background, its pid
+# in STAMPER_PID. Returns once it is up (it opens its outputs after installing its SIGTERM
+# handler), so no line is missed and stopping it is clean; fails if it is not up in 10 s.
+start_stamper() {
+    local last_dst=${*: -1} tenths
+    python3 "$(dirname "${BASH_SOURCE[0]}")/stamp_lines.py" "$@" &
+    STAMPER_PID=$!
+    for ((tenths = 0; tenths < 100; tenths++)); do
+        [[ -e $last_dst ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop_stamper: SIGTERM makes the stamper read its files one last time and write out
+# unfinished lines before it exits.
+stop_stamper() {
+    [[ -n ${STAMPER_PID:-} ]] || return 0
+    stop_pid "$STAMPER_PID" TERM 5
+    STAMPER_PID=
+}

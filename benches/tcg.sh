@@ -399,10 +399,6 @@ print(" ".join(f"{k}={v}" for k, v in out.items()))
 sys.exit(0 if "ssh" in found else 1)
 PY
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Dies with this script even if the script is killed outright (when setpriv can do it).
 PDEATH=()
 if setpriv --help 2>/dev/null | grep -q -- --pdeathsig; then
