@@ -59,6 +59,11 @@ fn write_files(dir: &Path) {
         "#!/bin/sh\necho before the failure\nexit 3\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("scripts/count.sh"),
+        "#!/bin/sh\necho run >> /root/count-runs\necho counted $(wc -l < /root/count-runs)\n",
+    )
+    .unwrap();
     let post = dir.join("scripts/post.sh");
     std::fs::write(
         &post,
@@ -70,7 +75,7 @@ fn write_files(dir: &Path) {
         format!("{}\n", fixtures().var("KILN_GUEST_PASSWORD")),
     )
     .unwrap();
-    for script in ["setup.sh", "fail.sh", "post.sh"] {
+    for script in ["setup.sh", "fail.sh", "count.sh", "post.sh"] {
         let path = dir.join("scripts").join(script);
         let mut permissions = std::fs::metadata(&path).unwrap().permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
@@ -147,7 +152,9 @@ fn a_recipe_installs_configures_provisions_verifies_publishes_twice_and_reports(
             "create",
             "install",
             "configure",
-            "provision",
+            "provision 1",
+            "provision 2",
+            "cleanup",
             "verify djinn",
             "publish djinn",
             "publish offline",
@@ -240,7 +247,7 @@ fn a_broken_recipe_fails_before_any_machine_starts_naming_the_place() {
 }
 
 #[test]
-fn a_failing_provisioning_script_fails_the_build_and_publishes_nothing() {
+fn a_failing_provisioning_script_fails_the_build_and_resume_reruns_it_not_the_ones_before() {
     let sandbox = Sandbox::new();
     let dir = sandbox.path().join("failing");
     write_files(&dir);
@@ -252,6 +259,7 @@ fn a_failing_provisioning_script_fails_the_build_and_publishes_nothing() {
         &recipe,
         format!(
             "name = \"failing\"\n[base]\nimage = \"base.qcow2\"\n[configure]\nuser = \"root\"\n\
+             [[provision]]\nshell = \"scripts/count.sh\"\n\
              [[provision]]\nshell = \"scripts/fail.sh\"\n[[publish]]\nto = \"offline\"\n\
              driver_conf = \"{}\"\n",
             driver_conf.display()
@@ -267,6 +275,7 @@ fn a_failing_provisioning_script_fails_the_build_and_publishes_nothing() {
         "{stderr}"
     );
     assert!(stderr.contains("before the failure"), "{stderr}");
+    assert!(stderr.contains("[count.sh] counted 1"), "{stderr}");
     assert_eq!(
         std::fs::read_dir(&runner_images).unwrap().count(),
         0,
@@ -277,22 +286,32 @@ fn a_failing_provisioning_script_fails_the_build_and_publishes_nothing() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("failing.build.json")).unwrap())
             .unwrap();
-    let provision = summary["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == "provision")
-        .unwrap();
-    assert_eq!(provision["status"], "failed");
+    let status_of = |name: &str| {
+        summary["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == name)
+            .map(|s| s["status"].clone())
+    };
+    assert_eq!(status_of("provision 1"), Some("done".into()), "{summary}");
+    assert_eq!(status_of("provision 2"), Some("failed".into()), "{summary}");
+    // Each provisioning step has its own record, the first with its inputs' digest.
+    let session = std::fs::read_to_string(dir.join("failing.kiln.toml")).unwrap();
+    assert!(
+        session.contains("[steps.provision-1]") && session.contains("[steps.provision-2]"),
+        "{session}"
+    );
     assert!(!qemu_running_with(&dir.display().to_string()));
 
-    // Fixed, and resumed: the steps done before are not run again (nor is the base copied:
-    // no "base" line below); the rest are.
+    // Fixed, and resumed: the stages done before are not run again — not the base copy, not
+    // the first script (the guest's count would say 2) — the failed script and the rest are.
     std::fs::write(dir.join("scripts/fail.sh"), "#!/bin/sh\necho fixed\n").unwrap();
     let out = build(&sandbox, &[recipe.to_str().unwrap(), "--resume"]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("[fail.sh] fixed"), "{stderr}");
+    assert!(!stderr.contains("[count.sh]"), "the first script ran again: {stderr}");
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("failing.build.json")).unwrap())
             .unwrap();
@@ -308,10 +327,10 @@ fn a_failing_provisioning_script_fails_the_build_and_publishes_nothing() {
         })
         .collect();
     let expected: Vec<(String, String)> = [
-        ("create", "skipped"),
-        ("install", "skipped"),
+        ("base", "skipped"),
         ("configure", "skipped"),
-        ("provision", "done"),
+        ("provision 1", "skipped"),
+        ("provision 2", "done"),
         ("verify djinn", "done"),
         ("publish offline", "done"),
         ("post-build", "done"),

@@ -3,21 +3,19 @@
 //! destination, then the post-build command. Stops at the first failure; NAME.build.log holds
 //! every line printed, NAME.build.json one line per step and the image's facts.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Args;
+use serde::Serialize;
 
 use super::{Exit, report};
-use crate::engine::Step;
-use crate::engine::build::{self, BuildSummary, StepRecord};
+use crate::engine::build;
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::provision;
-use crate::engine::recipe::{Recipe, Source};
-use crate::engine::session::session_path;
-use crate::engine::task::{self, Answers, Summary, TaskOptions};
-use crate::engine::workflow::{Recording, Secrets, StepError, StepOptions, StepResult, Workflow};
+use crate::engine::plan::{Next, Plan, PlanRun, StageLine};
+use crate::engine::post_build::ImageFacts;
+use crate::engine::recipe::Recipe;
+use crate::engine::task::{Answers, Summary, TaskOptions};
+use crate::engine::workflow::{Recording, StepOptions, StepResult, Workflow};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -27,49 +25,10 @@ pub struct BuildArgs {
     /// Override a recipe key, e.g. --var disk.size=20G --var publish.0.namespace=test.
     #[arg(long = "var", value_name = "KEY=VALUE")]
     pub vars: Vec<String>,
-    /// Keep the image and its session: steps already done are not run again. Without it a
-    /// build starts from a fresh disk.
+    /// Keep the image and its session: stages done and unchanged are not run again. Without
+    /// it a build starts from a fresh disk.
     #[arg(long)]
     pub resume: bool,
-}
-
-/// The build as it goes: each step's line, and the log every printed line also goes to.
-struct Progress {
-    records: Vec<StepRecord>,
-    log: std::fs::File,
-}
-
-impl Progress {
-    /// Run one step's task to its end, logging it; false when it did not succeed.
-    async fn follow<T: Summary, E: std::fmt::Display + From<task::TaskPanicked>>(
-        &mut self,
-        step: String,
-        task: task::Task<T, E>,
-    ) -> Result<T, E> {
-        let started = Instant::now();
-        let result = report::follow_logged(&step, task, false, &mut self.log).await;
-        let (status, summary) = match &result {
-            Ok(done) => ("done", done.summary()),
-            Err(error) => ("failed", error.to_string()),
-        };
-        self.records.push(StepRecord {
-            step,
-            status,
-            seconds: started.elapsed().as_secs_f64(),
-            summary,
-        });
-        result
-    }
-
-    fn record(&mut self, step: &str, status: &'static str, summary: String) {
-        let _ = writeln!(self.log, "kiln build: {step}: {status}: {summary}");
-        self.records.push(StepRecord {
-            step: step.into(),
-            status,
-            seconds: 0.0,
-            summary,
-        });
-    }
 }
 
 pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
@@ -87,37 +46,56 @@ pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> E
             return Exit::Environment;
         }
     };
+    let tokens = match recipe.publish.iter().map(build::token).collect() {
+        Ok(tokens) => tokens,
+        Err(problem) => {
+            eprintln!("kiln build: {problem}");
+            return Exit::Environment;
+        }
+    };
     let image = build::image_path(&recipe);
     let (log_path, json_path) = build::report_paths(&recipe);
-    let log = match std::fs::File::create(&log_path) {
+    let mut log = match std::fs::File::create(&log_path) {
         Ok(log) => log,
         Err(e) => {
             eprintln!("kiln build: cannot write {}: {e}", log_path.display());
             return Exit::Environment;
         }
     };
-    let mut progress = Progress {
-        records: Vec::new(),
-        log,
+    let environment = super::environment("build", true, settings, dirs).await;
+    let workflow = match Workflow::open(&image, Recording::Always, environment) {
+        Ok(workflow) => workflow,
+        Err(e) => {
+            eprintln!("kiln build: {e}");
+            return Exit::Environment;
+        }
     };
-    let (exit, facts, destinations) = run_steps(
-        &recipe,
-        &args,
-        &image,
-        secrets,
-        settings,
-        dirs,
-        &mut progress,
-    )
-    .await;
+    let options = StepOptions {
+        task: TaskOptions {
+            answers: Answers {
+                // A fresh build replaces the disk it made last time.
+                replace_file: Some(!args.resume),
+                apply_sshd_config: Some(true),
+            },
+            ..TaskOptions::default()
+        },
+        ..StepOptions::default()
+    };
+    let plan = Plan::recipe(&recipe, args.resume, tokens);
+    let (run, warnings) = PlanRun::new(workflow, plan, secrets, options);
+    for warning in warnings {
+        report::say(&mut log, format!("kiln build: warning: {warning}"));
+    }
+    let mut report = BuildReport::default();
+    let exit = follow(run, &recipe, &mut log, &mut report).await;
     let summary = BuildSummary {
         recipe: recipe.file.clone(),
         name: recipe.name.clone(),
         ok: exit == Exit::Ok,
-        steps: progress.records,
-        sha256: facts.as_ref().map(|f| f.sha256.clone()),
-        image: facts,
-        destinations,
+        steps: report.lines,
+        sha256: report.facts.as_ref().map(|f| f.sha256.clone()),
+        image: report.facts,
+        destinations: report.destinations,
     };
     let json = serde_json::to_string_pretty(&summary).expect("the summary serialises");
     if let Err(e) = std::fs::write(&json_path, json + "\n") {
@@ -130,6 +108,82 @@ pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> E
         json_path.display()
     );
     exit
+}
+
+/// NAME.build.json.
+#[derive(Debug, Clone, Serialize)]
+struct BuildSummary {
+    recipe: PathBuf,
+    name: String,
+    ok: bool,
+    steps: Vec<StageLine>,
+    image: Option<ImageFacts>,
+    /// Where the image was published, one line per destination.
+    destinations: Vec<String>,
+    /// The image's SHA-256, also in `image` (here for scripts that want one field).
+    sha256: Option<String>,
+}
+
+/// What NAME.build.json says besides the recipe: each stage's line, the image's facts once
+/// finished, the destinations published to.
+#[derive(Default)]
+struct BuildReport {
+    lines: Vec<StageLine>,
+    facts: Option<ImageFacts>,
+    destinations: Vec<String>,
+}
+
+/// Follow the plan's stages to the end or the first failure, logging every line.
+async fn follow(
+    mut run: PlanRun,
+    recipe: &Recipe,
+    log: &mut std::fs::File,
+    report: &mut BuildReport,
+) -> Exit {
+    let mut exit = Exit::Ok;
+    loop {
+        match run.next_stage() {
+            Next::Finished => return exit,
+            Next::Skipped(line) => {
+                report::say(
+                    log,
+                    format!("kiln build: {}: skipped: {}", line.step, line.summary),
+                );
+                report.lines.push(line);
+            }
+            Next::Started { name, task } => {
+                if let Some(why) = report::stop_requested() {
+                    eprintln!("kiln build: {why}: not starting {name}");
+                    task.cancel();
+                    run.stop();
+                }
+                let result = report::follow_logged(&name, task, false, log).await;
+                match &result {
+                    // Each profile's verdicts as JUnit, for the CI system that runs the build.
+                    Ok(StepResult::Verified(verified)) => {
+                        let profile = run.workflow().choices().profile.unwrap_or_default();
+                        let file = build::junit_path(recipe, profile.name());
+                        if let Err(e) = std::fs::write(&file, super::check::junit(verified)) {
+                            eprintln!("kiln build: cannot write {}: {e}", file.display());
+                        }
+                    }
+                    Ok(StepResult::Published(published)) => {
+                        report.destinations.push(published.summary())
+                    }
+                    Ok(StepResult::Finished(finished)) => {
+                        report.facts = Some(finished.facts.clone())
+                    }
+                    _ => {}
+                }
+                exit = match &result {
+                    Ok(done) if done.succeeded() => exit,
+                    Ok(_) => Exit::Failed,
+                    Err(error) => Exit::for_step(error),
+                };
+                report.lines.extend(run.ended(&result));
+            }
+        }
+    }
 }
 
 /// The recipe with the `--var` overrides, checked, and the variables it reads all set.
@@ -153,144 +207,4 @@ fn load(args: &BuildArgs) -> Result<Recipe, String> {
         ));
     }
     Ok(recipe)
-}
-
-/// Every step in order, stopping at the first failure. Returns the exit, the image's facts
-/// (once finished) and the destinations published to.
-async fn run_steps(
-    recipe: &Recipe,
-    args: &BuildArgs,
-    image: &std::path::Path,
-    secrets: Secrets,
-    settings: &Settings,
-    dirs: Option<&Dirs>,
-    progress: &mut Progress,
-) -> (Exit, Option<build::ImageFacts>, Vec<String>) {
-    let failed = |error: &StepError| (Exit::for_step(error), None, Vec::new());
-    if !args.resume {
-        // A fresh build: the session of an earlier one would skip its steps.
-        let _ = std::fs::remove_file(session_path(image));
-    }
-    if let Source::Base(base) = &recipe.source
-        && (!args.resume || !image.exists())
-    {
-        if let Err(e) = build::copy_base(&base.image, image).await {
-            progress.record(
-                "base",
-                "failed",
-                format!("cannot copy {}: {e}", base.image.display()),
-            );
-            return (Exit::Environment, None, Vec::new());
-        }
-        progress.record(
-            "base",
-            "done",
-            format!("copied {} to {}", base.image.display(), image.display()),
-        );
-    }
-    let environment = super::environment("build", true, settings, dirs).await;
-    let accelerator = environment.accelerator;
-    let record_dir = environment.record_dir.clone();
-    let workflow = match Workflow::open(image, Recording::Always, environment) {
-        Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln build: {e}");
-            return (Exit::Environment, None, Vec::new());
-        }
-    };
-    workflow.choose(&build::choices(recipe));
-    if matches!(recipe.source, Source::Base(_)) {
-        let _ = workflow.skip_before(Step::Configure);
-    }
-    let options = |step: Step| StepOptions {
-        task: TaskOptions {
-            answers: Answers {
-                // A fresh build replaces the disk it made last time.
-                replace_file: Some(!args.resume),
-                apply_sshd_config: Some(true),
-            },
-            ..TaskOptions::default()
-        },
-        timeout: if step == Step::Install {
-            build::install_timeout(recipe)
-        } else {
-            None
-        },
-        ..StepOptions::default()
-    };
-    for step in [Step::Create, Step::Install, Step::Configure] {
-        if workflow.status(step).is_settled() {
-            progress.record(step.name(), "skipped", workflow.status(step).word().into());
-            continue;
-        }
-        let task = workflow.start(step, secrets.clone(), options(step));
-        if let Err(error) = progress.follow(step.name().into(), task).await {
-            return failed(&error);
-        }
-    }
-    if build::has_provisioning(recipe) {
-        let request = build::provision_request(
-            recipe,
-            image,
-            &workflow.environment.settings,
-            accelerator,
-            record_dir,
-        );
-        let task = task::spawn("provision", TaskOptions::default(), |reporter| {
-            provision::provision(request, reporter)
-        });
-        if progress.follow("provision".into(), task).await.is_err() {
-            return (Exit::Failed, None, Vec::new());
-        }
-    }
-    for profile in &recipe.verify.profiles {
-        workflow.choose(&build::verify_choices(*profile));
-        let task = workflow.start(Step::Verify, secrets.clone(), options(Step::Verify));
-        let name = format!("verify {}", profile.name());
-        let result = progress.follow(name, task).await;
-        // Each profile's verdicts as JUnit, for the CI system that runs the build.
-        if let Ok(StepResult::Verified(report)) = &result {
-            let file = build::junit_path(recipe, profile.name());
-            if let Err(e) = std::fs::write(&file, super::check::junit(report)) {
-                eprintln!("kiln build: cannot write {}: {e}", file.display());
-            }
-        }
-        match result {
-            Ok(result) if result.succeeded() => {}
-            Ok(_) => return (Exit::Failed, None, Vec::new()),
-            Err(error) => return failed(&error),
-        }
-    }
-    let mut destinations = Vec::new();
-    for publish in &recipe.publish {
-        let token = match build::token(publish) {
-            Ok(token) => token,
-            Err(problem) => {
-                progress.record("publish", "failed", problem);
-                return (Exit::Environment, None, destinations);
-            }
-        };
-        workflow.choose(&build::publish_choices(recipe, publish));
-        let secrets = Secrets {
-            token,
-            ..secrets.clone()
-        };
-        let task = workflow.start(Step::Publish, secrets, options(Step::Publish));
-        let name = format!("publish {}", publish.target.name());
-        match progress.follow(name, task).await {
-            Ok(result) => destinations.push(result.summary()),
-            Err(error) => return (Exit::for_step(&error), None, destinations),
-        }
-    }
-    let image = image.to_path_buf();
-    let recipe_copy = recipe.clone();
-    let task = task::spawn(
-        "post-build",
-        TaskOptions::default(),
-        move |reporter| async move { build::finish(&recipe_copy, &image, reporter).await },
-    );
-    match progress.follow("post-build".into(), task).await {
-        Ok(finished) => (Exit::Ok, Some(finished.facts), destinations),
-        Err(_) => (Exit::Failed, None, destinations),
-    }
 }

@@ -70,6 +70,12 @@ where
     follow_logged(step, task, serial_to_stdout, &mut std::io::sink()).await
 }
 
+/// A line on stderr, also written to `log` (a build log).
+pub fn say(log: &mut dyn std::io::Write, line: String) {
+    eprintln!("{line}");
+    let _ = writeln!(log, "{line}");
+}
+
 /// [`follow`], with every line it prints on stderr also written to `log` (a build log).
 pub async fn follow_logged<T, E>(
     step: &str,
@@ -80,10 +86,7 @@ pub async fn follow_logged<T, E>(
 where
     E: Display + From<TaskPanicked>,
 {
-    let mut say = |line: String| {
-        eprintln!("{line}");
-        let _ = writeln!(log, "{line}");
-    };
+    let mut say = |line: String| say(log, line);
     let mut last_progress: Option<Instant> = None;
     let mut interrupt = std::pin::pin!(stop_request());
     let mut interrupted = false;

@@ -2,10 +2,8 @@
 //! publish — resuming from the image's session file and stopping at the first failure.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use clap::Args;
-use serde::Serialize;
 
 use super::check::ProfileArg;
 use super::configure::{Variant, first_line, key_is_encrypted, prompt};
@@ -14,9 +12,10 @@ use super::publish::TargetArg;
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::config::{CliOverrides, Dirs, Settings};
+use crate::engine::plan::{Next, Plan, PlanRun};
 use crate::engine::session::Choices;
-use crate::engine::task::{Answers, Summary, TaskOptions};
-use crate::engine::workflow::{Recording, Secrets, StepError, StepOptions, Workflow};
+use crate::engine::task::{Answers, TaskOptions};
+use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
 
 /// A step named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,16 +148,6 @@ impl RunArgs {
     }
 }
 
-/// One step's line in the result.
-#[derive(Debug, Serialize)]
-struct StepLine {
-    step: &'static str,
-    status: &'static str,
-    /// Wall-clock seconds this run spent on it (0 when it was already done).
-    seconds: f64,
-    summary: String,
-}
-
 pub async fn run(
     args: RunArgs,
     settings: &Settings,
@@ -173,32 +162,10 @@ pub async fn run(
             return Exit::Environment;
         }
     };
-    match args.choices(overrides) {
-        Ok(choices) => workflow.choose(&choices),
+    let choices = match args.choices(overrides) {
+        Ok(choices) => choices,
         Err(problem) => {
             eprintln!("kiln run: {problem}");
-            return Exit::Environment;
-        }
-    }
-    let first = args.from.map(Step::from);
-    // Starting later means the steps before were done another way (an image configured by
-    // hand): they are recorded as skipped, so the next `kiln run` does not go back to them.
-    let adopted = workflow.adopt_existing_image();
-    let skipped = first.and_then(|first| workflow.skip_before(first));
-    // One warning is enough: both name the same file.
-    if let Some(warning) = adopted.or(skipped) {
-        eprintln!("kiln run: warning: {warning}");
-    }
-    eprintln!("kiln run: session {}", workflow.session_path().display());
-
-    let last = args.until.map_or(Step::Publish, Step::from);
-    let will_run = |step: Step| {
-        step <= last && (first.is_some_and(|f| step >= f) || !workflow.status(step).is_settled())
-    };
-    let secrets = match secrets(&args, &workflow.choices(), will_run(Step::Configure)) {
-        Ok(secrets) => secrets,
-        Err(message) => {
-            eprintln!("kiln run: {message}");
             return Exit::Environment;
         }
     };
@@ -214,68 +181,69 @@ pub async fn run(
         },
         ..StepOptions::default()
     };
+    let plan = Plan::flow(
+        choices,
+        &workflow.choices(),
+        args.from.map(Step::from),
+        args.until.map(Step::from),
+    );
+    let notes = plan.notes.clone();
+    let (mut run, warnings) = PlanRun::new(workflow, plan, Secrets::default(), options);
+    for warning in warnings {
+        eprintln!("kiln run: warning: {warning}");
+    }
+    eprintln!(
+        "kiln run: session {}",
+        run.workflow().session_path().display()
+    );
+    let secrets = match secrets(
+        &args,
+        &run.workflow().choices(),
+        run.will_run(Step::Configure),
+    ) {
+        Ok(secrets) => secrets,
+        Err(message) => {
+            eprintln!("kiln run: {message}");
+            return Exit::Environment;
+        }
+    };
+    run.set_secrets(secrets);
 
     let mut lines = Vec::new();
     let mut exit = Exit::Ok;
-    for step in Step::ALL.into_iter().filter(|step| *step <= last) {
-        if !will_run(step) {
-            lines.push(StepLine {
-                step: step.name(),
-                status: workflow.status(step).word(),
-                seconds: 0.0,
-                summary: workflow
-                    .record(step)
-                    .and_then(|r| r.summary)
-                    .unwrap_or_default(),
-            });
-            continue;
-        }
-        if let Some(why) = report::stop_requested() {
-            eprintln!("kiln run: {why}: not starting {}", step.name());
-            exit = Exit::Failed;
-            break;
-        }
-        if step == Step::Publish && workflow.choices().target.is_none() {
-            eprintln!(
-                "kiln run: no publish target (--to djinn|offline|srht): stopping after verify"
-            );
-            break;
-        }
-        let started = Instant::now();
-        let task = workflow.start(step, secrets.clone(), options.clone());
-        let result = report::follow(step.name(), task, false).await;
-        let seconds = started.elapsed().as_secs_f64();
-        let (status, summary) = match result {
-            Ok(done) if done.succeeded() => ("done", done.summary()),
-            Ok(done) => {
-                exit = Exit::Failed;
-                ("failed", done.summary())
-            }
-            Err(e) => {
-                exit = Exit::for_step(&e);
-                let status = match e {
-                    StepError::Cancelled(_) => "stopped",
-                    _ => "failed",
+    loop {
+        match run.next_stage() {
+            Next::Finished => break,
+            Next::Skipped(line) => lines.push(line),
+            Next::Started { name, task } => {
+                if let Some(why) = report::stop_requested() {
+                    eprintln!("kiln run: {why}: not starting {name}");
+                    task.cancel();
+                    exit = Exit::Failed;
+                    break;
+                }
+                let result = report::follow(&name, task, false).await;
+                exit = match &result {
+                    Ok(done) if done.succeeded() => Exit::Ok,
+                    Ok(_) => Exit::Failed,
+                    Err(error) => Exit::for_step(error),
                 };
-                (status, e.to_string())
+                for line in run.ended(&result) {
+                    if let Format::Text = args.format {
+                        println!(
+                            "{:<10} {:<7} {:>7.1} s  {}",
+                            line.step, line.status, line.seconds, line.summary
+                        );
+                    }
+                    lines.push(line);
+                }
             }
-        };
-        if let Format::Text = args.format {
-            println!(
-                "{:<10} {status:<7} {seconds:>7.1} s  {summary}",
-                step.name()
-            );
-        }
-        lines.push(StepLine {
-            step: step.name(),
-            status,
-            seconds,
-            summary,
-        });
-        if exit != Exit::Ok {
-            break;
         }
     }
+    for note in notes.iter().filter(|_| exit == Exit::Ok) {
+        eprintln!("kiln run: {note}");
+    }
+    let workflow = run.workflow();
     match args.format {
         Format::Json => println!(
             "{}",

@@ -1,22 +1,19 @@
-//! `kiln build`: what a recipe means for the steps. A recipe becomes the workflow's choices
-//! (create, install, configure, each verify profile, each publish destination), the secrets
-//! it names (read from files or the environment when the build starts), a provisioning
-//! request, and the post-build command with the image's facts. Frontends run the steps in
-//! order with these and stop at the first failure.
+//! `kiln build`: what a recipe means for the stages. A recipe becomes the workflow's choices
+//! (create, install, configure, each publish destination), the secrets it names (read from
+//! files or the environment when the build starts), provisioning requests, and the
+//! post-build command with the image's facts. The plan (`plan.rs`) puts them in order.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use super::post_build::PostBuildCommand;
 
-use super::config::Settings;
 use super::configure::Extras;
-use super::host::Accelerator;
-use super::provision::ProvisionRequest;
+use super::provision::{ProvisionRequest, ProvisionStep};
 use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
 use super::vcpus::Vcpus;
-use super::workflow::{Secrets, secret_from_file};
+use super::workflow::{Secrets, Workflow, secret_from_file};
 
 /// How long a provisioning machine may take to offer SSH.
 const PROVISION_BOOT_DEADLINE: Duration = Duration::from_secs(300);
@@ -92,22 +89,6 @@ pub fn choices(recipe: &Recipe) -> Choices {
     choices
 }
 
-/// The install's own time limit, when the recipe sets one.
-pub fn install_timeout(recipe: &Recipe) -> Option<Duration> {
-    match &recipe.source {
-        Source::Install(install) => install.timeout,
-        Source::Base(_) => None,
-    }
-}
-
-/// The choices that make verify imitate `profile`.
-pub fn verify_choices(profile: super::driver::Profile) -> Choices {
-    Choices {
-        profile: Some(profile),
-        ..Choices::default()
-    }
-}
-
 /// The choices of one publish destination (each starts from none of the previous one's).
 pub fn publish_choices(recipe: &Recipe, publish: &Publish) -> Choices {
     Choices {
@@ -179,35 +160,27 @@ fn secret(
     }
 }
 
-/// Provisioning the built image, then the recipe's cleanup.
+/// Provisioning `steps`, then `cleanup`, on the workflow's image, in the machine size the
+/// session chose (a recipe's `[machine]`) or the settings'.
 pub fn provision_request(
-    recipe: &Recipe,
-    image: &Path,
-    settings: &Settings,
-    accelerator: Accelerator,
-    record_dir: Option<PathBuf>,
+    workflow: &Workflow,
+    steps: Vec<ProvisionStep>,
+    cleanup: Extras,
 ) -> ProvisionRequest {
+    let choices = workflow.choices();
+    let environment = &workflow.environment;
     ProvisionRequest {
-        image: image.to_path_buf(),
-        accelerator,
-        memory_mib: recipe
-            .machine
+        image: workflow.image(),
+        accelerator: environment.accelerator,
+        memory_mib: choices
             .memory_mib
-            .map_or(settings.memory_mib, Into::into),
-        cpus: recipe
-            .machine
-            .cpus
-            .map_or(settings.cpus, |n| Vcpus::Exactly(n.get())),
-        steps: recipe.provision.clone(),
-        cleanup: recipe.cleanup.clone(),
+            .unwrap_or(environment.settings.memory_mib),
+        cpus: choices.cpus.unwrap_or(environment.settings.cpus),
+        steps,
+        cleanup,
         boot_deadline: PROVISION_BOOT_DEADLINE,
-        record_dir,
+        record_dir: environment.record_dir.clone(),
     }
-}
-
-/// Whether anything happens in the guest after configure.
-pub fn has_provisioning(recipe: &Recipe) -> bool {
-    !recipe.provision.is_empty() || recipe.cleanup != Extras::default()
 }
 
 /// Copy a base image to the build's image (into a temporary name, then renamed: never a
@@ -222,138 +195,13 @@ pub async fn copy_base(base: &Path, image: &Path) -> std::io::Result<()> {
     temp.rename_to(image)
 }
 
-/// What the post-build command and the summary say about the finished image.
-#[derive(Debug, Clone, Serialize)]
-pub struct ImageFacts {
-    pub name: String,
-    pub path: PathBuf,
-    pub size: u64,
-    pub virtual_size: u64,
-    pub sha256: String,
-}
-
-impl ImageFacts {
-    /// The post-build command's environment.
-    pub fn environment(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("KILN_IMAGE_NAME", self.name.clone()),
-            ("KILN_IMAGE_PATH", self.path.display().to_string()),
-            ("KILN_IMAGE_SIZE", self.size.to_string()),
-            ("KILN_IMAGE_VIRTUAL_SIZE", self.virtual_size.to_string()),
-            ("KILN_IMAGE_SHA256", self.sha256.clone()),
-        ]
-    }
-}
-
-/// One line of the build's summary.
-#[derive(Debug, Clone, Serialize)]
-pub struct StepRecord {
-    pub step: String,
-    /// done, failed, stopped or skipped.
-    pub status: &'static str,
-    pub seconds: f64,
-    pub summary: String,
-}
-
-/// NAME.build.json.
-#[derive(Debug, Clone, Serialize)]
-pub struct BuildSummary {
-    pub recipe: PathBuf,
-    pub name: String,
-    pub ok: bool,
-    pub steps: Vec<StepRecord>,
-    pub image: Option<ImageFacts>,
-    /// Where the image was published, one line per destination.
-    pub destinations: Vec<String>,
-    /// The image's SHA-256, also in `image` (here for scripts that want one field).
-    pub sha256: Option<String>,
-}
-
-/// The end of a build: the image's facts, then the post-build command with them.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    pub facts: ImageFacts,
-    pub post_build: Option<PathBuf>,
-}
-
-impl super::task::Summary for Finished {
-    fn summary(&self) -> String {
-        let ran = match &self.post_build {
-            Some(command) => format!("; {} ran", command.display()),
-            None => String::new(),
-        };
-        format!(
-            "{} is {} (sha256 {}){ran}",
-            self.facts.path.display(),
-            super::units::human_bytes(self.facts.size),
-            self.facts.sha256
-        )
-    }
-}
-
-/// Why the end of a build failed.
-#[derive(Debug, thiserror::Error)]
-pub enum FinishError {
-    #[error("{0}")]
-    Failed(String),
-    #[error(transparent)]
-    Panicked(#[from] super::task::TaskPanicked),
-}
-
-impl From<String> for FinishError {
-    fn from(problem: String) -> FinishError {
-        FinishError::Failed(problem)
-    }
-}
-
-/// Read the finished image's facts and run the post-build command (in the recipe's
-/// directory, its output in the log); a failing command fails the build.
-pub async fn finish(
-    recipe: &Recipe,
-    image: &Path,
-    reporter: super::task::Reporter,
-) -> Result<Finished, FinishError> {
-    let info = super::image::image_info(image)
-        .await
-        .map_err(|e| e.to_string())?;
-    reporter.info("computing the image's SHA-256…");
-    let sha256 = super::iso::sha256_file(image, &reporter)
-        .await
-        .map_err(|e| e.to_string())?;
-    let facts = ImageFacts {
+/// The recipe's post-build command (none: only the image's facts are taken).
+pub fn post_build_command(recipe: &Recipe) -> PostBuildCommand {
+    PostBuildCommand {
         name: recipe.name.clone(),
-        path: image.to_path_buf(),
-        size: info.actual_size,
-        virtual_size: info.virtual_size,
-        sha256,
-    };
-    let Some(post_build) = &recipe.post_build else {
-        return Ok(Finished {
-            facts,
-            post_build: None,
-        });
-    };
-    let command = post_build.command.display().to_string();
-    reporter.info(format!("running {command}"));
-    let output = super::process::command(&command)
-        .current_dir(recipe_dir(recipe))
-        .envs(facts.environment())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run {command}: {e}"))?;
-    for line in String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .chain(String::from_utf8_lossy(&output.stderr).lines())
-    {
-        reporter.info(format!("[post-build] {line}"));
+        dir: recipe_dir(recipe),
+        command: recipe.post_build.as_ref().map(|p| p.command.clone()),
     }
-    if !output.status.success() {
-        return Err(format!("{command} failed ({})", output.status).into());
-    }
-    Ok(Finished {
-        facts,
-        post_build: Some(post_build.command.clone()),
-    })
 }
 
 #[cfg(test)]
@@ -404,7 +252,7 @@ mod tests {
             std::fs::copy(recipes.join(name), &copy).unwrap();
             let recipe =
                 Recipe::load(&copy, &vars).unwrap_or_else(|e| panic!("assets/recipes/{name}: {e}"));
-            assert!(has_provisioning(&recipe), "{name}");
+            assert!(!recipe.provision.is_empty(), "{name}");
             assert_eq!(recipe.publish.len(), 2, "{name}");
             assert_eq!(image_path(&recipe), at(&format!("{}.qcow2", recipe.name)));
         }

@@ -16,6 +16,8 @@ pub mod image;
 pub mod install;
 pub mod iso;
 pub mod machine;
+pub mod plan;
+pub mod post_build;
 pub mod process;
 pub mod provision;
 pub mod publish;

@@ -56,6 +56,15 @@ pub struct ProvisionRequest {
     pub record_dir: Option<PathBuf>,
 }
 
+/// Where provisioning is, for whoever records each step as it ends (the plan does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProvisionProgress {
+    /// `steps[index]` begins (`index == steps.len()`: the cleanup).
+    Began(usize),
+    /// `steps[index]` (or the cleanup) is done; the line says what it did.
+    Done(usize, String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Provisioned {
     pub image: PathBuf,
@@ -103,10 +112,11 @@ pub enum ProvisionError {
     Panicked(#[from] TaskPanicked),
 }
 
-/// Boot, provision, clean up, power off.
+/// Boot, provision, clean up, power off; `progress` hears of each step as it begins and ends.
 pub async fn provision(
     request: ProvisionRequest,
     reporter: Reporter,
+    progress: impl Fn(ProvisionProgress) + Send + Sync,
 ) -> Result<Provisioned, ProvisionError> {
     let image_path = verify::writable_disk(&request.image).await?;
     let spec = MachineSpec {
@@ -129,7 +139,7 @@ pub async fn provision(
     let mut machine = Machine::start(&spec).await?;
     let view = machine.view();
     reporter.machine(view.clone());
-    let work = work_in_guest(&request, &view, &reporter);
+    let work = work_in_guest(&request, &view, &reporter, &progress);
     let session = tokio::select! {
         result = work => result,
         ending = machine.wait() => {
@@ -161,6 +171,7 @@ async fn work_in_guest(
     request: &ProvisionRequest,
     view: &MachineView,
     reporter: &Reporter,
+    progress: &(impl Fn(ProvisionProgress) + Send + Sync),
 ) -> Result<Session, ProvisionError> {
     let port = view.ssh_port().expect("provisioning machines forward SSH");
     let target = SshTarget {
@@ -175,16 +186,22 @@ async fn work_in_guest(
         .await
         .map_err(ProvisionError::Login)?;
     for (index, step) in request.steps.iter().enumerate() {
-        match step {
+        progress(ProvisionProgress::Began(index));
+        let done = match step {
             ProvisionStep::Upload { from, to, mode } => {
                 upload(&session, from, to, *mode, reporter).await?
             }
             ProvisionStep::Shell { script, env } => {
                 run_script(&session, index, script, env, reporter).await?
             }
-        }
+        };
+        progress(ProvisionProgress::Done(index, done));
     }
-    clean_up(&session, &request.cleanup, reporter).await?;
+    if request.cleanup != Extras::default() {
+        progress(ProvisionProgress::Began(request.steps.len()));
+        let done = clean_up(&session, &request.cleanup, reporter).await?;
+        progress(ProvisionProgress::Done(request.steps.len(), done));
+    }
     Ok(session)
 }
 
@@ -194,7 +211,7 @@ async fn upload(
     to: &str,
     mode: Option<u32>,
     reporter: &Reporter,
-) -> Result<(), ProvisionError> {
+) -> Result<String, ProvisionError> {
     let read_error = |source| ProvisionError::Read {
         path: from.to_path_buf(),
         source,
@@ -222,12 +239,13 @@ async fn upload(
         .await
         .map_err(ssh_error(format!("setting the mode of {to}")))?;
     sftp.close().await;
-    reporter.info(format!(
+    let done = format!(
         "copied {} to {to} ({} bytes, mode {mode:o})",
         from.display(),
         bytes.len()
-    ));
-    Ok(())
+    );
+    reporter.info(done.clone());
+    Ok(done)
 }
 
 /// Copy the script in, run it with its variables (as an `env` prelude: sshd refuses most
@@ -238,7 +256,7 @@ async fn run_script(
     script: &std::path::Path,
     env: &BTreeMap<String, String>,
     reporter: &Reporter,
-) -> Result<(), ProvisionError> {
+) -> Result<String, ProvisionError> {
     let remote = format!("/root/.kiln-provision-{index}");
     upload(session, script, &remote, Some(0o700), reporter).await?;
     let assignments: Vec<String> = env
@@ -275,8 +293,9 @@ async fn run_script(
         reporter.info(format!("[{name}] {line}"));
     }
     if out.success() {
-        reporter.info(format!("{name} succeeded"));
-        return Ok(());
+        let done = format!("{name} succeeded");
+        reporter.info(done.clone());
+        return Ok(done);
     }
     Err(ProvisionError::Script {
         script: script.to_path_buf(),
@@ -330,12 +349,12 @@ impl Lines {
     }
 }
 
-/// The cleanup a clone needs, last in the guest.
+/// The cleanup a clone needs, last in the guest; says what it did.
 async fn clean_up(
     session: &Session,
     cleanup: &Extras,
     reporter: &Reporter,
-) -> Result<(), ProvisionError> {
+) -> Result<String, ProvisionError> {
     let steps: [(bool, &'static str, &str); 3] = [
         (
             cleanup.clear_machine_id,
@@ -353,6 +372,7 @@ async fn clean_up(
             ZERO_FREE_SPACE,
         ),
     ];
+    let mut done = Vec::new();
     for (wanted, what, command) in steps {
         if !wanted {
             continue;
@@ -371,8 +391,9 @@ async fn clean_up(
                 stderr: out.stderr_text(),
             });
         }
+        done.push(what);
     }
-    Ok(())
+    Ok(format!("cleanup: {}", done.join(", ")))
 }
 
 #[cfg(test)]

@@ -63,7 +63,69 @@ pub enum Outcome {
     Skipped,
 }
 
-/// One step's last run.
+/// What a record in the session file is about: one of the five steps, or a stage only a
+/// plan with more in it runs (a recipe's provisioning, its cleanup, its post-build command).
+/// Written as the step's name, `provision-N` (counted from 1), `cleanup` or `post-build`, so a
+/// session file written before these existed still loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StageKey {
+    Step(Step),
+    Provision(usize),
+    Cleanup,
+    PostBuild,
+}
+
+impl From<Step> for StageKey {
+    fn from(step: Step) -> StageKey {
+        StageKey::Step(step)
+    }
+}
+
+impl std::fmt::Display for StageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StageKey::Step(step) => f.write_str(step.name()),
+            StageKey::Provision(number) => write!(f, "provision-{number}"),
+            StageKey::Cleanup => f.write_str("cleanup"),
+            StageKey::PostBuild => f.write_str("post-build"),
+        }
+    }
+}
+
+impl std::str::FromStr for StageKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<StageKey, String> {
+        if let Some(step) = Step::ALL.into_iter().find(|s| s.name() == text) {
+            return Ok(StageKey::Step(step));
+        }
+        match text {
+            "cleanup" => return Ok(StageKey::Cleanup),
+            "post-build" => return Ok(StageKey::PostBuild),
+            _ => {}
+        }
+        text.strip_prefix("provision-")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n > 0)
+            .map(StageKey::Provision)
+            .ok_or_else(|| format!("unknown stage `{text}`"))
+    }
+}
+
+impl Serialize for StageKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StageKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StageKey, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One step's (or stage's) last run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
     pub outcome: Outcome,
@@ -82,6 +144,10 @@ pub struct StepRecord {
     /// The result or the error, in one line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// A digest of what the stage ran with (a provisioning script's bytes, its variables…):
+    /// a changed input makes a done stage run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
 }
 
 /// The choices a person made, carried from step to step and from one kiln run to the next.
@@ -286,8 +352,8 @@ pub enum SessionError {
     Parse(PathBuf, String),
     #[error("cannot write the session file {0}: {1}")]
     Write(PathBuf, std::io::Error),
-    #[error("{step} is already running in kiln pid {pid} on this image")]
-    Busy { step: &'static str, pid: u32 },
+    #[error("{stage} is already running in kiln pid {pid} on this image")]
+    Busy { stage: String, pid: u32 },
 }
 
 /// What kiln knows about one image's journey.
@@ -306,7 +372,7 @@ pub struct Session {
     #[serde(default)]
     pub choices: Choices,
     #[serde(default)]
-    steps: BTreeMap<Step, StepRecord>,
+    steps: BTreeMap<StageKey, StepRecord>,
 }
 
 impl Session {
@@ -341,6 +407,12 @@ impl Session {
         Ok(session)
     }
 
+    /// Forget every record and choice, keeping where the session lives (a fresh build).
+    pub fn start_over(&mut self) {
+        self.steps.clear();
+        self.choices = Choices::default();
+    }
+
     /// Whether this session is written to its file.
     pub fn is_persistent(&self) -> bool {
         self.persist
@@ -359,13 +431,13 @@ impl Session {
         self.steps.is_empty()
     }
 
-    pub fn record(&self, step: Step) -> Option<&StepRecord> {
-        self.steps.get(&step)
+    pub fn record(&self, stage: impl Into<StageKey>) -> Option<&StepRecord> {
+        self.steps.get(&stage.into())
     }
 
     /// Where `step` stands now, judged against the image on disk.
     pub fn status(&self, step: Step) -> StepStatus {
-        let Some(record) = self.steps.get(&step) else {
+        let Some(record) = self.steps.get(&step.into()) else {
             return StepStatus::Pending;
         };
         match record.outcome {
@@ -400,7 +472,7 @@ impl Session {
             return Some(format!("{} no longer exists", self.image.display()));
         }
         for earlier in Step::ALL.iter().take_while(|s| **s != step) {
-            if let Some(other) = self.steps.get(earlier)
+            if let Some(other) = self.steps.get(&(*earlier).into())
                 && other.seq > record.seq
             {
                 return Some(format!(
@@ -441,19 +513,19 @@ impl Session {
         }
     }
 
-    /// A step starts in this process; refused if a live kiln is already on it.
-    pub fn begin(&mut self, step: Step) -> Result<(), SessionError> {
-        if let StepStatus::Running { pid } = self.status(step)
-            && pid != std::process::id()
-        {
-            return Err(SessionError::Busy {
-                step: step.title(),
-                pid,
-            });
+    /// A step (or stage) starts in this process; refused if a live kiln is already on it.
+    pub fn begin(&mut self, stage: impl Into<StageKey>) -> Result<(), SessionError> {
+        let stage = stage.into();
+        if let Some(pid) = self.steps.get(&stage).and_then(running_elsewhere) {
+            let name = match stage {
+                StageKey::Step(step) => step.title().to_string(),
+                other => other.to_string(),
+            };
+            return Err(SessionError::Busy { stage: name, pid });
         }
         let seq = self.next_seq();
         self.steps.insert(
-            step,
+            stage,
             StepRecord {
                 outcome: Outcome::Running,
                 seq,
@@ -462,41 +534,70 @@ impl Session {
                 pid: Some(std::process::id()),
                 image: None,
                 summary: None,
+                inputs: None,
             },
         );
         self.save()
     }
 
     /// A step ended: done with its summary, or failed with its error.
-    pub fn end(&mut self, step: Step, result: Result<String, String>) -> Result<(), SessionError> {
-        match result {
-            Ok(summary) => self.close(step, Outcome::Done, &summary),
-            Err(error) => self.close(step, Outcome::Failed, &error),
-        }
+    pub fn end(
+        &mut self,
+        stage: impl Into<StageKey>,
+        result: Result<String, String>,
+    ) -> Result<(), SessionError> {
+        self.end_with_inputs(stage, result, None)
+    }
+
+    /// A stage ended, with the digest of what it ran with (see [`StepRecord::inputs`]).
+    pub fn end_with_inputs(
+        &mut self,
+        stage: impl Into<StageKey>,
+        result: Result<String, String>,
+        inputs: Option<String>,
+    ) -> Result<(), SessionError> {
+        let (outcome, summary) = match result {
+            Ok(summary) => (Outcome::Done, summary),
+            Err(error) => (Outcome::Failed, error),
+        };
+        self.close(stage.into(), outcome, &summary, inputs)
     }
 
     /// A step was stopped on request; `summary` says what was (not) left behind.
-    pub fn stopped(&mut self, step: Step, summary: &str) -> Result<(), SessionError> {
-        self.close(step, Outcome::Stopped, summary)
+    pub fn stopped(
+        &mut self,
+        stage: impl Into<StageKey>,
+        summary: &str,
+    ) -> Result<(), SessionError> {
+        self.close(stage.into(), Outcome::Stopped, summary, None)
     }
 
     /// Record how a step's run ended, in memory first, then in the file (one write).
-    fn close(&mut self, step: Step, outcome: Outcome, summary: &str) -> Result<(), SessionError> {
+    fn close(
+        &mut self,
+        stage: StageKey,
+        outcome: Outcome,
+        summary: &str,
+        inputs: Option<String>,
+    ) -> Result<(), SessionError> {
         let image = Fingerprint::of(&self.image);
-        let record = self.steps.entry(step).or_insert_with(|| StepRecord {
+        let seq = self.next_seq();
+        let record = self.steps.entry(stage).or_insert_with(|| StepRecord {
             outcome: Outcome::Running,
-            seq: 0,
+            seq,
             started: now(),
             ended: None,
             pid: None,
             image: None,
             summary: None,
+            inputs: None,
         });
         record.outcome = outcome;
         record.ended = Some(now());
         record.pid = None;
         record.image = image;
         record.summary = Some(first_line(summary));
+        record.inputs = inputs;
         self.save()
     }
 
@@ -504,7 +605,7 @@ impl Session {
     pub fn skip(&mut self, step: Step, reason: &str) -> Result<(), SessionError> {
         let seq = self.next_seq();
         self.steps.insert(
-            step,
+            step.into(),
             StepRecord {
                 outcome: Outcome::Skipped,
                 seq,
@@ -513,6 +614,7 @@ impl Session {
                 pid: None,
                 image: Fingerprint::of(&self.image),
                 summary: Some(reason.to_string()),
+                inputs: None,
             },
         );
         self.save()
@@ -573,6 +675,12 @@ impl Session {
             })
             .map_err(|e| SessionError::Write(self.path.clone(), e))
     }
+}
+
+/// The pid of another live kiln running this record's stage, if one is.
+fn running_elsewhere(record: &StepRecord) -> Option<u32> {
+    let pid = record.pid.filter(|_| record.outcome == Outcome::Running)?;
+    (pid != std::process::id() && super::process::is_kiln_running(pid)).then_some(pid)
 }
 
 fn now() -> u64 {
@@ -710,7 +818,7 @@ mod tests {
         session.skip(Step::Create, "existing image").unwrap();
         session.begin(Step::Configure).unwrap();
         // Pretend another process wrote it and died: a pid no kiln has.
-        session.steps.get_mut(&Step::Configure).unwrap().pid = Some(u32::MAX - 1);
+        session.steps.get_mut(&Step::Configure.into()).unwrap().pid = Some(u32::MAX - 1);
         assert_eq!(session.status(Step::Configure), StepStatus::Interrupted);
         assert_eq!(session.status(Step::Create), StepStatus::Skipped);
     }

@@ -67,7 +67,7 @@ impl App {
         self.open_image(&image);
         let mut choices = build::choices(recipe);
         if let Some(profile) = recipe.verify.profiles.first() {
-            choices.update(&build::verify_choices(*profile));
+            choices.profile = Some(*profile);
         }
         if let Some(publish) = recipe.publish.first() {
             choices.update(&build::publish_choices(recipe, publish));
@@ -317,6 +317,9 @@ impl App {
                 }
                 Ok(lines)
             }
+            other @ (StepResult::Copied(_)
+            | StepResult::Provisioned(_)
+            | StepResult::Finished(_)) => Ok(vec![other.summary()]),
         }
     }
 

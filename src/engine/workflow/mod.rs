@@ -21,8 +21,10 @@ use super::configure::{self, ConfigureError, Configured};
 use super::host::Accelerator;
 use super::image::{self, CreateError, ImageInfo};
 use super::install::{self, InstallError, InstallOutcome};
+use super::post_build::Finished;
+use super::provision::Provisioned;
 use super::publish::{self, PublishError, Published, Token};
-use super::session::{Choices, Session, SessionError, StepRecord, StepStatus};
+use super::session::{Choices, Session, SessionError, StageKey, StepRecord, StepStatus};
 use super::task::{self, Cancelled, Question, Reporter, Summary, Task, TaskOptions, TaskPanicked};
 use super::temp_file;
 use super::verify::{self, Report};
@@ -100,6 +102,12 @@ pub enum StepResult {
     /// The report, passed or not: verify's failures are verdicts, not errors.
     Verified(Report),
     Published(Published),
+    /// A recipe's base image copied into place (what it says).
+    Copied(String),
+    /// A recipe's provisioning steps and cleanup, in one boot.
+    Provisioned(Provisioned),
+    /// The image's facts taken and the post-build command run.
+    Finished(Finished),
 }
 
 impl StepResult {
@@ -120,6 +128,9 @@ impl Summary for StepResult {
             StepResult::Configured(configured) => configured.summary(),
             StepResult::Verified(report) => report.summary(),
             StepResult::Published(published) => published.summary(),
+            StepResult::Copied(what) => what.clone(),
+            StepResult::Provisioned(provisioned) => provisioned.summary(),
+            StepResult::Finished(finished) => finished.summary(),
         }
     }
 }
@@ -162,7 +173,8 @@ pub fn boots_a_machine(step: Step) -> bool {
     matches!(step, Step::Install | Step::Configure | Step::Verify)
 }
 
-/// One image's journey: its session and what steps run with.
+/// One image's journey: its session and what steps run with. Clones share the session.
+#[derive(Clone)]
 pub struct Workflow {
     session: Arc<Mutex<Session>>,
     pub environment: Environment,
@@ -211,8 +223,48 @@ impl Workflow {
         self.session().status(step)
     }
 
-    pub fn record(&self, step: Step) -> Option<StepRecord> {
-        self.session().record(step).cloned()
+    pub fn record(&self, stage: impl Into<StageKey>) -> Option<StepRecord> {
+        self.session().record(stage).cloned()
+    }
+
+    /// Forget every record and choice (a fresh build); written when the next stage begins.
+    pub fn start_over(&self) {
+        self.session().start_over();
+    }
+
+    /// Record `step` as done another way (`how`); the warning when that could not be written.
+    pub fn record_skipped(&self, step: Step, how: &str) -> Option<String> {
+        self.session()
+            .skip(step, how)
+            .err()
+            .map(|e| not_recorded(&e))
+    }
+
+    /// A stage outside the five steps begins (provisioning, post-build); the warning when
+    /// it could not be written.
+    pub fn begin_stage(&self, stage: StageKey) -> Option<String> {
+        self.session().begin(stage).err().map(|e| not_recorded(&e))
+    }
+
+    /// Such a stage ended, with the digest of what it ran with.
+    pub fn end_stage(
+        &self,
+        stage: StageKey,
+        result: Result<String, String>,
+        inputs: Option<String>,
+    ) -> Option<String> {
+        self.session()
+            .end_with_inputs(stage, result, inputs)
+            .err()
+            .map(|e| not_recorded(&e))
+    }
+
+    /// Such a stage was stopped on request.
+    pub fn stop_stage(&self, stage: StageKey, summary: &str) -> Option<String> {
+        self.session()
+            .stopped(stage, summary)
+            .err()
+            .map(|e| not_recorded(&e))
     }
 
     /// The first step not done (or no longer true): where the flow resumes.

@@ -1,0 +1,700 @@
+//! A plan: the stages one run goes through, in order. This is the only place that decides
+//! which stages a run has and which of them run again: `kiln run`, `kiln build` and the
+//! workbench build a [`Plan`] and drive a [`PlanRun`], which hands them one task at a time and
+//! the lines to report; frontends follow tasks and print, nothing more.
+//!
+//! What runs again, the same for every plan:
+//! - a stage that is not settled (never run, failed, stopped, stale) runs;
+//! - a *forced* stage runs even when settled (`kiln run --from`, a fresh `kiln build`, and a
+//!   recipe's verify, publish and post-build, which judge and ship the image as it is now);
+//! - a provisioning step or the cleanup is settled when it is done, its inputs (the script's
+//!   bytes, its variables, …) are what they were, and no stage before it ran after it — so a
+//!   resumed build reruns the script that failed and what follows, not the ones before it.
+//!
+//! Provisioning steps and the cleanup that run together share one boot; each is still
+//! recorded on its own (`provision-N`, `cleanup` in the session file) as it ends.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::Step;
+use super::build;
+use super::configure::Extras;
+use super::driver::Profile;
+use super::post_build::{self, PostBuildCommand};
+use super::provision::{self, ProvisionError, ProvisionProgress, ProvisionStep};
+use super::publish::Token;
+use super::recipe::{Recipe, Source};
+use super::session::{Choices, StageKey, StepStatus};
+use super::task::{self, Reporter, Summary};
+use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow};
+
+/// One stage of a plan.
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// Copy a base image (only ever read) to the image: a recipe's `[base]`.
+    Base(PathBuf),
+    Create,
+    /// Install, stopped after `timeout` when one is set.
+    Install {
+        timeout: Option<Duration>,
+    },
+    Configure,
+    /// A recipe's provisioning step, numbered from 1.
+    Provision {
+        number: usize,
+        step: ProvisionStep,
+    },
+    /// A recipe's cleanup, last in the guest.
+    Cleanup(Extras),
+    /// Verify, imitating `profile` (a recipe names each) or the session's choice.
+    Verify(Option<Profile>),
+    /// Publish to one destination (a recipe names each) or to the session's choice.
+    Publish(Option<Box<Destination>>),
+    /// The image's facts (size, SHA-256), then a recipe's post-build command.
+    PostBuild(PostBuildCommand),
+}
+
+/// One of a recipe's publish destinations: its choices and the token it reads.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    pub choices: Choices,
+    pub token: Option<Token>,
+}
+
+impl Stage {
+    /// The stage's name in reports, logs and the step list.
+    pub fn name(&self) -> String {
+        match self {
+            Stage::Base(_) => "base".into(),
+            Stage::Create => Step::Create.name().into(),
+            Stage::Install { .. } => Step::Install.name().into(),
+            Stage::Configure => Step::Configure.name().into(),
+            Stage::Provision { number, .. } => format!("provision {number}"),
+            Stage::Cleanup(_) => "cleanup".into(),
+            Stage::Verify(None) => Step::Verify.name().into(),
+            Stage::Verify(Some(profile)) => format!("verify {}", profile.name()),
+            Stage::Publish(None) => Step::Publish.name().into(),
+            Stage::Publish(Some(destination)) => format!(
+                "publish {}",
+                destination.choices.target.unwrap_or_default().name()
+            ),
+            Stage::PostBuild(_) => "post-build".into(),
+        }
+    }
+
+    /// The workflow step this stage is, when it is one of the five.
+    pub fn step(&self) -> Option<Step> {
+        match self {
+            Stage::Create => Some(Step::Create),
+            Stage::Install { .. } => Some(Step::Install),
+            Stage::Configure => Some(Step::Configure),
+            Stage::Verify(_) => Some(Step::Verify),
+            Stage::Publish(_) => Some(Step::Publish),
+            Stage::Base(_) | Stage::Provision { .. } | Stage::Cleanup(_) | Stage::PostBuild(_) => {
+                None
+            }
+        }
+    }
+
+    /// Where the session file keeps this stage's record (a base copy is recorded as the
+    /// create it stands for).
+    fn key(&self) -> StageKey {
+        match self {
+            Stage::Base(_) => StageKey::Step(Step::Create),
+            Stage::Provision { number, .. } => StageKey::Provision(*number),
+            Stage::Cleanup(_) => StageKey::Cleanup,
+            Stage::PostBuild(_) => StageKey::PostBuild,
+            other => StageKey::Step(other.step().expect("the five steps")),
+        }
+    }
+
+    /// Runs inside the provisioning boot.
+    fn is_in_guest(&self) -> bool {
+        matches!(self, Stage::Provision { .. } | Stage::Cleanup(_))
+    }
+
+    /// A digest of what a provisioning step or the cleanup runs with; `None` when a file it
+    /// names cannot be read (the stage then runs, and says so).
+    fn inputs(&self) -> Option<String> {
+        let mut digest = Sha256::new();
+        let mut add = |part: &[u8]| {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        };
+        match self {
+            Stage::Provision {
+                step: ProvisionStep::Upload { from, to, mode },
+                ..
+            } => {
+                add(b"upload");
+                add(from.as_os_str().as_encoded_bytes());
+                add(to.as_bytes());
+                add(format!("{mode:?}").as_bytes());
+                add(&std::fs::read(from).ok()?);
+            }
+            Stage::Provision {
+                step: ProvisionStep::Shell { script, env },
+                ..
+            } => {
+                add(b"shell");
+                add(script.as_os_str().as_encoded_bytes());
+                for (name, value) in env {
+                    add(name.as_bytes());
+                    add(value.as_bytes());
+                }
+                add(&std::fs::read(script).ok()?);
+            }
+            Stage::Cleanup(extras) => add(format!("{extras:?}").as_bytes()),
+            _ => return None,
+        }
+        Some(hex::encode(digest.finalize()))
+    }
+}
+
+/// A stage in a plan, and whether it runs even when settled.
+#[derive(Debug, Clone)]
+struct Planned {
+    stage: Stage,
+    forced: bool,
+}
+
+/// The stages of one run, in order, and the choices they start from.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    stages: Vec<Planned>,
+    /// Taken into the session before the first stage.
+    choices: Choices,
+    /// Start over: the session's records and choices are dropped first (a fresh build).
+    fresh: bool,
+    /// Said once before the first stage (why a stage is not in the plan).
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    /// `kiln run`: the five steps up to `until`; from `from` on they run even when done.
+    /// Publish is left out when no target is chosen (`choices` are the session's, merged).
+    pub fn flow(
+        choices: Choices,
+        carried: &Choices,
+        from: Option<Step>,
+        until: Option<Step>,
+    ) -> Plan {
+        let last = until.unwrap_or(Step::Publish);
+        let mut notes = Vec::new();
+        let target_chosen = choices.target.or(carried.target).is_some();
+        let stages = Step::ALL
+            .into_iter()
+            .filter(|step| *step <= last)
+            .filter(|step| {
+                let publish_without_target = *step == Step::Publish && !target_chosen;
+                if publish_without_target {
+                    notes.push(
+                        "no publish target (--to djinn|offline|srht): stopping after verify".into(),
+                    );
+                }
+                !publish_without_target
+            })
+            .map(|step| Planned {
+                stage: match step {
+                    Step::Create => Stage::Create,
+                    Step::Install => Stage::Install { timeout: None },
+                    Step::Configure => Stage::Configure,
+                    Step::Verify => Stage::Verify(None),
+                    Step::Publish => Stage::Publish(None),
+                },
+                forced: from.is_some_and(|first| step >= first),
+            })
+            .collect();
+        Plan {
+            stages,
+            choices,
+            fresh: false,
+            notes,
+        }
+    }
+
+    /// `kiln build`: everything the recipe asks for. Fresh unless `resume`: then the stages
+    /// done and still true are not run again (verify, publish and post-build always are).
+    pub fn recipe(recipe: &Recipe, resume: bool, tokens: Vec<Option<Token>>) -> Plan {
+        let mut stages = Vec::new();
+        let mut add = |stage: Stage, forced: bool| stages.push(Planned { stage, forced });
+        match &recipe.source {
+            Source::Base(base) => add(Stage::Base(base.image.clone()), !resume),
+            Source::Install(install) => {
+                add(Stage::Create, !resume);
+                add(
+                    Stage::Install {
+                        timeout: install.timeout,
+                    },
+                    !resume,
+                );
+            }
+        }
+        add(Stage::Configure, !resume);
+        for (index, step) in recipe.provision.iter().enumerate() {
+            let number = index + 1;
+            let step = step.clone();
+            add(Stage::Provision { number, step }, !resume);
+        }
+        if recipe.cleanup != Extras::default() {
+            add(Stage::Cleanup(recipe.cleanup.clone()), !resume);
+        }
+        for profile in &recipe.verify.profiles {
+            add(Stage::Verify(Some(*profile)), true);
+        }
+        for (publish, token) in recipe.publish.iter().zip(tokens) {
+            let choices = build::publish_choices(recipe, publish);
+            add(
+                Stage::Publish(Some(Box::new(Destination { choices, token }))),
+                true,
+            );
+        }
+        add(Stage::PostBuild(build::post_build_command(recipe)), true);
+        Plan {
+            stages,
+            choices: build::choices(recipe),
+            fresh: !resume,
+            notes: Vec::new(),
+        }
+    }
+
+    /// The stages, in order.
+    pub fn stages(&self) -> impl Iterator<Item = &Stage> {
+        self.stages.iter().map(|planned| &planned.stage)
+    }
+}
+
+/// One stage's line in a run's report: run now, or why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageLine {
+    pub step: String,
+    /// done, failed or stopped when it ran now; skipped when it did not.
+    pub status: &'static str,
+    /// Wall-clock seconds this run spent on it (0 when it did not run).
+    pub seconds: f64,
+    pub summary: String,
+}
+
+/// What the frontend does next.
+pub enum Next {
+    /// A stage that is not run again: report its line.
+    Skipped(StageLine),
+    /// Follow this task, then hand its result to [`PlanRun::ended`].
+    Started { name: String, task: StepTask },
+    /// Nothing more runs: the plan is done, or a stage did not succeed.
+    Finished,
+}
+
+/// A plan being run on one image's workflow.
+pub struct PlanRun {
+    workflow: Workflow,
+    plan: Plan,
+    secrets: Secrets,
+    options: StepOptions,
+    position: usize,
+    over: bool,
+    /// What is in flight: the stages the current task runs, when it started, and the lines
+    /// of in-guest stages as they end.
+    running: Option<Running>,
+}
+
+struct Running {
+    stages: Vec<Stage>,
+    started: Instant,
+    lines: Arc<Mutex<Vec<StageLine>>>,
+}
+
+impl PlanRun {
+    /// Ready to run `plan`: its choices taken, an image kiln did not make adopted, and the
+    /// steps before a forced start recorded as done another way. The warnings (a session
+    /// file that cannot be written) are the frontend's to show.
+    pub fn new(
+        workflow: Workflow,
+        plan: Plan,
+        secrets: Secrets,
+        options: StepOptions,
+    ) -> (PlanRun, Vec<String>) {
+        let mut warnings = Vec::new();
+        if plan.fresh {
+            workflow.start_over();
+        }
+        workflow.choose(&plan.choices);
+        let copies_a_base = plan.stages().any(|stage| matches!(stage, Stage::Base(_)));
+        if !copies_a_base {
+            warnings.extend(workflow.adopt_existing_image());
+        }
+        // Starting later means the steps before were done another way (an image configured
+        // by hand): recorded as skipped, so the next run does not go back to them.
+        let first_forced = plan
+            .stages
+            .iter()
+            .find(|planned| planned.forced)
+            .and_then(|planned| planned.stage.step());
+        if let Some(first) = first_forced.filter(|_| !plan.fresh) {
+            warnings.extend(workflow.skip_before(first));
+        }
+        warnings.dedup();
+        // One warning is enough when both name the same file.
+        warnings.truncate(1);
+        let run = PlanRun {
+            workflow,
+            plan,
+            secrets,
+            options,
+            position: 0,
+            over: false,
+            running: None,
+        };
+        (run, warnings)
+    }
+
+    pub fn workflow(&self) -> &Workflow {
+        &self.workflow
+    }
+
+    /// The secrets stages run with, once the frontend knows which it needs
+    /// ([`PlanRun::will_run`]).
+    pub fn set_secrets(&mut self, secrets: Secrets) {
+        self.secrets = secrets;
+    }
+
+    /// Whether `step` is going to run (a frontend asks for passwords only when configure
+    /// will need them).
+    pub fn will_run(&self, step: Step) -> bool {
+        (self.position..self.plan.stages.len())
+            .any(|index| self.plan.stages[index].stage.step() == Some(step) && self.runs(index))
+    }
+
+    /// Whether the stage at `index` runs: forced, or not settled.
+    fn runs(&self, index: usize) -> bool {
+        let planned = &self.plan.stages[index];
+        planned.forced || !self.settled(index)
+    }
+
+    fn settled(&self, index: usize) -> bool {
+        let stage = &self.plan.stages[index].stage;
+        let workflow = &self.workflow;
+        match stage {
+            Stage::Base(_) => {
+                workflow.image().exists() && workflow.status(Step::Create).is_settled()
+            }
+            Stage::PostBuild(_) => false,
+            Stage::Provision { .. } | Stage::Cleanup(_) => {
+                let Some(record) = workflow.record(stage.key()) else {
+                    return false;
+                };
+                let earlier_ran_since = self.plan.stages[..index].iter().any(|earlier| {
+                    workflow
+                        .record(earlier.stage.key())
+                        .is_some_and(|other| other.seq > record.seq)
+                });
+                record.outcome == super::session::Outcome::Done
+                    && record.inputs.is_some()
+                    && record.inputs == stage.inputs()
+                    && !earlier_ran_since
+            }
+            other => workflow
+                .status(other.step().expect("the five steps"))
+                .is_settled(),
+        }
+    }
+
+    /// The next thing to do. Call again after reporting a skipped line or ending a task.
+    pub fn next_stage(&mut self) -> Next {
+        if self.over || self.running.is_some() || self.position >= self.plan.stages.len() {
+            return Next::Finished;
+        }
+        let index = self.position;
+        if !self.runs(index) {
+            self.position += 1;
+            return Next::Skipped(self.not_run(index));
+        }
+        let stage = self.plan.stages[index].stage.clone();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (stages, task) = if stage.is_in_guest() {
+            // Every in-guest stage from here on runs in the same boot.
+            let count = self.plan.stages[index..]
+                .iter()
+                .take_while(|planned| planned.stage.is_in_guest())
+                .count();
+            let stages: Vec<Stage> = self.plan.stages[index..index + count]
+                .iter()
+                .map(|planned| planned.stage.clone())
+                .collect();
+            let task = self.start_in_guest(stages.clone(), lines.clone());
+            (stages, task)
+        } else {
+            (vec![stage.clone()], self.start(&stage))
+        };
+        self.position += stages.len();
+        let name = match stages.as_slice() {
+            [only] => only.name(),
+            _ => "provision".into(),
+        };
+        self.running = Some(Running {
+            stages,
+            started: Instant::now(),
+            lines,
+        });
+        Next::Started { name, task }
+    }
+
+    /// The task [`Next::Started`] gave has ended with `result`: its stages' lines. A stage
+    /// that did not succeed ends the run.
+    pub fn ended(&mut self, result: &Result<StepResult, StepError>) -> Vec<StageLine> {
+        let Some(running) = self.running.take() else {
+            return Vec::new();
+        };
+        let succeeded = matches!(result, Ok(done) if done.succeeded());
+        if !succeeded {
+            self.over = true;
+        }
+        let seconds = running.started.elapsed().as_secs_f64();
+        if running.stages.iter().all(Stage::is_in_guest) {
+            return std::mem::take(&mut *lock(&running.lines));
+        }
+        let (status, summary) = match result {
+            Ok(done) => (if succeeded { "done" } else { "failed" }, done.summary()),
+            Err(StepError::Cancelled(cancelled)) => ("stopped", cancelled.to_string()),
+            Err(error) => ("failed", error.to_string()),
+        };
+        running
+            .stages
+            .iter()
+            .map(|stage| StageLine {
+                step: stage.name(),
+                status,
+                seconds,
+                summary: summary.clone(),
+            })
+            .collect()
+    }
+
+    /// Stop here: no further stage starts (a stop was asked for between stages).
+    pub fn stop(&mut self) {
+        self.over = true;
+    }
+
+    /// The line of a stage that does not run now: what its record says.
+    fn not_run(&self, index: usize) -> StageLine {
+        let stage = &self.plan.stages[index].stage;
+        let record = self.workflow.record(stage.key());
+        let word = match stage.step() {
+            Some(step) => self.workflow.status(step).word(),
+            None => StepStatus::Done.word(),
+        };
+        let summary = match record.and_then(|r| r.summary) {
+            Some(summary) => format!("{word} earlier: {summary}"),
+            None => format!("{word} earlier"),
+        };
+        StageLine {
+            step: stage.name(),
+            status: "skipped",
+            seconds: 0.0,
+            summary,
+        }
+    }
+
+    /// Start one stage that is not in the guest.
+    fn start(&self, stage: &Stage) -> StepTask {
+        let mut options = self.options.clone();
+        let mut secrets = self.secrets.clone();
+        match stage {
+            Stage::Install { timeout } => options.timeout = *timeout,
+            Stage::Verify(Some(profile)) => self.workflow.choose(&Choices {
+                profile: Some(*profile),
+                ..Choices::default()
+            }),
+            Stage::Publish(Some(destination)) => {
+                self.workflow.choose(&destination.choices);
+                secrets.token = destination.token.clone().or(secrets.token);
+            }
+            _ => {}
+        }
+        match stage {
+            Stage::Base(base) => self.copy_base(base.clone()),
+            Stage::PostBuild(command) => self.post_build(command.clone()),
+            other => {
+                let step = other.step().expect("the five steps");
+                self.workflow.start(step, secrets, options)
+            }
+        }
+    }
+
+    /// Copy the base; create and install are then recorded as done by the copy.
+    fn copy_base(&self, base: PathBuf) -> StepTask {
+        let workflow = self.workflow.clone();
+        let image = workflow.image();
+        let title = format!("copying {} to {}", base.display(), image.display());
+        task::spawn(title, self.options.task, move |reporter| async move {
+            build::copy_base(&base, &image)
+                .await
+                .map_err(|e| StepError::Failed(format!("cannot copy {}: {e}", base.display())))?;
+            let how = format!("copied from {}", base.display());
+            for step in [Step::Create, Step::Install] {
+                if let Some(warning) = workflow.record_skipped(step, &how) {
+                    reporter.warn(warning);
+                }
+            }
+            Ok(StepResult::Copied(format!(
+                "copied {} to {}",
+                base.display(),
+                image.display()
+            )))
+        })
+    }
+
+    /// The image's facts and the post-build command, recorded as `post-build`.
+    fn post_build(&self, command: PostBuildCommand) -> StepTask {
+        let workflow = self.workflow.clone();
+        let image = workflow.image();
+        task::spawn(
+            "post-build",
+            self.options.task,
+            move |reporter| async move {
+                if let Some(warning) = workflow.begin_stage(StageKey::PostBuild) {
+                    reporter.warn(warning);
+                }
+                let result = post_build::finish(&command, &image, reporter.clone()).await;
+                let outcome = match &result {
+                    Ok(finished) => Ok(finished.summary()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Some(warning) = workflow.end_stage(StageKey::PostBuild, outcome, None) {
+                    reporter.warn(warning);
+                }
+                result
+                    .map(StepResult::Finished)
+                    .map_err(|e| StepError::Failed(e.to_string()))
+            },
+        )
+    }
+
+    /// Provisioning steps and the cleanup, in one boot, each recorded as it ends.
+    fn start_in_guest(&self, stages: Vec<Stage>, lines: Arc<Mutex<Vec<StageLine>>>) -> StepTask {
+        let workflow = self.workflow.clone();
+        let mut steps = Vec::new();
+        let mut cleanup = Extras::default();
+        for stage in &stages {
+            match stage {
+                Stage::Provision { step, .. } => steps.push(step.clone()),
+                Stage::Cleanup(extras) => cleanup = extras.clone(),
+                _ => unreachable!("only in-guest stages are grouped"),
+            }
+        }
+        let request = build::provision_request(&workflow, steps, cleanup);
+        let names: Vec<String> = stages.iter().map(Stage::name).collect();
+        let title = format!(
+            "provisioning {}: {}",
+            workflow.image().display(),
+            names.join(", ")
+        );
+        task::spawn(title, self.options.task, move |reporter| async move {
+            let tracker = InGuest {
+                workflow: workflow.clone(),
+                stages,
+                lines,
+                current: Mutex::new(None),
+                reporter: reporter.clone(),
+            };
+            // Before the boot: a machine that never comes up fails the first stage.
+            tracker.began(0);
+            let result = provision::provision(request, reporter, |progress| match progress {
+                ProvisionProgress::Began(index) => tracker.began(index),
+                ProvisionProgress::Done(index, summary) => tracker.done(index, summary),
+            })
+            .await;
+            match result {
+                Ok(provisioned) => Ok(StepResult::Provisioned(provisioned)),
+                Err(error) => {
+                    let error = step_error(error);
+                    tracker.failed(&error);
+                    Err(error)
+                }
+            }
+        })
+    }
+}
+
+/// The in-guest stages of one boot, recorded one by one as provisioning reports them.
+struct InGuest {
+    workflow: Workflow,
+    stages: Vec<Stage>,
+    lines: Arc<Mutex<Vec<StageLine>>>,
+    /// The stage under way and when it began.
+    current: Mutex<Option<(usize, Instant)>>,
+    reporter: Reporter,
+}
+
+impl InGuest {
+    fn began(&self, index: usize) {
+        let mut current = lock(&self.current);
+        if current.is_some_and(|(at, _)| at == index) {
+            return;
+        }
+        *current = Some((index, Instant::now()));
+        if let Some(warning) = self.workflow.begin_stage(self.stages[index].key()) {
+            self.reporter.warn(warning);
+        }
+    }
+
+    fn done(&self, index: usize, summary: String) {
+        self.close(index, Ok(summary));
+    }
+
+    /// The stage under way did not end well.
+    fn failed(&self, error: &StepError) {
+        let index = lock(&self.current).map_or(0, |(index, _)| index);
+        self.close(index, Err(error));
+    }
+
+    fn close(&self, index: usize, result: Result<String, &StepError>) {
+        let started = lock(&self.current)
+            .take()
+            .map_or_else(Instant::now, |(_, at)| at);
+        let stage = &self.stages[index];
+        let (status, summary) = match &result {
+            Ok(summary) => ("done", summary.clone()),
+            Err(StepError::Cancelled(cancelled)) => ("stopped", cancelled.to_string()),
+            Err(error) => ("failed", error.to_string()),
+        };
+        let warning = match result {
+            Err(StepError::Cancelled(_)) => self.workflow.stop_stage(stage.key(), &summary),
+            Ok(_) => self
+                .workflow
+                .end_stage(stage.key(), Ok(summary.clone()), stage.inputs()),
+            Err(_) => self
+                .workflow
+                .end_stage(stage.key(), Err(summary.clone()), stage.inputs()),
+        };
+        if let Some(warning) = warning {
+            self.reporter.warn(warning);
+        }
+        lock(&self.lines).push(StageLine {
+            step: stage.name(),
+            status,
+            seconds: started.elapsed().as_secs_f64(),
+            summary,
+        });
+    }
+}
+
+/// Provisioning's errors, sorted the way every frontend reports them.
+fn step_error(error: ProvisionError) -> StepError {
+    match error {
+        ProvisionError::Cancelled(cancelled) => StepError::Cancelled(cancelled),
+        ProvisionError::Disk(refusal) => StepError::Usage(refusal.to_string()),
+        other => StepError::Failed(other.to_string()),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
