@@ -1129,7 +1129,7 @@ mod tests {
 
     /// The ```toml block of the module documentation.
     fn documented_example() -> String {
-        let source = include_str!("recipe.rs");
+        let source = include_str!("mod.rs");
         let doc: Vec<&str> = source
             .lines()
             .take_while(|line| line.starts_with("//!"))
