@@ -1,0 +1,671 @@
+//! Everything about a recipe that can be checked without doing any work: its name, sizes,
+//! durations, the boot command, URLs, namespaces, and which keys go together. Each problem is
+//! placed at the line and column of the key it is about.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::error::{Checked, RecipeError};
+use super::{
+    Base, Configure, Install, PostBuild, ProvisionEntry, Publish, Reader, Recipe, Source, Written,
+};
+use crate::engine::configure::Extras;
+use crate::engine::image::{is_valid_image_name, parse_size};
+use crate::engine::install::boot_command::{self, BootCommand, Position, parse_duration};
+use crate::engine::install::preset::{Mirror, Preset};
+use crate::engine::provision::ProvisionStep;
+use crate::engine::publish::{TargetKind, is_valid_namespace};
+
+/// Other names people give the built-in presets.
+const PRESET_ALIASES: [(&str, &str); 1] = [("debian", "debian-12")];
+
+impl Reader<'_> {
+    /// Check the file as deserialized, section by section, and make the recipe of it.
+    pub(super) fn recipe(&self, file: PathBuf, w: Written) -> Checked<Recipe> {
+        if !is_valid_image_name(&w.name) {
+            let problem = "use letters, digits, `_` and `-` (it names the file and the image)";
+            return Err(self.error("name", problem));
+        }
+        let source = match (w.install, w.base) {
+            (Some(install), None) => {
+                Source::Install(Box::new(self.install(install, &w.configure)?))
+            }
+            (None, Some(base)) => {
+                if w.disk.size.is_some() {
+                    return Err(self.error("disk.size", "a [base] image keeps its own size"));
+                }
+                Source::Base(Base {
+                    image: self.file("base.image", &base.image)?,
+                })
+            }
+            (Some(_), Some(_)) => {
+                let problem = "a recipe installs from [install] or starts from [base], not both";
+                return Err(self.error("base", problem));
+            }
+            (None, None) => {
+                return Err(RecipeError::Whole {
+                    file: self.file.to_path_buf(),
+                    problem: "no [install] or [base]: say how the image starts (an installer \
+                              ISO, or an installed qcow2 to copy)"
+                        .into(),
+                });
+            }
+        };
+        if let Some(size) = &w.disk.size {
+            parse_size(size).map_err(|e| self.error("disk.size", e))?;
+        }
+        if w.verify.profiles.is_empty() {
+            let problem = "name a driver (djinn, srht): a build is always verified";
+            return Err(self.error("verify.profiles", problem));
+        }
+        let provision = (w.provision.into_iter().enumerate())
+            .map(|(index, entry)| self.provision(&format!("provision.{index}"), entry))
+            .collect::<Checked<_>>()?;
+        let publish = (w.publish.into_iter().enumerate())
+            .map(|(index, entry)| self.publish(&format!("publish.{index}"), entry))
+            .collect::<Checked<_>>()?;
+        Ok(Recipe {
+            file,
+            name: w.name,
+            disk: w.disk,
+            machine: w.machine,
+            source,
+            configure: self.configure(w.configure)?,
+            provision,
+            cleanup: Extras {
+                zero_free_space: w.cleanup.zero_free_space,
+                clear_machine_id: w.cleanup.clear_machine_id,
+                regenerate_host_keys: w.cleanup.regenerate_host_keys,
+            },
+            verify: w.verify,
+            publish,
+            post_build: w.post_build.map(|p| self.post_build(p)).transpose()?,
+        })
+    }
+
+    fn install(&self, mut install: Install, configure: &Configure) -> Checked<Install> {
+        if let Some(preset) = &install.preset {
+            install.preset = Some(self.preset(preset, configure)?);
+            if install.http_dir.is_some() {
+                let problem = "a preset serves its own answer files; leave out http_dir or preset";
+                return Err(self.error("install.http_dir", problem));
+            }
+        } else if install.mirror.is_some() {
+            let problem = "only a preset installs from a mirror; add preset or leave mirror out";
+            return Err(self.error("install.mirror", problem));
+        }
+        if let Some(mirror) = &install.mirror {
+            Mirror::parse(mirror).map_err(|e| self.error("install.mirror", e))?;
+        }
+        if install.kernel.is_some() != install.initrd.is_some() {
+            let problem = "kernel and initrd go together: give both paths inside the ISO";
+            let key = ["install.kernel", "install.initrd"][usize::from(install.initrd.is_some())];
+            return Err(self.error(key, problem));
+        }
+        for (key, value) in [
+            ("boot_wait", &install.boot_wait),
+            ("key_interval", &install.key_interval),
+        ] {
+            if let Some(value) = value {
+                parse_duration(value).map_err(|e| self.error(&format!("install.{key}"), e))?;
+            }
+        }
+        if let Some(command) = &install.boot_command {
+            self.boot_command(command)?;
+        }
+        if let Some(checksum) = &install.iso_sha256 {
+            install.iso_sha256 = Some(self.checksum(checksum)?);
+        }
+        install.iso = self.file("install.iso", &install.iso)?;
+        install.http_dir = (install.http_dir.as_deref())
+            .map(|dir| self.dir("install.http_dir", dir))
+            .transpose()?;
+        Ok(install)
+    }
+
+    /// The preset's built-in name; it creates `[configure] user` with the password.
+    fn preset(&self, written: &str, configure: &Configure) -> Checked<String> {
+        let name = (PRESET_ALIASES.iter())
+            .find(|(alias, _)| *alias == written)
+            .map_or(written, |(_, name)| name);
+        let preset = Preset::find(name).map_err(|e| {
+            let aliases = PRESET_ALIASES.map(|(alias, name)| format!("{alias} for {name}"));
+            self.error(
+                "install.preset",
+                format!("{e}; also {}", aliases.join(", ")),
+            )
+        })?;
+        let name = preset.name;
+        if configure.user.as_deref().is_none_or(|user| user == "root") {
+            let problem = format!("{name} creates a user: name it in [configure] user (not root)");
+            return Err(self.error("install.preset", problem));
+        }
+        if configure.password_file.is_none() && configure.password_env.is_none() {
+            let problem = format!(
+                "{name} sets the user's password: give [configure] password_file or password_env"
+            );
+            return Err(self.error("install.preset", problem));
+        }
+        Ok(name.to_string())
+    }
+
+    /// Parse the boot command now, as the install would, so its mistakes cost no boot.
+    fn boot_command(&self, command: &str) -> Checked<()> {
+        let known = [boot_command::HTTP_IP, boot_command::HTTP_PORT];
+        let Err(error) = BootCommand::parse(command).and_then(|c| c.check_names(&known)) else {
+            return Ok(());
+        };
+        let key = "install.boot_command";
+        Err(match self.offset_in_string(self.span(key), error.at) {
+            Some(offset) => self.error_at(offset, key, error.problem),
+            None => self.error(key, error),
+        })
+    }
+
+    /// Where `at` (a line and column in a string's value) is in the text, if the string was
+    /// written without escapes, which would shift the columns.
+    fn offset_in_string(&self, span: Range<usize>, at: Position) -> Option<usize> {
+        let written = self.text.get(span.clone())?;
+        let quote = ["\"\"\"", "'''", "\"", "'"]
+            .into_iter()
+            .find(|q| written.starts_with(q))?;
+        let mut body = written.strip_prefix(quote)?.strip_suffix(quote)?;
+        let mut offset = span.start + quote.len();
+        // TOML drops a line break right after a multi-line string's opening quotes.
+        let line_break = ["\r\n", "\n"].into_iter().find(|b| body.starts_with(b));
+        if let (3, Some(line_break)) = (quote.len(), line_break) {
+            body = &body[line_break.len()..];
+            offset += line_break.len();
+        }
+        if quote.starts_with('"') && body.contains('\\') {
+            return None;
+        }
+        let line_start: usize = body
+            .split_inclusive('\n')
+            .take(at.line - 1)
+            .map(str::len)
+            .sum();
+        let line = body.get(line_start..)?;
+        let column: usize = line.chars().take(at.column - 1).map(char::len_utf8).sum();
+        Some(offset + line_start + column)
+    }
+
+    /// 64 hex digits, or a SHA256SUMS file listing the ISO (made absolute).
+    fn checksum(&self, written: &str) -> Checked<String> {
+        let key = "install.iso_sha256";
+        let hex = written.trim();
+        match hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            true if hex.len() == 64 => Ok(hex.to_ascii_lowercase()),
+            true => Err(self.error(
+                key,
+                format!("a SHA-256 is 64 hex digits, not {}", hex.len()),
+            )),
+            false => Ok(self.file(key, Path::new(written))?.display().to_string()),
+        }
+    }
+
+    fn configure(&self, mut c: Configure) -> Checked<Configure> {
+        if c.user
+            .as_deref()
+            .is_some_and(|u| u.is_empty() || u.contains([' ', ':', '\n']))
+        {
+            return Err(self.error("configure.user", "a user name has no spaces or colons"));
+        }
+        for (secret, file, env) in [
+            ("password", &c.password_file, &c.password_env),
+            ("passphrase", &c.passphrase_file, &c.passphrase_env),
+        ] {
+            if file.is_some() && env.is_some() {
+                let problem = format!("give {secret}_file or {secret}_env, not both");
+                return Err(self.error(&format!("configure.{secret}_env"), problem));
+            }
+            if let Some(env) = env {
+                self.env_name(&format!("configure.{secret}_env"), env)?;
+            }
+        }
+        if c.key.is_none() && (c.passphrase_file.is_some() || c.passphrase_env.is_some()) {
+            let key = ["configure.passphrase_env", "configure.passphrase_file"];
+            let key = key[usize::from(c.passphrase_file.is_some())];
+            return Err(self.error(key, "a passphrase unlocks a key: add key = \"FILE\""));
+        }
+        if c.variant.is_some() && c.sshd_config.is_some() {
+            let problem = "choose a variant or your own sshd_config, not both";
+            return Err(self.error("configure.variant", problem));
+        }
+        let secret = |key, file: &Option<PathBuf>| {
+            (file.as_deref())
+                .map(|f| self.secret_file(key, f))
+                .transpose()
+        };
+        c.password_file = secret("configure.password_file", &c.password_file)?;
+        c.passphrase_file = secret("configure.passphrase_file", &c.passphrase_file)?;
+        c.key = c.key.map(|k| self.file("configure.key", &k)).transpose()?;
+        c.sshd_config = (c.sshd_config.as_deref())
+            .map(|f| self.file("configure.sshd_config", f))
+            .transpose()?;
+        Ok(c)
+    }
+
+    fn provision(&self, at: &str, entry: ProvisionEntry) -> Checked<ProvisionStep> {
+        let key = |name: &str| format!("{at}.{name}");
+        match (entry.upload, entry.shell) {
+            (Some(upload), None) => {
+                if entry.env.is_some() {
+                    return Err(self.error(&key("env"), "env is for shell entries"));
+                }
+                let problem = "an upload needs to = \"/PATH\", where it goes in the guest";
+                let to = entry.to.ok_or_else(|| self.error(at, problem))?;
+                if !to.starts_with('/') {
+                    return Err(self.error(&key("to"), "an absolute path in the guest"));
+                }
+                let mode = entry.mode.map(|mode| {
+                    u32::from_str_radix(&mode, 8)
+                        .ok()
+                        .filter(|mode| *mode <= 0o7777)
+                        .ok_or_else(|| self.error(&key("mode"), "octal permissions, e.g. \"0644\""))
+                });
+                Ok(ProvisionStep::Upload {
+                    from: self.file(&key("upload"), &upload)?,
+                    to,
+                    mode: mode.transpose()?,
+                })
+            }
+            (None, Some(shell)) => {
+                if entry.to.is_some() || entry.mode.is_some() {
+                    let name = if entry.to.is_some() { "to" } else { "mode" };
+                    return Err(self.error(&key(name), "to and mode are for upload entries"));
+                }
+                let env = entry.env.unwrap_or_default();
+                for name in env.keys() {
+                    self.env_name(&key("env"), name)?;
+                }
+                let script = self.file(&key("shell"), &shell)?;
+                Ok(ProvisionStep::Shell { script, env })
+            }
+            (Some(_), Some(_)) => {
+                let problem = "an entry uploads a file or runs a script, not both; split it in two";
+                Err(self.error(&key("shell"), problem))
+            }
+            (None, None) => {
+                let problem = "give upload = \"FILE\" (with to = \"/PATH\") or shell = \"SCRIPT\"";
+                Err(self.error(at, problem))
+            }
+        }
+    }
+
+    fn publish(&self, at: &str, mut p: Publish) -> Checked<Publish> {
+        let key = |name: &str| format!("{at}.{name}");
+        self.keys_fit_target(at, p.target)?;
+        if p.target == TargetKind::Srht && (p.root.is_none() || p.release.is_none()) {
+            let problem =
+                "a builds.sr.ht tree needs root = \"DIR\" and release = \"DISTRO/RELEASE\"";
+            return Err(self.error(&key("to"), problem));
+        }
+        let has_host = |url: &str, scheme| url.strip_prefix(scheme).is_some_and(|h| !h.is_empty());
+        let is_url = |url: &str| has_host(url, "https://") || has_host(url, "http://");
+        if p.url.as_deref().is_some_and(|url| !is_url(url)) {
+            return Err(self.error(&key("url"), "an http:// or https:// URL, the API's base"));
+        }
+        let offline = p.target == TargetKind::Offline;
+        if (p.namespace.as_deref())
+            .is_some_and(|ns| !is_valid_namespace(ns) || offline && ns.contains('@'))
+        {
+            let owner = if offline {
+                ""
+            } else {
+                ", then @OWNER for another owner's"
+            };
+            return Err(self.error(
+                &key("namespace"),
+                format!("a path of letters and `/`{owner}"),
+            ));
+        }
+        if p.name
+            .as_deref()
+            .is_some_and(|name| !is_valid_image_name(name))
+        {
+            return Err(self.error(&key("name"), "use letters, digits, `_` and `-`"));
+        }
+        if p.release.as_deref().is_some_and(|r| !is_distro_release(r)) {
+            return Err(self.error(&key("release"), "write distro/release, e.g. debian/12"));
+        }
+        if p.compress && !p.compact {
+            let problem = "compress applies when compacting: add compact = true";
+            return Err(self.error(&key("compress"), problem));
+        }
+        if let Some(env) = &p.token_env {
+            self.env_name(&key("token_env"), env)?;
+        }
+        p.driver_conf = (p.driver_conf.as_deref())
+            .map(|f| self.file(&key("driver_conf"), f))
+            .transpose()?;
+        p.root = p.root.map(|r| self.dir(&key("root"), &r)).transpose()?;
+        Ok(p)
+    }
+
+    /// Refuse a key the entry's target does not read, rather than ignore it.
+    fn keys_fit_target(&self, at: &str, target: TargetKind) -> Checked<()> {
+        use TargetKind::{Djinn, Offline, Srht};
+        const READ_BY: [(&str, &[TargetKind]); 11] = [
+            ("url", &[Djinn]),
+            ("token_env", &[Djinn]),
+            ("namespace", &[Djinn, Offline]),
+            ("name", &[Djinn, Offline]),
+            ("driver_conf", &[Offline]),
+            ("base", &[Offline]),
+            ("root", &[Srht]),
+            ("release", &[Srht]),
+            ("arch", &[Srht]),
+            ("sha256", &[Offline, Srht]),
+            ("replace", &[Offline, Srht]),
+        ];
+        for (name, targets) in READ_BY {
+            let key = format!("{at}.{name}");
+            if !targets.contains(&target) && self.find(&key).1 {
+                let names: Vec<_> = targets.iter().map(|t| t.name()).collect();
+                let problem = format!(
+                    "a {} target does not read it (only {})",
+                    target.name(),
+                    names.join(", ")
+                );
+                return Err(self.error(&key, problem));
+            }
+        }
+        Ok(())
+    }
+
+    fn post_build(&self, post_build: PostBuild) -> Checked<PostBuild> {
+        use std::os::unix::fs::PermissionsExt;
+        let key = "post_build.command";
+        let command = self.file(key, &post_build.command)?;
+        let mode = std::fs::metadata(&command).map_or(0, |m| m.permissions().mode());
+        if mode & 0o111 == 0 {
+            let problem = format!("{} is not executable (chmod +x)", command.display());
+            return Err(self.error(key, problem));
+        }
+        Ok(PostBuild { command })
+    }
+}
+
+fn is_distro_release(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(distro, release)| {
+        !distro.is_empty() && !release.is_empty() && !release.contains('/')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::recipe::test_fixture::{Fixture, MINIMAL, assert_has, install};
+
+    #[test]
+    fn bad_sizes_and_durations_are_placed() {
+        let fixture = Fixture::new();
+        let error = fixture.error(&format!("{MINIMAL}[disk]\nsize = \"10Q\"\n"));
+        assert_has(
+            &error,
+            &["line 5, column 8: [disk] size: `Q` is not a size unit"],
+        );
+        let error = fixture.error(&format!("{MINIMAL}timeout = \"40 minutes\"\n"));
+        assert_has(
+            &error,
+            &["line 4, column 11 (`timeout`): unknown unit ` minutes`"],
+        );
+        let error = fixture.error(&format!("{MINIMAL}timeout = \"0s\"\n"));
+        assert_has(
+            &error,
+            &["line 4, column 11 (`timeout`): must be more than 0"],
+        );
+        let error = fixture.error(&format!("{MINIMAL}boot_wait = \"10x\"\n"));
+        assert_has(
+            &error,
+            &["line 4, column 13: [install] boot_wait: unknown unit `x`"],
+        );
+        let error = fixture.error(&format!("{MINIMAL}[machine]\ncpus = 0\n"));
+        assert_has(&error, &["line 5, column 8 (`cpus`): invalid value"]);
+    }
+
+    #[test]
+    fn presets_by_name_or_alias_with_what_they_need() {
+        let fixture = Fixture::new();
+        let needs = "[configure]\nuser = \"builder\"\npassword_env = \"PW\"\n";
+        let text = format!("{MINIMAL}preset = \"debian-12\"\n{needs}");
+        let recipe = fixture.load(&text, &[]).unwrap();
+        assert_eq!(install(&recipe).preset.as_deref(), Some("debian-12"));
+        let error = fixture.error(&format!("{MINIMAL}preset = \"fedora\"\n{needs}"));
+        assert_has(
+            &error,
+            &[
+                "line 4, column 10: [install] preset: no preset `fedora` (built in: debian-12); also debian for debian-12",
+            ],
+        );
+        let error = fixture.error(&format!("{MINIMAL}preset = \"debian\"\n"));
+        assert_has(
+            &error,
+            &["line 4, column 10: [install] preset: debian-12 creates a user"],
+        );
+        let text = format!("{MINIMAL}preset = \"debian\"\n[configure]\nuser = \"builder\"\n");
+        assert_has(&fixture.error(&text), &["sets the user's password"]);
+        let text = format!("{MINIMAL}mirror = \"http://mirror.example/debian\"\n");
+        assert_has(
+            &fixture.error(&text),
+            &["line 4, column 10: [install] mirror: only a preset"],
+        );
+        let text = format!("{MINIMAL}preset = \"debian\"\nmirror = \"ftp://x/debian\"\n{needs}");
+        assert_has(
+            &fixture.error(&text),
+            &["line 5, column 10: [install] mirror: the mirror must be an http:// URL"],
+        );
+        let text = format!("{MINIMAL}preset = \"debian\"\nhttp_dir = \"http\"\n{needs}");
+        assert_has(
+            &fixture.error(&text),
+            &["line 5, column 12: [install] http_dir: a preset serves"],
+        );
+    }
+
+    #[test]
+    fn exactly_one_of_install_and_base() {
+        let fixture = Fixture::new();
+        let error = fixture.error("name = \"ci\"\n");
+        assert_has(&error, &["recipe.toml: no [install] or [base]"]);
+        let error = fixture.error(&format!("{MINIMAL}[base]\nimage = \"base.qcow2\"\n"));
+        assert_has(
+            &error,
+            &[
+                "recipe.toml, line 4, column 1: [base]: a recipe installs from [install] or starts from [base], not both",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_provision_entry_uploads_or_runs_a_script() {
+        let fixture = Fixture::new();
+        let both = format!(
+            "{MINIMAL}[[provision]]\nshell = \"scripts/setup.sh\"\n\
+             [[provision]]\nupload = \"files/motd\"\nto = \"/etc/motd\"\nshell = \"scripts/setup.sh\"\n"
+        );
+        assert_has(
+            &fixture.error(&both),
+            &[
+                "line 9, column 9: [[provision]] #2 shell: an entry uploads a file or runs a script, not both",
+            ],
+        );
+        let neither = format!("{MINIMAL}[[provision]]\nenv = {{ A = \"b\" }}\n");
+        assert_has(
+            &fixture.error(&neither),
+            &["line 4, column 1: [[provision]] #1: give upload"],
+        );
+        let checks = [
+            (
+                "upload = \"files/motd\"\n",
+                "line 4, column 1: [[provision]] #1: an upload needs to",
+            ),
+            (
+                "upload = \"files/motd\"\nto = \"etc/motd\"\n",
+                "line 6, column 6: [[provision]] #1 to: an absolute path",
+            ),
+            (
+                "upload = \"files/motd\"\nto = \"/m\"\nmode = \"rw\"\n",
+                "line 7, column 8: [[provision]] #1 mode: octal",
+            ),
+            (
+                "shell = \"scripts/setup.sh\"\nto = \"/x\"\n",
+                "line 6, column 6: [[provision]] #1 to: to and mode are for upload",
+            ),
+            (
+                "shell = \"scripts/setup.sh\"\nenv = { \"A-B\" = \"1\" }\n",
+                "line 6, column 7: [[provision]] #1 env: a variable's name",
+            ),
+            (
+                "shell = \"scripts/nothere.sh\"\n",
+                "line 5, column 9: [[provision]] #1 shell: scripts/nothere.sh does not exist",
+            ),
+        ];
+        for (entry, expected) in checks {
+            let error = fixture.error(&format!("{MINIMAL}[[provision]]\n{entry}"));
+            assert_has(&error, &[expected]);
+        }
+    }
+
+    #[test]
+    fn a_boot_command_mistake_is_placed_at_its_own_line_and_column() {
+        let fixture = Fixture::new();
+        let text = format!("{MINIMAL}boot_command = \"<esc><wait>install <entr>\"\n");
+        assert_has(
+            &fixture.error(&text),
+            &[
+                "line 4, column 36: [install] boot_command: unknown key <entr>; did you mean <enter>?",
+            ],
+        );
+        let text = format!(
+            "{MINIMAL}boot_command = '''\n<esc><wait>\ninstall {{{{ .HTTPIP }}}} {{{{ .Nope }}}}\n'''\n"
+        );
+        assert_has(
+            &fixture.error(&text),
+            &[
+                "line 6, column 23: [install] boot_command: {{ .Nope }} is not a value kiln provides here",
+            ],
+        );
+        let crlf = text.replace('\n', "\r\n");
+        assert_has(
+            &fixture.error(&crlf),
+            &["line 6, column 23: [install] boot_command"],
+        );
+        // Escapes shift the columns: the string's own place, and the mistake's in the string.
+        let text = format!("{MINIMAL}boot_command = \"a\\tb <bad>\"\n");
+        assert_has(
+            &fixture.error(&text),
+            &[
+                "line 4, column 16: [install] boot_command: boot command, line 1, column 5: unknown key <bad>",
+            ],
+        );
+        let text = format!(
+            "{MINIMAL}boot_command = \"<esc>auto url=http://{{{{ .HTTPIP }}}}:{{{{ .HTTPPort }}}}/preseed.cfg<enter>\"\n"
+        );
+        fixture.load(&text, &[]).unwrap();
+    }
+
+    #[test]
+    fn publish_keys_fit_their_target() {
+        let fixture = Fixture::new();
+        let entry = |keys: &str| format!("{MINIMAL}[[publish]]\n{keys}");
+        let checks = [
+            (
+                "to = \"offline\"\nurl = \"https://x\"\n",
+                "line 6, column 7: [[publish]] #1 url: a offline target does not read it (only djinn)",
+            ),
+            (
+                "to = \"djinn\"\nreplace = true\n",
+                "line 6, column 11: [[publish]] #1 replace: a djinn target does not read it (only offline, srht)",
+            ),
+            (
+                "to = \"srht\"\nroot = \".\"\n",
+                "line 5, column 6: [[publish]] #1 to: a builds.sr.ht tree needs root",
+            ),
+            (
+                "to = \"srht\"\nroot = \".\"\nrelease = \"debian\"\n",
+                "line 7, column 11: [[publish]] #1 release: write distro/release",
+            ),
+            (
+                "to = \"djinn\"\nurl = \"ci.example\"\n",
+                "[[publish]] #1 url: an http:// or https:// URL",
+            ),
+            (
+                "to = \"djinn\"\nnamespace = \"team-1\"\n",
+                "[[publish]] #1 namespace: a path of letters and `/`, then @OWNER",
+            ),
+            (
+                "to = \"offline\"\nnamespace = \"a@b\"\n",
+                "[[publish]] #1 namespace: a path of letters and `/`",
+            ),
+            (
+                "to = \"djinn\"\nname = \"a b\"\n",
+                "[[publish]] #1 name: use letters",
+            ),
+            (
+                "to = \"djinn\"\ncompress = true\n",
+                "[[publish]] #1 compress: compress applies when compacting",
+            ),
+            (
+                "to = \"djinn\"\ntoken_env = \"A B\"\n",
+                "[[publish]] #1 token_env: a variable's name",
+            ),
+            (
+                "to = \"ftp\"\n",
+                "line 5, column 6 (`to`): unknown variant `ftp`",
+            ),
+            ("url = \"https://x\"\n", "missing field `to`"),
+        ];
+        for (keys, expected) in checks {
+            assert_has(&fixture.error(&entry(keys)), &[expected]);
+        }
+        let recipe = fixture
+            .load(
+                &entry("to = \"srht\"\nroot = \"http\"\nrelease = \"debian/12\"\nsha256 = true\n"),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(recipe.publish[0].root, Some(fixture.path("http")));
+        assert!(recipe.publish[0].sha256 && recipe.publish[0].token_env.is_none());
+        // Without token_env, a Djinn target takes kiln's usual token.
+        let recipe = fixture.load(&entry("to = \"djinn\"\n"), &[]).unwrap();
+        assert_eq!(recipe.publish[0].token_env, None);
+    }
+
+    #[test]
+    fn configure_keys_go_together_or_not_at_all() {
+        let fixture = Fixture::new();
+        let section = |keys: &str| format!("{MINIMAL}[configure]\n{keys}");
+        let checks = [
+            (
+                "password_file = \"secrets/pw.txt\"\npassword_env = \"PW\"\n",
+                "line 6, column 16: [configure] password_env: give password_file or password_env, not both",
+            ),
+            (
+                "passphrase_env = \"P\"\n",
+                "line 5, column 18: [configure] passphrase_env: a passphrase unlocks a key",
+            ),
+            (
+                "variant = \"pam\"\nsshd_config = \"files/motd\"\n",
+                "line 5, column 11: [configure] variant: choose a variant or your own sshd_config",
+            ),
+            (
+                "variant = \"pan\"\n",
+                "unknown variant `pan`, expected `reference` or `pam`; did you mean `pam`?",
+            ),
+            (
+                "user = \"a b\"\n",
+                "[configure] user: a user name has no spaces",
+            ),
+        ];
+        for (keys, expected) in checks {
+            assert_has(&fixture.error(&section(keys)), &[expected]);
+        }
+    }
+
+    #[test]
+    fn the_name_must_name_a_file_and_an_image() {
+        let fixture = Fixture::new();
+        let error = fixture.error("name = \"../ci\"\n[install]\niso = \"debian.iso\"\n");
+        assert_has(&error, &["line 1, column 8: name: use letters, digits"]);
+    }
+}

@@ -1,0 +1,591 @@
+//! Recipes: an image described in a TOML file checked into git, so that `kiln build
+//! RECIPE.toml` can make it again without a person. This module reads a recipe, applies the
+//! command line's `--var KEY=VALUE` overrides and checks everything that can be checked
+//! without doing any work — sizes, durations, the boot command's syntax, names, URLs, that
+//! every file it names exists — so a mistake fails in a second, at its line and column, and
+//! not forty minutes into an install.
+//!
+//! # The format
+//!
+//! ```toml
+//! # debian-12-ci.toml: `kiln build debian-12-ci.toml`
+//! name = "debian-12-ci"                  # NAME.qcow2, and the name it is published under
+//!
+//! [disk]
+//! size = "10G"                           # the new disk (default: kiln's 10G)
+//!
+//! [machine]                              # optional: the install and configure machines
+//! memory_mib = 2048
+//! cpus = 2
+//!
+//! [install]                              # or [base] image = "x.qcow2": copied, never changed
+//! iso = "debian-12-netinst.iso"          # relative to this file; `~/` is $HOME
+//! iso_sha256 = "SHA256SUMS"              # 64 hex digits, or a SHA256SUMS file
+//! preset = "debian"                      # the built-in debian-12 answer file
+//! mirror = "http://mirror.example/debian"  # else this host's own Debian mirror
+//! timeout = "40m"
+//! # Without a preset, or to start it differently (Packer's syntax and meanings):
+//! # boot_command = "<esc><wait>auto url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg<enter>"
+//! # boot_wait = "10s", key_interval = "100ms", http_dir = "http", http_port = 8100,
+//! # kernel_boot = true, kernel = "/install.amd/vmlinuz", initrd = "/install.amd/initrd.gz",
+//! # kernel_args = "auto=true priority=critical", serial_console = true
+//!
+//! [configure]
+//! user = "builder"                       # the preset creates it; configure logs in as it
+//! password_file = "secrets/pw.txt"       # its first line; or password_env = "VAR"
+//! # key = "~/.ssh/id_ed25519", passphrase_file = "…" or passphrase_env = "VAR"
+//! variant = "reference"                  # reference | pam; or sshd_config = "FILE"
+//!
+//! [[provision]]                          # in order, as root, after configure
+//! upload = "files/motd"
+//! to = "/etc/motd"
+//! mode = "0644"                          # octal, as chmod takes it
+//!
+//! [[provision]]
+//! shell = "scripts/setup.sh"
+//! env = { TOOLCHAIN = "stable" }
+//!
+//! [cleanup]                              # each off unless set
+//! zero_free_space = true
+//! clear_machine_id = true
+//! regenerate_host_keys = true
+//!
+//! [verify]
+//! profiles = ["djinn", "srht"]           # default ["djinn"]
+//!
+//! [[publish]]
+//! to = "djinn"                           # djinn | offline | srht
+//! url = "https://ci.example/api"
+//! namespace = "images"
+//! token_env = "DJINN_TOKEN"              # else kiln's usual: KILN_DJINN_TOKEN or its token file
+//!
+//! [[publish]]
+//! to = "offline"
+//! driver_conf = "~/.config/djinn/driver.conf"
+//! namespace = "images"
+//! compact = true                         # also: name, base, compress, sha256, replace;
+//!                                        # srht: root, release = "debian/12", arch
+//!
+//! [post_build]
+//! command = "scripts/notify.sh"          # an executable, run with the image's details
+//! ```
+//!
+//! # Decisions
+//!
+//! - Exactly one of `[install]` and `[base]`. A base image keeps its size, so `[disk] size`
+//!   goes only with `[install]`.
+//! - Secrets come from files or the environment: `password_file`/`password_env`,
+//!   `passphrase_file`/`passphrase_env`, `token_env`, one of each pair at most. A `password`,
+//!   `passphrase` or `token` key is refused with a pointer to these, and no error quotes a
+//!   secret file's name (a password pasted there by mistake must not reach a CI log).
+//! - Preset names are those [`Preset::find`] knows, and `debian` for `debian-12`; the
+//!   recipe holds the built-in name.
+//! - The types use `session::Choices`' words. What it records as written (size, boot wait,
+//!   key interval, boot command, mirror, the ISO's checksum) is checked and kept as written,
+//!   paths made absolute; the install's timeout is a [`Duration`]. `[[provision]]` and
+//!   `[cleanup]` become the provision step's own [`ProvisionStep`] and [`Extras`].
+//! - Unless set, `[cleanup]` keys are off, `[verify]` profiles are `["djinn"]` and a Djinn
+//!   target's token is kiln's usual one. A key a publish target does not read is an error,
+//!   not ignored.
+//! - `--var KEY=VALUE` sets one key before anything is read from the tree: `disk.size=20G`,
+//!   `publish.0.namespace=x` (entries counted from 0). A value is a TOML boolean or integer
+//!   when it reads as one, else a string. A key the format does not have is an error naming
+//!   the `--var`, and so is any problem with the value it set.
+//! - Every error names the file and then `line L, column C` (counted from 1, in characters)
+//!   or the `--var`. A boot command's mistake is placed at its own line and column when the
+//!   string has no escapes, else at the string.
+//! - Not checked here: what needs the build's environment or work — the ISO's checksum, the
+//!   contents of driver.conf, whether a variable is set ([`Recipe::unset_variables`] says).
+//!
+//! [`Preset::find`]: super::install::preset::Preset::find
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::configure::{Extras, SshdVariant};
+use super::driver::Profile;
+use super::install::boot_command::parse_duration;
+use super::provision::ProvisionStep;
+use super::publish::TargetKind;
+use error::Checked;
+use vars::set_var;
+
+mod checks;
+mod error;
+mod paths;
+mod vars;
+
+pub use error::RecipeError;
+
+/// An image's recipe, read and checked: paths absolute, every value valid.
+#[derive(Debug, Clone)]
+pub struct Recipe {
+    /// The recipe file, absolute.
+    pub file: PathBuf,
+    pub name: String,
+    pub disk: Disk,
+    pub machine: Machine,
+    pub source: Source,
+    pub configure: Configure,
+    /// `[[provision]]`, in order.
+    pub provision: Vec<ProvisionStep>,
+    /// `[cleanup]`, each off unless set.
+    pub cleanup: Extras,
+    pub verify: Verify,
+    pub publish: Vec<Publish>,
+    pub post_build: Option<PostBuild>,
+}
+
+/// `[disk]`: the new disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disk {
+    /// As written (`10G`, which [`parse_size`](super::image::parse_size) accepts); `None` is
+    /// kiln's default.
+    pub size: Option<String>,
+}
+
+/// `[machine]`: the machine that installs and configures; `None` takes the settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub memory_mib: Option<NonZeroU32>,
+    pub cpus: Option<NonZeroU32>,
+}
+
+/// Where the image starts: an install from an ISO, or a copy of an installed image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Boxed: an install has many settings, a base image one.
+    Install(Box<Install>),
+    Base(Base),
+}
+
+/// `[install]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Install {
+    pub iso: PathBuf,
+    /// 64 hex digits, or the absolute path of a SHA256SUMS file.
+    pub iso_sha256: Option<String>,
+    /// The built-in name (`debian-12`), aliases resolved.
+    pub preset: Option<String>,
+    pub mirror: Option<String>,
+    pub boot_command: Option<String>,
+    pub boot_wait: Option<String>,
+    pub key_interval: Option<String>,
+    pub http_dir: Option<PathBuf>,
+    pub http_port: Option<u16>,
+    #[serde(default)]
+    pub kernel_boot: bool,
+    pub kernel: Option<String>,
+    pub initrd: Option<String>,
+    pub kernel_args: Option<String>,
+    #[serde(default)]
+    pub serial_console: bool,
+    /// How long the install may take; `None` is the step's own limit.
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// `[base]`: an installed qcow2, copied to NAME.qcow2 and never changed itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    pub image: PathBuf,
+}
+
+/// `[configure]`: how to log in, and which sshd_config to install. Secrets are named by
+/// where they are, a file's first line or a variable, and read when the build runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Configure {
+    /// `None` is root.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub key: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase_env: Option<String>,
+    /// `None` is the reference variant.
+    pub variant: Option<SshdVariant>,
+    /// A file of the person's own, instead of a variant.
+    pub sshd_config: Option<PathBuf>,
+}
+
+/// `[verify]`: the CI drivers the image must boot under, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Verify {
+    pub profiles: Vec<Profile>,
+}
+
+impl Default for Verify {
+    fn default() -> Verify {
+        Verify {
+            profiles: vec![Profile::Djinn],
+        }
+    }
+}
+
+/// One `[[publish]]` entry, in the publish choices' words.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Publish {
+    #[serde(rename = "to")]
+    pub target: TargetKind,
+    pub url: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// Djinn only: the variable holding the token; `None` is kiln's usual token
+    /// (`publish::load_token`).
+    pub token_env: Option<String>,
+    pub driver_conf: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub release: Option<String>,
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub base: bool,
+    #[serde(default)]
+    pub compact: bool,
+    #[serde(default)]
+    pub compress: bool,
+    #[serde(default)]
+    pub sha256: bool,
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// `[post_build]`: a program run once the image is built and published.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostBuild {
+    pub command: PathBuf,
+}
+
+impl Recipe {
+    /// Read `path`, apply `vars` (`--var KEY=VALUE`, split at the first `=`) and check it all.
+    pub fn load(path: &Path, vars: &[(String, String)]) -> Result<Recipe, RecipeError> {
+        load(
+            path,
+            vars,
+            std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        )
+    }
+
+    /// The environment variables the recipe reads that are not set now: worth refusing
+    /// before a build starts rather than at its end.
+    pub fn unset_variables(&self) -> Vec<&str> {
+        let secrets = [&self.configure.password_env, &self.configure.passphrase_env];
+        let tokens = self.publish.iter().map(|p| &p.token_env);
+        (secrets.into_iter().chain(tokens))
+            .filter_map(Option::as_deref)
+            .filter(|name| std::env::var_os(name).is_none())
+            .collect()
+    }
+}
+
+fn load(path: &Path, vars: &[(String, String)], home: Option<&Path>) -> Checked<Recipe> {
+    let read_error = |source| RecipeError::Read {
+        file: path.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(path).map_err(read_error)?;
+    let file = std::path::absolute(path).map_err(read_error)?;
+    let mut reader = Reader {
+        file: path,
+        text: &text,
+        dir: file.parent().unwrap_or(Path::new("/")),
+        home,
+        vars,
+        tree: Spanned::new(0..0, DeValue::Table(DeTable::new())),
+    };
+    let written = reader.read()?;
+    reader.recipe(file.clone(), written)
+}
+
+/// The file as deserialized, before the sections that become enums are told apart.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Written {
+    name: String,
+    #[serde(default)]
+    disk: Disk,
+    #[serde(default)]
+    machine: Machine,
+    install: Option<Install>,
+    base: Option<Base>,
+    #[serde(default)]
+    configure: Configure,
+    #[serde(default)]
+    provision: Vec<ProvisionEntry>,
+    #[serde(default)]
+    cleanup: CleanupSection,
+    #[serde(default)]
+    verify: Verify,
+    #[serde(default)]
+    publish: Vec<Publish>,
+    post_build: Option<PostBuild>,
+}
+
+/// `[cleanup]`, read into [`Extras`].
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct CleanupSection {
+    zero_free_space: bool,
+    clear_machine_id: bool,
+    regenerate_host_keys: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProvisionEntry {
+    upload: Option<PathBuf>,
+    to: Option<String>,
+    mode: Option<String>,
+    shell: Option<PathBuf>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+/// `timeout = "40m"`, read here so that toml places a bad one.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    match parse_duration(&String::deserialize(deserializer)?) {
+        Ok(duration) if duration.is_zero() => Err(serde::de::Error::custom("must be more than 0")),
+        Ok(duration) => Ok(Some(duration)),
+        Err(problem) => Err(serde::de::Error::custom(problem)),
+    }
+}
+
+/// Reads a recipe and checks it. Problems are reported by the dotted key they are at
+/// (`install.iso`, `provision.0.upload`), looked up in the tree as parsed (with its spans)
+/// for the place, and shown as `[install] iso` or `[[provision]] #1 upload`.
+struct Reader<'a> {
+    /// As the person gave it, for messages.
+    file: &'a Path,
+    text: &'a str,
+    dir: &'a Path,
+    home: Option<&'a Path>,
+    vars: &'a [(String, String)],
+    /// The parsed text with the `--var`s set (empty until [`Reader::read`]).
+    tree: Spanned<DeValue<'a>>,
+}
+
+impl Reader<'_> {
+    /// The TOML tree with the `--var`s set, deserialized. A `--var`'s key and value get a
+    /// span past the end of the text (one per `--var`), so that whatever goes wrong with
+    /// them is reported against the `--var` rather than a line of the file.
+    fn read(&mut self) -> Checked<Written> {
+        let root = DeTable::parse(self.text).map_err(|e| self.toml_error(&e))?;
+        let (span, mut root) = (root.span(), root.into_inner());
+        for (index, (key, value)) in self.vars.iter().enumerate() {
+            let start = self.text.len() + 1 + index;
+            set_var(&mut root, key, value, start..start + 1).map_err(|problem| {
+                RecipeError::At {
+                    file: self.file.to_path_buf(),
+                    place: format!("--var {key}"),
+                    problem,
+                }
+            })?;
+        }
+        self.tree = Spanned::new(span.clone(), DeValue::Table(root.clone()));
+        let deserializer = toml::de::Deserializer::from(Spanned::new(span, root));
+        Written::deserialize(deserializer).map_err(|e| self.toml_error(&e))
+    }
+}
+
+#[cfg(test)]
+mod test_fixture;
+
+#[cfg(test)]
+mod tests {
+    use super::test_fixture::{Fixture, MINIMAL, assert_has, install};
+    use super::*;
+
+    /// The ```toml block of the module documentation.
+    fn documented_example() -> String {
+        let source = include_str!("mod.rs");
+        let doc: Vec<&str> = source
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .map(|line| {
+                line.strip_prefix("//! ")
+                    .unwrap_or(line.trim_start_matches("//!"))
+            })
+            .collect();
+        let start = doc.iter().position(|l| *l == "```toml").unwrap() + 1;
+        let end = start + doc[start..].iter().position(|l| *l == "```").unwrap();
+        doc[start..end].join("\n")
+    }
+
+    #[test]
+    fn the_documented_example_loads_and_every_field_lands() {
+        let fixture = Fixture::new();
+        let recipe = fixture.load(&documented_example(), &[]).unwrap();
+        let at = |relative: &str| fixture.path(relative);
+        assert_eq!(recipe.file, at("recipe.toml"));
+        assert_eq!(recipe.name, "debian-12-ci");
+        assert_eq!(recipe.disk.size.as_deref(), Some("10G"));
+        assert_eq!(recipe.machine.memory_mib.map(NonZeroU32::get), Some(2048));
+        assert_eq!(recipe.machine.cpus.map(NonZeroU32::get), Some(2));
+        let install = install(&recipe);
+        assert_eq!(install.iso, at("debian-12-netinst.iso"));
+        let sums = at("SHA256SUMS").display().to_string();
+        assert_eq!(install.iso_sha256.as_deref(), Some(sums.as_str()));
+        assert_eq!(install.preset.as_deref(), Some("debian-12"));
+        assert_eq!(
+            install.mirror.as_deref(),
+            Some("http://mirror.example/debian")
+        );
+        assert_eq!(install.timeout, Some(Duration::from_secs(40 * 60)));
+        let configure = &recipe.configure;
+        assert_eq!(configure.user.as_deref(), Some("builder"));
+        assert_eq!(configure.password_file, Some(at("secrets/pw.txt")));
+        assert_eq!(configure.variant, Some(SshdVariant::Reference));
+        assert_eq!(
+            recipe.provision,
+            vec![
+                ProvisionStep::Upload {
+                    from: at("files/motd"),
+                    to: "/etc/motd".into(),
+                    mode: Some(0o644),
+                },
+                ProvisionStep::Shell {
+                    script: at("scripts/setup.sh"),
+                    env: BTreeMap::from([("TOOLCHAIN".into(), "stable".into())]),
+                },
+            ]
+        );
+        assert_eq!(
+            recipe.cleanup,
+            Extras {
+                zero_free_space: true,
+                clear_machine_id: true,
+                regenerate_host_keys: true,
+            }
+        );
+        assert_eq!(recipe.verify.profiles, vec![Profile::Djinn, Profile::Srht]);
+        let [djinn, offline] = &recipe.publish[..] else {
+            panic!("{:?}", recipe.publish)
+        };
+        assert_eq!(djinn.target, TargetKind::Djinn);
+        assert_eq!(djinn.url.as_deref(), Some("https://ci.example/api"));
+        assert_eq!(djinn.namespace.as_deref(), Some("images"));
+        assert_eq!(djinn.token_env.as_deref(), Some("DJINN_TOKEN"));
+        assert_eq!(offline.target, TargetKind::Offline);
+        assert_eq!(
+            offline.driver_conf,
+            Some(at("home/.config/djinn/driver.conf"))
+        );
+        assert!(offline.compact && !offline.compress && offline.token_env.is_none());
+        assert_eq!(
+            recipe.post_build,
+            Some(PostBuild {
+                command: at("scripts/notify.sh")
+            })
+        );
+    }
+
+    #[test]
+    fn the_example_from_the_design_loads() {
+        let fixture = Fixture::new();
+        let text = r#"
+name = "debian-12-ci"
+[disk]
+size = "10G"
+[install]
+iso = "debian-12-netinst.iso"
+iso_sha256 = "0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"
+preset = "debian"
+timeout = "40m"
+[configure]
+user = "builder"
+password_file = "secrets/pw.txt"
+variant = "reference"
+[[provision]]
+upload = "files/motd"
+to = "/etc/motd"
+[[provision]]
+shell = "scripts/setup.sh"
+env = { TOOLCHAIN = "stable" }
+[cleanup]
+zero_free_space = true
+clear_machine_id = true
+regenerate_host_keys = true
+[verify]
+profiles = ["djinn", "srht"]
+[[publish]]
+to = "djinn"
+url = "https://ci.example/api"
+namespace = "images"
+[[publish]]
+to = "offline"
+driver_conf = "~/.config/djinn/driver.conf"
+namespace = "images"
+[post_build]
+command = "scripts/notify.sh"
+"#;
+        let recipe = fixture.load(text, &[]).unwrap();
+        let install = install(&recipe);
+        assert_eq!(
+            install.iso_sha256.as_deref(),
+            Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        );
+        assert!(matches!(
+            &recipe.provision[0],
+            ProvisionStep::Upload { mode: None, .. }
+        ));
+        assert_eq!(recipe.publish.len(), 2);
+    }
+
+    #[test]
+    fn defaults_when_sections_are_left_out() {
+        let recipe = Fixture::new().load(MINIMAL, &[]).unwrap();
+        assert_eq!(recipe.disk, Disk::default());
+        assert_eq!(recipe.configure, Configure::default());
+        assert_eq!(recipe.cleanup, Extras::default());
+        assert_eq!(recipe.verify.profiles, vec![Profile::Djinn]);
+        assert!(recipe.provision.is_empty() && recipe.publish.is_empty());
+        assert!(recipe.post_build.is_none());
+        let install = install(&recipe);
+        assert!(install.preset.is_none() && install.timeout.is_none() && !install.kernel_boot);
+    }
+
+    #[test]
+    fn a_base_image_instead_of_an_install() {
+        let fixture = Fixture::new();
+        let text = "name = \"ci\"\n[base]\nimage = \"base.qcow2\"\n[configure]\nuser = \"debian\"\n\
+                    key = \"~/.ssh/id_ed25519\"\npassphrase_env = \"KEY_PASS\"\n";
+        let recipe = fixture.load(text, &[]).unwrap();
+        assert_eq!(
+            recipe.source,
+            Source::Base(Base {
+                image: fixture.path("base.qcow2")
+            })
+        );
+        assert_eq!(recipe.configure.passphrase_env.as_deref(), Some("KEY_PASS"));
+        let error = fixture.error(&format!("{text}[disk]\nsize = \"20G\"\n"));
+        assert_has(
+            &error,
+            &["line 9, column 8: [disk] size: a [base] image keeps"],
+        );
+    }
+
+    #[test]
+    fn unset_variables_are_listed() {
+        let fixture = Fixture::new();
+        let text = format!(
+            "{MINIMAL}[configure]\npassword_env = \"KILN_RECIPE_TEST_UNSET_PW\"\n\
+             [[publish]]\nto = \"djinn\"\ntoken_env = \"PATH\"\n"
+        );
+        let recipe = fixture.load(&text, &[]).unwrap();
+        let unset = recipe.unset_variables();
+        assert!(unset.contains(&"KILN_RECIPE_TEST_UNSET_PW"), "{unset:?}");
+        assert!(!unset.contains(&"PATH"), "{unset:?}");
+    }
+}
