@@ -113,7 +113,7 @@ pub async fn connect_nudged(
     }
 }
 
-/// The pause after failed attempt number `attempt` (1-based): 100 ms doubling, capped at 1 s.
+/// The pause after failed attempt number `attempt` (1-based): 50 ms doubling, capped at 200 ms.
 fn backoff(attempt: u32) -> Duration {
     let doublings = attempt.saturating_sub(1).min(10);
     (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
