@@ -6,4 +6,6 @@
 
 pub mod cli;
 pub mod engine;
+#[cfg(test)]
+mod module_graph;
 pub mod tui;

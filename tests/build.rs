@@ -311,7 +311,10 @@ fn a_failing_provisioning_script_fails_the_build_and_resume_reruns_it_not_the_on
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("[fail.sh] fixed"), "{stderr}");
-    assert!(!stderr.contains("[count.sh]"), "the first script ran again: {stderr}");
+    assert!(
+        !stderr.contains("[count.sh]"),
+        "the first script ran again: {stderr}"
+    );
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("failing.build.json")).unwrap())
             .unwrap();

@@ -9,7 +9,6 @@ use ratatui::layout::{Position, Rect};
 
 use super::guest_keys;
 use super::keymap::{Action, Context, Keymap};
-use super::runner::RunningStep;
 use super::steps::configure::ConfigureScreen;
 use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
@@ -28,39 +27,12 @@ use crate::engine::host::{HostReport, Verdict};
 use crate::engine::machine::MachineRecord;
 use crate::engine::session::StepStatus;
 use crate::engine::task::Level;
-use crate::engine::workflow::{self, Workflow};
+use crate::engine::workflow::{self, StepTask, Workflow};
 
-/// Where a step stands, as the step list shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepState {
-    Pending,
-    Running,
-    Done,
-    /// Not run by kiln: the image was made or installed elsewhere.
-    Skipped,
-    Failed,
-    /// Done once, but no longer true (the image changed, an earlier step ran again).
-    Stale,
-    /// A kiln running it was killed or crashed.
-    Interrupted,
-    /// Stopped on request (Esc, Ctrl-C) before it ended: not a failure.
-    Stopped,
-}
-
-impl StepState {
-    /// The word the step list shows after the title.
-    pub fn word(self) -> &'static str {
-        match self {
-            StepState::Pending => "",
-            StepState::Running => "running",
-            StepState::Done => "done",
-            StepState::Skipped => "skipped",
-            StepState::Failed => "failed",
-            StepState::Stale => "stale",
-            StepState::Interrupted => "interrupted",
-            StepState::Stopped => "stopped",
-        }
-    }
+/// The one step the workbench runs at a time.
+pub struct RunningStep {
+    pub step: Step,
+    pub task: StepTask,
 }
 
 /// Which part of the workbench receives keys.
@@ -211,28 +183,20 @@ impl App {
     }
 
     /// What the step list shows: running here, else what the session says.
-    pub fn step_state(&self, step: Step) -> StepState {
+    pub fn step_state(&self, step: Step) -> StepStatus {
         if self.running.as_ref().is_some_and(|r| r.step == step) {
             // A failed step keeping its machine up for a look has failed all the same.
-            return if self.run(step).held.is_some() {
-                StepState::Failed
-            } else {
-                StepState::Running
+            return match &self.run(step).held {
+                Some(error) => StepStatus::Failed(error.clone()),
+                None => StepStatus::Running {
+                    pid: std::process::id(),
+                },
             };
         }
         let Some(workflow) = &self.workflow else {
-            return StepState::Pending;
+            return StepStatus::Pending;
         };
-        match workflow.status(step) {
-            StepStatus::Pending => StepState::Pending,
-            StepStatus::Running { .. } => StepState::Running,
-            StepStatus::Interrupted => StepState::Interrupted,
-            StepStatus::Stopped => StepState::Stopped,
-            StepStatus::Done => StepState::Done,
-            StepStatus::Skipped => StepState::Skipped,
-            StepStatus::Failed(_) => StepState::Failed,
-            StepStatus::Stale(_) => StepState::Stale,
-        }
+        workflow.status(step)
     }
 
     /// What `step` needs that the doctor found missing, and the command that installs it: the
@@ -254,14 +218,6 @@ impl App {
             })
             .collect();
         (!missing.is_empty()).then(|| (Level::Warn, missing.join(" · ")))
-    }
-
-    /// Why a stale step is stale, for its screen.
-    pub fn stale_reason(&self, step: Step) -> Option<String> {
-        match self.workflow.as_ref()?.status(step) {
-            StepStatus::Stale(reason) => Some(reason),
-            _ => None,
-        }
     }
 
     pub(super) fn index(step: Step) -> usize {
@@ -502,7 +458,7 @@ impl App {
             return None;
         }
         let step = self.selected_step();
-        if self.step_state(step) == StepState::Running || self.is_running() {
+        if matches!(self.step_state(step), StepStatus::Running { .. }) || self.is_running() {
             return None;
         }
         let clicked = self.form_mut(step).click(at)?;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::app::{App, Focus, Overlay};
+use super::app::{App, Focus, Overlay, RunningStep};
 use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
 use crate::engine::Step;
@@ -16,14 +16,8 @@ use crate::engine::recipe::Recipe;
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, Event, Level, Question, Summary, TaskOptions};
 use crate::engine::workflow::{
-    Environment, Recording, Secrets, StepError, StepOptions, StepResult, StepTask, Workflow,
+    Environment, Recording, Secrets, StepError, StepOptions, StepResult, Workflow,
 };
-
-/// The one step the workbench runs at a time.
-pub struct RunningStep {
-    pub step: Step,
-    pub task: StepTask,
-}
 
 impl App {
     /// Open the workbench on an image: its session's choices pre-filled, the first step not

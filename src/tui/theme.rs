@@ -10,7 +10,7 @@ use std::time::Duration;
 use ratatui::style::{Color, Modifier, Style};
 use serde::Deserialize;
 
-use super::app::StepState;
+use crate::engine::session::StepStatus;
 
 /// The theme name that means "the one made for this terminal's background".
 pub const AUTO: &str = "auto";
@@ -193,14 +193,20 @@ impl Theme {
     pub fn selected(&self) -> Style {
         self.role("selected")
     }
-    pub fn step(&self, state: StepState) -> Style {
-        self.role(match state {
-            StepState::Pending => "step_pending",
-            StepState::Running => "step_running",
-            StepState::Done | StepState::Skipped => "step_done",
-            StepState::Failed => "step_failed",
-            StepState::Stale | StepState::Interrupted | StepState::Stopped => "warning",
-        })
+    pub fn step(&self, state: &StepStatus) -> Style {
+        match state {
+            StepStatus::Pending => self.role("step_pending"),
+            StepStatus::Running { .. } => self.running(),
+            StepStatus::Done | StepStatus::Skipped => self.role("step_done"),
+            StepStatus::Failed(_) => self.role("step_failed"),
+            StepStatus::Stale(_) | StepStatus::Interrupted | StepStatus::Stopped => {
+                self.role("warning")
+            }
+        }
+    }
+    /// Something under way: a running step, a running machine.
+    pub fn running(&self) -> Style {
+        self.role("step_running")
     }
     pub fn input(&self, focused: bool) -> Style {
         self.role(if focused { "input_focused" } else { "input" })
@@ -342,8 +348,8 @@ mod tests {
         assert!(problem.file.ends_with("default.toml"));
         assert!(problem.problem.contains("styles.step_done.fg"), "{problem}");
         assert_eq!(
-            theme.step(StepState::Done),
-            Theme::built_in("default").step(StepState::Done)
+            theme.step(&StepStatus::Done),
+            Theme::built_in("default").step(&StepStatus::Done)
         );
 
         std::fs::write(dir.path().join("default.toml"), "[styles]\nshiny = {}\n").unwrap();

@@ -7,7 +7,6 @@ use ratatui::widgets::{Block, Borders, Paragraph};
 
 use crate::engine::host::Accelerator;
 use crate::engine::machine::MachineView;
-use crate::tui::app::StepState;
 use crate::tui::graphics;
 use crate::tui::steps::machine_pane::{KeyTarget, MachinePane, Pane, SIDE_BY_SIDE_WIDTH};
 use crate::tui::theme::Theme;
@@ -43,7 +42,7 @@ pub fn draw(
     frame.render_widget(
         Paragraph::new(vec![
             Line::from(vec![
-                Span::styled(format!(" {what} · "), theme.step(StepState::Running)),
+                Span::styled(format!(" {what} · "), theme.running()),
                 Span::styled(format!("{accel} · {vnc} · "), theme.text()),
                 keys,
             ]),

@@ -11,8 +11,9 @@ use ratatui::widgets::{Paragraph, Wrap};
 use super::machine;
 use crate::engine::Step;
 use crate::engine::check::Verdict;
+use crate::engine::session::StepStatus;
 use crate::engine::task::Level;
-use crate::tui::app::{App, StepState};
+use crate::tui::app::App;
 use crate::tui::steps::run::StepRun;
 use crate::tui::theme::Theme;
 use crate::tui::widgets::{form, progress};
@@ -62,15 +63,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
                 &title,
                 app.form(step),
                 &hints,
-                focused && state != StepState::Running,
+                focused && !matches!(state, StepStatus::Running { .. }),
                 theme,
             )
         }
     };
 
-    match (state, &run.progress, app.stale_reason(step)) {
-        (StepState::Running, Some(p), _) => progress::draw(frame, status, p, theme),
-        (StepState::Stale, _, Some(reason)) => frame.render_widget(
+    match (state, &run.progress) {
+        (StepStatus::Running { .. }, Some(p)) => progress::draw(frame, status, p, theme),
+        (StepStatus::Stale(reason), _) => frame.render_widget(
             Paragraph::new(Line::styled(
                 format!("⚠ stale: {reason} — run it again"),
                 theme.warning(),

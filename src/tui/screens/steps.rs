@@ -6,7 +6,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
 use crate::engine::Step;
-use crate::tui::app::{App, Focus, StepState};
+use crate::engine::session::StepStatus;
+use crate::tui::app::{App, Focus};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let theme = &app.theme;
@@ -14,21 +15,26 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     for (i, step) in Step::ALL.iter().enumerate() {
         let state = app.step_state(*step);
         let mark = match state {
-            StepState::Pending => "·",
-            StepState::Running => "…",
-            StepState::Done | StepState::Skipped => "✔",
-            StepState::Failed => "✘",
-            StepState::Stale | StepState::Interrupted | StepState::Stopped => "!",
+            StepStatus::Pending => "·",
+            StepStatus::Running { .. } => "…",
+            StepStatus::Done | StepStatus::Skipped => "✔",
+            StepStatus::Failed(_) => "✘",
+            StepStatus::Stale(_) | StepStatus::Interrupted | StepStatus::Stopped => "!",
+        };
+        // A step not begun says nothing after its title.
+        let word = match state {
+            StepStatus::Pending => "",
+            _ => state.word(),
         };
         let label = format!(" {mark} {} {:<9}", i + 1, step.title());
         let style = if i == app.selected {
             theme.selected()
         } else {
-            theme.step(state)
+            theme.step(&state)
         };
         lines.push(Line::from(vec![
             Span::styled(label, style),
-            Span::styled(format!(" {}", state.word()), theme.step(state)),
+            Span::styled(format!(" {word}"), theme.step(&state)),
         ]));
     }
     let block = Block::default()

@@ -6,7 +6,8 @@ use ratatui::backend::TestBackend;
 
 use crate::engine::Step;
 use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
-use crate::tui::app::{App, Command, Overlay, StepState};
+use crate::engine::session::StepStatus;
+use crate::tui::app::{App, Command, Overlay};
 use crate::tui::theme::Theme;
 
 fn app() -> App {
@@ -141,11 +142,14 @@ async fn create_then_confirm_overwrite() {
         "Enter should start create"
     );
     app.start(Step::Create);
-    assert_eq!(app.step_state(Step::Create), StepState::Running);
+    assert!(matches!(
+        app.step_state(Step::Create),
+        StepStatus::Running { .. }
+    ));
     drive_until(&mut app, |app| app.running.is_none()).await;
     assert_eq!(
         app.step_state(Step::Create),
-        StepState::Done,
+        StepStatus::Done,
         "{:?}",
         app.create.run.error
     );
@@ -196,7 +200,7 @@ async fn create_then_confirm_overwrite() {
     // Declined: refused, nothing replaced, and the session still says done.
     let error = app.create.run.error.clone().unwrap_or_default();
     assert!(error.contains("already exists"), "{error}");
-    assert_eq!(app.step_state(Step::Create), StepState::Done);
+    assert_eq!(app.step_state(Step::Create), StepStatus::Done);
     let again = crate::engine::image::image_info(&info.path).await.unwrap();
     assert_eq!(again.virtual_size, 2 << 30);
 }
@@ -217,7 +221,7 @@ async fn configure_asks_before_applying_the_diff() {
         },
     );
     app.selected = 2;
-    app.running = Some(crate::tui::runner::RunningStep {
+    app.running = Some(crate::tui::app::RunningStep {
         step: Step::Configure,
         task,
     });

@@ -12,8 +12,9 @@ use ratatui::style::{Color, Modifier, Style};
 use crate::engine::Step;
 use crate::engine::check::{Check, Verdict};
 use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+use crate::engine::session::StepStatus;
 use crate::engine::task::{Level, Progress};
-use crate::tui::app::{App, Focus, Overlay, StepState};
+use crate::tui::app::{App, Focus, Overlay};
 use crate::tui::theme::Theme;
 
 /// The smallest terminal kiln supports, and a roomy one.
@@ -180,7 +181,10 @@ fn session_backed(theme: &str, tmp: &Path) -> App {
     session.begin(Step::Publish).unwrap();
     let mut app = app(theme);
     app.open_image(&disk);
-    assert_eq!(app.step_state(Step::Publish), StepState::Running);
+    assert!(matches!(
+        app.step_state(Step::Publish),
+        StepStatus::Running { .. }
+    ));
     app.publish.run.progress = Some(Progress {
         done: 3 << 29,
         total: Some(4 << 30),
@@ -385,10 +389,13 @@ fn roles_with(theme: &Theme, color: Color) -> String {
         ("border", theme.border(false)),
         ("border_focused", theme.border(true)),
         ("selected", theme.selected()),
-        ("step_pending", theme.step(StepState::Pending)),
-        ("step_running", theme.step(StepState::Running)),
-        ("step_done", theme.step(StepState::Done)),
-        ("step_failed", theme.step(StepState::Failed)),
+        ("step_pending", theme.step(&StepStatus::Pending)),
+        ("step_running", theme.running()),
+        ("step_done", theme.step(&StepStatus::Done)),
+        (
+            "step_failed",
+            theme.step(&StepStatus::Failed(String::new())),
+        ),
         ("input", theme.input(false)),
         ("input_focused", theme.input(true)),
         ("ok", theme.ok()),
