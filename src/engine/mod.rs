@@ -15,6 +15,7 @@ pub mod host;
 pub mod image;
 pub mod install;
 pub mod iso;
+pub mod keys;
 pub mod machine;
 pub mod process;
 pub mod provision;

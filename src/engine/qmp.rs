@@ -23,6 +23,9 @@ use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+// The key table's lookups, beside the commands that take the QKeyCode names they give.
+pub use super::keys::{key_for_char, key_for_name};
+
 /// How long one command (and the greeting plus capabilities handshake) may wait for QEMU.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events kept per subscriber; a subscriber further behind than this is told it lagged.
@@ -544,87 +547,6 @@ fn parse_key(key: &str) -> Result<qmp::KeyValue, QmpError> {
         })
 }
 
-/// The QKeyCode chord that types `c` on a US keyboard layout, for sending text as keys.
-pub fn key_for_char(c: char) -> Option<Vec<&'static str>> {
-    const LETTERS: [&str; 26] = [
-        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r",
-        "s", "t", "u", "v", "w", "x", "y", "z",
-    ];
-    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    let plain = |key: &'static str| Some(vec![key]);
-    let shifted = |key: &'static str| Some(vec!["shift", key]);
-    match c {
-        'a'..='z' => plain(LETTERS[c as usize - 'a' as usize]),
-        'A'..='Z' => shifted(LETTERS[c as usize - 'A' as usize]),
-        '0'..='9' => plain(DIGITS[c as usize - '0' as usize]),
-        ' ' => plain("spc"),
-        '\n' | '\r' => plain("ret"),
-        '\t' => plain("tab"),
-        '-' => plain("minus"),
-        '=' => plain("equal"),
-        '[' => plain("bracket_left"),
-        ']' => plain("bracket_right"),
-        '\\' => plain("backslash"),
-        ';' => plain("semicolon"),
-        '\'' => plain("apostrophe"),
-        '`' => plain("grave_accent"),
-        ',' => plain("comma"),
-        '.' => plain("dot"),
-        '/' => plain("slash"),
-        '!' => shifted("1"),
-        '@' => shifted("2"),
-        '#' => shifted("3"),
-        '$' => shifted("4"),
-        '%' => shifted("5"),
-        '^' => shifted("6"),
-        '&' => shifted("7"),
-        '*' => shifted("8"),
-        '(' => shifted("9"),
-        ')' => shifted("0"),
-        '_' => shifted("minus"),
-        '+' => shifted("equal"),
-        '{' => shifted("bracket_left"),
-        '}' => shifted("bracket_right"),
-        '|' => shifted("backslash"),
-        ':' => shifted("semicolon"),
-        '"' => shifted("apostrophe"),
-        '~' => shifted("grave_accent"),
-        '<' => shifted("comma"),
-        '>' => shifted("dot"),
-        '?' => shifted("slash"),
-        _ => None,
-    }
-}
-
-/// The QKeyCode for a named key as people write it ("Enter", "PageUp", "F5"; any case).
-pub fn key_for_name(name: &str) -> Option<&'static str> {
-    const F_KEYS: [&str; 12] = [
-        "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12",
-    ];
-    let key = match name.to_ascii_lowercase().as_str() {
-        "enter" | "return" => "ret",
-        "tab" => "tab",
-        "backspace" => "backspace",
-        "esc" | "escape" => "esc",
-        "space" => "spc",
-        "up" => "up",
-        "down" => "down",
-        "left" => "left",
-        "right" => "right",
-        "home" => "home",
-        "end" => "end",
-        "pageup" | "pgup" => "pgup",
-        "pagedown" | "pgdn" => "pgdn",
-        "delete" | "del" => "delete",
-        "insert" | "ins" => "insert",
-        f => {
-            let number: usize = f.strip_prefix('f')?.parse().ok()?;
-            return F_KEYS.get(number.checked_sub(1)?).copied();
-        }
-    };
-    Some(key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -990,65 +912,5 @@ mod tests {
             }),
             "{seen:?}"
         );
-    }
-
-    #[test]
-    fn characters_map_to_us_layout_chords() {
-        assert_eq!(key_for_char('a'), Some(vec!["a"]));
-        assert_eq!(key_for_char('z'), Some(vec!["z"]));
-        assert_eq!(key_for_char('A'), Some(vec!["shift", "a"]));
-        assert_eq!(key_for_char('7'), Some(vec!["7"]));
-        assert_eq!(key_for_char('!'), Some(vec!["shift", "1"]));
-        assert_eq!(key_for_char(')'), Some(vec!["shift", "0"]));
-        assert_eq!(key_for_char(' '), Some(vec!["spc"]));
-        assert_eq!(key_for_char('\n'), Some(vec!["ret"]));
-        assert_eq!(key_for_char('\r'), Some(vec!["ret"]));
-        assert_eq!(key_for_char('-'), Some(vec!["minus"]));
-        assert_eq!(key_for_char('/'), Some(vec!["slash"]));
-        assert_eq!(key_for_char('.'), Some(vec!["dot"]));
-        assert_eq!(key_for_char(':'), Some(vec!["shift", "semicolon"]));
-        assert_eq!(key_for_char('~'), Some(vec!["shift", "grave_accent"]));
-        assert_eq!(key_for_char('é'), None);
-        assert_eq!(key_for_char('\u{7}'), None);
-    }
-
-    #[test]
-    fn every_printable_ascii_character_has_valid_qcodes() {
-        for c in (' '..='~').chain(['\n', '\r', '\t']) {
-            let keys = key_for_char(c).unwrap_or_else(|| panic!("no keys for {c:?}"));
-            for key in keys {
-                assert!(key.parse::<qmp::QKeyCode>().is_ok(), "{c:?} -> {key}");
-            }
-        }
-    }
-
-    #[test]
-    fn named_keys_map_to_qcodes() {
-        let cases = [
-            ("Enter", "ret"),
-            ("Tab", "tab"),
-            ("Backspace", "backspace"),
-            ("Esc", "esc"),
-            ("Up", "up"),
-            ("Down", "down"),
-            ("Left", "left"),
-            ("Right", "right"),
-            ("F1", "f1"),
-            ("F12", "f12"),
-            ("Home", "home"),
-            ("End", "end"),
-            ("PageUp", "pgup"),
-            ("PageDown", "pgdn"),
-            ("Delete", "delete"),
-            ("Insert", "insert"),
-            ("enter", "ret"),
-        ];
-        for (name, key) in cases {
-            assert_eq!(key_for_name(name), Some(key), "{name}");
-            assert!(key.parse::<qmp::QKeyCode>().is_ok(), "{key}");
-        }
-        for bad in ["F0", "F13", "f", "Fx", "Hyper", ""] {
-            assert_eq!(key_for_name(bad), None, "{bad}");
-        }
     }
 }

@@ -63,7 +63,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::engine::qmp::key_for_char;
+use crate::engine::keys::{PACKER_KEYS, familiar_name, key_for_char, packer_key};
 
 /// How long to let the firmware and boot menu come up before typing: Packer's `boot_wait`
 /// default, which boot commands written for Packer were tuned against.
@@ -78,68 +78,6 @@ pub const HTTP_IP: &str = "HTTPIP";
 
 /// The placeholder name Packer uses for the answer-file server's port (`{{ .HTTPPort }}`).
 pub const HTTP_PORT: &str = "HTTPPort";
-
-/// Packer's key names (compared without case) and the QKeyCode each one presses.
-const SPECIAL_KEYS: &[(&str, &str)] = &[
-    ("enter", "ret"),
-    ("return", "ret"),
-    ("tab", "tab"),
-    ("esc", "esc"),
-    ("bs", "backspace"),
-    ("del", "delete"),
-    ("spacebar", "spc"),
-    ("insert", "insert"),
-    ("home", "home"),
-    ("end", "end"),
-    ("pageUp", "pgup"),
-    ("pageDown", "pgdn"),
-    ("up", "up"),
-    ("down", "down"),
-    ("left", "left"),
-    ("right", "right"),
-    ("menu", "menu"),
-    ("f1", "f1"),
-    ("f2", "f2"),
-    ("f3", "f3"),
-    ("f4", "f4"),
-    ("f5", "f5"),
-    ("f6", "f6"),
-    ("f7", "f7"),
-    ("f8", "f8"),
-    ("f9", "f9"),
-    ("f10", "f10"),
-    ("f11", "f11"),
-    ("f12", "f12"),
-    ("leftAlt", "alt"),
-    ("rightAlt", "alt_r"),
-    ("leftCtrl", "ctrl"),
-    ("rightCtrl", "ctrl_r"),
-    ("leftShift", "shift"),
-    ("rightShift", "shift_r"),
-    ("leftSuper", "meta_l"),
-    ("rightSuper", "meta_r"),
-];
-
-/// Names people bring from elsewhere, for suggesting the Packer name only.
-const FAMILIAR_NAMES: &[(&str, &str)] = &[
-    ("space", "spacebar"),
-    ("backspace", "bs"),
-    ("escape", "esc"),
-    ("delete", "del"),
-    ("ins", "insert"),
-    ("pgup", "pageUp"),
-    ("pgdn", "pageDown"),
-    ("pagedn", "pageDown"),
-    ("ctrl", "leftCtrl"),
-    ("control", "leftCtrl"),
-    ("alt", "leftAlt"),
-    ("shift", "leftShift"),
-    ("super", "leftSuper"),
-    ("win", "leftSuper"),
-    ("meta", "leftSuper"),
-    ("sleep", "wait"),
-    ("pause", "wait"),
-];
 
 /// What the log shows for a key: the character typed, a masked secret, or a key's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -987,7 +925,7 @@ fn tag_action(written: &str) -> Result<Action, Problem> {
     {
         return wait(written).map(Action::Wait);
     }
-    if let Some((name, key)) = special_key(written) {
+    if let Some((name, key)) = packer_key(written) {
         let shown = Shown::Key(name);
         return Ok(Action::Press {
             keys: vec![key],
@@ -1003,14 +941,6 @@ fn tag_action(written: &str) -> Result<Action, Problem> {
     })
 }
 
-/// Packer's name and the QKeyCode for a key name written in any case.
-fn special_key(written: &str) -> Option<(&'static str, &'static str)> {
-    SPECIAL_KEYS
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(written))
-        .copied()
-}
-
 /// `<leftCtrlOn>`, `<leftCtrlOff>`, `<cOn>`: None when `written` is neither.
 fn hold_or_release(written: &str) -> Result<Option<Action>, Problem> {
     let lower = written.to_ascii_lowercase();
@@ -1021,7 +951,7 @@ fn hold_or_release(written: &str) -> Result<Option<Action>, Problem> {
     } else {
         return Ok(None);
     };
-    let (key, shown) = if let Some((name, key)) = special_key(base) {
+    let (key, shown) = if let Some((name, key)) = packer_key(base) {
         (key, Shown::Key(name))
     } else if let Some(c) = single_char(base).filter(char::is_ascii_alphanumeric) {
         if c.is_ascii_uppercase() {
@@ -1049,6 +979,9 @@ fn single_char(text: &str) -> Option<char> {
     chars.next().is_none().then_some(c)
 }
 
+/// Names people bring from elsewhere for a wait, for suggesting `<wait>` only.
+const WAIT_NAMES: &[&str] = &["sleep", "pause"];
+
 /// The closest valid tag to a misspelt one, keeping an `On`/`Off` the person wrote.
 fn suggest_key(written: &str) -> Option<String> {
     let lower = written.to_ascii_lowercase();
@@ -1064,13 +997,16 @@ fn suggest_key(written: &str) -> Option<String> {
 }
 
 fn suggest_key_name(written: &str) -> Option<&'static str> {
-    if let Some((_, name)) = FAMILIAR_NAMES
-        .iter()
-        .find(|(familiar, _)| familiar.eq_ignore_ascii_case(written))
-    {
+    if let Some(name) = familiar_name(written) {
         return Some(name);
     }
-    let names = SPECIAL_KEYS.iter().map(|(name, _)| *name).chain(["wait"]);
+    if WAIT_NAMES
+        .iter()
+        .any(|name| name.eq_ignore_ascii_case(written))
+    {
+        return Some("wait");
+    }
+    let names = PACKER_KEYS.iter().map(|(name, _)| *name).chain(["wait"]);
     closest(written, names)
 }
 
@@ -1218,7 +1154,6 @@ fn term_nanos(number: &str, unit: &str) -> Result<u128, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::qmp::key_for_name;
 
     fn parse(source: &str) -> BootCommand {
         BootCommand::parse(source).unwrap_or_else(|e| panic!("{source:?}: {e}"))
@@ -1311,7 +1246,7 @@ mod tests {
             ("leftSuper", "meta_l"),
             ("rightSuper", "meta_r"),
         ];
-        assert_eq!(expected.len(), SPECIAL_KEYS.len(), "a key without a test");
+        assert_eq!(expected.len(), PACKER_KEYS.len(), "a key without a test");
         for (name, key) in expected {
             for written in [
                 name.to_string(),
@@ -1322,18 +1257,6 @@ mod tests {
                 assert_eq!(fixed_actions(&source), [press(key, name)], "{source}");
             }
         }
-    }
-
-    #[test]
-    fn key_names_agree_with_the_qmp_module_where_both_know_them() {
-        let mut compared = 0;
-        for (name, key) in SPECIAL_KEYS {
-            if let Some(qmp_key) = key_for_name(name) {
-                assert_eq!(*key, qmp_key, "<{name}>");
-                compared += 1;
-            }
-        }
-        assert!(compared >= 25, "only {compared} names compared");
     }
 
     #[test]
