@@ -15,6 +15,7 @@ pub mod host;
 pub mod image;
 pub mod install;
 pub mod iso;
+pub mod keys;
 pub mod machine;
 pub mod plan;
 pub mod post_build;
