@@ -2,6 +2,7 @@
 //! fixture installer ISO, console visible) → configure (as the fixture's sudo user) → verify →
 //! publish to the contract-checking Djinn server. Midway kiln is killed with SIGKILL during
 //! configure; the next kiln on the image resumes there. A last start shows every step done.
+//! And a whole recipe — the reference `assets/recipes/fixture-ci.toml` — run by the workbench.
 
 mod support;
 
@@ -203,4 +204,125 @@ fn a_failed_verify_keeps_its_machine_until_the_person_retries_or_stops_it() {
     tmux.keys(&["Escape"]);
     tmux.keys(&["q"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);
+}
+
+/// `kiln RECIPE.toml` shows every stage of the reference recipe in the step list, and `b`
+/// runs them all — install, configure (its question answered on screen), both provisioning
+/// steps and the cleanup, verify, both destinations, the post-build command — as
+/// `kiln build` would.
+#[test]
+fn the_workbench_runs_the_reference_recipe_end_to_end() {
+    let sandbox = Sandbox::new();
+    let djinn = DjinnServer::start(DjinnConfig::default().token(
+        SECRET,
+        "builder",
+        &["image:write", "image:read"],
+    ));
+    let recipes = sandbox.work().join("recipes");
+    for dir in ["files", "scripts"] {
+        std::fs::create_dir_all(recipes.join(dir)).unwrap();
+    }
+    std::fs::write(recipes.join("files/motd"), "built in the workbench\n").unwrap();
+    std::fs::write(
+        recipes.join("password.txt"),
+        format!("{}\n", fixtures().var("KILN_GUEST_PASSWORD")),
+    )
+    .unwrap();
+    let scripts = [
+        ("setup.sh", "#!/bin/sh\necho \"setting up $TOOLCHAIN\"\n"),
+        (
+            "post.sh",
+            "#!/bin/sh\nenv | grep '^KILN_IMAGE' > \"$(dirname \"$0\")/post-build.env\"\n",
+        ),
+    ];
+    for (name, body) in scripts {
+        let path = recipes.join("scripts").join(name);
+        std::fs::write(&path, body).unwrap();
+        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+        std::fs::set_permissions(&path, permissions).unwrap();
+    }
+    let disks = sandbox.path().join("disks");
+    std::fs::create_dir_all(&disks).unwrap();
+    let driver_conf = sandbox.path().join("driver.conf");
+    std::fs::write(
+        &driver_conf,
+        format!("driver qemu {{\n\tdisks  \"{}\"\n}}\n", disks.display()),
+    )
+    .unwrap();
+    // The repository's reference recipe, with this machine's values in place of its examples.
+    let reference = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/recipes/fixture-ci.toml"),
+    )
+    .unwrap();
+    let recipe = reference
+        .replace(
+            "iso = \"installer.iso\"",
+            &format!("iso = \"{}\"", fixtures().iso.display()),
+        )
+        .replace(
+            "user = \"builder\"",
+            &format!("user = \"{}\"", fixtures().var("KILN_GUEST_USER")),
+        )
+        .replace("http://127.0.0.1:8080/api", &djinn.base_url())
+        .replace(
+            "driver_conf = \"driver.conf\"",
+            &format!("driver_conf = \"{}\"", driver_conf.display()),
+        );
+    assert_ne!(recipe, reference);
+    std::fs::write(recipes.join("ci.toml"), recipe).unwrap();
+
+    let tmux = workbench(&sandbox, "recipe-run", "recipes/ci.toml");
+    let screen = tmux.wait_for("recipe ci-image:", SCREEN);
+    let stages = [
+        "create",
+        "install",
+        "configure",
+        "provision 1",
+        "provision 2",
+        "cleanup",
+        "verify djinn",
+        "publish djinn",
+        "publish offline",
+        "post-build",
+    ];
+    for stage in stages {
+        assert!(!step_line(&screen, stage).ends_with("done"), "{screen}");
+    }
+    tmux.keys(&["b"]);
+    tmux.wait_for("Apply this sshd_config?", MACHINE);
+    tmux.keys(&["y"]);
+    let screen = tmux.wait_for("every stage is done", MACHINE);
+    for stage in stages {
+        assert!(
+            step_line(&screen, stage).ends_with("done"),
+            "{stage}:\n{screen}"
+        );
+    }
+    let image = recipes.join("ci-image.qcow2");
+    let stored = djinn.images();
+    assert_eq!(stored.len(), 1, "{:?}", djinn.requests());
+    assert_eq!(
+        djinn.stored_bytes(stored[0].id),
+        std::fs::read(&image).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(disks.join("qemu/x86_64/debian/ci-image")).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
+    let post_env = std::fs::read_to_string(recipes.join("scripts/post-build.env")).unwrap();
+    assert!(post_env.contains("KILN_IMAGE_NAME=ci-image"), "{post_env}");
+    // Each provisioning step is recorded, so the next build resumes past it.
+    let session = std::fs::read_to_string(recipes.join("ci-image.kiln.toml")).unwrap();
+    for record in [
+        "[steps.provision-1]",
+        "[steps.provision-2]",
+        "[steps.cleanup]",
+    ] {
+        assert!(session.contains(record), "{record}: {session}");
+    }
+    assert!(!session.contains(SECRET), "token in the session file");
+    tmux.keys(&["q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+    assert!(!qemu_running_with(&recipes.display().to_string()));
 }

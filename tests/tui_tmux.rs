@@ -225,8 +225,10 @@ fn a_recipe_opens_on_its_image_with_its_choices() {
     );
     let tmux = Tmux::start("recipe", 160, 40, &command);
     let screen = tmux.wait_for("recipe demo:", SCREEN);
-    assert!(screen.contains("1 provisioning step(s)"), "{screen}");
+    assert!(screen.contains("b runs them"), "{screen}");
     assert!(screen.contains("kiln build"), "{screen}");
+    // The step list shows the recipe's stages, its provisioning step among them.
+    assert!(screen.contains("provision 1"), "{screen}");
     // Create shows the recipe's image and size.
     tmux.keys(&["Escape"]);
     tmux.keys(&["Up", "Up", "Up", "Up", "Enter"]);

@@ -144,14 +144,14 @@ async fn follow(
     loop {
         match run.next_stage() {
             Next::Finished => return exit,
-            Next::Skipped(line) => {
+            Next::Skipped { line, .. } => {
                 report::say(
                     log,
                     format!("kiln build: {}: skipped: {}", line.step, line.summary),
                 );
                 report.lines.push(line);
             }
-            Next::Started { name, task } => {
+            Next::Started { name, task, .. } => {
                 if let Some(why) = report::stop_requested() {
                     eprintln!("kiln build: {why}: not starting {name}");
                     task.cancel();

@@ -214,8 +214,8 @@ pub async fn run(
     loop {
         match run.next_stage() {
             Next::Finished => break,
-            Next::Skipped(line) => lines.push(line),
-            Next::Started { name, task } => {
+            Next::Skipped { line, .. } => lines.push(line),
+            Next::Started { name, task, .. } => {
                 if let Some(why) = report::stop_requested() {
                     eprintln!("kiln run: {why}: not starting {name}");
                     task.cancel();

@@ -87,6 +87,17 @@ impl Stage {
         }
     }
 
+    /// One line on what the stage does, for the workbench.
+    pub fn purpose(&self) -> &'static str {
+        match self {
+            Stage::Base(_) => "copy the recipe's base image (never changed itself)",
+            Stage::Provision { .. } => "the recipe's provisioning step, as root in the guest",
+            Stage::Cleanup(_) => "the recipe's cleanup, last in the guest",
+            Stage::PostBuild(_) => "the image's facts, then the recipe's post-build command",
+            other => other.step().expect("the five steps").purpose(),
+        }
+    }
+
     /// The workflow step this stage is, when it is one of the five.
     pub fn step(&self) -> Option<Step> {
         match self {
@@ -247,6 +258,8 @@ impl Plan {
         for profile in &recipe.verify.profiles {
             add(Stage::Verify(Some(*profile)), true);
         }
+        // A destination without a token of its own uses kiln's usual one.
+        let tokens = tokens.into_iter().chain(std::iter::repeat(None));
         for (publish, token) in recipe.publish.iter().zip(tokens) {
             let choices = build::publish_choices(recipe, publish);
             add(
@@ -267,6 +280,43 @@ impl Plan {
     pub fn stages(&self) -> impl Iterator<Item = &Stage> {
         self.stages.iter().map(|planned| &planned.stage)
     }
+
+    /// Where the stage at `index` stands on `workflow`'s image: what its record says, and
+    /// stale when a provisioning step's inputs changed or a stage before it ran since.
+    pub fn status(&self, workflow: &Workflow, index: usize) -> StepStatus {
+        let stage = &self.stages[index].stage;
+        match stage {
+            Stage::Base(_) if !workflow.image().exists() => StepStatus::Pending,
+            Stage::Base(_) => match workflow.status(Step::Create) {
+                // The copy is recorded as the create it stands for.
+                StepStatus::Skipped => StepStatus::Done,
+                other => other,
+            },
+            Stage::Provision { .. } | Stage::Cleanup(_) => {
+                let status = workflow.stage_status(stage.key());
+                let Some(record) = workflow.record(stage.key()).filter(|_| status.is_settled())
+                else {
+                    return status;
+                };
+                let earlier_ran_since = self.stages[..index].iter().find(|earlier| {
+                    workflow
+                        .record(earlier.stage.key())
+                        .is_some_and(|other| other.seq > record.seq)
+                });
+                if let Some(earlier) = earlier_ran_since {
+                    return StepStatus::Stale(format!(
+                        "{} ran again after it",
+                        earlier.stage.name()
+                    ));
+                }
+                if record.inputs.is_none() || record.inputs != stage.inputs() {
+                    return StepStatus::Stale("what it runs changed since".into());
+                }
+                status
+            }
+            other => workflow.stage_status(other.key()),
+        }
+    }
 }
 
 /// One stage's line in a run's report: run now, or why not.
@@ -282,10 +332,15 @@ pub struct StageLine {
 
 /// What the frontend does next.
 pub enum Next {
-    /// A stage that is not run again: report its line.
-    Skipped(StageLine),
-    /// Follow this task, then hand its result to [`PlanRun::ended`].
-    Started { name: String, task: StepTask },
+    /// The stage at `index` is not run again: report its line.
+    Skipped { index: usize, line: StageLine },
+    /// Follow this task, which runs the stages at `indices`, then hand its result to
+    /// [`PlanRun::ended`].
+    Started {
+        indices: std::ops::Range<usize>,
+        name: String,
+        task: StepTask,
+    },
     /// Nothing more runs: the plan is done, or a stage did not succeed.
     Finished,
 }
@@ -377,31 +432,7 @@ impl PlanRun {
     }
 
     fn settled(&self, index: usize) -> bool {
-        let stage = &self.plan.stages[index].stage;
-        let workflow = &self.workflow;
-        match stage {
-            Stage::Base(_) => {
-                workflow.image().exists() && workflow.status(Step::Create).is_settled()
-            }
-            Stage::PostBuild(_) => false,
-            Stage::Provision { .. } | Stage::Cleanup(_) => {
-                let Some(record) = workflow.record(stage.key()) else {
-                    return false;
-                };
-                let earlier_ran_since = self.plan.stages[..index].iter().any(|earlier| {
-                    workflow
-                        .record(earlier.stage.key())
-                        .is_some_and(|other| other.seq > record.seq)
-                });
-                record.outcome == super::session::Outcome::Done
-                    && record.inputs.is_some()
-                    && record.inputs == stage.inputs()
-                    && !earlier_ran_since
-            }
-            other => workflow
-                .status(other.step().expect("the five steps"))
-                .is_settled(),
-        }
+        self.plan.status(&self.workflow, index).is_settled()
     }
 
     /// The next thing to do. Call again after reporting a skipped line or ending a task.
@@ -412,7 +443,8 @@ impl PlanRun {
         let index = self.position;
         if !self.runs(index) {
             self.position += 1;
-            return Next::Skipped(self.not_run(index));
+            let line = self.not_run(index);
+            return Next::Skipped { index, line };
         }
         let stage = self.plan.stages[index].stage.clone();
         let lines = Arc::new(Mutex::new(Vec::new()));
@@ -441,7 +473,11 @@ impl PlanRun {
             started: Instant::now(),
             lines,
         });
-        Next::Started { name, task }
+        Next::Started {
+            indices: index..self.position,
+            name,
+            task,
+        }
     }
 
     /// The task [`Next::Started`] gave has ended with `result`: its stages' lines. A stage
@@ -475,6 +511,11 @@ impl PlanRun {
             .collect()
     }
 
+    /// Every stage ran or was settled: nothing failed, was stopped, or is left.
+    pub fn completed(&self) -> bool {
+        !self.over && self.running.is_none() && self.position >= self.plan.stages.len()
+    }
+
     /// Stop here: no further stage starts (a stop was asked for between stages).
     pub fn stop(&mut self) {
         self.over = true;
@@ -484,10 +525,7 @@ impl PlanRun {
     fn not_run(&self, index: usize) -> StageLine {
         let stage = &self.plan.stages[index].stage;
         let record = self.workflow.record(stage.key());
-        let word = match stage.step() {
-            Some(step) => self.workflow.status(step).word(),
-            None => StepStatus::Done.word(),
-        };
+        let word = self.plan.status(&self.workflow, index).word();
         let summary = match record.and_then(|r| r.summary) {
             Some(summary) => format!("{word} earlier: {summary}"),
             None => format!("{word} earlier"),

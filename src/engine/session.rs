@@ -437,7 +437,14 @@ impl Session {
 
     /// Where `step` stands now, judged against the image on disk.
     pub fn status(&self, step: Step) -> StepStatus {
-        let Some(record) = self.steps.get(&step.into()) else {
+        self.stage_status(step)
+    }
+
+    /// Where a step or stage stands now. The five steps are judged against the image on disk
+    /// and each other; other stages by their record alone (the plan knows what they follow).
+    pub fn stage_status(&self, stage: impl Into<StageKey>) -> StepStatus {
+        let stage = stage.into();
+        let Some(record) = self.steps.get(&stage) else {
             return StepStatus::Pending;
         };
         match record.outcome {
@@ -457,7 +464,9 @@ impl Session {
             Outcome::Stopped => return StepStatus::Stopped,
             Outcome::Done | Outcome::Skipped => {}
         }
-        if let Some(reason) = self.staleness(step, record) {
+        if let StageKey::Step(step) = stage
+            && let Some(reason) = self.staleness(step, record)
+        {
             return StepStatus::Stale(reason);
         }
         match record.outcome {

@@ -25,9 +25,22 @@ use crate::engine::Step;
 use crate::engine::config::Settings;
 use crate::engine::host::{HostReport, Verdict};
 use crate::engine::machine::MachineRecord;
+use crate::engine::plan::{Plan, PlanRun, Stage};
+use crate::engine::recipe::Recipe;
 use crate::engine::session::StepStatus;
 use crate::engine::task::Level;
 use crate::engine::workflow::{self, StepTask, Workflow};
+
+/// A recipe opened in the workbench (`kiln RECIPE.toml`): the step list shows its plan's
+/// stages, and `b` runs them in order as `kiln build --resume` would.
+pub struct RecipeMode {
+    pub recipe: Recipe,
+    pub plan: Plan,
+    /// The plan while it runs.
+    pub run: Option<PlanRun>,
+    /// The rows (plan indices) the running task runs.
+    pub running: std::ops::Range<usize>,
+}
 
 /// The one step the workbench runs at a time.
 pub struct RunningStep {
@@ -84,6 +97,8 @@ pub enum Command {
     CleanLeftovers(Vec<(PathBuf, MachineRecord)>),
     /// Stop the failed step's kept machine and run the step again.
     Retry(Step),
+    /// Run the open recipe's stages from the first not done.
+    Build,
     Quit,
 }
 
@@ -123,6 +138,8 @@ pub struct App {
     pub picker: Option<ratatui_image::picker::Picker>,
     /// The one step running in the background, if any.
     pub running: Option<RunningStep>,
+    /// The recipe the workbench was opened on, if any.
+    pub recipe: Option<RecipeMode>,
     /// Where machine records live (crash recovery), when kiln has a data directory.
     pub record_dir: Option<PathBuf>,
     /// kiln's config directory (the Djinn token file lives there).
@@ -153,6 +170,7 @@ impl App {
             doctor: None,
             picker: None,
             running: None,
+            recipe: None,
             record_dir: None,
             config_dir: None,
             width: 80,
@@ -178,8 +196,57 @@ impl App {
         );
     }
 
+    /// The step whose screen the selected row shows.
     pub fn selected_step(&self) -> Step {
-        Step::ALL[self.selected]
+        match &self.recipe {
+            Some(mode) => mode
+                .plan
+                .stages()
+                .nth(self.selected)
+                .map_or(Step::Create, screen_of),
+            None => Step::ALL[self.selected],
+        }
+    }
+
+    /// How many rows the step list has: the five steps, or a recipe's stages.
+    pub fn rows(&self) -> usize {
+        match &self.recipe {
+            Some(mode) => mode.plan.stages().count(),
+            None => Step::ALL.len(),
+        }
+    }
+
+    /// A row's name and where it stands.
+    pub fn row(&self, row: usize) -> (String, StepStatus) {
+        let Some(mode) = &self.recipe else {
+            let step = Step::ALL[row];
+            return (
+                format!("{} {}", row + 1, step.title()),
+                self.step_state(step),
+            );
+        };
+        let stage = mode.plan.stages().nth(row).expect("a row of the plan");
+        let status = if mode.run.is_some() && mode.running.contains(&row) {
+            self.step_state(screen_of(stage))
+        } else {
+            self.workflow
+                .as_ref()
+                .map_or(StepStatus::Pending, |w| mode.plan.status(w, row))
+        };
+        (stage.name(), status)
+    }
+
+    /// The title of `step`'s screen: the step's own, or the recipe stage it shows.
+    pub fn screen_title(&self, step: Step) -> String {
+        let stage = self
+            .recipe
+            .as_ref()
+            .and_then(|mode| mode.plan.stages().nth(self.selected))
+            .filter(|stage| stage.step() != Some(step));
+        match stage {
+            Some(stage) => format!("{} — {}", stage.name(), stage.purpose()),
+            None => format!("{} — {}", step.title(), step.purpose()),
+        }
     }
 
     /// What the step list shows: running here, else what the session says.
@@ -366,7 +433,7 @@ impl App {
     /// Do what a key asked for.
     fn perform(&mut self, action: Action) -> Option<Command> {
         let step = self.selected_step();
-        let last_step = Step::ALL.len() - 1;
+        let last_step = self.rows() - 1;
         match action {
             Action::Quit => return Some(Command::Quit),
             Action::Help => self.toggle(Overlay::Help),
@@ -401,6 +468,7 @@ impl App {
             Action::SavePicture => self.save_picture(step),
             Action::ReleaseKeyboard => self.machine_mut(step)?.keys_to = KeyTarget::Kiln,
             Action::Retry => return Some(Command::Retry(step)),
+            Action::Build => return Some(Command::Build),
             Action::StopKept => self.cancel_running(),
             Action::Yes => return self.answer(true),
             Action::No => return self.answer(false),
@@ -451,7 +519,7 @@ impl App {
         let steps = self.hits.steps.get();
         if steps.contains(at) {
             let row = usize::from(at.y - steps.y);
-            if row < Step::ALL.len() {
+            if row < self.rows() {
                 self.selected = row;
                 self.focus = Focus::Steps;
             }
@@ -502,5 +570,16 @@ impl App {
             }
             _ => None,
         }
+    }
+}
+
+/// Which of the five screens shows a stage: its own step's, or the one nearest to it (a base
+/// copy on Create's, provisioning on Configure's with its machine, post-build on Publish's).
+pub fn screen_of(stage: &Stage) -> Step {
+    match stage {
+        Stage::Base(_) => Step::Create,
+        Stage::Provision { .. } | Stage::Cleanup(_) => Step::Configure,
+        Stage::PostBuild(_) => Step::Publish,
+        other => other.step().expect("the five steps"),
     }
 }

@@ -41,6 +41,8 @@ pub enum Action {
     SavePicture,
     ReleaseKeyboard,
     Retry,
+    /// Run the open recipe's stages from the first not done.
+    Build,
     /// Stop a failed step's kept machine.
     StopKept,
     Yes,
@@ -336,6 +338,7 @@ impl Keymap {
                 entry(StepList, &[ch('n')], NextStep, row("next step, with the choices carried"), hint("next step")),
                 entry(StepList, &[ch('d')], Doctor, row("doctor: what this host can do"), hint("doctor")),
                 entry(StepList, &[ch('?')], Help, same("this help"), hint("help")),
+                entry(StepList, &[ch('b')], Build, row("run the open recipe's stages"), no_hint),
                 entry(StepList, &[ch('q')], Quit, row("quit (the session file keeps your place)"), hint("quit")),
                 entry(Form, &[key(Tab)], CompleteOrNextField, row("next field (a path: completes it first)"), hint("next field")),
                 entry(Form, &[key(Down)], NextField, row("next / previous field"), no_hint),

@@ -10,6 +10,7 @@ pub mod graphics;
 pub mod guest_keys;
 pub mod keymap;
 mod quiet_backend;
+mod recipe;
 #[cfg(test)]
 mod recorder;
 mod runner;
@@ -238,6 +239,7 @@ fn perform(app: &mut App, command: Option<Command>, posts: &mpsc::UnboundedSende
         Some(Command::Quit) => app.quitting = true,
         Some(Command::Start(step)) => app.start(step),
         Some(Command::Retry(step)) => app.retry(step),
+        Some(Command::Build) => app.build_recipe(),
         Some(Command::Guest(input)) => {
             let Some(view) = app
                 .machine(app.selected_step())

@@ -8,11 +8,9 @@ use super::app::{App, Focus, Overlay, RunningStep};
 use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
 use crate::engine::Step;
-use crate::engine::build;
 use crate::engine::check::{Verdict, printable};
 use crate::engine::host::Accelerator;
 use crate::engine::machine;
-use crate::engine::recipe::Recipe;
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, Event, Level, Question, Summary, TaskOptions};
 use crate::engine::workflow::{
@@ -54,47 +52,12 @@ impl App {
         self.workflow = Some(workflow);
     }
 
-    /// Open the image a recipe builds, the forms filled from the recipe (its first verify
-    /// profile and publish destination); the notice says what only `kiln build` runs.
-    pub fn open_recipe(&mut self, recipe: &Recipe) {
-        let image = build::image_path(recipe);
-        self.open_image(&image);
-        let mut choices = build::choices(recipe);
-        if let Some(profile) = recipe.verify.profiles.first() {
-            choices.profile = Some(*profile);
-        }
-        if let Some(publish) = recipe.publish.first() {
-            choices.update(&build::publish_choices(recipe, publish));
-        }
-        self.create.fill(&image.display().to_string(), &choices);
-        self.install.fill(&choices);
-        self.configure.fill(&choices);
-        self.verify.fill(&choices);
-        self.publish.fill(&choices);
-        if let Ok(Secrets {
-            password: Some(password),
-            ..
-        }) = build::secrets(recipe)
-        {
-            self.configure.form.set_text("password", &password);
-        }
-        self.notice = Some(format!(
-            "recipe {}: {} provisioning step(s), {} verify profile(s), {} destination(s); \
-             these screens run the five steps, `kiln build {}` runs it all",
-            recipe.name,
-            recipe.provision.len(),
-            recipe.verify.profiles.len(),
-            recipe.publish.len(),
-            recipe.file.display()
-        ));
-    }
-
-    fn open_workflow(&self, image: &Path) -> Result<Workflow, String> {
+    pub(super) fn open_workflow(&self, image: &Path) -> Result<Workflow, String> {
         Workflow::open(image, Recording::Always, self.environment()).map_err(|e| e.to_string())
     }
 
     /// What steps run with: the doctor's accelerator (TCG until it has answered).
-    fn environment(&self) -> Environment {
+    pub(super) fn environment(&self) -> Environment {
         Environment {
             settings: self.settings.clone(),
             accelerator: self
@@ -253,7 +216,9 @@ impl App {
             machine.clear();
         }
         // The events ended, so the task has: this does not wait.
-        let outcome = self.outcome(running.task.result().await);
+        let result = running.task.result().await;
+        let in_plan = self.plan_stage_ended(&result);
+        let outcome = self.outcome(result);
         if matches!(
             self.overlay,
             Overlay::ConfirmOverwrite(_) | Overlay::ConfirmDiff { .. }
@@ -269,7 +234,13 @@ impl App {
             Err(message) => run.error = Some(printable(&message)),
         }
         if let Some(again) = self.retry.take() {
-            self.start(again);
+            // A recipe's stage runs again with the rest of its plan.
+            match in_plan {
+                true => self.build_recipe(),
+                false => self.start(again),
+            }
+        } else if in_plan {
+            self.advance_plan();
         } else if succeeded {
             // The result stays on screen; `n` moves on to the next step, its form pre-filled.
             self.focus = Focus::Steps;

@@ -223,6 +223,11 @@ impl Workflow {
         self.session().status(step)
     }
 
+    /// Where a step or another stage stands by its record (see [`Session::stage_status`]).
+    pub fn stage_status(&self, stage: StageKey) -> StepStatus {
+        self.session().stage_status(stage)
+    }
+
     pub fn record(&self, stage: impl Into<StageKey>) -> Option<StepRecord> {
         self.session().record(stage).cloned()
     }

@@ -216,6 +216,7 @@ async fn did(action: Action, app: &mut App, command: Option<Command>) -> bool {
             .as_deref()
             .is_some_and(|n| n.contains("no guest screen")),
         Action::Retry => command == Some(Command::Retry(Step::Configure)),
+        Action::Build => command == Some(Command::Build),
         Action::StopKept => stops(app).await,
         Action::Yes => {
             app.overlay == Overlay::None

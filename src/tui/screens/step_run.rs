@@ -22,7 +22,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
     let theme = &app.theme;
     let run = app.run(step);
     let state = app.step_state(step);
-    let title = format!("{} — {}", step.title(), step.purpose());
+    let title = app.screen_title(step);
 
     let (status, rest) = match &run.machine.view {
         // While a machine runs, it takes the top of the screen; the checklist and log go below.

@@ -1,19 +1,18 @@
-//! The step list on the left: each step with its state.
+//! The step list on the left: each step (or a recipe's stage) with its state.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
-use crate::engine::Step;
 use crate::engine::session::StepStatus;
 use crate::tui::app::{App, Focus};
 
 pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
     let theme = &app.theme;
     let mut lines = Vec::new();
-    for (i, step) in Step::ALL.iter().enumerate() {
-        let state = app.step_state(*step);
+    for i in 0..app.rows() {
+        let (name, state) = app.row(i);
         let mark = match state {
             StepStatus::Pending => "·",
             StepStatus::Running { .. } => "…",
@@ -26,7 +25,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App) {
             StepStatus::Pending => "",
             _ => state.word(),
         };
-        let label = format!(" {mark} {} {:<9}", i + 1, step.title());
+        let label = format!(" {mark} {name:<11}");
         let style = if i == app.selected {
             theme.selected()
         } else {
