@@ -6,6 +6,7 @@ pub mod config;
 pub mod configure;
 pub mod create;
 pub mod doctor;
+pub mod flags;
 pub mod install;
 pub mod logging;
 pub mod publish;

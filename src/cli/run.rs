@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::check::ProfileArg;
 use super::configure::{Variant, first_line, key_is_encrypted, prompt};
-use super::install::UnattendedArgs;
+use super::flags::InstallerArgs;
 use super::publish::TargetArg;
 use super::{Exit, Format, report};
 use crate::engine::Step;
@@ -47,14 +47,8 @@ pub struct RunArgs {
     /// Size of a new disk (create), e.g. 10G.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
-    /// Installer ISO to boot (install). Without one, an existing disk is taken as installed.
-    #[arg(long, value_name = "FILE")]
-    pub iso: Option<PathBuf>,
-    /// The ISO's SHA-256: 64 hex digits, or a SHA256SUMS file.
-    #[arg(long, value_name = "HEX|FILE")]
-    pub iso_sha256: Option<String>,
     #[command(flatten)]
-    pub unattended: UnattendedArgs,
+    pub installer: InstallerArgs,
     /// The user the installer created (configure logs in as it).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -120,11 +114,9 @@ impl RunArgs {
     fn choices(&self, overrides: &CliOverrides) -> Result<Choices, String> {
         let on = |flag: bool| flag.then_some(true);
         let absolute = |path: &Option<PathBuf>| path.as_deref().map(super::absolute);
-        let mut choices = self.unattended.choices()?;
+        let mut choices = self.installer.choices()?;
         choices.update(&Choices {
             size: self.size.clone(),
-            iso: absolute(&self.iso),
-            iso_checksum: self.iso_sha256.clone(),
             // Only what was asked for on this command line; the defaults may change.
             memory_mib: overrides.memory_mib,
             cpus: overrides.cpus,

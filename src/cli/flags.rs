@@ -1,0 +1,219 @@
+//! Flags that more than one command takes, each declared once, with one spelling and one
+//! meaning everywhere. Each group turns itself into the engine's [`Choices`] in one method.
+//! A command adjusts a flag only by clap attributes on itself (`mut_arg`: required on
+//! `kiln install`, an old spelling kept as a hidden alias…), never by declaring it again.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::absolute;
+use crate::engine::iso::Expected;
+use crate::engine::session::Choices;
+use crate::engine::workflow::requests::parse_checksum;
+
+/// The installer and how it runs: `kiln install` and `kiln run`.
+#[derive(Debug, Args)]
+pub struct InstallerArgs {
+    /// The installer ISO to boot. `kiln run` without one takes an existing disk as installed.
+    #[arg(long, value_name = "ISO")]
+    pub iso: Option<PathBuf>,
+    /// The ISO's expected SHA-256: 64 hex digits, or a SHA256SUMS file that lists the ISO by
+    /// name.
+    #[arg(long, value_name = "HEX|FILE", value_parser = iso_sha256)]
+    pub iso_sha256: Option<String>,
+    #[command(flatten)]
+    pub unattended: UnattendedArgs,
+}
+
+impl InstallerArgs {
+    /// The choices these flags make (paths made absolute, the boot command file read).
+    pub fn choices(&self) -> Result<Choices, String> {
+        let mut choices = self.unattended.choices()?;
+        choices.iso = self.iso.as_deref().map(absolute);
+        choices.iso_checksum = self
+            .iso_sha256
+            .as_deref()
+            .map(|text| match parse_checksum(text) {
+                Some(Expected::SumsFile(file)) => absolute(&file).display().to_string(),
+                // Hex digits, or empty: no checksum (switched off where one was recorded).
+                _ => text.to_string(),
+            });
+        Ok(choices)
+    }
+}
+
+/// `--iso-sha256`: hex digits that are not 64 of them are a mistyped checksum, not a file.
+fn iso_sha256(text: &str) -> Result<String, String> {
+    let digits = text.trim();
+    if !digits.is_empty() && digits.len() != 64 && digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the ISO's SHA-256 is 64 hex digits, not {}; anything else names a SHA256SUMS file",
+            digits.len()
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// How the installer runs without a person.
+#[derive(Debug, Args, Default)]
+pub struct UnattendedArgs {
+    /// Keys to type into the installer's boot menu, in Packer's syntax: text, <enter> <esc>
+    /// <tab> <f1>…, <wait5> <wait1m30s>, <leftCtrlOn>…, {{ .HTTPIP }} {{ .HTTPPort }},
+    /// {{ env "VAR" }} (typed but never logged). Recorded in the session file.
+    #[arg(long, value_name = "KEYS", conflicts_with = "boot_command_file")]
+    pub boot_command: Option<String>,
+    /// Read the boot command from this file (line breaks are not typed).
+    #[arg(long, value_name = "FILE")]
+    pub boot_command_file: Option<PathBuf>,
+    /// Wait this long for the boot menu before the first key, e.g. 10s, 1m [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    pub boot_wait: Option<String>,
+    /// Pause between two keys of the boot command [default: 100ms].
+    #[arg(long, value_name = "DURATION")]
+    pub key_interval: Option<String>,
+    /// Serve this directory to the installer at http://10.0.2.2:PORT/ ({{ .HTTPIP }},
+    /// {{ .HTTPPort }}), from 127.0.0.1 on this host, while the step runs.
+    #[arg(long, value_name = "DIR")]
+    pub http_dir: Option<PathBuf>,
+    /// The answer-file server's port on 127.0.0.1 [default: any free port].
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Boot the installer's kernel and initrd from the ISO directly (-kernel -initrd
+    /// -append), found by the ISO's layout (Debian, Ubuntu, Fedora, Alpine, Arch, isolinux).
+    #[arg(long)]
+    pub kernel_boot: bool,
+    /// With --kernel-boot: the kernel's path inside the ISO, when the layout is not known.
+    #[arg(long, value_name = "PATH", requires = "initrd")]
+    pub kernel: Option<String>,
+    /// With --kernel-boot: the initrd's path inside the ISO.
+    #[arg(long, value_name = "PATH", requires = "kernel")]
+    pub initrd: Option<String>,
+    /// Arguments for the installer's kernel (implies --kernel-boot), e.g.
+    /// "auto=true priority=critical url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg".
+    #[arg(long, value_name = "ARGS")]
+    pub kernel_args: Option<String>,
+    /// Put the installer on the serial console (adds console=ttyS0,115200n8 to its kernel
+    /// command line; without a boot command this means --kernel-boot).
+    #[arg(long)]
+    pub serial_console: bool,
+    /// Install unattended with a built-in answer file: debian-12 (a minimal Debian with
+    /// openssh-server, CI-ready sshd_config and an empty root password). Needs the user and
+    /// password; boots the ISO's kernel directly when it can, else types into its menu.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// The package mirror a preset installs from, http://HOST/DIR [default: this host's
+    /// Debian mirror from its apt sources].
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+}
+
+impl UnattendedArgs {
+    /// The choices these flags make (paths made absolute, the boot command file read).
+    pub fn choices(&self) -> Result<Choices, String> {
+        let boot_command = match &self.boot_command_file {
+            Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
+                format!("cannot read the boot command file {}: {e}", file.display())
+            })?),
+            None => self.boot_command.clone(),
+        };
+        let on = |flag: bool| flag.then_some(true);
+        Ok(Choices {
+            boot_command,
+            boot_wait: self.boot_wait.clone(),
+            key_interval: self.key_interval.clone(),
+            http_dir: self.http_dir.as_deref().map(absolute),
+            http_port: self.http_port,
+            kernel_boot: on(self.kernel_boot),
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            kernel_args: self.kernel_args.clone(),
+            serial_console: on(self.serial_console),
+            preset: self.preset.clone(),
+            mirror: self.mirror.clone(),
+            ..Choices::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::super::{Args, Command};
+
+    fn parse(words: &[&str]) -> Result<Command, clap::Error> {
+        let words = std::iter::once("kiln").chain(words.iter().copied());
+        Args::try_parse_from(words).map(|args| args.command.expect("a command"))
+    }
+
+    fn install(words: &[&str]) -> super::super::install::InstallArgs {
+        match parse(words).unwrap() {
+            Command::Install(args) => args,
+            other => panic!("not install: {other:?}"),
+        }
+    }
+
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn install_takes_the_old_checksum_spellings() {
+        for flag in ["--iso-sha256", "--sha256", "--sha256sums"] {
+            let args = install(&["install", "x.qcow2", "--iso", "a.iso", flag, HEX]);
+            assert_eq!(args.installer.iso_sha256.as_deref(), Some(HEX), "{flag}");
+        }
+        let args = install(&[
+            "install",
+            "x.qcow2",
+            "--iso",
+            "a.iso",
+            "--sha256sums",
+            "SUMS",
+        ]);
+        let choices = args.installer.choices().unwrap();
+        let file = choices.iso_checksum.expect("a checksum");
+        assert!(file.ends_with("SUMS") && std::path::Path::new(&file).is_absolute());
+        // Given twice under two names is the same flag twice.
+        let twice = [
+            "install",
+            "x",
+            "--iso",
+            "a",
+            "--sha256",
+            HEX,
+            "--sha256sums",
+            "S",
+        ];
+        assert!(parse(&twice).is_err());
+    }
+
+    #[test]
+    fn a_short_checksum_is_refused_and_iso_is_required_on_install() {
+        let error = parse(&["install", "x.qcow2", "--iso", "a.iso", "--sha256", "abc123"]);
+        assert_eq!(
+            error.unwrap_err().kind(),
+            clap::error::ErrorKind::ValueValidation
+        );
+        let error = parse(&["install", "x.qcow2"]).unwrap_err();
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        assert!(error.to_string().contains("--iso <ISO>"), "{error}");
+        assert!(parse(&["run", "x.qcow2"]).is_ok(), "run needs no ISO");
+    }
+
+    #[test]
+    fn an_empty_checksum_switches_a_recorded_one_off() {
+        let Command::Run(args) = parse(&["run", "x.qcow2", "--iso-sha256", ""]).unwrap() else {
+            panic!("not run");
+        };
+        let choices = args.installer.choices().unwrap();
+        assert_eq!(choices.iso_checksum.as_deref(), Some(""));
+    }
+}
