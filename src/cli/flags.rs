@@ -3,7 +3,8 @@
 //! A command adjusts a flag only by clap attributes on itself (`mut_arg`: required on
 //! `kiln install`, an old spelling kept as a hidden alias…), never by declaring it again.
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
@@ -11,6 +12,7 @@ use super::absolute;
 use crate::engine::iso::Expected;
 use crate::engine::session::Choices;
 use crate::engine::workflow::requests::parse_checksum;
+use crate::engine::workflow::{Secrets, secret_from_file};
 
 /// The installer and how it runs: `kiln install` and `kiln run`.
 #[derive(Debug, Args)]
@@ -136,6 +138,111 @@ impl UnattendedArgs {
     }
 }
 
+/// Who the installer creates and configure logs in as, with the password: `kiln install`
+/// (with --preset), and within [`CredentialArgs`].
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The user the installer creates (with --preset) and configure logs in as; root works
+    /// too.
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// A file whose first line is the user's password (for a preset's install, configure's
+    /// login and sudo). Never recorded.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+impl LoginArgs {
+    /// The choice these flags make: the user (the password is a secret, never a choice).
+    pub fn choices(&self) -> Choices {
+        Choices {
+            user: self.user.clone(),
+            ..Choices::default()
+        }
+    }
+
+    /// The password from its file.
+    pub fn secrets(&self) -> Result<Secrets, String> {
+        Ok(Secrets {
+            password: self.password_file.as_deref().map(first_line).transpose()?,
+            ..Secrets::default()
+        })
+    }
+}
+
+/// How configure logs in: `kiln configure` and `kiln run`.
+#[derive(Debug, Args)]
+pub struct CredentialArgs {
+    #[command(flatten)]
+    pub login: LoginArgs,
+    /// Log in with this private key instead of a password.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// A file whose first line is the key's passphrase (asked for on a terminal when the key
+    /// needs one).
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    /// The choices these flags make: the user and the key (made absolute).
+    pub fn choices(&self) -> Choices {
+        Choices {
+            key: self.key.as_deref().map(absolute),
+            ..self.login.choices()
+        }
+    }
+
+    /// The password and the key's passphrase from their files. When configure will log in —
+    /// `login` says as whom and with which key, by this command line or the session — what it
+    /// still needs is asked for on the terminal, before anything boots.
+    pub fn secrets(&self, login: Option<(&str, Option<&Path>)>) -> Result<Secrets, String> {
+        let mut secrets = self.login.secrets()?;
+        secrets.passphrase = self
+            .passphrase_file
+            .as_deref()
+            .map(first_line)
+            .transpose()?;
+        match login {
+            Some((_, Some(key))) if !key.exists() => {
+                return Err(format!("key {} does not exist", key.display()));
+            }
+            Some((_, Some(key))) if secrets.passphrase.is_none() && key_is_encrypted(key) => {
+                secrets.passphrase = Some(prompt(&format!("passphrase for {}: ", key.display()))?);
+            }
+            Some((user, None)) if secrets.password.is_none() && user != "root" => {
+                secrets.password = Some(prompt(&format!("password for {user}: "))?);
+            }
+            _ => {}
+        }
+        Ok(secrets)
+    }
+}
+
+/// The first line of a secret file, without its newline.
+fn first_line(file: &Path) -> Result<String, String> {
+    secret_from_file(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
+}
+
+/// Ask on the terminal without echo; refuse when there is no terminal to ask on.
+fn prompt(question: &str) -> Result<String, String> {
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "{}needs a terminal; use --password-file / --passphrase-file",
+            question.trim_end_matches(": ")
+        ));
+    }
+    rpassword::prompt_password(question).map_err(|e| format!("cannot read the answer: {e}"))
+}
+
+/// Whether the key needs a passphrase (russh says so when loading it without one).
+fn key_is_encrypted(key: &Path) -> bool {
+    matches!(
+        russh::keys::load_secret_key(key, None),
+        Err(russh::keys::Error::KeyIsEncrypted)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{CommandFactory, Parser};
@@ -215,5 +322,42 @@ mod tests {
         };
         let choices = args.installer.choices().unwrap();
         assert_eq!(choices.iso_checksum.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn configure_logs_in_as_root_unless_told_and_install_takes_no_key() {
+        let Command::Configure(args) = parse(&["configure", "x.qcow2"]).unwrap() else {
+            panic!("not configure");
+        };
+        assert_eq!(args.credentials.choices().user.as_deref(), Some("root"));
+        let Command::Run(args) = parse(&["run", "x.qcow2", "--key", "id"]).unwrap() else {
+            panic!("not run");
+        };
+        let choices = args.credentials.choices();
+        assert_eq!(choices.user, None, "run keeps the session's user");
+        assert!(choices.key.is_some_and(|key| key.is_absolute()));
+        assert!(parse(&["install", "x", "--iso", "a", "--key", "id"]).is_err());
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_and_a_missing_key_is_refused() {
+        let dir = std::env::temp_dir().join(format!("kiln-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "hunter2\nignored\n").unwrap();
+        let pw = pw.to_str().unwrap();
+        let Command::Configure(args) =
+            parse(&["configure", "x", "--user", "builder", "--password-file", pw]).unwrap()
+        else {
+            panic!("not configure");
+        };
+        let secrets = args.credentials.secrets(Some(("builder", None))).unwrap();
+        assert_eq!(secrets.password.as_deref(), Some("hunter2"));
+        let missing = dir.join("no-such-key");
+        let error = args.credentials.secrets(Some(("builder", Some(&missing))));
+        assert!(error.unwrap_err().contains("does not exist"));
+        // Nobody will log in: nothing is asked, a missing key is not looked at.
+        assert!(args.credentials.secrets(None).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::flags::InstallerArgs;
+use super::flags::{InstallerArgs, LoginArgs};
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
-use crate::engine::workflow::{Secrets, StepOptions};
+use crate::engine::workflow::StepOptions;
 
 #[derive(Debug, Args)]
 #[command(
@@ -29,12 +29,8 @@ pub struct InstallArgs {
     /// Do not serve the screen over VNC.
     #[arg(long)]
     pub no_vnc: bool,
-    /// With --preset: the user the installer creates (configure then logs in as it).
-    #[arg(long, value_name = "USER")]
-    pub user: Option<String>,
-    /// With --preset: first line is the user's password. Never recorded.
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub login: LoginArgs,
 }
 
 pub async fn run(args: InstallArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
@@ -49,18 +45,15 @@ pub async fn run(args: InstallArgs, settings: &Settings, dirs: Option<&Dirs>) ->
             return Exit::Environment;
         }
     };
-    choices.user = args.user.clone();
+    choices.update(&args.login.choices());
     workflow.choose(&choices);
-    let mut secrets = Secrets::default();
-    if let Some(file) = &args.password_file {
-        match super::configure::first_line(file) {
-            Ok(password) => secrets.password = Some(password),
-            Err(problem) => {
-                eprintln!("kiln install: {problem}");
-                return Exit::Environment;
-            }
+    let secrets = match args.login.secrets() {
+        Ok(secrets) => secrets,
+        Err(problem) => {
+            eprintln!("kiln install: {problem}");
+            return Exit::Environment;
         }
-    }
+    };
     let options = StepOptions {
         timeout: args.timeout.map(Duration::from_secs),
         no_vnc: args.no_vnc,

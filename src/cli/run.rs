@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::check::ProfileArg;
-use super::configure::{Variant, first_line, key_is_encrypted, prompt};
-use super::flags::InstallerArgs;
+use super::configure::Variant;
+use super::flags::{CredentialArgs, InstallerArgs};
 use super::publish::TargetArg;
 use super::{Exit, Format, report};
 use crate::engine::Step;
@@ -49,18 +49,8 @@ pub struct RunArgs {
     pub size: Option<String>,
     #[command(flatten)]
     pub installer: InstallerArgs,
-    /// The user the installer created (configure logs in as it).
-    #[arg(long, value_name = "USER")]
-    pub user: Option<String>,
-    /// First line is the user's password (also given to sudo). Never recorded.
-    #[arg(long, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
-    /// Log in with this private key instead of a password.
-    #[arg(long, value_name = "FILE")]
-    pub key: Option<PathBuf>,
-    /// First line is the key's passphrase (asked for on a terminal when the key needs one).
-    #[arg(long, value_name = "FILE")]
-    pub passphrase_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
     /// Which documented sshd_config configure installs [default: reference].
     #[arg(long, value_enum)]
     pub variant: Option<Variant>,
@@ -115,13 +105,12 @@ impl RunArgs {
         let on = |flag: bool| flag.then_some(true);
         let absolute = |path: &Option<PathBuf>| path.as_deref().map(super::absolute);
         let mut choices = self.installer.choices()?;
+        choices.update(&self.credentials.choices());
         choices.update(&Choices {
             size: self.size.clone(),
             // Only what was asked for on this command line; the defaults may change.
             memory_mib: overrides.memory_mib,
             cpus: overrides.cpus,
-            user: self.user.clone(),
-            key: absolute(&self.key),
             variant: self.variant.map(Into::into),
             profile: self.profile.map(Into::into),
             target: self.to.map(Into::into),
@@ -188,11 +177,13 @@ pub async fn run(
         "kiln run: session {}",
         run.workflow().session_path().display()
     );
-    let secrets = match secrets(
-        &args,
-        &run.workflow().choices(),
-        run.will_run(Step::Configure),
-    ) {
+    // Passwords come from files, or a prompt only when configure will need them.
+    let choices = run.workflow().choices();
+    let login = run.will_run(Step::Configure).then(|| {
+        let user = choices.user.as_deref().unwrap_or("root");
+        (user, choices.key.as_deref())
+    });
+    let secrets = match args.credentials.secrets(login) {
         Ok(secrets) => secrets,
         Err(message) => {
             eprintln!("kiln run: {message}");
@@ -252,30 +243,4 @@ pub async fn run(
         },
     }
     exit
-}
-
-/// Passwords come from files or a prompt, only when configure will need them.
-fn secrets(args: &RunArgs, choices: &Choices, configure_runs: bool) -> Result<Secrets, String> {
-    let mut secrets = Secrets::default();
-    if let Some(file) = &args.password_file {
-        secrets.password = Some(first_line(file)?);
-    }
-    if let Some(file) = &args.passphrase_file {
-        secrets.passphrase = Some(first_line(file)?);
-    }
-    if !configure_runs {
-        return Ok(secrets);
-    }
-    let user = choices.user.as_deref().unwrap_or("root");
-    match &choices.key {
-        Some(key) if !key.exists() => return Err(format!("key {} does not exist", key.display())),
-        Some(key) if secrets.passphrase.is_none() && key_is_encrypted(key) => {
-            secrets.passphrase = Some(prompt(&format!("passphrase for {}: ", key.display()))?);
-        }
-        None if secrets.password.is_none() && user != "root" => {
-            secrets.password = Some(prompt(&format!("password for {user}: "))?);
-        }
-        _ => {}
-    }
-    Ok(secrets)
 }
