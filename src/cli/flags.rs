@@ -6,10 +6,11 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use super::absolute;
 use crate::engine::iso::Expected;
+use crate::engine::publish::TargetKind;
 use crate::engine::session::Choices;
 use crate::engine::workflow::requests::parse_checksum;
 use crate::engine::workflow::{Secrets, secret_from_file};
@@ -219,6 +220,117 @@ impl CredentialArgs {
     }
 }
 
+/// Where publish sends the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// A Djinn server's API (`POST /images`); token from KILN_DJINN_TOKEN or the token file.
+    Djinn,
+    /// The disks directory of Djinn's offline runner (from ~/.config/djinn/driver.conf).
+    Offline,
+    /// A builds.sr.ht image tree: ROOT/DISTRO/RELEASE/ARCH/root.img.qcow2.
+    Srht,
+}
+
+impl From<TargetArg> for TargetKind {
+    fn from(target: TargetArg) -> TargetKind {
+        match target {
+            TargetArg::Djinn => TargetKind::Djinn,
+            TargetArg::Offline => TargetKind::Offline,
+            TargetArg::Srht => TargetKind::Srht,
+        }
+    }
+}
+
+/// Where publish sends the image, and how: `kiln publish` and `kiln run`.
+#[derive(Debug, Args)]
+pub struct DestinationArgs {
+    /// Where publish sends the image (`kiln run` without one ends after verify).
+    #[arg(long, value_enum)]
+    pub to: Option<TargetArg>,
+    /// The published image's name (letters, digits, `_`, `-`) [default: the file name without
+    /// extension].
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Djinn: `path[@owner]` [default: config [djinn] namespace]; offline: a path like
+    /// `debian`.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Djinn API base URL, under which /images lives [default: config [djinn] url].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Rewrite the image with `qemu-img convert` first (the original stays as it is).
+    #[arg(long)]
+    pub compact: bool,
+    /// With --compact: compress the clusters (smaller, slower).
+    #[arg(long, requires = "compact")]
+    pub compress: bool,
+    /// Also write NAME.sha256 (sha256sum format) beside the published file.
+    #[arg(long, alias = "sha256")]
+    pub write_sha256: bool,
+    /// Offline: the runner's driver configuration [default: ~/.config/djinn/driver.conf].
+    #[arg(long, value_name = "FILE")]
+    pub driver_conf: Option<PathBuf>,
+    /// Offline: install as a worker base image (DISKS/_base/qemu/x86_64/…).
+    #[arg(long)]
+    pub base: bool,
+    /// Offline, srht: replace an image that is already there.
+    #[arg(long)]
+    pub replace: bool,
+    /// srht: the image tree's root directory.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// srht: the distribution directory, e.g. debian.
+    #[arg(long, value_name = "D")]
+    pub distro: Option<String>,
+    /// srht: the release directory, e.g. 12.
+    #[arg(long, value_name = "R")]
+    pub release: Option<String>,
+    /// srht: the architecture directory [default: x86_64].
+    #[arg(long, value_name = "A")]
+    pub arch: Option<String>,
+}
+
+impl DestinationArgs {
+    /// The choices these flags make; the config file fills in the Djinn URL and namespace.
+    pub fn choices(&self) -> Result<Choices, String> {
+        let on = |flag: bool| flag.then_some(true);
+        Ok(Choices {
+            target: self.to.map(Into::into),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            url: self.url.clone(),
+            driver_conf: self.driver_conf.as_deref().map(absolute),
+            base: on(self.base),
+            replace: on(self.replace),
+            root: self.root.as_deref().map(absolute),
+            release: self.release()?,
+            arch: self.arch.clone(),
+            compact: on(self.compact),
+            compress: on(self.compress),
+            sha256: on(self.write_sha256),
+            ..Choices::default()
+        })
+    }
+
+    /// builds.sr.ht's `distro/release`, from --distro D --release R, or from the `--release
+    /// D/R` that `kiln run` took before it had --distro.
+    fn release(&self) -> Result<Option<String>, String> {
+        let old = |release: &str| {
+            release
+                .split_once('/')
+                .is_some_and(|(distro, release)| !distro.is_empty() && !release.is_empty())
+        };
+        match (&self.distro, &self.release) {
+            (None, None) => Ok(None),
+            (Some(distro), Some(release)) if !release.contains('/') => {
+                Ok(Some(format!("{distro}/{release}")))
+            }
+            (None, Some(release)) if old(release) => Ok(Some(release.clone())),
+            _ => Err("a builds.sr.ht tree takes --distro D --release R, e.g. --distro debian --release 12".into()),
+        }
+    }
+}
+
 /// The first line of a secret file, without its newline.
 fn first_line(file: &Path) -> Result<String, String> {
     secret_from_file(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
@@ -359,5 +471,65 @@ mod tests {
         // Nobody will log in: nothing is asked, a missing key is not looked at.
         assert!(args.credentials.secrets(None).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn run(words: &[&str]) -> super::super::run::RunArgs {
+        match parse(&[&["run", "x.qcow2"], words].concat()).unwrap() {
+            Command::Run(args) => *args,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn write_sha256_keeps_its_old_spelling_on_publish_and_run() {
+        for flag in ["--write-sha256", "--sha256"] {
+            let Command::Publish(args) = parse(&["publish", "x", "--to", "djinn", flag]).unwrap()
+            else {
+                panic!("not publish");
+            };
+            assert!(args.destination.write_sha256, "publish {flag}");
+            let choices = run(&[flag]).destination.choices().unwrap();
+            assert_eq!(choices.sha256, Some(true), "run {flag}");
+        }
+    }
+
+    #[test]
+    fn srht_takes_distro_and_release_and_run_still_takes_the_old_release() {
+        let release = |words: &[&str]| run(words).destination.choices().map(|c| c.release);
+        let new = release(&["--distro", "debian", "--release", "12"]);
+        assert_eq!(new, Ok(Some("debian/12".into())));
+        assert_eq!(
+            release(&["--release", "debian/12"]),
+            Ok(Some("debian/12".into()))
+        );
+        assert_eq!(release(&[]), Ok(None));
+        for wrong in [
+            &["--release", "12"][..],
+            &["--distro", "debian"],
+            &["--release", "debian/"],
+            &["--distro", "debian", "--release", "debian/12"],
+        ] {
+            assert!(release(wrong).is_err(), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn publish_requires_what_it_required() {
+        use clap::error::ErrorKind::MissingRequiredArgument;
+        let kind = |words: &[&str]| parse(words).unwrap_err().kind();
+        assert_eq!(kind(&["publish", "x"]), MissingRequiredArgument);
+        let srht = [
+            "publish", "x", "--to", "srht", "--root", "r", "--distro", "debian",
+        ];
+        assert_eq!(kind(&srht), MissingRequiredArgument);
+        assert!(parse(&[&srht[..], &["--release", "12"]].concat()).is_ok());
+        assert_eq!(
+            kind(&["publish", "x", "--to", "djinn", "--compress"]),
+            MissingRequiredArgument
+        );
+        assert!(
+            parse(&["run", "x", "--to", "srht"]).is_ok(),
+            "run: the session has them"
+        );
     }
 }

@@ -3,83 +3,28 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
+use super::flags::{DestinationArgs, TargetArg};
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
 use crate::engine::publish::{Destination, Published, TargetKind};
-use crate::engine::session::Choices;
 use crate::engine::units::human_bytes;
 use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 
-/// Where `kiln publish` sends the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TargetArg {
-    /// A Djinn server's API (`POST /images`); token from KILN_DJINN_TOKEN or the token file.
-    Djinn,
-    /// The disks directory of Djinn's offline runner (from ~/.config/djinn/driver.conf).
-    Offline,
-    /// A builds.sr.ht image tree: ROOT/DISTRO/RELEASE/ARCH/root.img.qcow2.
-    Srht,
-}
-
-impl From<TargetArg> for TargetKind {
-    fn from(target: TargetArg) -> TargetKind {
-        match target {
-            TargetArg::Djinn => TargetKind::Djinn,
-            TargetArg::Offline => TargetKind::Offline,
-            TargetArg::Srht => TargetKind::Srht,
-        }
-    }
-}
-
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("to", |to| to.required(true)),
+    mut_arg("root", |root| root.required_if_eq("to", "srht")),
+    mut_arg("distro", |distro| distro.required_if_eq("to", "srht")),
+    mut_arg("release", |release| release.required_if_eq("to", "srht"))
+)]
 pub struct PublishArgs {
     /// The qcow2 image to publish (it is never modified).
     pub image: PathBuf,
-    /// Where to publish it.
-    #[arg(long, value_enum)]
-    pub to: TargetArg,
-    /// The image's name (letters, digits, `_`, `-`); default: the file name without extension.
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// Djinn: `path[@owner]` (default from config); offline: a path like `debian`.
-    #[arg(long, value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Djinn API base URL, under which /images lives (default from config).
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// Rewrite the image with `qemu-img convert` first (the original stays as it is).
-    #[arg(long)]
-    pub compact: bool,
-    /// With --compact: compress the clusters (smaller, slower).
-    #[arg(long, requires = "compact")]
-    pub compress: bool,
-    /// Also write NAME.sha256 (sha256sum format) beside the published file.
-    #[arg(long)]
-    pub sha256: bool,
-    /// Offline: the runner's driver configuration [default: ~/.config/djinn/driver.conf].
-    #[arg(long, value_name = "FILE")]
-    pub driver_conf: Option<PathBuf>,
-    /// Offline: install as a worker base image (DISKS/_base/qemu/x86_64/…).
-    #[arg(long)]
-    pub base: bool,
-    /// Offline, srht: replace an image that is already there.
-    #[arg(long)]
-    pub replace: bool,
-    /// srht: the image tree's root directory.
-    #[arg(long, value_name = "DIR", required_if_eq("to", "srht"))]
-    pub root: Option<PathBuf>,
-    /// srht: the distribution directory, e.g. debian.
-    #[arg(long, value_name = "D", required_if_eq("to", "srht"))]
-    pub distro: Option<String>,
-    /// srht: the release directory, e.g. 12.
-    #[arg(long, value_name = "R", required_if_eq("to", "srht"))]
-    pub release: Option<String>,
-    /// srht: the architecture directory [default: x86_64].
-    #[arg(long, value_name = "A")]
-    pub arch: Option<String>,
+    #[command(flatten)]
+    pub destination: DestinationArgs,
     /// Publish even though the image's session file (NAME.kiln.toml) says verify has not
     /// passed since the image last changed.
     #[arg(long)]
@@ -90,15 +35,24 @@ pub struct PublishArgs {
 }
 
 pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    if let Some(problem) = misplaced_flag(&args) {
+    let destination = &args.destination;
+    let to = destination.to.expect("clap requires --to on kiln publish");
+    if let Some(problem) = misplaced_flag(to, destination) {
         eprintln!("kiln publish: {problem}");
         return Exit::Environment;
     }
+    let choices = match destination.choices() {
+        Ok(choices) => choices,
+        Err(problem) => {
+            eprintln!("kiln publish: {problem}");
+            return Exit::Environment;
+        }
+    };
     let workflow = match super::one_step("publish", &args.image, false, settings, dirs).await {
         Ok(workflow) => workflow,
         Err(exit) => return exit,
     };
-    workflow.choose(&choices(&args));
+    workflow.choose(&choices);
     let options = StepOptions {
         unverified: args.unverified,
         ..StepOptions::default()
@@ -116,59 +70,35 @@ pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) ->
     }
 }
 
-/// What this command line chooses; the config file fills in the Djinn URL and namespace.
-fn choices(args: &PublishArgs) -> Choices {
-    let on = |flag: bool| flag.then_some(true);
-    Choices {
-        target: Some(args.to.into()),
-        name: args.name.clone(),
-        namespace: args.namespace.clone(),
-        url: args.url.clone(),
-        driver_conf: args.driver_conf.as_deref().map(super::absolute),
-        base: on(args.base),
-        replace: on(args.replace),
-        root: args.root.as_deref().map(super::absolute),
-        release: match (&args.distro, &args.release) {
-            (Some(distro), Some(release)) => Some(format!("{distro}/{release}")),
-            _ => None,
-        },
-        arch: args.arch.clone(),
-        compact: on(args.compact),
-        compress: on(args.compress),
-        sha256: on(args.sha256),
-        ..Choices::default()
-    }
-}
-
 /// A flag that means nothing for the chosen target is a mistake worth stopping for.
-fn misplaced_flag(args: &PublishArgs) -> Option<String> {
+fn misplaced_flag(to: TargetArg, flags: &DestinationArgs) -> Option<String> {
     let given = [
-        ("--url", args.url.is_some(), TargetArg::Djinn),
+        ("--url", flags.url.is_some(), TargetArg::Djinn),
         (
             "--driver-conf",
-            args.driver_conf.is_some(),
+            flags.driver_conf.is_some(),
             TargetArg::Offline,
         ),
-        ("--base", args.base, TargetArg::Offline),
-        ("--root", args.root.is_some(), TargetArg::Srht),
-        ("--distro", args.distro.is_some(), TargetArg::Srht),
-        ("--release", args.release.is_some(), TargetArg::Srht),
-        ("--arch", args.arch.is_some(), TargetArg::Srht),
+        ("--base", flags.base, TargetArg::Offline),
+        ("--root", flags.root.is_some(), TargetArg::Srht),
+        ("--distro", flags.distro.is_some(), TargetArg::Srht),
+        ("--release", flags.release.is_some(), TargetArg::Srht),
+        ("--arch", flags.arch.is_some(), TargetArg::Srht),
     ];
     let wrong = given
         .iter()
-        .find(|(_, set, kind)| *set && *kind != args.to)
+        .find(|(_, set, kind)| *set && *kind != to)
         .map(|(flag, _, kind)| {
             format!(
                 "{flag} only applies to --to {}",
                 TargetKind::from(*kind).name()
             )
         });
-    wrong.or_else(|| match args.to {
-        TargetArg::Djinn if args.replace => Some(
+    wrong.or_else(|| match to {
+        TargetArg::Djinn if flags.replace => Some(
             "--replace does not apply to --to djinn; delete the old image in Djinn first".into(),
         ),
-        TargetArg::Srht if args.name.is_some() || args.namespace.is_some() => Some(
+        TargetArg::Srht if flags.name.is_some() || flags.namespace.is_some() => Some(
             "--name and --namespace do not apply to --to srht; the tree is named by --distro/--release/--arch".into(),
         ),
         _ => None,

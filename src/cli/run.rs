@@ -7,8 +7,7 @@ use clap::Args;
 
 use super::check::ProfileArg;
 use super::configure::Variant;
-use super::flags::{CredentialArgs, InstallerArgs};
-use super::publish::TargetArg;
+use super::flags::{CredentialArgs, DestinationArgs, InstallerArgs};
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::config::{CliOverrides, Dirs, Settings};
@@ -57,36 +56,8 @@ pub struct RunArgs {
     /// Which CI driver verify imitates.
     #[arg(long, value_enum)]
     pub profile: Option<ProfileArg>,
-    /// Where publish sends the image; without a target the flow ends after verify.
-    #[arg(long, value_enum)]
-    pub to: Option<TargetArg>,
-    /// The published image's name [default: the file name without .qcow2].
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// Djinn: `path[@owner]`; offline: a path like `debian` [default: config [djinn] namespace].
-    #[arg(long, value_name = "NS")]
-    pub namespace: Option<String>,
-    /// Djinn API base URL, under which /images lives [default: config [djinn] url].
-    #[arg(long, value_name = "URL")]
-    pub url: Option<String>,
-    /// Offline: the runner's driver configuration [default: ~/.config/djinn/driver.conf].
-    #[arg(long, value_name = "FILE")]
-    pub driver_conf: Option<PathBuf>,
-    /// builds.sr.ht tree root (with --to srht).
-    #[arg(long, value_name = "DIR")]
-    pub root: Option<PathBuf>,
-    /// builds.sr.ht distro/release, e.g. debian/12 (with --to srht).
-    #[arg(long, value_name = "D/R")]
-    pub release: Option<String>,
-    /// Compact with qemu-img convert before publishing.
-    #[arg(long)]
-    pub compact: bool,
-    /// Write NAME.sha256 next to a locally published image.
-    #[arg(long)]
-    pub sha256: bool,
-    /// Replace an image of the same name (offline runner and builds.sr.ht targets).
-    #[arg(long)]
-    pub replace: bool,
+    #[command(flatten)]
+    pub destination: DestinationArgs,
     /// Start here: run this step and every later one again, even if the session says they are
     /// done; earlier steps not done are recorded as skipped (done another way).
     #[arg(long, value_enum, value_name = "STEP")]
@@ -102,10 +73,9 @@ pub struct RunArgs {
 impl RunArgs {
     /// The choices this command line makes; the session keeps the earlier ones it does not.
     fn choices(&self, overrides: &CliOverrides) -> Result<Choices, String> {
-        let on = |flag: bool| flag.then_some(true);
-        let absolute = |path: &Option<PathBuf>| path.as_deref().map(super::absolute);
         let mut choices = self.installer.choices()?;
         choices.update(&self.credentials.choices());
+        choices.update(&self.destination.choices()?);
         choices.update(&Choices {
             size: self.size.clone(),
             // Only what was asked for on this command line; the defaults may change.
@@ -113,16 +83,6 @@ impl RunArgs {
             cpus: overrides.cpus,
             variant: self.variant.map(Into::into),
             profile: self.profile.map(Into::into),
-            target: self.to.map(Into::into),
-            name: self.name.clone(),
-            namespace: self.namespace.clone(),
-            url: self.url.clone(),
-            driver_conf: absolute(&self.driver_conf),
-            root: absolute(&self.root),
-            release: self.release.clone(),
-            compact: on(self.compact),
-            sha256: on(self.sha256),
-            replace: on(self.replace),
             ..Choices::default()
         });
         Ok(choices)
