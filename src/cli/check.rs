@@ -2,10 +2,10 @@
 //! exit 0 all passed, 1 a check failed, 2 the checks could not run.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use super::flags::BootTimeoutArgs;
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::check::Verdict;
@@ -42,6 +42,8 @@ pub enum ReportFormat {
 }
 
 #[derive(Debug, Args)]
+// `kiln check` called it --timeout before it had configure's name.
+#[command(mut_arg("boot_timeout", |wait| wait.alias("timeout")))]
 pub struct CheckArgs {
     /// The qcow2 image to check (it is never modified).
     pub image: PathBuf,
@@ -54,9 +56,8 @@ pub struct CheckArgs {
     /// How to print the report on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: ReportFormat,
-    /// Seconds to wait for SSH after QEMU starts (the Djinn driver waits 300).
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
-    pub timeout: u64,
+    #[command(flatten)]
+    pub boot: BootTimeoutArgs,
 }
 
 /// An image with a session gets this full check recorded as its verify step (a static-only
@@ -73,7 +74,7 @@ pub async fn run(args: CheckArgs, settings: &Settings, dirs: Option<&Dirs>) -> E
     });
     let options = StepOptions {
         static_only: args.static_only,
-        timeout: Some(Duration::from_secs(args.timeout)),
+        timeout: args.boot.timeout(),
         ..StepOptions::default()
     };
     let task = workflow.start(Step::Verify, Secrets::default(), options);

@@ -2,11 +2,10 @@
 //! reference sshd_config; exit 0 only when a fresh root login with an empty password worked.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use super::flags::CredentialArgs;
+use super::flags::{BootTimeoutArgs, CredentialArgs};
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::config::{Dirs, Settings};
@@ -55,9 +54,8 @@ pub struct ConfigureArgs {
     /// Remove SSH host keys and install a first-boot unit that regenerates them.
     #[arg(long)]
     pub regenerate_host_keys: bool,
-    /// Seconds to wait for the guest's SSH after power-on.
-    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
-    pub boot_timeout: u64,
+    #[command(flatten)]
+    pub boot: BootTimeoutArgs,
 }
 
 pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
@@ -93,7 +91,7 @@ pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) 
             },
             ..TaskOptions::default()
         },
-        timeout: Some(Duration::from_secs(args.boot_timeout)),
+        timeout: args.boot.timeout(),
         ..StepOptions::default()
     };
     let task = workflow.start(Step::Configure, secrets, options);

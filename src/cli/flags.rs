@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
@@ -12,7 +13,7 @@ use super::absolute;
 use crate::engine::iso::Expected;
 use crate::engine::publish::TargetKind;
 use crate::engine::session::Choices;
-use crate::engine::workflow::requests::parse_checksum;
+use crate::engine::workflow::requests::{BOOT_DEADLINE, parse_checksum};
 use crate::engine::workflow::{Secrets, secret_from_file};
 
 /// The installer and how it runs: `kiln install` and `kiln run`.
@@ -331,6 +332,21 @@ impl DestinationArgs {
     }
 }
 
+/// How long a booted guest has to answer on SSH: `kiln configure` and `kiln check`.
+#[derive(Debug, Args)]
+pub struct BootTimeoutArgs {
+    /// Seconds to wait for the guest's SSH after power-on (the Djinn driver waits 300).
+    #[arg(long, value_name = "SECONDS", default_value_t = BOOT_DEADLINE.as_secs())]
+    pub boot_timeout: u64,
+}
+
+impl BootTimeoutArgs {
+    /// The wait as the step's timeout.
+    pub fn timeout(&self) -> Option<Duration> {
+        Some(Duration::from_secs(self.boot_timeout))
+    }
+}
+
 /// The first line of a secret file, without its newline.
 fn first_line(file: &Path) -> Result<String, String> {
     secret_from_file(file).map_err(|e| format!("cannot read {}: {e}", file.display()))
@@ -531,5 +547,19 @@ mod tests {
             parse(&["run", "x", "--to", "srht"]).is_ok(),
             "run: the session has them"
         );
+    }
+
+    #[test]
+    fn check_waits_for_ssh_by_the_same_flag_as_configure() {
+        for flag in ["--boot-timeout", "--timeout"] {
+            let Command::Check(args) = parse(&["check", "x", flag, "60"]).unwrap() else {
+                panic!("not check");
+            };
+            assert_eq!(args.boot.boot_timeout, 60, "{flag}");
+        }
+        let Command::Configure(args) = parse(&["configure", "x"]).unwrap() else {
+            panic!("not configure");
+        };
+        assert_eq!(args.boot.timeout(), Some(super::BOOT_DEADLINE));
     }
 }
