@@ -11,7 +11,7 @@ use clap::{Args, ValueEnum};
 
 use super::absolute;
 use crate::engine::iso::Expected;
-use crate::engine::publish::TargetKind;
+use crate::engine::publish::{Namespace, TargetKind};
 use crate::engine::session::Choices;
 use crate::engine::workflow::requests::{BOOT_DEADLINE, parse_checksum};
 use crate::engine::workflow::{Secrets, secret_from_file};
@@ -255,7 +255,7 @@ pub struct DestinationArgs {
     /// Djinn: `path[@owner]` [default: config [djinn] namespace]; offline: a path like
     /// `debian`.
     #[arg(long, value_name = "NS")]
-    pub namespace: Option<String>,
+    pub namespace: Option<Namespace>,
     /// Djinn API base URL, under which /images lives [default: config [djinn] url].
     #[arg(long, value_name = "URL")]
     pub url: Option<String>,

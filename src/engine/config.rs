@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::namespace::Namespace;
 use super::vcpus::Vcpus;
 
 /// The commented template printed by `kiln config --print-template`.
@@ -94,7 +95,7 @@ impl std::str::FromStr for Graphics {
 #[serde(deny_unknown_fields)]
 pub struct DjinnFileConfig {
     pub url: Option<String>,
-    pub namespace: Option<String>,
+    pub namespace: Option<Namespace>,
 }
 
 /// What the command line said, for the settings that can also come from the file.
@@ -116,7 +117,7 @@ pub struct Settings {
     pub theme: String,
     pub graphics: Graphics,
     pub djinn_url: Option<String>,
-    pub djinn_namespace: Option<String>,
+    pub djinn_namespace: Option<Namespace>,
 }
 
 /// What the host can spare, used for the defaults.
@@ -265,7 +266,7 @@ mod tests {
             theme: Some("light".into()),
             djinn: DjinnFileConfig {
                 url: Some("https://ci.example".into()),
-                namespace: Some("team".into()),
+                namespace: Some("team".parse().unwrap()),
             },
             ..FileConfig::default()
         };
@@ -279,7 +280,10 @@ mod tests {
         assert_eq!(settings.theme, "light"); // file
         assert_eq!(settings.image_dir, PathBuf::from(".")); // default
         assert_eq!(settings.djinn_url.as_deref(), Some("https://ci.example"));
-        assert_eq!(settings.djinn_namespace.as_deref(), Some("team"));
+        assert_eq!(
+            settings.djinn_namespace.map(|ns| ns.to_string()).as_deref(),
+            Some("team")
+        );
     }
 
     #[test]

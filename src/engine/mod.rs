@@ -17,6 +17,7 @@ pub mod install;
 pub mod iso;
 pub mod keys;
 pub mod machine;
+pub mod namespace;
 pub mod plan;
 pub mod post_build;
 pub mod process;

@@ -16,7 +16,7 @@ use super::Step;
 use super::config::toml_problem;
 use super::configure::SshdVariant;
 use super::driver::Profile;
-use super::publish::TargetKind;
+use super::publish::{Namespace, TargetKind};
 use super::qcow2_header;
 use super::temp_file::{TempFile, parent_dir};
 use super::vcpus::Vcpus;
@@ -223,8 +223,13 @@ pub struct Choices {
     pub target: Option<TargetKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
+    /// Checked where it was typed; a session file from before that check that holds a bad
+    /// one loads without it (the publish form or flag then asks again).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "namespace_if_valid"
+    )]
+    pub namespace: Option<Namespace>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -300,6 +305,14 @@ impl Choices {
             replace
         );
     }
+}
+
+/// A recorded namespace, or none when it is not one (see [`Choices::namespace`]).
+fn namespace_if_valid<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Namespace>, D::Error> {
+    let text = Option::<String>::deserialize(deserializer)?;
+    Ok(text.and_then(|text| text.parse().ok()))
 }
 
 /// Where a step stands now, as the step list and `kiln run` see it.

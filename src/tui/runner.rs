@@ -95,6 +95,11 @@ impl App {
             return;
         }
         self.run_mut(step).reset();
+        // A value the engine would refuse is refused here, in its words, before anything runs.
+        if let Some(problem) = self.publish.problem().filter(|_| step == Step::Publish) {
+            self.run_mut(step).error = Some(problem);
+            return;
+        }
         let image = self.image_of(step);
         if self.workflow.as_ref().is_none_or(|w| w.image() != image) {
             match self.open_workflow(&image) {

@@ -254,7 +254,7 @@ pub(super) struct DjinnUpload {
     pub(super) authorization: HeaderValue,
     pub(super) api: Api,
     pub(super) name: String,
-    pub(super) namespace: Option<String>,
+    pub(super) namespace: Option<crate::engine::namespace::Namespace>,
 }
 
 impl DjinnUpload {
@@ -270,7 +270,7 @@ impl DjinnUpload {
                     self.name, self.api.base
                 ));
                 let found = tokio::select! {
-                    found = self.find_existing(namespace, reporter) => found?,
+                    found = self.find_existing(namespace.as_str(), reporter) => found?,
                     _ = reporter.cancelled() => {
                         return Err(PublishError::Cancelled(Cancelled("nothing was published".into())));
                     }
@@ -278,7 +278,7 @@ impl DjinnUpload {
                 if let Some(Taken { id }) = found {
                     return Err(PublishError::NameTaken {
                         name: self.name.clone(),
-                        namespace: namespace.clone(),
+                        namespace: namespace.to_string(),
                         id,
                     });
                 }
@@ -320,7 +320,7 @@ impl DjinnUpload {
             id,
             url,
             name: self.name.clone(),
-            namespace: self.namespace.clone(),
+            namespace: self.namespace.as_ref().map(ToString::to_string),
         };
         Ok(Outcome {
             destination,
@@ -445,7 +445,7 @@ impl DjinnUpload {
             let mut query = url.query_pairs_mut();
             query.append_pair("name", &self.name);
             if let Some(namespace) = &self.namespace {
-                query.append_pair("namespace", namespace);
+                query.append_pair("namespace", namespace.as_str());
             }
         }
         reporter.info(format!(

@@ -18,24 +18,6 @@ use crate::engine::units::human_bytes;
 /// Copies move this much per step, so progress and Ctrl-C are noticed several times a second.
 const COPY_CHUNK: usize = 8 << 20;
 
-/// `a/b/c` with non-empty segments of letters, for paths on disk.
-pub(super) fn namespace_segments(namespace: &str) -> Result<Vec<&str>, PublishError> {
-    if namespace.contains('@') {
-        return Err(PublishError::InvalidOption(format!(
-            "namespace `{namespace}`: the offline runner has no namespace owners; drop the @owner part"
-        )));
-    }
-    let segments: Vec<&str> = namespace.split('/').collect();
-    let valid = segments
-        .iter()
-        .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphabetic()));
-    if valid {
-        Ok(segments)
-    } else {
-        Err(PublishError::InvalidNamespace(namespace.to_string()))
-    }
-}
-
 /// One directory name of a builds.sr.ht tree (`debian`, `12`, `x86_64`).
 pub(super) fn layout_component(flag: &str, value: &str) -> Result<(), PublishError> {
     let valid = !value.is_empty()

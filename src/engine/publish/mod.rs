@@ -35,8 +35,9 @@ use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::units::human_bytes;
 use super::verify;
 use djinn::{Api, DjinnUpload, http_client, parse_api_url};
-use local::{FilePlan, file_plan, install_file, layout_component, namespace_segments, read_disks};
+use local::{FilePlan, file_plan, install_file, layout_component, read_disks};
 
+pub use super::namespace::{Namespace, NamespaceError};
 pub use djinn::QEMU_DISK;
 pub use driver_conf::default_driver_conf;
 
@@ -174,15 +175,15 @@ pub enum PublishTarget {
     Djinn {
         /// The API base URL; `/images` lives under it.
         url: String,
-        /// `path[@owner]`; `None` is the token owner's own namespace.
-        namespace: Option<String>,
+        /// `None` is the token owner's own namespace.
+        namespace: Option<Namespace>,
         token: Token,
     },
     /// `<disks>/qemu/x86_64/<namespace path>/<name>` for Djinn's offline runner.
     Offline {
         driver_conf: PathBuf,
-        /// A path of letters and `/` (no owner: the runner has none).
-        namespace: Option<String>,
+        /// No owner: the runner has none.
+        namespace: Option<Namespace>,
         /// The worker layout `<disks>/_base/qemu/x86_64/…` instead.
         base: bool,
         replace: bool,
@@ -332,10 +333,8 @@ pub enum PublishError {
         "`{0}` is not a valid image name: use letters, digits, `_` and `-` (^[a-zA-Z0-9_-]+$), e.g. --name debian-12"
     )]
     InvalidName(String),
-    #[error(
-        "`{0}` is not a valid namespace: a path of letters and `/`, optionally followed by @owner (e.g. ci/base or ci/base@team)"
-    )]
-    InvalidNamespace(String),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
     #[error("{0}")]
     InvalidOption(String),
     #[error("{}", describe_failures(.0))]
@@ -409,7 +408,7 @@ impl PublishError {
         matches!(
             self,
             PublishError::InvalidName(_)
-                | PublishError::InvalidNamespace(_)
+                | PublishError::Namespace(_)
                 | PublishError::InvalidOption(_)
                 | PublishError::NotReady(_)
                 | PublishError::NameTaken { .. }
@@ -447,17 +446,6 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 // ---------------------------------------------------------------------------------------------
 // Validation: everything that can be refused before a byte moves
 
-/// `^[a-zA-Z/]+(@[a-zA-Z0-9_-]+)?$`, the namespace syntax Djinn accepts.
-pub fn is_valid_namespace(namespace: &str) -> bool {
-    let (path, owner) = match namespace.split_once('@') {
-        Some((path, owner)) => (path, Some(owner)),
-        None => (namespace, None),
-    };
-    !path.is_empty()
-        && path.chars().all(|c| c.is_ascii_alphabetic() || c == '/')
-        && owner.is_none_or(is_valid_image_name)
-}
-
 /// The image name asked for, or the file's stem.
 fn image_name(request: &PublishRequest) -> Result<String, PublishError> {
     let name = match &request.name {
@@ -481,7 +469,7 @@ enum Plan {
     Djinn {
         api: Api,
         name: String,
-        namespace: Option<String>,
+        namespace: Option<Namespace>,
         token: Token,
         plain_http: bool,
     },
@@ -496,17 +484,11 @@ fn plan(request: &PublishRequest) -> Result<Plan, PublishError> {
             token,
         } => {
             let name = image_name(request)?;
-            let namespace = namespace.clone().filter(|n| !n.is_empty());
-            if let Some(ns) = &namespace
-                && !is_valid_namespace(ns)
-            {
-                return Err(PublishError::InvalidNamespace(ns.clone()));
-            }
             let (api, plain_http) = parse_api_url(url)?;
             Ok(Plan::Djinn {
                 api,
                 name,
-                namespace,
+                namespace: namespace.clone(),
                 token: token.clone(),
                 plain_http,
             })
@@ -518,8 +500,8 @@ fn plan(request: &PublishRequest) -> Result<Plan, PublishError> {
             replace,
         } => {
             let name = image_name(request)?;
-            let segments = match namespace.as_deref().filter(|n| !n.is_empty()) {
-                Some(ns) => namespace_segments(ns)?,
+            let segments = match namespace {
+                Some(namespace) => namespace.offline_segments()?,
                 None => Vec::new(),
             };
             let disks = read_disks(driver_conf)?;
@@ -749,31 +731,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn names_and_namespaces() {
-        for good in ["ci", "ci/base", "a/b/c", "ci/base@team-1", "x@y_z"] {
-            assert!(is_valid_namespace(good), "{good}");
-        }
-        for bad in [
-            "", "ci-base", "ci/base2", "@team", "ci@", "ci@a/b", "ci base",
-        ] {
-            assert!(!is_valid_namespace(bad), "{bad}");
-        }
-        assert_eq!(
-            namespace_segments("debian/stable").unwrap(),
-            ["debian", "stable"]
-        );
-        for bad in ["/debian", "debian/", "a//b", "deb1an"] {
-            assert!(namespace_segments(bad).is_err(), "{bad}");
-        }
-        assert!(
-            namespace_segments("ci@team")
-                .unwrap_err()
-                .to_string()
-                .contains("owner")
-        );
-    }
-
     fn request(image: &str, name: Option<&str>, target: PublishTarget) -> PublishRequest {
         PublishRequest {
             image: PathBuf::from(image),
@@ -787,7 +744,7 @@ mod tests {
     fn djinn(url: &str, namespace: Option<&str>) -> PublishTarget {
         PublishTarget::Djinn {
             url: url.into(),
-            namespace: namespace.map(str::to_string),
+            namespace: namespace.map(|ns| ns.parse().unwrap()),
             token: Token::new("t").unwrap(),
         }
     }
@@ -828,7 +785,6 @@ mod tests {
         let cases = [
             request("/x/debian 12.qcow2", None, djinn("https://h", None)),
             request("/x/a.qcow2", Some("a.b"), djinn("https://h", None)),
-            request("/x/a.qcow2", None, djinn("https://h", Some("ci-base"))),
             request("/x/a.qcow2", None, djinn("ftp://h", None)),
             request("/x/a.qcow2", None, djinn("https://user:pw@h", None)),
             request("/x/a.qcow2", None, djinn("not a url", None)),
@@ -853,7 +809,7 @@ mod tests {
         .unwrap();
         let offline = |namespace: Option<&str>, base: bool| PublishTarget::Offline {
             driver_conf: conf.clone(),
-            namespace: namespace.map(str::to_string),
+            namespace: namespace.map(|ns| ns.parse().unwrap()),
             base,
             replace: false,
         };

@@ -14,7 +14,7 @@ use crate::engine::image::{is_valid_image_name, parse_size};
 use crate::engine::install::boot_command::{self, BootCommand, Position, parse_duration};
 use crate::engine::install::preset::{Mirror, Preset};
 use crate::engine::provision::ProvisionStep;
-use crate::engine::publish::{TargetKind, is_valid_namespace};
+use crate::engine::publish::TargetKind;
 
 /// Other names people give the built-in presets.
 const PRESET_ALIASES: [(&str, &str); 1] = [("debian", "debian-12")];
@@ -306,19 +306,11 @@ impl Reader<'_> {
         if p.url.as_deref().is_some_and(|url| !is_url(url)) {
             return Err(self.error(&key("url"), "an http:// or https:// URL, the API's base"));
         }
-        let offline = p.target == TargetKind::Offline;
-        if (p.namespace.as_deref())
-            .is_some_and(|ns| !is_valid_namespace(ns) || offline && ns.contains('@'))
+        // Its syntax was checked as it was read (`Namespace`); owners are Djinn's alone.
+        if p.target == TargetKind::Offline
+            && let Some(Err(problem)) = p.namespace.as_ref().map(|ns| ns.offline_segments())
         {
-            let owner = if offline {
-                ""
-            } else {
-                ", then @OWNER for another owner's"
-            };
-            return Err(self.error(
-                &key("namespace"),
-                format!("a path of letters and `/`{owner}"),
-            ));
+            return Err(self.error(&key("namespace"), problem));
         }
         if p.name
             .as_deref()
@@ -591,11 +583,11 @@ mod tests {
             ),
             (
                 "to = \"djinn\"\nnamespace = \"team-1\"\n",
-                "[[publish]] #1 namespace: a path of letters and `/`, then @OWNER",
+                "`team-1` is not a valid namespace: a path of letters and `/`",
             ),
             (
                 "to = \"offline\"\nnamespace = \"a@b\"\n",
-                "[[publish]] #1 namespace: a path of letters and `/`",
+                "[[publish]] #1 namespace: namespace `a@b`: the offline runner has no namespace owners",
             ),
             (
                 "to = \"djinn\"\nname = \"a b\"\n",

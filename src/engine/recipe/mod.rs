@@ -112,7 +112,7 @@ use super::configure::{Extras, SshdVariant};
 use super::driver::Profile;
 use super::install::boot_command::parse_duration;
 use super::provision::ProvisionStep;
-use super::publish::TargetKind;
+use super::publish::{Namespace, TargetKind};
 use error::Checked;
 use vars::set_var;
 
@@ -241,7 +241,7 @@ pub struct Publish {
     #[serde(rename = "to")]
     pub target: TargetKind,
     pub url: Option<String>,
-    pub namespace: Option<String>,
+    pub namespace: Option<Namespace>,
     pub name: Option<String>,
     /// Djinn only: the variable holding the token; `None` is kiln's usual token
     /// (`publish::load_token`).
@@ -475,7 +475,10 @@ mod tests {
         };
         assert_eq!(djinn.target, TargetKind::Djinn);
         assert_eq!(djinn.url.as_deref(), Some("https://ci.example/api"));
-        assert_eq!(djinn.namespace.as_deref(), Some("images"));
+        assert_eq!(
+            djinn.namespace.as_ref().map(|ns| ns.as_str()),
+            Some("images")
+        );
         assert_eq!(djinn.token_env.as_deref(), Some("DJINN_TOKEN"));
         assert_eq!(offline.target, TargetKind::Offline);
         assert_eq!(

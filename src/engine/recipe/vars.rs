@@ -112,8 +112,14 @@ mod tests {
         assert_eq!(install.http_port, Some(8100));
         assert!(install.kernel_boot);
         assert!(recipe.cleanup.zero_free_space);
-        assert_eq!(recipe.publish[0].namespace.as_deref(), Some("images"));
-        assert_eq!(recipe.publish[1].namespace.as_deref(), Some("team"));
+        assert_eq!(
+            recipe.publish[0].namespace.as_ref().map(|ns| ns.as_str()),
+            Some("images")
+        );
+        assert_eq!(
+            recipe.publish[1].namespace.as_ref().map(|ns| ns.as_str()),
+            Some("team")
+        );
         let text = format!("{MINIMAL}[verify]\nprofiles = [\"djinn\"]\n");
         let recipe = fixture
             .load(&text, &[("verify.profiles.0", "srht")])

@@ -266,7 +266,8 @@ pub fn publish_request(
                         .into(),
                 )
             })?,
-            namespace: non_empty(&choices.namespace).or_else(|| non_empty(&settings.djinn_namespace)),
+            // The one place the config file's namespace fills in for every frontend.
+            namespace: choices.namespace.clone().or_else(|| settings.djinn_namespace.clone()),
             token: match &secrets.token {
                 Some(token) => token.clone(),
                 None => publish::load_token(environment.config_dir.as_deref())?,
@@ -304,7 +305,7 @@ mod tests {
                 theme: "default".into(),
                 graphics: crate::engine::config::Graphics::Auto,
                 djinn_url: Some("https://ci.example/api".into()),
-                djinn_namespace: Some("from-config".into()),
+                djinn_namespace: Some("fromconfig".parse().unwrap()),
             },
             accelerator: Accelerator::Tcg,
             record_dir: None,
@@ -377,18 +378,20 @@ mod tests {
                 .unwrap()
                 .target
             {
-                PublishTarget::Djinn { url, namespace, .. } => (url, namespace),
+                PublishTarget::Djinn { url, namespace, .. } => {
+                    (url, namespace.map(|ns| ns.to_string()))
+                }
                 other => panic!("{other:?}"),
             };
         assert_eq!(
             namespace(&Choices::default()),
             (
                 "https://ci.example/api".to_string(),
-                Some("from-config".to_string())
+                Some("fromconfig".to_string())
             )
         );
         let chosen = Choices {
-            namespace: Some("chosen".into()),
+            namespace: Some("chosen".parse().unwrap()),
             ..Choices::default()
         };
         assert_eq!(namespace(&chosen).1.as_deref(), Some("chosen"));

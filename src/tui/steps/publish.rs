@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::run::StepRun;
 use crate::engine::config::Settings;
-use crate::engine::publish::{TargetKind, Token};
+use crate::engine::publish::{Namespace, NamespaceError, TargetKind, Token};
 use crate::engine::session::Choices;
 use crate::engine::task::Level;
 use crate::engine::workflow::Secrets;
@@ -13,6 +13,10 @@ use crate::tui::widgets::form::{Field, Form};
 pub struct PublishScreen {
     pub form: Form,
     pub run: StepRun,
+    /// The config file's `[djinn]` URL and namespace: what an empty field means (the engine
+    /// fills them in when the step runs; the form only says so).
+    config_url: Option<String>,
+    config_namespace: Option<Namespace>,
 }
 
 impl PublishScreen {
@@ -22,18 +26,8 @@ impl PublishScreen {
                 Field::path("disk", "Disk", ""),
                 Field::choice("target", "To", vec!["djinn", "offline", "srht"]),
                 Field::text("name", "Name", "").only_for("target", &["djinn", "offline"]),
-                Field::text(
-                    "namespace",
-                    "Namespace",
-                    settings.djinn_namespace.as_deref().unwrap_or(""),
-                )
-                .only_for("target", &["djinn", "offline"]),
-                Field::text(
-                    "url",
-                    "Djinn URL",
-                    settings.djinn_url.as_deref().unwrap_or(""),
-                )
-                .only_for("target", &["djinn"]),
+                Field::text("namespace", "Namespace", "").only_for("target", &["djinn", "offline"]),
+                Field::text("url", "Djinn URL", "").only_for("target", &["djinn"]),
                 Field::secret("token", "Token").only_for("target", &["djinn"]),
                 Field::path("driver-conf", "Runner cf", "").only_for("target", &["offline"]),
                 Field::path("root", "srht root", "").only_for("target", &["srht"]),
@@ -46,6 +40,23 @@ impl PublishScreen {
                 Field::button("Publish"),
             ]),
             run: StepRun::default(),
+            config_url: settings.djinn_url.clone(),
+            config_namespace: settings.djinn_namespace.clone(),
+        }
+    }
+
+    /// What the form holds that cannot be published as it is (a namespace that is not one):
+    /// the step is not started, and the message is the one every frontend gives.
+    pub fn problem(&self) -> Option<String> {
+        self.namespace().err().map(|e| e.to_string())
+    }
+
+    /// The Namespace field, parsed; empty is none.
+    fn namespace(&self) -> Result<Option<Namespace>, NamespaceError> {
+        let text = self.form.text("namespace");
+        match text.is_empty() {
+            true => Ok(None),
+            false => text.parse().map(Some),
         }
     }
 
@@ -56,7 +67,7 @@ impl PublishScreen {
         Choices {
             target: TargetKind::from_name(form.choice("target")),
             name: optional("name"),
-            namespace: optional("namespace"),
+            namespace: self.namespace().ok().flatten(),
             url: optional("url"),
             driver_conf: optional("driver-conf").map(PathBuf::from),
             root: optional("root").map(PathBuf::from),
@@ -81,10 +92,21 @@ impl PublishScreen {
                     format!("empty: published as `{stem}` (the file name)"),
                 ))
             }
-            "url" if empty => Some((
-                Level::Warn,
-                "the Djinn API base URL, or `url` under [djinn] in config.toml".into(),
-            )),
+            "url" if empty => Some(match &self.config_url {
+                Some(url) => (Level::Info, format!("empty: {url}, from config.toml")),
+                None => (
+                    Level::Warn,
+                    "the Djinn API base URL, or `url` under [djinn] in config.toml".into(),
+                ),
+            }),
+            "namespace" => match (self.namespace(), &self.config_namespace) {
+                (Err(error), _) => Some((Level::Warn, error.to_string())),
+                (Ok(None), Some(namespace)) => Some((
+                    Level::Info,
+                    format!("empty: {namespace}, from config.toml (Djinn)"),
+                )),
+                (Ok(_), _) => None,
+            },
             "token" if self.form.raw("token").is_empty() => Some((
                 Level::Info,
                 "empty: from KILN_DJINN_TOKEN or ~/.config/kiln/djinn-token (mode 0600)".into(),
@@ -108,7 +130,10 @@ impl PublishScreen {
         }
         for (field, value) in [
             ("name", choices.name.clone()),
-            ("namespace", choices.namespace.clone()),
+            (
+                "namespace",
+                choices.namespace.as_ref().map(ToString::to_string),
+            ),
             ("url", choices.url.clone()),
             (
                 "driver-conf",

@@ -1,0 +1,77 @@
+//! A value a person types is parsed once, where it is typed, into the engine's type: so a bad
+//! one is refused by every frontend — a flag, a recipe, the workbench's form — with the same
+//! message, before any work starts.
+
+mod support;
+
+use std::time::Duration;
+
+use support::tmux::Tmux;
+use support::{Sandbox, kiln_bin, text};
+
+const SCREEN: Duration = Duration::from_secs(20);
+const BAD_NAMESPACE: &str = "team-1";
+/// The one message for it (`NamespaceError`).
+const NAMESPACE_MESSAGE: &str = "`team-1` is not a valid namespace: a path of letters and `/`, optionally followed by @owner (e.g. ci/base or ci/base@team)";
+
+#[test]
+fn a_bad_namespace_is_refused_with_one_message_by_flag_recipe_and_workbench() {
+    let sandbox = Sandbox::with_blank_disk();
+
+    // A flag: clap parses it with the engine's own parser; nothing is published.
+    let out = sandbox.kiln(&[
+        "publish",
+        "disk.qcow2",
+        "--to",
+        "djinn",
+        "--url",
+        "http://127.0.0.1:9/api",
+        "--namespace",
+        BAD_NAMESPACE,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(NAMESPACE_MESSAGE), "{stderr}");
+
+    // A recipe: refused when it is read, at its line, before a disk is made.
+    let recipe = sandbox.work().join("ns.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"ns\"\n[base]\nimage = \"disk.qcow2\"\n[[publish]]\nto = \"djinn\"\n\
+             url = \"http://127.0.0.1:9/api\"\nnamespace = \"{BAD_NAMESPACE}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sandbox.kiln(&["build", "ns.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ns.toml") && stderr.contains("line 7"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(NAMESPACE_MESSAGE), "{stderr}");
+    assert!(!sandbox.work().join("ns.qcow2").exists(), "work started");
+
+    // The workbench: the field says so as it is typed, and Publish is refused with it.
+    let command = format!(
+        "{} '{}' disk.qcow2; echo \"KILN-EXITED $?\"; sleep 60",
+        sandbox.shell_prefix(),
+        kiln_bin()
+    );
+    let tmux = Tmux::start("one-message", 220, 40, &command);
+    tmux.wait_for("Steps", SCREEN);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["Down", "Down", "Down", "Down", "Enter"]); // Publish, cursor in Name
+    tmux.wait_for("[ Publish ]", SCREEN);
+    tmux.keys(&["Tab"]); // Namespace
+    tmux.type_text(BAD_NAMESPACE);
+    tmux.wait_for(NAMESPACE_MESSAGE, SCREEN);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&format!("✘ {NAMESPACE_MESSAGE}"), SCREEN);
+    let session =
+        std::fs::read_to_string(sandbox.work().join("disk.kiln.toml")).unwrap_or_default();
+    assert!(!session.contains("[steps.publish]"), "{session}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+}
