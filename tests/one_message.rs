@@ -1,6 +1,6 @@
-//! A value a person types is parsed once, where it is typed, into the engine's type: so a bad
-//! one is refused by every frontend — a flag, a recipe, the workbench's form — with the same
-//! message, before any work starts.
+//! A value a person types is parsed once, where it is typed, into the engine's type (a Djinn
+//! namespace, a boot command): so a bad one is refused by every frontend — a flag, a recipe,
+//! the workbench's form — with the same message, before any work starts.
 
 mod support;
 
@@ -10,6 +10,10 @@ use support::tmux::Tmux;
 use support::{Sandbox, kiln_bin, text};
 
 const SCREEN: Duration = Duration::from_secs(20);
+const BAD_BOOT_COMMAND: &str = "<esc><entre>";
+/// What is wrong with it, the same in every frontend (each says where in its own terms: the
+/// flag's text, the recipe file's line and column).
+const BOOT_COMMAND_PROBLEM: &str = "unknown key <entre>; did you mean <enter>?";
 const BAD_NAMESPACE: &str = "team-1";
 /// The one message for it (`NamespaceError`).
 const NAMESPACE_MESSAGE: &str = "`team-1` is not a valid namespace: a path of letters and `/`, optionally followed by @owner (e.g. ci/base or ci/base@team)";
@@ -72,6 +76,78 @@ fn a_bad_namespace_is_refused_with_one_message_by_flag_recipe_and_workbench() {
     let session =
         std::fs::read_to_string(sandbox.work().join("disk.kiln.toml")).unwrap_or_default();
     assert!(!session.contains("[steps.publish]"), "{session}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+}
+
+#[test]
+fn a_bad_boot_command_is_refused_with_one_message_by_flag_recipe_and_workbench() {
+    let sandbox = Sandbox::with_blank_disk();
+    std::fs::write(
+        sandbox.work().join("installer.iso"),
+        b"not read: refused before",
+    )
+    .unwrap();
+
+    let out = sandbox.kiln(&[
+        "install",
+        "disk.qcow2",
+        "--iso",
+        "installer.iso",
+        "--boot-command",
+        BAD_BOOT_COMMAND,
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("line 1, column 6: {BOOT_COMMAND_PROBLEM}")),
+        "{stderr}"
+    );
+
+    let recipe = sandbox.work().join("boot.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"boot\"\n[disk]\nsize = \"1G\"\n[install]\niso = \"installer.iso\"\n\
+             boot_command = \"{BAD_BOOT_COMMAND}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sandbox.kiln(&["build", "boot.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // Placed in the file: line 6, the column of `<entre>` inside the string.
+    assert!(
+        stderr.contains(&format!(
+            "line 6, column 22: [install] boot_command: {BOOT_COMMAND_PROBLEM}"
+        )),
+        "{stderr}"
+    );
+    assert!(!sandbox.work().join("boot.qcow2").exists(), "work started");
+
+    // The workbench opens on the blank disk at Install, the cursor in the ISO field.
+    let command = format!(
+        "{} '{}' disk.qcow2; echo \"KILN-EXITED $?\"; sleep 60",
+        sandbox.shell_prefix(),
+        kiln_bin()
+    );
+    let tmux = Tmux::start("one-message-boot", 220, 40, &command);
+    tmux.wait_for("resuming at install", SCREEN);
+    tmux.type_text("installer.iso");
+    tmux.keys(&["Down", "Down", "Right", "Down"]); // SHA-256, Install: unattended, Boot keys
+    tmux.type_text(BAD_BOOT_COMMAND);
+    tmux.wait_for(BOOT_COMMAND_PROBLEM, SCREEN);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(
+        &format!("✘ boot command, line 1, column 6: {BOOT_COMMAND_PROBLEM}"),
+        SCREEN,
+    );
+    let session =
+        std::fs::read_to_string(sandbox.work().join("disk.kiln.toml")).unwrap_or_default();
+    assert!(!session.contains("[steps.install]"), "{session}");
+    assert!(!support::guest::qemu_running_with(
+        &sandbox.work().display().to_string()
+    ));
     tmux.keys(&["C-c"]);
     tmux.wait_for("KILN-EXITED 0", SCREEN);
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::absolute;
+use crate::engine::install::boot_command::BootCommandError;
 use crate::engine::iso::Expected;
 use crate::engine::publish::{Namespace, TargetKind};
 use crate::engine::session::Choices;
@@ -115,12 +116,17 @@ pub struct UnattendedArgs {
 impl UnattendedArgs {
     /// The choices these flags make (paths made absolute, the boot command file read).
     pub fn choices(&self) -> Result<Choices, String> {
-        let boot_command = match &self.boot_command_file {
+        let source = match &self.boot_command_file {
             Some(file) => Some(std::fs::read_to_string(file).map_err(|e| {
                 format!("cannot read the boot command file {}: {e}", file.display())
             })?),
             None => self.boot_command.clone(),
         };
+        let boot_command = source
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: BootCommandError| e.to_string())?;
         let on = |flag: bool| flag.then_some(true);
         Ok(Choices {
             boot_command,

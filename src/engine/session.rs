@@ -16,6 +16,7 @@ use super::Step;
 use super::config::toml_problem;
 use super::configure::SshdVariant;
 use super::driver::Profile;
+use super::install::boot_command::BootCommand;
 use super::publish::{Namespace, TargetKind};
 use super::qcow2_header;
 use super::temp_file::{TempFile, parent_dir};
@@ -163,9 +164,12 @@ pub struct Choices {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iso_checksum: Option<String>,
     /// Keys typed into the installer's boot menu (Packer's syntax; secrets only by
-    /// `{{ env "VAR" }}`, never as text).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub boot_command: Option<String>,
+    /// `{{ env "VAR" }}`, never as text). Empty: none, even where one was recorded before.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "parsed_if_valid"
+    )]
+    pub boot_command: Option<BootCommand>,
     /// Before the first key, as written (`10s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_wait: Option<String>,
@@ -223,11 +227,9 @@ pub struct Choices {
     pub target: Option<TargetKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Checked where it was typed; a session file from before that check that holds a bad
-    /// one loads without it (the publish form or flag then asks again).
     #[serde(
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "namespace_if_valid"
+        deserialize_with = "parsed_if_valid"
     )]
     pub namespace: Option<Namespace>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -307,10 +309,12 @@ impl Choices {
     }
 }
 
-/// A recorded namespace, or none when it is not one (see [`Choices::namespace`]).
-fn namespace_if_valid<'de, D: serde::Deserializer<'de>>(
+/// A recorded choice that is checked where it is typed (a namespace, a boot command), or none
+/// when a session file from before that check holds one that does not parse: the person is
+/// asked again rather than the whole session refused.
+fn parsed_if_valid<'de, D: serde::Deserializer<'de>, T: std::str::FromStr>(
     deserializer: D,
-) -> Result<Option<Namespace>, D::Error> {
+) -> Result<Option<T>, D::Error> {
     let text = Option::<String>::deserialize(deserializer)?;
     Ok(text.and_then(|text| text.parse().ok()))
 }

@@ -96,7 +96,12 @@ impl App {
         }
         self.run_mut(step).reset();
         // A value the engine would refuse is refused here, in its words, before anything runs.
-        if let Some(problem) = self.publish.problem().filter(|_| step == Step::Publish) {
+        let problem = match step {
+            Step::Install => self.install.problem(),
+            Step::Publish => self.publish.problem(),
+            _ => None,
+        };
+        if let Some(problem) = problem {
             self.run_mut(step).error = Some(problem);
             return;
         }

@@ -11,7 +11,7 @@ use super::{
 };
 use crate::engine::configure::Extras;
 use crate::engine::image::{is_valid_image_name, parse_size};
-use crate::engine::install::boot_command::{self, BootCommand, Position, parse_duration};
+use crate::engine::install::boot_command::{BootCommand, Position, parse_duration};
 use crate::engine::install::preset::{Mirror, Preset};
 use crate::engine::provision::ProvisionStep;
 use crate::engine::publish::TargetKind;
@@ -110,8 +110,8 @@ impl Reader<'_> {
                 parse_duration(value).map_err(|e| self.error(&format!("install.{key}"), e))?;
             }
         }
-        if let Some(command) = &install.boot_command {
-            self.boot_command(command)?;
+        if let Some(text) = install.boot_command_text.take() {
+            install.boot_command = Some(self.boot_command(&text)?);
         }
         if let Some(checksum) = &install.iso_sha256 {
             install.iso_sha256 = Some(self.checksum(checksum)?);
@@ -149,11 +149,12 @@ impl Reader<'_> {
         Ok(name.to_string())
     }
 
-    /// Parse the boot command now, as the install would, so its mistakes cost no boot.
-    fn boot_command(&self, command: &str) -> Checked<()> {
-        let known = [boot_command::HTTP_IP, boot_command::HTTP_PORT];
-        let Err(error) = BootCommand::parse(command).and_then(|c| c.check_names(&known)) else {
-            return Ok(());
+    /// Read the boot command as every frontend does, so its mistakes cost no boot and are
+    /// placed at their own line and column in the file.
+    fn boot_command(&self, text: &str) -> Checked<BootCommand> {
+        let error = match BootCommand::for_install(text) {
+            Ok(command) => return Ok(command),
+            Err(error) => error,
         };
         let key = "install.boot_command";
         Err(match self.offset_in_string(self.span(key), error.at) {

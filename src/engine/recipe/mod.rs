@@ -110,7 +110,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::configure::{Extras, SshdVariant};
 use super::driver::Profile;
-use super::install::boot_command::parse_duration;
+use super::install::boot_command::{BootCommand, parse_duration};
 use super::provision::ProvisionStep;
 use super::publish::{Namespace, TargetKind};
 use error::Checked;
@@ -177,7 +177,13 @@ pub struct Install {
     /// The built-in name (`debian-12`), aliases resolved.
     pub preset: Option<String>,
     pub mirror: Option<String>,
-    pub boot_command: Option<String>,
+    /// Read by the recipe's checks from `boot_command`, so a mistake is placed at its own
+    /// line and column in the file.
+    #[serde(skip)]
+    pub boot_command: Option<BootCommand>,
+    /// `boot_command` as written; the checks read it into [`Install::boot_command`].
+    #[serde(rename = "boot_command")]
+    pub(super) boot_command_text: Option<String>,
     pub boot_wait: Option<String>,
     pub key_interval: Option<String>,
     pub http_dir: Option<PathBuf>,

@@ -85,7 +85,7 @@ pub fn install_request(
         || given(&choices.kernel).is_some()
         || kernel_args.is_some();
     let unattended = Unattended {
-        boot_command: given(&choices.boot_command),
+        boot_command: choices.boot_command.clone().filter(|c| !c.is_empty()),
         boot_wait: duration("boot wait", &given(&choices.boot_wait))?,
         key_interval: duration("key interval", &given(&choices.key_interval))?,
         http_dir: choices

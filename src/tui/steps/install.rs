@@ -2,7 +2,7 @@
 
 use super::run::StepRun;
 use crate::engine::install::InstallOutcome;
-use crate::engine::install::boot_command::{self, BootCommand};
+use crate::engine::install::boot_command::{BootCommand, BootCommandError};
 use crate::engine::session::Choices;
 use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
@@ -66,10 +66,14 @@ impl InstallScreen {
                 Some(String::new())
             }
         };
+        let boot_command = match unattended {
+            true => self.boot_command().ok().flatten(),
+            false => BootCommand::for_install("").ok(),
+        };
         Choices {
             iso: optional("iso").map(Into::into),
             iso_checksum: optional("sha256"),
-            boot_command: when(optional("boot-command")),
+            boot_command,
             boot_wait: when(optional("boot-wait")),
             http_dir: when(optional("http-dir")).map(Into::into),
             kernel_args: when(optional("kernel-args")),
@@ -84,6 +88,23 @@ impl InstallScreen {
             mirror: optional("mirror").filter(|_| preset),
             ..Choices::default()
         }
+    }
+
+    /// The Boot command field, read as every frontend reads one; empty is none.
+    fn boot_command(&self) -> Result<Option<BootCommand>, BootCommandError> {
+        let source = self.form.raw("boot-command");
+        match source.trim().is_empty() {
+            true => Ok(None),
+            false => source.parse().map(Some),
+        }
+    }
+
+    /// What the form holds that an install would refuse (a boot command with a mistake): the
+    /// step is not started, and the message is the one every frontend gives.
+    pub fn problem(&self) -> Option<String> {
+        let unattended = self.form.choice("mode") == UNATTENDED;
+        let error = self.boot_command().err().filter(|_| unattended)?;
+        Some(error.to_string())
     }
 
     pub fn uses_preset(&self) -> bool {
@@ -103,8 +124,11 @@ impl InstallScreen {
             self.form.set_text("sha256", sum);
         }
         let text = |value: &Option<String>| value.clone().unwrap_or_default();
-        self.form
-            .set_text("boot-command", &text(&choices.boot_command));
+        let boot_command = choices
+            .boot_command
+            .as_ref()
+            .map(|c| c.source().to_string());
+        self.form.set_text("boot-command", &text(&boot_command));
         self.form.set_text("boot-wait", &text(&choices.boot_wait));
         let http_dir = choices.http_dir.as_ref().map(|d| d.display().to_string());
         self.form.set_text("http-dir", &text(&http_dir));
@@ -117,7 +141,7 @@ impl InstallScreen {
         self.form.set_checked("serial-console", serial_console);
         let unattended = kernel_boot
             || serial_console
-            || [&choices.boot_command, &choices.kernel_args]
+            || [&boot_command, &choices.kernel_args]
                 .iter()
                 .any(|value| value.as_ref().is_some_and(|v| !v.is_empty()))
             || http_dir.is_some_and(|dir| !dir.is_empty());
@@ -201,10 +225,8 @@ impl InstallScreen {
                 "keys for the boot menu, Packer's syntax: <esc><wait>install … <enter>".into(),
             );
         }
-        match BootCommand::parse(&source).and_then(|command| {
-            command.check_names(&[boot_command::HTTP_IP, boot_command::HTTP_PORT])
-        }) {
-            Ok(()) => (Level::Info, "boot command understood".into()),
+        match self.boot_command() {
+            Ok(_) => (Level::Info, "boot command understood".into()),
             Err(error) => (Level::Warn, error.to_string()),
         }
     }
@@ -247,7 +269,10 @@ mod tests {
         // By hand: every unattended setting is off, whatever the fields still hold.
         reopened.form.set_choice("mode", BY_HAND);
         let by_hand = reopened.choices();
-        assert_eq!(by_hand.boot_command.as_deref(), Some(""));
+        assert_eq!(
+            by_hand.boot_command.as_ref().map(BootCommand::source),
+            Some("")
+        );
         assert_eq!(by_hand.serial_console, Some(false));
         let mut again = InstallScreen::new();
         again.fill(&by_hand);

@@ -60,7 +60,10 @@
 //! ```
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod durations;
 mod parser;
@@ -269,9 +272,32 @@ fn shown_char(c: Option<char>) -> String {
 }
 
 /// A parsed boot command: checked, ready to be expanded into actions once values are known.
+/// It keeps the text it was read from, which is what the session file records.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootCommand {
+    source: String,
     tokens: Vec<Token>,
+}
+
+impl FromStr for BootCommand {
+    type Err = BootCommandError;
+
+    fn from_str(source: &str) -> Result<BootCommand, BootCommandError> {
+        BootCommand::for_install(source)
+    }
+}
+
+impl Serialize for BootCommand {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.source)
+    }
+}
+
+impl<'de> Deserialize<'de> for BootCommand {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BootCommand, D::Error> {
+        let source = String::deserialize(deserializer)?;
+        source.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,7 +314,24 @@ impl BootCommand {
     /// Read a boot command; every mistake in the text is found here, with its line and column.
     pub fn parse(source: &str) -> Result<BootCommand, BootCommandError> {
         let tokens = Parser::new(source).run()?;
-        Ok(BootCommand { tokens })
+        Ok(BootCommand {
+            source: source.to_string(),
+            tokens,
+        })
+    }
+
+    /// A boot command for kiln's installs: read, and its `{{ .Name }}`s limited to the ones an
+    /// install provides ([`HTTP_IP`], [`HTTP_PORT`]). Every frontend reads a person's boot
+    /// command through this (its `FromStr`), so a mistake gets the same message everywhere.
+    pub fn for_install(source: &str) -> Result<BootCommand, BootCommandError> {
+        let command = BootCommand::parse(source)?;
+        command.check_names(&[HTTP_IP, HTTP_PORT])?;
+        Ok(command)
+    }
+
+    /// The text it was read from.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// True when there is nothing to type or wait for.

@@ -102,3 +102,19 @@ fn an_empty_command_does_nothing() {
     }
     assert!(!parse("a").is_empty());
 }
+
+/// What every frontend reads a person's boot command with: a misspelt key is refused with its
+/// line, column and the key meant; a placeholder an install does not provide is refused; the
+/// text is kept for the session file.
+#[test]
+fn an_install_boot_command_is_read_once_with_its_mistakes_placed() {
+    let error = BootCommand::for_install("<esc><wait>install\n<entre>").unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains("line 2, column 1"), "{message}");
+    assert!(message.contains("<enter>"), "{message}");
+    let error = "{{ .Nope }}".parse::<BootCommand>().unwrap_err();
+    assert!(error.to_string().contains("Nope"), "{error}");
+    let source = "<esc>auto url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/p.cfg<enter>";
+    let command: BootCommand = source.parse().unwrap();
+    assert_eq!(command.source(), source);
+}
