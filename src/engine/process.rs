@@ -29,6 +29,22 @@ pub enum ToolError {
 }
 
 impl ToolError {
+    /// Why `program` could not be started: not installed (with the command that installs
+    /// it), or another error starting it.
+    pub fn not_started(program: &str, source: std::io::Error) -> ToolError {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ToolError::NotFound {
+                program: program.into(),
+                fix: install_hint(program),
+            }
+        } else {
+            ToolError::Spawn {
+                program: program.into(),
+                source,
+            }
+        }
+    }
+
     /// The tool's own words, when it ran and complained.
     pub fn stderr(&self) -> Option<&str> {
         match self {
@@ -124,19 +140,9 @@ where
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = command.spawn().map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            ToolError::NotFound {
-                program: program.into(),
-                fix: install_hint(program),
-            }
-        } else {
-            ToolError::Spawn {
-                program: program.into(),
-                source,
-            }
-        }
-    })?;
+    let child = command
+        .spawn()
+        .map_err(|source| ToolError::not_started(program, source))?;
     let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(result) => result.map_err(|source| ToolError::Spawn {
             program: program.into(),

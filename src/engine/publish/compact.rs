@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, io_error};
 use crate::engine::image;
 use crate::engine::iso::{self, IsoError};
-use crate::engine::process::{self, ToolError, install_hint};
+use crate::engine::process::{self, ToolError};
 use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::temp_file::TempFile;
 use crate::engine::units::human_bytes;
@@ -108,19 +108,7 @@ async fn run_with_progress(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ToolError::NotFound {
-                    program: program.into(),
-                    fix: install_hint(program),
-                }
-            } else {
-                ToolError::Spawn {
-                    program: program.into(),
-                    source,
-                }
-            }
-        })?;
+        .map_err(|source| ToolError::not_started(program, source))?;
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let progress = reporter.clone();
