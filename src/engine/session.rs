@@ -940,4 +940,42 @@ mod tests {
         let error = Session::open(&image).unwrap_err().to_string();
         assert!(error.contains("disk.kiln.toml"), "{error}");
     }
+
+    /// A session file as kiln wrote it before choices were typed and stages recorded (at
+    /// 850eb75): it loads, its records and choices intact; a namespace that would not parse
+    /// today is dropped rather than the whole session refused.
+    #[test]
+    fn a_session_file_from_before_typed_choices_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("old.qcow2");
+        std::fs::write(&image, b"QFI\xfb an image").unwrap();
+        let modified = Fingerprint::of(&image).unwrap();
+        let written = format!(
+            "# kiln's record of old.qcow2 — safe to delete (kiln then starts over).\n\
+             [choices]\nsize = \"10G\"\n\
+             boot_command = \"<esc><wait>install url=http://{{{{ .HTTPIP }}}}:{{{{ .HTTPPort }}}}/p.cfg<enter>\"\n\
+             boot_wait = \"10s\"\nuser = \"builder\"\ntarget = \"djinn\"\nnamespace = \"team-1\"\n\
+             [steps.create]\noutcome = \"done\"\nseq = 1\nstarted = 1\nended = 2\n\
+             summary = \"created\"\n\
+             [steps.create.image]\nsize = {}\nmodified_ns = {}\n\
+             [steps.install]\noutcome = \"failed\"\nseq = 2\nstarted = 3\nended = 4\n\
+             summary = \"the installer stopped\"\n",
+            modified.size, modified.modified_ns
+        );
+        std::fs::write(session_path(&image), written).unwrap();
+        let session = Session::open(&image).unwrap();
+        assert_eq!(session.status(Step::Create), StepStatus::Done);
+        assert_eq!(
+            session.status(Step::Install),
+            StepStatus::Failed("the installer stopped".into())
+        );
+        let choices = &session.choices;
+        assert_eq!(choices.user.as_deref(), Some("builder"));
+        assert_eq!(
+            choices.boot_command.as_ref().map(BootCommand::source),
+            Some("<esc><wait>install url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/p.cfg<enter>")
+        );
+        assert_eq!(choices.namespace, None, "`team-1` is no namespace");
+        assert_eq!(session.resume_at(), Some(Step::Install));
+    }
 }
