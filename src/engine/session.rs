@@ -153,108 +153,68 @@ pub struct StepRecord {
 
 /// The choices a person made, carried from step to step and from one kiln run to the next.
 /// Secrets are deliberately absent: they are asked for (or read from files) each time.
+// Every choice is optional and only those made are written (`skip_serializing_none`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Choices {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub iso: Option<PathBuf>,
     /// 64 hex digits or a SHA256SUMS file, as given.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub iso_checksum: Option<String>,
     /// Keys typed into the installer's boot menu (Packer's syntax; secrets only by
     /// `{{ env "VAR" }}`, never as text). Empty: none, even where one was recorded before.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "parsed_if_valid"
-    )]
+    #[serde(deserialize_with = "parsed_if_valid")]
     pub boot_command: Option<BootCommand>,
     /// Before the first key, as written (`10s`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_wait: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub key_interval: Option<String>,
     /// Served to the installer at http://10.0.2.2:PORT/.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_dir: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub http_port: Option<u16>,
     /// Boot the installer's kernel from the ISO directly.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_boot: Option<bool>,
     /// Kernel and initrd paths inside the ISO (found by its layout when unset).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub initrd: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_args: Option<String>,
     /// The installer on the serial console (`console=ttyS0,115200n8`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial_console: Option<bool>,
     /// A built-in answer file (`debian-12`), filled in with the user and password.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     /// The package mirror a preset installs from (http://HOST/DIR).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_mib: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vcpus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
     /// sshd_config variant: reference or pam.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<SshdVariant>,
     /// An sshd_config file of the person's own, instead of a variant.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sshd_config: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub zero_free_space: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub clear_machine_id: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub regenerate_host_keys: Option<bool>,
     /// Driver to imitate when verifying: djinn or srht.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
     /// Publish target: djinn, offline or srht.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "parsed_if_valid"
-    )]
+    #[serde(deserialize_with = "parsed_if_valid")]
     pub namespace: Option<Namespace>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub driver_conf: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
     /// builds.sr.ht `distro/release`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
     /// builds.sr.ht architecture directory (x86_64 when not chosen).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<String>,
     /// Offline runner: install as a worker base image.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub compact: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub compress: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<bool>,
     /// Replace an image of the same name (local targets).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub replace: Option<bool>,
 }
 
