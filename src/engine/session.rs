@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use super::Step;
 use super::config::toml_problem;
@@ -68,7 +69,9 @@ pub enum Outcome {
 /// plan with more in it runs (a recipe's provisioning, its cleanup, its post-build command).
 /// Written as the step's name, `provision-N` (counted from 1), `cleanup` or `post-build`, so a
 /// session file written before these existed still loads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, SerializeDisplay, DeserializeFromStr,
+)]
 pub enum StageKey {
     Step(Step),
     Provision(usize),
@@ -110,19 +113,6 @@ impl std::str::FromStr for StageKey {
             .filter(|n| *n > 0)
             .map(StageKey::Provision)
             .ok_or_else(|| format!("unknown stage `{text}`"))
-    }
-}
-
-impl Serialize for StageKey {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for StageKey {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<StageKey, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -63,7 +63,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 mod durations;
 mod parser;
@@ -272,8 +272,9 @@ fn shown_char(c: Option<char>) -> String {
 }
 
 /// A parsed boot command: checked, ready to be expanded into actions once values are known.
-/// It keeps the text it was read from, which is what the session file records.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// It keeps the text it was read from, which is what the session file records (serde through
+/// `Display` and `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
 pub struct BootCommand {
     source: String,
     tokens: Vec<Token>,
@@ -287,16 +288,10 @@ impl FromStr for BootCommand {
     }
 }
 
-impl Serialize for BootCommand {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.source)
-    }
-}
-
-impl<'de> Deserialize<'de> for BootCommand {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BootCommand, D::Error> {
-        let source = String::deserialize(deserializer)?;
-        source.parse().map_err(serde::de::Error::custom)
+impl fmt::Display for BootCommand {
+    /// The text it was read from.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
     }
 }
 
