@@ -63,18 +63,22 @@ async fn run(args: Args) -> Exit {
                 Exit::Environment
             }
         },
-        Some(Command::Run(run)) => cli::run::run(*run, &settings, &overrides, dirs.as_ref()).await,
-        Some(Command::Build(build)) => cli::build::run(build, &settings, dirs.as_ref()).await,
+        Some(Command::Run(run)) => {
+            cli::exit_code(cli::run::run(*run, &settings, &overrides, dirs.as_ref()).await)
+        }
+        Some(Command::Build(build)) => {
+            cli::exit_code(cli::build::run(build, &settings, dirs.as_ref()).await)
+        }
         Some(Command::Create(create)) => cli::create::run(create, &settings, dirs.as_ref()).await,
         Some(Command::Install(install)) => {
-            cli::install::run(install, &settings, dirs.as_ref()).await
+            cli::exit_code(cli::install::run(install, &settings, dirs.as_ref()).await)
         }
         Some(Command::Check(check)) => cli::check::run(check, &settings, dirs.as_ref()).await,
         Some(Command::Configure(configure)) => {
-            cli::configure::run(configure, &settings, dirs.as_ref()).await
+            cli::exit_code(cli::configure::run(configure, &settings, dirs.as_ref()).await)
         }
         Some(Command::Publish(publish)) => {
-            cli::publish::run(publish, &settings, dirs.as_ref()).await
+            cli::exit_code(cli::publish::run(publish, &settings, dirs.as_ref()).await)
         }
         Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
         Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),

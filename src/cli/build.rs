@@ -31,45 +31,20 @@ pub struct BuildArgs {
     pub resume: bool,
 }
 
-pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let recipe = match load(&args) {
-        Ok(recipe) => recipe,
-        Err(problem) => {
-            eprintln!("kiln build: {problem}");
-            return Exit::Environment;
-        }
-    };
-    let secrets = match build::secrets(&recipe) {
-        Ok(secrets) => secrets,
-        Err(problem) => {
-            eprintln!("kiln build: {problem}");
-            return Exit::Environment;
-        }
-    };
-    let tokens = match recipe.publish.iter().map(build::token).collect() {
-        Ok(tokens) => tokens,
-        Err(problem) => {
-            eprintln!("kiln build: {problem}");
-            return Exit::Environment;
-        }
-    };
+pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> Result<Exit, Exit> {
+    let recipe = load(&args).map_err(|e| super::refused("build", e))?;
+    let secrets = build::secrets(&recipe).map_err(|e| super::refused("build", e))?;
+    let tokens = (recipe.publish.iter().map(build::token))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| super::refused("build", e))?;
     let image = build::image_path(&recipe);
     let (log_path, json_path) = build::report_paths(&recipe);
-    let mut log = match std::fs::File::create(&log_path) {
-        Ok(log) => log,
-        Err(e) => {
-            eprintln!("kiln build: cannot write {}: {e}", log_path.display());
-            return Exit::Environment;
-        }
-    };
+    let mut log = std::fs::File::create(&log_path).map_err(|e| {
+        super::refused("build", format!("cannot write {}: {e}", log_path.display()))
+    })?;
     let environment = super::environment("build", true, settings, dirs).await;
-    let workflow = match Workflow::open(&image, Recording::Always, environment) {
-        Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln build: {e}");
-            return Exit::Environment;
-        }
-    };
+    let workflow = Workflow::open(&image, Recording::Always, environment)
+        .map_err(|e| super::refused("build", e))?;
     let options = StepOptions {
         task: TaskOptions {
             answers: Answers {
@@ -107,7 +82,7 @@ pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> E
         log_path.display(),
         json_path.display()
     );
-    exit
+    Ok(exit)
 }
 
 /// NAME.build.json.

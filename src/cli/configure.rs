@@ -58,21 +58,18 @@ pub struct ConfigureArgs {
     pub boot: BootTimeoutArgs,
 }
 
-pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
+pub async fn run(
+    args: ConfigureArgs,
+    settings: &Settings,
+    dirs: Option<&Dirs>,
+) -> Result<Exit, Exit> {
     let credentials = &args.credentials;
     // Always given: clap's default is root.
     let user = credentials.login.user.as_deref().unwrap_or("root");
-    let secrets = match credentials.secrets(Some((user, credentials.key.as_deref()))) {
-        Ok(secrets) => secrets,
-        Err(message) => {
-            eprintln!("kiln configure: {message}");
-            return Exit::Environment;
-        }
-    };
-    let workflow = match super::one_step("configure", &args.image, true, settings, dirs).await {
-        Ok(workflow) => workflow,
-        Err(exit) => return exit,
-    };
+    let secrets = credentials
+        .secrets(Some((user, credentials.key.as_deref())))
+        .map_err(|e| super::refused("configure", e))?;
+    let workflow = super::one_step("configure", &args.image, true, settings, dirs).await?;
     let on = |flag: bool| flag.then_some(true);
     workflow.choose(&Choices {
         variant: Some(args.variant.into()),
@@ -95,8 +92,8 @@ pub async fn run(args: ConfigureArgs, settings: &Settings, dirs: Option<&Dirs>) 
         ..StepOptions::default()
     };
     let task = workflow.start(Step::Configure, secrets, options);
-    match report::follow("configure", task, false).await {
+    Ok(match report::follow("configure", task, false).await {
         Ok(_) => Exit::Ok,
         Err(e) => Exit::for_step(&e),
-    }
+    })
 }

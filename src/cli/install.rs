@@ -33,35 +33,30 @@ pub struct InstallArgs {
     pub login: LoginArgs,
 }
 
-pub async fn run(args: InstallArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
-    let workflow = match super::one_step("install", &args.image, true, settings, dirs).await {
-        Ok(workflow) => workflow,
-        Err(exit) => return exit,
-    };
-    let mut choices = match args.installer.choices() {
-        Ok(choices) => choices,
-        Err(problem) => {
-            eprintln!("kiln install: {problem}");
-            return Exit::Environment;
-        }
-    };
+pub async fn run(
+    args: InstallArgs,
+    settings: &Settings,
+    dirs: Option<&Dirs>,
+) -> Result<Exit, Exit> {
+    let workflow = super::one_step("install", &args.image, true, settings, dirs).await?;
+    let mut choices = args
+        .installer
+        .choices()
+        .map_err(|e| super::refused("install", e))?;
     choices.update(&args.login.choices());
     workflow.choose(&choices);
-    let secrets = match args.login.secrets() {
-        Ok(secrets) => secrets,
-        Err(problem) => {
-            eprintln!("kiln install: {problem}");
-            return Exit::Environment;
-        }
-    };
+    let secrets = args
+        .login
+        .secrets()
+        .map_err(|e| super::refused("install", e))?;
     let options = StepOptions {
         timeout: args.timeout.map(Duration::from_secs),
         no_vnc: args.no_vnc,
         ..StepOptions::default()
     };
     let task = workflow.start(Step::Install, secrets, options);
-    match report::follow("install", task, true).await {
+    Ok(match report::follow("install", task, true).await {
         Ok(_) => Exit::Ok,
         Err(e) => Exit::for_step(&e),
-    }
+    })
 }

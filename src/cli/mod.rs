@@ -139,6 +139,17 @@ impl Exit {
     }
 }
 
+/// A problem the person must fix before `kiln COMMAND` can run: said on stderr, exit 2.
+pub fn refused(command: &str, problem: impl std::fmt::Display) -> Exit {
+    eprintln!("kiln {command}: {problem}");
+    Exit::Environment
+}
+
+/// How a command that can be refused part-way ends: with its exit code either way.
+pub fn exit_code(result: Result<Exit, Exit>) -> Exit {
+    result.unwrap_or_else(|exit| exit)
+}
+
 /// What steps run with. Only steps that boot a machine pay for the KVM probe; `command`
 /// names the command in the line that says which accelerator was chosen and why.
 pub async fn environment(
@@ -172,10 +183,7 @@ pub async fn one_step(
     dirs: Option<&Dirs>,
 ) -> Result<Workflow, Exit> {
     let environment = environment(command, boots, settings, dirs).await;
-    Workflow::open(image, Recording::IfSessionExists, environment).map_err(|e| {
-        eprintln!("kiln {command}: {e}");
-        Exit::Environment
-    })
+    Workflow::open(image, Recording::IfSessionExists, environment).map_err(|e| refused(command, e))
 }
 
 /// A path as given, made absolute so a session file records where it really is.

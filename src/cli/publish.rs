@@ -34,24 +34,20 @@ pub struct PublishArgs {
     pub format: Format,
 }
 
-pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) -> Exit {
+pub async fn run(
+    args: PublishArgs,
+    settings: &Settings,
+    dirs: Option<&Dirs>,
+) -> Result<Exit, Exit> {
     let destination = &args.destination;
     let to = destination.to.expect("clap requires --to on kiln publish");
     if let Some(problem) = misplaced_flag(to, destination) {
-        eprintln!("kiln publish: {problem}");
-        return Exit::Environment;
+        return Err(super::refused("publish", problem));
     }
-    let choices = match destination.choices() {
-        Ok(choices) => choices,
-        Err(problem) => {
-            eprintln!("kiln publish: {problem}");
-            return Exit::Environment;
-        }
-    };
-    let workflow = match super::one_step("publish", &args.image, false, settings, dirs).await {
-        Ok(workflow) => workflow,
-        Err(exit) => return exit,
-    };
+    let choices = destination
+        .choices()
+        .map_err(|e| super::refused("publish", e))?;
+    let workflow = super::one_step("publish", &args.image, false, settings, dirs).await?;
     workflow.choose(&choices);
     let options = StepOptions {
         unverified: args.unverified,
@@ -59,7 +55,7 @@ pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) ->
     };
     // The token is read by the workflow (KILN_DJINN_TOKEN or the token file), never a flag.
     let task = workflow.start(Step::Publish, Secrets::default(), options);
-    match report::follow("publish", task, false).await {
+    Ok(match report::follow("publish", task, false).await {
         Ok(StepResult::Published(published)) => {
             print(&published, args.format);
             Exit::Ok
@@ -67,7 +63,7 @@ pub async fn run(args: PublishArgs, settings: &Settings, dirs: Option<&Dirs>) ->
         Ok(_) => Exit::Failed,
         // The failure was already printed by `follow`.
         Err(e) => Exit::for_step(&e),
-    }
+    })
 }
 
 /// A flag that means nothing for the chosen target is a mistake worth stopping for.

@@ -94,22 +94,13 @@ pub async fn run(
     settings: &Settings,
     overrides: &CliOverrides,
     dirs: Option<&Dirs>,
-) -> Exit {
+) -> Result<Exit, Exit> {
     let environment = super::environment("run", true, settings, dirs).await;
-    let workflow = match Workflow::open(&args.image, Recording::Always, environment) {
-        Ok(workflow) => workflow,
-        Err(e) => {
-            eprintln!("kiln run: {e}");
-            return Exit::Environment;
-        }
-    };
-    let choices = match args.choices(overrides) {
-        Ok(choices) => choices,
-        Err(problem) => {
-            eprintln!("kiln run: {problem}");
-            return Exit::Environment;
-        }
-    };
+    let workflow = Workflow::open(&args.image, Recording::Always, environment)
+        .map_err(|e| super::refused("run", e))?;
+    let choices = args
+        .choices(overrides)
+        .map_err(|e| super::refused("run", e))?;
     // Headless: nobody to ask. A disk is never replaced (create runs only where there is
     // none); the sshd_config diff is printed, then applied.
     let options = StepOptions {
@@ -143,13 +134,10 @@ pub async fn run(
         let user = choices.user.as_deref().unwrap_or("root");
         (user, choices.key.as_deref())
     });
-    let secrets = match args.credentials.secrets(login) {
-        Ok(secrets) => secrets,
-        Err(message) => {
-            eprintln!("kiln run: {message}");
-            return Exit::Environment;
-        }
-    };
+    let secrets = args
+        .credentials
+        .secrets(login)
+        .map_err(|e| super::refused("run", e))?;
     run.set_secrets(secrets);
 
     let mut lines = Vec::new();
@@ -202,5 +190,5 @@ pub async fn run(
             Some(step) => println!("next: {}", step.name()),
         },
     }
-    exit
+    Ok(exit)
 }

@@ -573,6 +573,21 @@ impl App {
     }
 }
 
+#[cfg(test)]
+impl App {
+    /// A workbench with `theme` and the settings of a 2-CPU, 8 GiB host: what tests draw.
+    pub(crate) fn for_tests(theme: &str) -> App {
+        use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+        let host = HostResources {
+            cpus: 2,
+            memory_mib: 8192,
+            software_emulation: false,
+        };
+        let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
+        App::new(settings, super::theme::Theme::built_in(theme))
+    }
+}
+
 /// Which of the five screens shows a stage: its own step's, or the one nearest to it (a base
 /// copy on Create's, provisioning on Configure's with its machine, post-build on Publish's).
 pub fn screen_of(stage: &Stage) -> Step {

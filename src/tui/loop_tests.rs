@@ -10,10 +10,8 @@ use ratatui::backend::TestBackend;
 
 use super::app::{App, Overlay};
 use super::event_loop;
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::host::Accelerator;
 use crate::engine::machine::{Machine, MachineSpec};
-use crate::tui::theme::Theme;
 
 /// Long enough for a loaded 2-core machine; the old loop, which awaited the screendump
 /// inline, never got to the key at all.
@@ -59,13 +57,7 @@ async fn a_key_takes_effect_while_a_screendump_hangs() {
     let mut machine = stopped_machine(dir.path()).await;
     let view = machine.view();
 
-    let host = HostResources {
-        cpus: 2,
-        memory_mib: 8192,
-        software_emulation: false,
-    };
-    let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    let mut app = App::new(settings, Theme::built_in("default"));
+    let mut app = App::for_tests("default");
     app.selected = 2; // Configure: a step with a machine pane
     app.configure.run.machine.view = Some(view.clone());
     // Wide enough that console and screen are side by side: the screen is visible.

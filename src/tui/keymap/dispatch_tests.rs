@@ -7,13 +7,11 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::{Action, Context, Keymap};
 use crate::engine::Step;
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::task::{self, Event, Question, TaskOptions};
 use crate::engine::workflow::StepError;
 use crate::tui::app::RunningStep;
 use crate::tui::app::{App, Command, Focus, Overlay};
 use crate::tui::steps::machine_pane::KeyTarget;
-use crate::tui::theme::Theme;
 use crate::tui::widgets::form::Field;
 use crate::tui::widgets::form::FieldKind;
 
@@ -26,13 +24,7 @@ const LOG_SCROLL: usize = 10;
 const DIFF_SCROLL: usize = 15;
 
 fn app() -> App {
-    let host = HostResources {
-        cpus: 2,
-        memory_mib: 8192,
-        software_emulation: false,
-    };
-    let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    let mut app = App::new(settings, Theme::built_in("default"));
+    let mut app = App::for_tests("default");
     app.selected = CONFIGURE;
     app
 }

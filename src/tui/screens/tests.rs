@@ -5,19 +5,11 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use crate::engine::Step;
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::session::StepStatus;
 use crate::tui::app::{App, Command, Overlay};
-use crate::tui::theme::Theme;
 
 fn app() -> App {
-    let host = HostResources {
-        cpus: 2,
-        memory_mib: 8192,
-        software_emulation: false,
-    };
-    let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    App::new(settings, Theme::built_in("default"))
+    App::for_tests("default")
 }
 
 fn press(app: &mut App, code: KeyCode) -> Option<Command> {

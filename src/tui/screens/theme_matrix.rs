@@ -11,7 +11,6 @@ use ratatui::style::{Color, Modifier, Style};
 
 use crate::engine::Step;
 use crate::engine::check::{Check, Verdict};
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::session::StepStatus;
 use crate::engine::task::{Level, Progress};
 use crate::tui::app::{App, Focus, Overlay};
@@ -57,13 +56,7 @@ impl TerminalColours {
 }
 
 fn app(theme: &str) -> App {
-    let host = HostResources {
-        cpus: 2,
-        memory_mib: 8192,
-        software_emulation: false,
-    };
-    let settings = resolve(CliOverrides::default(), FileConfig::default(), host);
-    App::new(settings, Theme::built_in(theme))
+    App::for_tests(theme)
 }
 
 /// Step `index`'s screen open, its form focused.
