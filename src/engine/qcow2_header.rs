@@ -121,24 +121,14 @@ fn parse_host_file_refs(header: &[u8]) -> Option<HostFileRefs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::test_images::{backed_by_host_file, qemu_img, with_external_data};
+    use crate::engine::test_images::{backed_by_host_file, qcow2, qemu_img, with_external_data};
 
     #[tokio::test]
     async fn headers_naming_host_files_are_read_without_opening_them() {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
         qemu_img(&["create", "-q", "-f", "qcow2", &path("plain.qcow2"), "16M"]).await;
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "compat=0.10",
-            &path("v2.qcow2"),
-            "16M",
-        ])
-        .await;
+        qcow2(&path("v2.qcow2"), "0.10", "16M").await;
         backed_by_host_file(Path::new(&path("backed.qcow2"))).await;
         let data = path("data.raw");
         with_external_data(Path::new(&path("data.qcow2")), Path::new(&data)).await;

@@ -14,6 +14,12 @@ pub async fn qemu_img(args: &[&str]) {
     );
 }
 
+/// `qemu-img create` of a qcow2 with this `compat` (`1.1` is v3, `0.10` v2) and virtual size.
+pub async fn qcow2(path: &str, compat: &str, size: &str) {
+    let compat = format!("compat={compat}");
+    qemu_img(&["create", "-q", "-f", "qcow2", "-o", &compat, path, size]).await;
+}
+
 /// A qcow2 whose header names a host file as its backing file (`/etc/hostname`, raw).
 pub async fn backed_by_host_file(path: &std::path::Path) {
     let path = path.display().to_string();

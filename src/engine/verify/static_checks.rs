@@ -365,7 +365,7 @@ async fn consistency_check(path: &Path) -> Check {
 mod tests {
     use super::*;
     use crate::engine::check::failures;
-    use crate::engine::test_images::{backed_by_host_file, qemu_img, with_external_data};
+    use crate::engine::test_images::{backed_by_host_file, qcow2, qemu_img, with_external_data};
 
     fn verdict<'a>(checks: &'a [Check], id: &str) -> &'a Check {
         checks
@@ -378,17 +378,7 @@ mod tests {
     async fn a_fresh_v3_image_passes_everything() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("good-image.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "compat=1.1",
-            path.to_str().unwrap(),
-            "1G",
-        ])
-        .await;
+        qcow2(path.to_str().unwrap(), "1.1", "1G").await;
         let checks = static_checks(&path).await;
         for check in &checks {
             assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
@@ -401,30 +391,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("base.qcow2");
         let base_s = base.to_str().unwrap().to_string();
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "compat=1.1",
-            &base_s,
-            "1G",
-        ])
-        .await;
+        qcow2(&base_s, "1.1", "1G").await;
 
         let v2 = dir.path().join("old.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "compat=0.10",
-            v2.to_str().unwrap(),
-            "1G",
-        ])
-        .await;
+        qcow2(v2.to_str().unwrap(), "0.10", "1G").await;
         let checks = static_checks(&v2).await;
         assert_eq!(verdict(&checks, "qcow2-v3").verdict, Verdict::Fail);
         assert!(
@@ -463,17 +433,7 @@ mod tests {
         assert_eq!(verdict(&checks, "qcow2-v3").verdict, Verdict::Skipped);
 
         let big = dir.path().join("big.qcow2");
-        qemu_img(&[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "compat=1.1",
-            big.to_str().unwrap(),
-            "30G",
-        ])
-        .await;
+        qcow2(big.to_str().unwrap(), "1.1", "30G").await;
         let checks = static_checks(&big).await;
         assert_eq!(verdict(&checks, "size").verdict, Verdict::Warn);
         assert!(failures(&checks).is_empty());
