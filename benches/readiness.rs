@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln::engine::driver::DriverProfile;
+use kiln::engine::guest::machine::{Machine, MachineSpec, MachineView};
+use kiln::engine::guest::ssh::{self, Auth, SshTarget, Stage};
 use kiln::engine::host::Accelerator;
-use kiln::engine::machine::{Machine, MachineSpec, MachineView};
-use kiln::engine::ssh::{self, Auth, SshTarget, Stage};
 
 const BOOTS: usize = 3;
 

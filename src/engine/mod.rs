@@ -8,15 +8,12 @@ pub mod build;
 pub mod check;
 pub mod config;
 pub mod configure;
-pub mod console;
 pub mod driver;
-
+pub mod guest;
 pub mod host;
 pub mod image;
 pub mod install;
 pub mod iso;
-pub mod keys;
-pub mod machine;
 pub mod namespace;
 pub mod plan;
 pub mod post_build;
@@ -24,11 +21,8 @@ pub mod process;
 pub mod provision;
 pub mod publish;
 pub mod qcow2_header;
-pub mod qmp;
 pub mod recipe;
-pub mod screen;
 pub mod session;
-pub mod ssh;
 pub mod task;
 pub mod temp_file;
 #[cfg(test)]
@@ -101,7 +95,7 @@ mod tests {
     fn engine_modules_depend_on_each_other_in_one_direction() {
         let graph = dependencies("engine");
         assert!(
-            graph["verify/boot"].contains("machine"),
+            graph["verify/boot"].contains("guest/machine"),
             "the walk sees uses: {graph:?}"
         );
         assert_eq!(cycle(&graph), None);

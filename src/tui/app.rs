@@ -23,8 +23,8 @@ use super::widgets::form::FieldKind;
 const PAGE: isize = 10;
 use crate::engine::Step;
 use crate::engine::config::Settings;
+use crate::engine::guest::machine::MachineRecord;
 use crate::engine::host::{HostReport, Verdict};
-use crate::engine::machine::MachineRecord;
 use crate::engine::plan::{Plan, PlanRun, Stage};
 use crate::engine::recipe::Recipe;
 use crate::engine::session::StepStatus;
@@ -189,7 +189,7 @@ impl App {
             return;
         };
         self.notice = Some(
-            match crate::engine::screen::save_png(&picture, &workflow.image()) {
+            match crate::engine::guest::screen::save_png(&picture, &workflow.image()) {
                 Ok(path) => format!("saved the guest's screen to {}", path.display()),
                 Err(e) => format!("could not save the guest's screen: {e}"),
             },

@@ -11,8 +11,8 @@ use ratatui::backend::TestBackend;
 use super::app::{App, Overlay};
 use super::event_loop;
 use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+use crate::engine::guest::machine::{Machine, MachineSpec};
 use crate::engine::host::Accelerator;
-use crate::engine::machine::{Machine, MachineSpec};
 use crate::tui::theme::Theme;
 
 /// Long enough for a loaded 2-core machine; the old loop, which awaited the screendump

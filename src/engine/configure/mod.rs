@@ -17,11 +17,13 @@ mod root_shell;
 pub use root_shell::RootShell;
 
 use super::host::Accelerator;
-use super::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
-use super::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
 use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
 use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
+use crate::engine::guest::machine::{
+    Machine, MachineError, MachineSpec, MachineView, serial_log_path,
+};
+use crate::engine::guest::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
 pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../../assets/sshd_config.reference");

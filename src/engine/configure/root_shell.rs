@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 
 use super::{ConfigureError, REJECTED};
-use crate::engine::ssh::{Conversation, Heard, Session, SshError};
+use crate::engine::guest::ssh::{Conversation, Heard, Session, SshError};
 
 /// Printed by the shell once it runs, so no script is sent before sudo accepted the password:
 /// after a wrong one sudo reads the next line as another try.

@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
-use crate::engine::machine::{Machine, MachineError, MachineSpec, MachineView, serial_log_path};
-use crate::engine::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
+use crate::engine::guest::machine::{
+    Machine, MachineError, MachineSpec, MachineView, serial_log_path,
+};
+use crate::engine::guest::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
 use crate::engine::task::Reporter;
 use crate::engine::vcpus::Vcpus;
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Environment, Secrets, StepOptions};
 use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::driver::DriverProfile;
+use crate::engine::guest::ssh::Auth;
 use crate::engine::image::CreateRequest;
 use crate::engine::install::InstallRequest;
 use crate::engine::install::boot_command;
@@ -18,7 +19,6 @@ use crate::engine::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
 use crate::engine::session::Choices;
-use crate::engine::ssh::Auth;
 use crate::engine::vcpus::Vcpus;
 use crate::engine::verify::VerifyRequest;
 

@@ -3,7 +3,7 @@
 
 use super::tags::{is_tag_name, tag_action};
 use super::{Action, BootCommandError, Position, Problem, Shown, Token};
-use crate::engine::keys::key_for_char;
+use crate::engine::guest::keys::key_for_char;
 
 /// Reads the source once, left to right, into tokens.
 pub(super) struct Parser {

@@ -1,6 +1,6 @@
 //! Suggestions for misspelt names: the known name nearest to what was written.
 
-use crate::engine::keys::{PACKER_KEYS, familiar_name};
+use crate::engine::guest::keys::{PACKER_KEYS, familiar_name};
 
 /// Names people bring from elsewhere for a wait, for suggesting `<wait>` only.
 const WAIT_NAMES: &[&str] = &["sleep", "pause"];

@@ -3,7 +3,7 @@
 use super::durations::wait;
 use super::suggest::suggest_key;
 use super::{Action, Problem, Shown};
-use crate::engine::keys::{key_for_char, packer_key};
+use crate::engine::guest::keys::{key_for_char, packer_key};
 
 /// Whether `<inside>` is a tag rather than text: letters and digits, and for a wait also the
 /// `.` and `µ` of a duration.
@@ -81,7 +81,7 @@ fn single_char(text: &str) -> Option<char> {
 mod tests {
     use super::super::tests::{at, fixed_actions, log, parse_error, press, typed};
     use super::*;
-    use crate::engine::keys::PACKER_KEYS;
+    use crate::engine::guest::keys::PACKER_KEYS;
 
     #[test]
     fn every_key_name_presses_its_qkeycode() {

@@ -1,7 +1,7 @@
 //! Helpers shared by the boot command tests, and tests of whole commands.
 
 use super::*;
-use crate::engine::keys::key_for_char;
+use crate::engine::guest::keys::key_for_char;
 
 pub(super) fn parse(source: &str) -> BootCommand {
     BootCommand::parse(source).unwrap_or_else(|e| panic!("{source:?}: {e}"))

@@ -6,7 +6,7 @@ use std::fmt;
 use super::{
     Action, BootCommand, BootCommandError, Problem, SECRET_MASK, Shown, Token, unknown_name,
 };
-use crate::engine::keys::key_for_char;
+use crate::engine::guest::keys::key_for_char;
 
 /// The values placeholders stand for: names the caller provides (some secret) and where
 /// `{{ env "VAR" }}` reads from.

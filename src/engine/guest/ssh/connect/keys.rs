@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use russh::keys::PrivateKey;
 
-use crate::engine::ssh::SshError;
+use crate::engine::guest::ssh::SshError;
 
 /// Load (and decrypt) a private key off the async runtime: bcrypt-pbkdf is deliberately slow.
 pub(super) async fn load_key(

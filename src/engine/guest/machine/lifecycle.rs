@@ -14,10 +14,10 @@ use super::argv::qemu_argv;
 use super::record::write_record;
 use super::serial::{SerialOutput, claim_log_file, connect_serial, spawn_serial_pumps};
 use super::{Ending, MachineError, MachineSpec, MachineView, QEMU, ViewInner};
-use crate::engine::console::Console;
+use crate::engine::guest::console::Console;
+use crate::engine::guest::qmp::{Qmp, QmpError, QmpEvent};
 use crate::engine::process;
 use crate::engine::qcow2_header;
-use crate::engine::qmp::{Qmp, QmpError, QmpEvent};
 use crate::engine::vcpus::VcpuChoice;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);

@@ -36,7 +36,7 @@ pub(super) struct ServerNotes {
 }
 
 /// The russh handler of one connection: it takes any host key and keeps what the server said.
-pub(in crate::engine::ssh) struct Client {
+pub(in crate::engine::guest::ssh) struct Client {
     pub(super) notes: Arc<Mutex<ServerNotes>>,
 }
 

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{Reached, io_reason};
-use crate::engine::ssh::{Silence, Stage};
+use crate::engine::guest::ssh::{Silence, Stage};
 
 /// Each TCP connect gets this long, as the CI driver's dial does.
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::console::Console;
-use super::driver::DriverProfile;
-use super::host::Accelerator;
-use super::process::{ToolError, install_hint};
 use super::qmp::{Qmp, QmpError};
 use super::screen::{Picture, parse_ppm};
-use super::vcpus::{VcpuChoice, Vcpus};
+use crate::engine::driver::DriverProfile;
+use crate::engine::host::Accelerator;
+use crate::engine::process::{ToolError, install_hint};
+use crate::engine::vcpus::{VcpuChoice, Vcpus};
 
 mod argv;
 mod lifecycle;

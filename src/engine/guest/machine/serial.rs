@@ -11,7 +11,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc};
 
 use super::MachineError;
-use crate::engine::console::Console;
+use crate::engine::guest::console::Console;
 
 /// The serial log kept next to the image: `NAME.install.serial.log`.
 pub fn serial_log_path(image: &Path, purpose: &str) -> PathBuf {
