@@ -64,7 +64,7 @@ async fn main() {
             purpose: "bench".into(),
             accelerator: Accelerator::Tcg,
             memory_mib: 2048,
-            cpus: kiln::engine::vcpus::Vcpus::Exactly(1),
+            cpus: kiln::engine::host::vcpus::Vcpus::Exactly(1),
             disk: image.clone(),
             snapshot: true,
             discard: false,

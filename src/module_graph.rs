@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Module name (`verify`, `verify/boot`) → the modules of `folder` (under `src/`) its shipped
-/// code names through `super::` or `crate::FOLDER::`. A path names the deepest module it
-/// reaches (`crate::engine::guest::machine::Machine` → `guest/machine`), and each path of a
-/// `{…}` group counts.
+/// code names through `super::`, `self::` or `crate::FOLDER::`. A path names the deepest
+/// module it reaches (`crate::engine::guest::machine::Machine` → `guest/machine`), and each
+/// path of a `{…}` group counts.
 pub fn dependencies(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src")
@@ -38,7 +38,7 @@ pub fn dependencies(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
         let source = std::fs::read_to_string(file).unwrap();
         let code = shipped(&source);
         let mut uses = BTreeSet::new();
-        for prefix in [crate_prefix.as_str(), "super::"] {
+        for prefix in [crate_prefix.as_str(), "super::", "self::"] {
             for (at, _) in code.match_indices(prefix) {
                 // The second `super::` of `super::super::` continues a path already read.
                 let continues = code[..at].ends_with("::")
@@ -50,10 +50,10 @@ pub fn dependencies(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
                     continue;
                 }
                 let mut rest = &code[at + prefix.len()..];
-                let mut base = if prefix == "super::" {
-                    parent_of(&module)
-                } else {
-                    String::new()
+                let mut base = match prefix {
+                    "super::" => parent_of(&module),
+                    "self::" => module.clone(),
+                    _ => String::new(),
                 };
                 while let Some(after) = rest.strip_prefix("super::") {
                     base = parent_of(&base);

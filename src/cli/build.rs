@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{Exit, report};
 use crate::engine::build;
-use crate::engine::config::{Dirs, Settings};
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::plan::{Next, Plan, PlanRun, StageLine};
 use crate::engine::post_build::ImageFacts;
 use crate::engine::recipe::Recipe;

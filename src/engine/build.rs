@@ -12,8 +12,8 @@ use super::configure::Extras;
 use super::provision::{ProvisionRequest, ProvisionStep};
 use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
-use super::vcpus::Vcpus;
 use super::workflow::{Secrets, Workflow, secret_from_file};
+use crate::engine::host::vcpus::Vcpus;
 
 /// How long a provisioning machine may take to offer SSH.
 const PROVISION_BOOT_DEADLINE: Duration = Duration::from_secs(300);
@@ -118,7 +118,7 @@ pub fn secrets(recipe: &Recipe) -> Result<Secrets, String> {
         .into_iter()
         .chain(recipe.publish.iter().map(|publish| &publish.token_env));
     for name in variables.flatten() {
-        super::process::hide_from_children(name);
+        crate::engine::host::process::hide_from_children(name);
     }
     Ok(Secrets {
         password: secret(
@@ -186,11 +186,11 @@ pub fn provision_request(
 /// Copy a base image to the build's image (into a temporary name, then renamed: never a
 /// half-written image). The base itself is only read.
 pub async fn copy_base(base: &Path, image: &Path) -> std::io::Result<()> {
-    let dir = super::temp_file::parent_dir(image);
+    let dir = crate::engine::host::temp_file::parent_dir(image);
     let name = image
         .file_name()
         .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
-    let temp = super::temp_file::TempFile::create(&dir, &name, "copy")?;
+    let temp = crate::engine::host::temp_file::TempFile::create(&dir, &name, "copy")?;
     tokio::fs::copy(base, temp.path()).await?;
     temp.rename_to(image)
 }

@@ -6,7 +6,6 @@
 
 pub mod build;
 pub mod check;
-pub mod config;
 pub mod configure;
 pub mod driver;
 pub mod guest;
@@ -17,18 +16,15 @@ pub mod iso;
 pub mod namespace;
 pub mod plan;
 pub mod post_build;
-pub mod process;
 pub mod provision;
 pub mod publish;
 pub mod qcow2_header;
 pub mod recipe;
 pub mod session;
 pub mod task;
-pub mod temp_file;
 #[cfg(test)]
 mod test_images;
 pub mod units;
-pub mod vcpus;
 pub mod verify;
 pub mod workflow;
 

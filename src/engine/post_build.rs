@@ -103,7 +103,7 @@ pub async fn finish(
     };
     let command = post_build_command.display().to_string();
     reporter.info(format!("running {command}"));
-    let output = super::process::command(&command)
+    let output = crate::engine::host::process::command(&command)
         .current_dir(&post_build.dir)
         .envs(facts.environment())
         .output()

@@ -14,12 +14,12 @@ use super::configure::{
 };
 use super::host::Accelerator;
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
-use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
 };
 use crate::engine::guest::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget};
+use crate::engine::host::vcpus::Vcpus;
 
 /// Where the SSH forward starts looking for a free port.
 const FIRST_SSH_PORT: u16 = 2230;

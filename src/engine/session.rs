@@ -13,14 +13,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Step;
-use super::config::toml_problem;
 use super::configure::SshdVariant;
 use super::driver::Profile;
 use super::install::boot_command::BootCommand;
 use super::publish::{Namespace, TargetKind};
 use super::qcow2_header;
-use super::temp_file::{TempFile, parent_dir};
-use super::vcpus::Vcpus;
+use crate::engine::host::config::toml_problem;
+use crate::engine::host::temp_file::{TempFile, parent_dir};
+use crate::engine::host::vcpus::Vcpus;
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {
@@ -468,7 +468,8 @@ impl Session {
             Outcome::Running => {
                 return match record.pid {
                     Some(pid)
-                        if pid == std::process::id() || super::process::is_kiln_running(pid) =>
+                        if pid == std::process::id()
+                            || crate::engine::host::process::is_kiln_running(pid) =>
                     {
                         StepStatus::Running { pid }
                     }
@@ -706,7 +707,7 @@ impl Session {
 /// The pid of another live kiln running this record's stage, if one is.
 fn running_elsewhere(record: &StepRecord) -> Option<u32> {
     let pid = record.pid.filter(|_| record.outcome == Outcome::Running)?;
-    (pid != std::process::id() && super::process::is_kiln_running(pid)).then_some(pid)
+    (pid != std::process::id() && crate::engine::host::process::is_kiln_running(pid)).then_some(pid)
 }
 
 fn now() -> u64 {

@@ -22,8 +22,8 @@ use super::widgets::form::FieldKind;
 /// Lines a PgUp or PgDn moves the log or the diff.
 const PAGE: isize = 10;
 use crate::engine::Step;
-use crate::engine::config::Settings;
 use crate::engine::guest::machine::MachineRecord;
+use crate::engine::host::config::Settings;
 use crate::engine::host::{HostReport, Verdict};
 use crate::engine::plan::{Plan, PlanRun, Stage};
 use crate::engine::recipe::Recipe;

@@ -10,9 +10,9 @@ use ratatui::backend::TestBackend;
 
 use super::app::{App, Overlay};
 use super::event_loop;
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::guest::machine::{Machine, MachineSpec};
 use crate::engine::host::Accelerator;
+use crate::engine::host::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::tui::theme::Theme;
 
 /// Long enough for a loaded 2-core machine; the old loop, which awaited the screendump
@@ -33,7 +33,7 @@ async fn stopped_machine(dir: &std::path::Path) -> Machine {
         purpose: "loop-test".into(),
         accelerator: Accelerator::Tcg,
         memory_mib: 64,
-        cpus: crate::engine::vcpus::Vcpus::Exactly(1),
+        cpus: crate::engine::host::vcpus::Vcpus::Exactly(1),
         disk,
         snapshot: true,
         discard: false,

@@ -18,12 +18,12 @@ pub use root_shell::RootShell;
 
 use super::host::Accelerator;
 use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
-use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
 };
 use crate::engine::guest::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
+use crate::engine::host::vcpus::Vcpus;
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
 pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../../assets/sshd_config.reference");

@@ -13,9 +13,9 @@ use super::host::Accelerator;
 use super::image::CreateError;
 use super::iso::{self, Expected, IsoError};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
-use super::vcpus::Vcpus;
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
+use crate::engine::host::vcpus::Vcpus;
 use unattended::{Plan, Unattended, UnattendedError};
 
 /// How long a cancelled installer gets to answer the ACPI power button.

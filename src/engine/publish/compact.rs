@@ -8,11 +8,11 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, io_error};
+use crate::engine::host::process::{self, ToolError, install_hint};
+use crate::engine::host::temp_file::TempFile;
 use crate::engine::image;
 use crate::engine::iso::{self, IsoError};
-use crate::engine::process::{self, ToolError, install_hint};
 use crate::engine::task::{Cancelled, Reporter};
-use crate::engine::temp_file::TempFile;
 use crate::engine::units::human_bytes;
 
 /// `qemu-img convert -p -O qcow2 -o compat=1.1 [-c] IN OUT`, with its progress passed on.

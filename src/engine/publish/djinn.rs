@@ -17,8 +17,8 @@ use tokio_util::bytes::Bytes;
 
 use super::compact::{compact, sha256, write_checksum};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, TOKEN_ENV, io_error};
+use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::task::{Cancelled, Reporter};
-use crate::engine::temp_file::{TempFile, parent_dir};
 use crate::engine::units::human_bytes;
 
 /// The content type of a raw qcow2 upload (driver-contract.md §5).

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use super::compact::{compact, sha256, write_checksum};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, driver_conf, io_error};
+use crate::engine::host::temp_file::{self, TempFile, parent_dir};
 use crate::engine::task::{Cancelled, Reporter, TaskPanicked};
-use crate::engine::temp_file::{self, TempFile, parent_dir};
 use crate::engine::units::human_bytes;
 
 /// Copies move this much per step, so progress and Ctrl-C are noticed several times a second.

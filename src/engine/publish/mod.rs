@@ -30,10 +30,10 @@ use serde::Serialize;
 
 use super::check::{self, Check, Verdict};
 use super::image::is_valid_image_name;
-use super::process::ToolError;
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::units::human_bytes;
 use super::verify;
+use crate::engine::host::process::ToolError;
 use djinn::{Api, DjinnUpload, http_client, parse_api_url};
 use local::{FilePlan, file_plan, install_file, layout_component, read_disks};
 
@@ -42,7 +42,7 @@ pub use djinn::QEMU_DISK;
 pub use driver_conf::default_driver_conf;
 
 /// The environment variable that carries the Djinn API token.
-pub const TOKEN_ENV: &str = super::process::DJINN_TOKEN_ENV;
+pub const TOKEN_ENV: &str = crate::engine::host::process::DJINN_TOKEN_ENV;
 /// The token file's name inside kiln's config directory (it must be mode 0600).
 pub const TOKEN_FILE: &str = "djinn-token";
 /// The architecture directory the offline runner's QEMU driver boots from.

@@ -11,8 +11,8 @@ use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
 };
 use crate::engine::guest::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
+use crate::engine::host::vcpus::Vcpus;
 use crate::engine::task::Reporter;
-use crate::engine::vcpus::Vcpus;
 
 /// Ids and names of the dynamic checks, in the order the driver meets them.
 pub const BOOT_CHECKS: [(&str, &str); 10] = [

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::Step;
-use super::config::Settings;
 use super::configure::{self, ConfigureError, Configured};
 use super::host::Accelerator;
 use super::image::{self, CreateError, ImageInfo};
@@ -26,8 +25,9 @@ use super::provision::Provisioned;
 use super::publish::{self, PublishError, Published, Token};
 use super::session::{Choices, Session, SessionError, StageKey, StepRecord, StepStatus};
 use super::task::{self, Cancelled, Question, Reporter, Summary, Task, TaskOptions, TaskPanicked};
-use super::temp_file;
 use super::verify::{self, Report};
+use crate::engine::host::config::Settings;
+use crate::engine::host::temp_file;
 
 /// What a step runs with besides the person's choices: settings resolved once (CLI > config
 /// file > defaults), the accelerator this host really has, and kiln's own directories.

@@ -9,6 +9,7 @@ use super::{Environment, Secrets, StepOptions};
 use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::driver::DriverProfile;
 use crate::engine::guest::ssh::Auth;
+use crate::engine::host::vcpus::Vcpus;
 use crate::engine::image::CreateRequest;
 use crate::engine::install::InstallRequest;
 use crate::engine::install::boot_command;
@@ -19,7 +20,6 @@ use crate::engine::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
 use crate::engine::session::Choices;
-use crate::engine::vcpus::Vcpus;
 use crate::engine::verify::VerifyRequest;
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
@@ -292,9 +292,9 @@ fn non_empty(text: &Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::config::Settings;
     use crate::engine::driver::Profile;
     use crate::engine::host::Accelerator;
+    use crate::engine::host::config::Settings;
 
     fn environment() -> Environment {
         Environment {
@@ -303,7 +303,7 @@ mod tests {
                 cpus: Vcpus::Exactly(2),
                 image_dir: PathBuf::from("/i"),
                 theme: "default".into(),
-                graphics: crate::engine::config::Graphics::Auto,
+                graphics: crate::engine::host::config::Graphics::Auto,
                 djinn_url: Some("https://ci.example/api".into()),
                 djinn_namespace: Some("fromconfig".parse().unwrap()),
             },

@@ -7,7 +7,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::{Action, Context, Keymap};
 use crate::engine::Step;
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+use crate::engine::host::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::task::{self, Event, Question, TaskOptions};
 use crate::engine::workflow::StepError;
 use crate::tui::app::RunningStep;

@@ -5,7 +5,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
 use crate::engine::Step;
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+use crate::engine::host::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::session::StepStatus;
 use crate::tui::app::{App, Command, Overlay};
 use crate::tui::theme::Theme;

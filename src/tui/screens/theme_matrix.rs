@@ -11,7 +11,7 @@ use ratatui::style::{Color, Modifier, Style};
 
 use crate::engine::Step;
 use crate::engine::check::{Check, Verdict};
-use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+use crate::engine::host::config::{CliOverrides, FileConfig, HostResources, resolve};
 use crate::engine::session::StepStatus;
 use crate::engine::task::{Level, Progress};
 use crate::tui::app::{App, Focus, Overlay};

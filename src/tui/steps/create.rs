@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::run::StepRun;
-use crate::engine::config::Settings;
+use crate::engine::host::config::Settings;
 use crate::engine::image::{self, ImageInfo, image_name_problem, parse_size};
 use crate::engine::session::Choices;
 use crate::engine::task::Level;

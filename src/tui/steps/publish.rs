@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use super::run::StepRun;
-use crate::engine::config::Settings;
+use crate::engine::host::config::Settings;
 use crate::engine::publish::{Namespace, NamespaceError, TargetKind, Token};
 use crate::engine::session::Choices;
 use crate::engine::task::Level;

@@ -17,8 +17,8 @@ use super::qmp::{Qmp, QmpError};
 use super::screen::{Picture, parse_ppm};
 use crate::engine::driver::DriverProfile;
 use crate::engine::host::Accelerator;
-use crate::engine::process::{ToolError, install_hint};
-use crate::engine::vcpus::{VcpuChoice, Vcpus};
+use crate::engine::host::process::{ToolError, install_hint};
+use crate::engine::host::vcpus::{VcpuChoice, Vcpus};
 
 mod argv;
 mod lifecycle;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Child;
 
 use super::MachineSpec;
-use crate::engine::process;
+use crate::engine::host::process;
 
 /// What a record of a running machine says, for finding it after kiln crashed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

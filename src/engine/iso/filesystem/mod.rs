@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::engine::temp_file::TempFile;
+use crate::engine::host::temp_file::TempFile;
 
 mod directory;
 mod joliet;
@@ -323,7 +323,7 @@ impl IsoFilesystem {
             iso: self.path.clone(),
             source,
         };
-        let dir = crate::engine::temp_file::parent_dir(dest);
+        let dir = crate::engine::host::temp_file::parent_dir(dest);
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

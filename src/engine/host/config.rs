@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::namespace::Namespace;
 use super::vcpus::Vcpus;
+use crate::engine::namespace::Namespace;
 
 /// The commented template printed by `kiln config --print-template`.
-pub const TEMPLATE: &str = include_str!("../../assets/config-template.toml");
+pub const TEMPLATE: &str = include_str!("../../../assets/config-template.toml");
 
 /// Where kiln keeps its files, from the `directories` crate (XDG on Linux).
 #[derive(Debug, Clone)]

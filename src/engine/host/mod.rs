@@ -1,5 +1,12 @@
 //! What this host can do: QEMU binaries and versions, whether KVM really works, CPUs, memory
 //! and disk space. `kiln doctor` prints it; every step asks it which accelerator to use.
+//! Its modules hold the rest of what kiln knows and does on this machine: settings, free
+//! CPUs, tools and processes, temporary files.
+
+pub mod config;
+pub mod process;
+pub mod temp_file;
+pub mod vcpus;
 
 use std::path::Path;
 use std::process::Stdio;
@@ -7,10 +14,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::config::{HostResources, Settings};
-use super::process::{self, find_on_path, install_hint, run_tool};
+use self::config::{HostResources, Settings};
+use self::process::{find_on_path, install_hint, run_tool};
+use self::vcpus::Vcpus;
 use super::units::human_bytes;
-use super::vcpus::Vcpus;
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a KVM probe machine must survive to count as working.
@@ -330,8 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn this_machine_reports_tools_and_an_accelerator() {
-        let settings =
-            super::super::config::resolve(Default::default(), Default::default(), resources());
+        let settings = super::config::resolve(Default::default(), Default::default(), resources());
         let report = examine(&settings).await;
         let names: Vec<_> = report.checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
