@@ -85,7 +85,7 @@ pub async fn finish(
         .await
         .map_err(|e| e.to_string())?;
     reporter.info("computing the image's SHA-256…");
-    let sha256 = super::iso::sha256_file(image, &reporter)
+    let sha256 = crate::engine::files::iso::sha256_file(image, &reporter)
         .await
         .map_err(|e| e.to_string())?;
     let facts = ImageFacts {

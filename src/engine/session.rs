@@ -17,7 +17,7 @@ use super::configure::SshdVariant;
 use super::driver::Profile;
 use super::install::boot_command::BootCommand;
 use super::publish::{Namespace, TargetKind};
-use super::qcow2_header;
+use crate::engine::files::qcow2_header;
 use crate::engine::host::config::toml_problem;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::host::vcpus::Vcpus;

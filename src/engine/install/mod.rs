@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use super::host::Accelerator;
 use super::image::CreateError;
-use super::iso::{self, Expected, IsoError};
 use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
+use crate::engine::files::iso::{self, Expected, IsoError};
 use crate::engine::guest::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
 use crate::engine::host::vcpus::Vcpus;
 use unattended::{Plan, Unattended, UnattendedError};

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 use super::answer_server::{AnswerServer, AnswerServerError, GUEST_HOST_ADDRESS, ServedRequest};
 use super::boot_command::{self, Action, BootCommand, BootCommandError, Values};
 use super::preset::{self, Preset, PresetError, PresetValues};
+use crate::engine::files::iso::filesystem::{IsoFilesystem, IsoReadError};
+use crate::engine::files::iso::kernel::{InstallerKernel, KernelNotFound, find_installer_kernel};
 use crate::engine::guest::machine::{DirectKernel, MachineError, MachineView};
-use crate::engine::iso::filesystem::{IsoFilesystem, IsoReadError};
-use crate::engine::iso::kernel::{InstallerKernel, KernelNotFound, find_installer_kernel};
 use crate::engine::task::Reporter;
 
 /// The kernel argument that puts an installer's console on the first serial port, which kiln

@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::QCOW2_MAGIC;
 use crate::engine::check::{Check, Verdict};
+use crate::engine::files::qcow2_header::{self, HostFileRefs};
 use crate::engine::host::process;
 use crate::engine::image::{self, RECOMMENDED_MAX_SIZE, is_valid_image_name};
-use crate::engine::qcow2_header::{self, HostFileRefs};
 use crate::engine::units::human_bytes;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);

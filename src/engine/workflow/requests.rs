@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{Environment, Secrets, StepOptions};
 use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::driver::DriverProfile;
+use crate::engine::files::iso::Expected;
 use crate::engine::guest::ssh::Auth;
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::image::CreateRequest;
@@ -15,7 +16,6 @@ use crate::engine::install::InstallRequest;
 use crate::engine::install::boot_command;
 use crate::engine::install::preset::{Mirror, PresetValues};
 use crate::engine::install::unattended::{KernelBoot, PresetChoice, Unattended};
-use crate::engine::iso::Expected;
 use crate::engine::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };

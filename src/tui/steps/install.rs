@@ -181,7 +181,7 @@ impl InstallScreen {
                     return Some((Level::Warn, "path of the installer ISO to boot".into()));
                 }
                 Some(
-                    match crate::engine::iso::validate(std::path::Path::new(&iso)) {
+                    match crate::engine::files::iso::validate(std::path::Path::new(&iso)) {
                         Ok(()) => (Level::Info, "bootable ISO 9660 image".into()),
                         Err(e) => (Level::Warn, e.to_string()),
                     },

@@ -14,11 +14,11 @@ use super::argv::qemu_argv;
 use super::record::write_record;
 use super::serial::{SerialOutput, claim_log_file, connect_serial, spawn_serial_pumps};
 use super::{Ending, MachineError, MachineSpec, MachineView, QEMU, ViewInner};
+use crate::engine::files::qcow2_header;
 use crate::engine::guest::console::Console;
 use crate::engine::guest::qmp::{Qmp, QmpError, QmpEvent};
 use crate::engine::host::process;
 use crate::engine::host::vcpus::VcpuChoice;
-use crate::engine::qcow2_header;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Ports tried for the SSH forward before giving up, as the Djinn driver walks upward.

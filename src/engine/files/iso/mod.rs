@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::task::Reporter;
+use crate::engine::task::Reporter;
 
 const SECTOR: u64 = 2048;
 /// Volume descriptors start at sector 16 and end with a terminator (type 255).

@@ -394,7 +394,7 @@ fn no_known_layout(iso: &std::path::Path, looked_for: &[(&'static str, Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::iso::filesystem::tests::{build_iso, write_tree};
+    use crate::engine::files::iso::filesystem::tests::{build_iso, write_tree};
 
     /// An ISO holding `files` (each containing its own path), built with `options`.
     fn iso_with(files: &[&str], options: &[&str]) -> (tempfile::TempDir, IsoFilesystem) {
