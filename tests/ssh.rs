@@ -8,10 +8,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln::engine::configure::{ConfigureError, RootShell};
 use kiln::engine::guest::ssh::{
     Auth, OutputStream, Session, Silence, SshError, SshTarget, Stage, connect,
 };
+use kiln::engine::steps::configure::{ConfigureError, RootShell};
 use support::fixtures::fixtures;
 use support::guest::{boot, free_port, qemu_running_with};
 

@@ -12,7 +12,7 @@ use crate::engine::check::Verdict;
 use crate::engine::driver::Profile;
 use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::session::Choices;
-use crate::engine::verify::Report;
+use crate::engine::steps::verify::Report;
 use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

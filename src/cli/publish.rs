@@ -9,7 +9,7 @@ use super::flags::{DestinationArgs, TargetArg};
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::host::config::{Dirs, Settings};
-use crate::engine::publish::{Destination, Published, TargetKind};
+use crate::engine::steps::publish::{Destination, Published, TargetKind};
 use crate::engine::units::human_bytes;
 use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 

@@ -6,14 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::post_build::PostBuildCommand;
+use crate::engine::steps::post_build::PostBuildCommand;
 
-use super::configure::Extras;
-use super::provision::{ProvisionRequest, ProvisionStep};
 use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
 use super::workflow::{Secrets, Workflow, secret_from_file};
 use crate::engine::host::vcpus::Vcpus;
+use crate::engine::steps::configure::Extras;
+use crate::engine::steps::provision::{ProvisionRequest, ProvisionStep};
 
 /// How long a provisioning machine may take to offer SSH.
 const PROVISION_BOOT_DEADLINE: Duration = Duration::from_secs(300);
@@ -136,10 +136,10 @@ pub fn secrets(recipe: &Recipe) -> Result<Secrets, String> {
 }
 
 /// A publish destination's token, from the variable it names (else kiln's usual token).
-pub fn token(publish: &Publish) -> Result<Option<super::publish::Token>, String> {
+pub fn token(publish: &Publish) -> Result<Option<crate::engine::steps::publish::Token>, String> {
     Ok(secret(&None, &publish.token_env, "Djinn token")?
         .as_deref()
-        .and_then(super::publish::Token::new))
+        .and_then(crate::engine::steps::publish::Token::new))
 }
 
 fn secret(

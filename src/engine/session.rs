@@ -13,14 +13,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Step;
-use super::configure::SshdVariant;
 use super::driver::Profile;
-use super::install::boot_command::BootCommand;
-use super::publish::{Namespace, TargetKind};
 use crate::engine::files::qcow2_header;
 use crate::engine::host::config::toml_problem;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::host::vcpus::Vcpus;
+use crate::engine::steps::configure::SshdVariant;
+use crate::engine::steps::install::boot_command::BootCommand;
+use crate::engine::steps::publish::{Namespace, TargetKind};
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {

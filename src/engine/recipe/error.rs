@@ -10,7 +10,7 @@ use toml::de::DeValue;
 
 use super::Reader;
 use crate::engine::host::config::toml_problem;
-use crate::engine::install::boot_command::edit_distance;
+use crate::engine::steps::install::boot_command::edit_distance;
 
 /// Why a recipe cannot be used; each names the file and, when it has one, the place.
 #[derive(Debug, thiserror::Error)]

@@ -6,21 +6,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Environment, Secrets, StepOptions};
-use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::driver::DriverProfile;
 use crate::engine::files::iso::Expected;
 use crate::engine::guest::ssh::Auth;
 use crate::engine::host::vcpus::Vcpus;
-use crate::engine::image::CreateRequest;
-use crate::engine::install::InstallRequest;
-use crate::engine::install::boot_command;
-use crate::engine::install::preset::{Mirror, PresetValues};
-use crate::engine::install::unattended::{KernelBoot, PresetChoice, Unattended};
-use crate::engine::publish::{
+use crate::engine::session::Choices;
+use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
+use crate::engine::steps::image::CreateRequest;
+use crate::engine::steps::install::InstallRequest;
+use crate::engine::steps::install::boot_command;
+use crate::engine::steps::install::preset::{Mirror, PresetValues};
+use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unattended};
+use crate::engine::steps::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
-use crate::engine::session::Choices;
-use crate::engine::verify::VerifyRequest;
+use crate::engine::steps::verify::VerifyRequest;
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
 pub const DEFAULT_SIZE: &str = "10G";

@@ -11,7 +11,7 @@ use super::{Checksum, CompactedSize, Compaction, Meter, PublishError, io_error};
 use crate::engine::files::iso::{self, IsoError};
 use crate::engine::host::process::{self, ToolError, install_hint};
 use crate::engine::host::temp_file::TempFile;
-use crate::engine::image;
+use crate::engine::steps::image;
 use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::units::human_bytes;
 

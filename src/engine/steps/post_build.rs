@@ -35,7 +35,7 @@ pub struct Finished {
     pub post_build: Option<PathBuf>,
 }
 
-impl super::task::Summary for Finished {
+impl crate::engine::task::Summary for Finished {
     fn summary(&self) -> String {
         let ran = match &self.post_build {
             Some(command) => format!("; {} ran", command.display()),
@@ -44,7 +44,7 @@ impl super::task::Summary for Finished {
         format!(
             "{} is {} (sha256 {}){ran}",
             self.facts.path.display(),
-            super::units::human_bytes(self.facts.size),
+            crate::engine::units::human_bytes(self.facts.size),
             self.facts.sha256
         )
     }
@@ -56,7 +56,7 @@ pub enum FinishError {
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
-    Panicked(#[from] super::task::TaskPanicked),
+    Panicked(#[from] crate::engine::task::TaskPanicked),
 }
 
 impl From<String> for FinishError {
@@ -79,7 +79,7 @@ pub struct PostBuildCommand {
 pub async fn finish(
     post_build: &PostBuildCommand,
     image: &Path,
-    reporter: super::task::Reporter,
+    reporter: crate::engine::task::Reporter,
 ) -> Result<Finished, FinishError> {
     let info = super::image::image_info(image)
         .await

@@ -9,13 +9,13 @@ pub mod unattended;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::host::Accelerator;
 use super::image::CreateError;
-use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
 use crate::engine::files::iso::{self, Expected, IsoError};
 use crate::engine::guest::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
+use crate::engine::host::Accelerator;
 use crate::engine::host::vcpus::Vcpus;
+use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use unattended::{Plan, Unattended, UnattendedError};
 
 /// How long a cancelled installer gets to answer the ACPI power button.

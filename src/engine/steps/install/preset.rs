@@ -10,13 +10,13 @@ use serde::Deserialize;
 
 use super::answer_server::GUEST_HOST_ADDRESS;
 use super::boot_command::{HTTP_IP, HTTP_PORT};
-use crate::engine::configure::REFERENCE_SSHD_CONFIG;
+use crate::engine::steps::configure::REFERENCE_SSHD_CONFIG;
 
 /// The built-in presets: name, `preset.toml`, answer-file template.
 const BUILT_IN: [(&str, &str, &str); 1] = [(
     "debian-12",
-    include_str!("../../../assets/presets/debian-12/preset.toml"),
-    include_str!("../../../assets/presets/debian-12/preseed.cfg"),
+    include_str!("../../../../assets/presets/debian-12/preset.toml"),
+    include_str!("../../../../assets/presets/debian-12/preseed.cfg"),
 )];
 
 /// Placeholders the answer-file server fills in (the guest's view of it), not the preset.

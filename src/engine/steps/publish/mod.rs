@@ -28,16 +28,16 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderValue;
 use serde::Serialize;
 
-use super::check::{self, Check, Verdict};
 use super::image::is_valid_image_name;
-use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
-use super::units::human_bytes;
 use super::verify;
+use crate::engine::check::{self, Check, Verdict};
 use crate::engine::host::process::ToolError;
+use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use crate::engine::units::human_bytes;
 use djinn::{Api, DjinnUpload, http_client, parse_api_url};
 use local::{FilePlan, file_plan, install_file, layout_component, read_disks};
 
-pub use super::namespace::{Namespace, NamespaceError};
+pub use crate::engine::namespace::{Namespace, NamespaceError};
 pub use djinn::QEMU_DISK;
 pub use driver_conf::default_driver_conf;
 

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 pub use static_checks::static_checks;
 
-use super::check::{Check, Verdict, failures};
-use super::driver::DriverProfile;
-use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use crate::engine::check::{Check, Verdict, failures};
+use crate::engine::driver::DriverProfile;
+use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use boot::{BOOT_CHECKS, BootNotStarted, BootRequest};
 
 /// What `kiln check` was asked to do.

@@ -12,14 +12,14 @@ use super::configure::{
     CLEANUP_TIMEOUT, CLEAR_MACHINE_ID, Extras, REGENERATE_HOST_KEYS, ZERO_FREE_SPACE, power_off,
     shell_quote,
 };
-use super::host::Accelerator;
-use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
 };
 use crate::engine::guest::ssh::{self, Auth, OutputStream, Session, SshError, SshTarget};
+use crate::engine::host::Accelerator;
 use crate::engine::host::vcpus::Vcpus;
+use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
 
 /// Where the SSH forward starts looking for a free port.
 const FIRST_SSH_PORT: u16 = 2230;

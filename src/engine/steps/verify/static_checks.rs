@@ -12,7 +12,7 @@ use super::QCOW2_MAGIC;
 use crate::engine::check::{Check, Verdict};
 use crate::engine::files::qcow2_header::{self, HostFileRefs};
 use crate::engine::host::process;
-use crate::engine::image::{self, RECOMMENDED_MAX_SIZE, is_valid_image_name};
+use crate::engine::steps::image::{self, RECOMMENDED_MAX_SIZE, is_valid_image_name};
 use crate::engine::units::human_bytes;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
@@ -496,8 +496,8 @@ mod tests {
     async fn images_naming_host_files_or_corrupt_are_not_booted() {
         use crate::engine::driver::DriverProfile;
         use crate::engine::host::Accelerator;
+        use crate::engine::steps::verify::{VerifyRequest, verify};
         use crate::engine::task::{self, TaskOptions};
-        use crate::engine::verify::{VerifyRequest, verify};
 
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name);

@@ -16,19 +16,19 @@ mod root_shell;
 
 pub use root_shell::RootShell;
 
-use super::host::Accelerator;
-use super::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
 };
 use crate::engine::guest::ssh::{self, Auth, Session, SshError, SshTarget, Stage};
+use crate::engine::host::Accelerator;
 use crate::engine::host::vcpus::Vcpus;
+use crate::engine::task::{Cancelled, Question, Reporter, Summary, TaskPanicked};
 
 /// The reference sshd_config (Djinn base images): internal-sftp, no PAM.
-pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../../assets/sshd_config.reference");
+pub const REFERENCE_SSHD_CONFIG: &str = include_str!("../../../../assets/sshd_config.reference");
 /// The older documented variant: PAM on, sftp-server binary.
-pub const PAM_SSHD_CONFIG: &str = include_str!("../../../assets/sshd_config.pam");
+pub const PAM_SSHD_CONFIG: &str = include_str!("../../../../assets/sshd_config.pam");
 
 const SSHD_CONFIG: &str = "/etc/ssh/sshd_config";
 const BACKUP: &str = "/etc/ssh/sshd_config.kiln-backup";

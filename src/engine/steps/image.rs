@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::host::free_space;
-use super::task::{Cancelled, Reporter, Summary, TaskPanicked};
-use super::units::human_bytes;
+use crate::engine::host::free_space;
 use crate::engine::host::process::{ToolError, run_tool};
 use crate::engine::host::temp_file::{TempFile, parent_dir};
+use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use crate::engine::units::human_bytes;
 
 const GIB: u64 = 1 << 30;
 /// The Djinn image guide recommends a virtual size under 20 GB; we warn above 20 GiB so that
