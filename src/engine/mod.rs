@@ -1,8 +1,21 @@
 //! The engine: every step of an image's life, with no user-interface code. The TUI and the
 //! headless CLI both drive it through [`workflow::Workflow`], which hands back one
-//! [`task::Task`] per step and the events it reports. Modules depend on each other in one
-//! direction only (a test below walks the `use` lines): `task`, `check` and `units` at the
-//! bottom, the steps above them, `workflow` on top.
+//! [`task::Task`] per step and the events it reports.
+//!
+//! Its modules come in four groups and a top:
+//! - [`steps`]: what each step does — `image` (create), `install`, `configure`, `provision`,
+//!   `verify`, `publish`, `post_build`.
+//! - [`guest`]: talking to a running guest — the QEMU `machine`, `qmp`, `ssh`, its `console`,
+//!   `screen` and `keys`.
+//! - [`host`]: this machine — what it can do (`kiln doctor`), `config`, `vcpus`, `process`,
+//!   `temp_file`.
+//! - [`files`]: untrusted files kiln reads itself — `qcow2_header`, `iso`.
+//! - here: [`workflow`] (the one way a frontend runs a step), [`plan`] and [`build`] (a run's
+//!   stages, a recipe's meaning), [`recipe`], [`session`] (`NAME.kiln.toml`), [`driver`] (the
+//!   CI drivers' profiles), [`namespace`], and [`task`], [`check`] and [`units`] under all.
+//!
+//! Modules depend on each other in one direction only (a test below walks the `use` lines):
+//! `task`, `check` and `units` at the bottom, the steps above them, `workflow` on top.
 
 pub mod build;
 pub mod check;
