@@ -98,7 +98,7 @@ ACCEL=$(HOME=$WORK "$KILN" doctor 2>/dev/null | grep -q '^accelerator: KVM' && e
 SSH_OPTS=(-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
     -o PubkeyAuthentication=no -o PreferredAuthentications=password -o ConnectTimeout=5)
 
-# What kiln's root shell runs (src/engine/configure/mod.rs: inspect, then apply_script),
+# What kiln's root shell runs (src/engine/steps/configure/mod.rs: inspect, then apply_script),
 # without the markers and step names.
 NEW_CONFIG=$(base64 -w0 <assets/sshd_config.reference)
 GUEST_SCRIPT="cat /etc/ssh/sshd_config >/dev/null

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kiln::engine::driver::DriverProfile;
+use kiln::engine::guest::machine::{Machine, MachineSpec, MachineView};
+use kiln::engine::guest::ssh::{self, Auth, SshTarget, Stage};
 use kiln::engine::host::Accelerator;
-use kiln::engine::machine::{Machine, MachineSpec, MachineView};
-use kiln::engine::ssh::{self, Auth, SshTarget, Stage};
 
 const BOOTS: usize = 3;
 
@@ -64,7 +64,7 @@ async fn main() {
             purpose: "bench".into(),
             accelerator: Accelerator::Tcg,
             memory_mib: 2048,
-            cpus: kiln::engine::vcpus::Vcpus::Exactly(1),
+            cpus: kiln::engine::host::vcpus::Vcpus::Exactly(1),
             disk: image.clone(),
             snapshot: true,
             discard: false,

@@ -124,7 +124,7 @@ die() {
 command -v "$QEMU" >/dev/null || die "$QEMU is not installed"
 command -v python3 >/dev/null || die "python3 is not installed"
 
-# ---- kiln's machine size on this host (src/engine/config.rs: HostResources) ----------------
+# ---- kiln's machine size on this host (src/engine/host/config.rs: HostResources) -----------
 # memory: half the host's, clamped to 256..4096 MiB; CPUs: the host's, clamped to 1..2.
 host_mib=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
 KILN_MEM=$((host_mib / 2))
@@ -134,7 +134,7 @@ KILN_CPUS=$(nproc)
 ((KILN_CPUS > 2)) && KILN_CPUS=2
 
 # The accelerator/CPU/size part of each variant's command line; everything else (disk, network,
-# serial) is the same for all, as src/engine/machine.rs builds it.
+# serial) is the same for all, as src/engine/guest/machine/ builds it.
 variant_args() {
     case $1 in
     default) echo "-accel tcg -smp $KILN_CPUS -m $KILN_MEM" ;; # what kiln runs today (no -cpu: qemu64)

@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kiln::cli::{self, Args, Command, Exit};
-use kiln::engine::config::{self, Dirs};
 use kiln::engine::host;
+use kiln::engine::host::config::{self, Dirs};
 use kiln::tui;
 
 fn main() -> ExitCode {

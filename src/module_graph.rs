@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Module name (`verify`, `verify/boot`) → the modules of `folder` (under `src/`) its shipped
-/// code names through `super::` or `crate::FOLDER::`.
+/// code names through `super::`, `self::` or `crate::FOLDER::`. A path names the deepest
+/// module it reaches (`crate::engine::guest::machine::Machine` → `guest/machine`), and each
+/// path of a `{…}` group counts.
 pub fn dependencies(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src")
@@ -35,42 +37,102 @@ pub fn dependencies(folder: &str) -> BTreeMap<String, BTreeSet<String>> {
         let module = name(file);
         let source = std::fs::read_to_string(file).unwrap();
         let code = shipped(&source);
-        let parent = module.rsplit_once('/').map_or("", |(parent, _)| parent);
-        let is_folder = file.ends_with("mod.rs");
         let mut uses = BTreeSet::new();
-        for (prefix, base) in [
-            (crate_prefix.as_str(), String::new()),
-            (
-                "super::",
-                if is_folder {
-                    parent_of(&module)
-                } else {
-                    parent.to_string()
-                },
-            ),
-        ] {
+        for prefix in [crate_prefix.as_str(), "super::", "self::"] {
             for (at, _) in code.match_indices(prefix) {
-                let rest = &code[at + prefix.len()..];
-                let word: String = rest
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                let target = if base.is_empty() {
-                    word
-                } else {
-                    format!("{base}/{word}")
+                // The second `super::` of `super::super::` continues a path already read.
+                let continues = code[..at].ends_with("::")
+                    || code[..at]
+                        .chars()
+                        .next_back()
+                        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if continues {
+                    continue;
+                }
+                let mut rest = &code[at + prefix.len()..];
+                let mut base = match prefix {
+                    "super::" => parent_of(&module),
+                    "self::" => module.clone(),
+                    _ => String::new(),
                 };
-                if modules.contains(&target)
-                    && target != module
-                    && !module.starts_with(&format!("{target}/"))
-                {
-                    uses.insert(target);
+                while let Some(after) = rest.strip_prefix("super::") {
+                    base = parent_of(&base);
+                    rest = after;
+                }
+                let mut paths = Vec::new();
+                use_tree(rest, &mut 0, &base, &mut paths);
+                for path in paths {
+                    let Some(target) = deepest_module(&path, &modules) else {
+                        continue;
+                    };
+                    if target != module && !module.starts_with(&format!("{target}/")) {
+                        uses.insert(target);
+                    }
                 }
             }
         }
         graph.insert(module, uses);
     }
     graph
+}
+
+/// The paths (`a/b/c`) a use tree names, read from `text[*at..]` and put after `path`:
+/// `b::{c, d::e, self}` → `a/b/c`, `a/b/d/e`, `a/b`. A path ends at anything else (`*`,
+/// `as name`, a call's parenthesis).
+fn use_tree(text: &str, at: &mut usize, path: &str, paths: &mut Vec<String>) {
+    let skip_space = |at: &mut usize| {
+        *at += text[*at..].len() - text[*at..].trim_start().len();
+    };
+    if text[*at..].starts_with('{') {
+        *at += 1;
+        loop {
+            skip_space(at);
+            match text[*at..].chars().next() {
+                None => return,
+                Some('}') => {
+                    *at += 1;
+                    return;
+                }
+                Some(',') => *at += 1,
+                Some(_) => {
+                    use_tree(text, at, path, paths);
+                    while let Some(c) = text[*at..].chars().next().filter(|c| !",}".contains(*c)) {
+                        *at += c.len_utf8();
+                    }
+                }
+            }
+        }
+    }
+    let word: String = text[*at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if word.is_empty() {
+        return;
+    }
+    *at += word.len();
+    let named = match (path, word.as_str()) {
+        (_, "self") => path.to_string(),
+        ("", _) => word,
+        _ => format!("{path}/{word}"),
+    };
+    if text[*at..].starts_with("::") {
+        *at += 2;
+        use_tree(text, at, &named, paths);
+    } else {
+        paths.push(named);
+    }
+}
+
+/// The longest leading part of `path` that is one of `modules`.
+fn deepest_module(path: &str, modules: &BTreeSet<String>) -> Option<String> {
+    let mut candidate = path;
+    loop {
+        if modules.contains(candidate) {
+            return Some(candidate.to_string());
+        }
+        candidate = candidate.rsplit_once('/')?.0;
+    }
 }
 
 /// The source up to its inline test module: tests may reach anywhere, only the shipped code
@@ -134,4 +196,26 @@ fn a_cycle_is_found() {
     graph.insert("a".to_string(), BTreeSet::from(["b".to_string()]));
     graph.insert("b".to_string(), BTreeSet::from(["a".to_string()]));
     assert_eq!(cycle(&graph), Some(vec!["a".to_string(), "b".to_string()]));
+}
+
+#[test]
+fn a_path_names_its_deepest_module_and_a_group_each_of_its_paths() {
+    let modules = BTreeSet::from(["guest".to_string(), "guest/machine".to_string()]);
+    let mut paths = Vec::new();
+    use_tree(
+        "guest::{machine::{self, Machine}, Qmp as _, *};",
+        &mut 0,
+        "",
+        &mut paths,
+    );
+    assert_eq!(
+        paths,
+        ["guest/machine", "guest/machine/Machine", "guest/Qmp"]
+    );
+    let reached: Vec<_> = paths
+        .iter()
+        .filter_map(|path| deepest_module(path, &modules))
+        .collect();
+    assert_eq!(reached, ["guest/machine", "guest/machine", "guest"]);
+    assert_eq!(deepest_module("steps/image", &modules), None);
 }

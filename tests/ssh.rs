@@ -8,10 +8,10 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kiln::engine::configure::{ConfigureError, RootShell};
-use kiln::engine::ssh::{
+use kiln::engine::guest::ssh::{
     Auth, OutputStream, Session, Silence, SshError, SshTarget, Stage, connect,
 };
+use kiln::engine::steps::configure::{ConfigureError, RootShell};
 use support::fixtures::fixtures;
 use support::guest::{boot, free_port, qemu_running_with};
 
@@ -60,7 +60,7 @@ fn serial_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
-async fn run(session: &Session, command: &str) -> kiln::engine::ssh::ExecOutput {
+async fn run(session: &Session, command: &str) -> kiln::engine::guest::ssh::ExecOutput {
     session
         .exec(command, None, &[], COMMAND)
         .await

@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use super::{Exit, report};
 use crate::engine::build;
-use crate::engine::config::{Dirs, Settings};
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::plan::{Next, Plan, PlanRun, StageLine};
-use crate::engine::post_build::ImageFacts;
 use crate::engine::recipe::Recipe;
+use crate::engine::steps::post_build::ImageFacts;
 use crate::engine::task::{Answers, Summary, TaskOptions};
 use crate::engine::workflow::{Recording, StepOptions, StepResult, Workflow};
 

@@ -9,10 +9,10 @@ use super::flags::BootTimeoutArgs;
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::check::Verdict;
-use crate::engine::config::{Dirs, Settings};
 use crate::engine::driver::Profile;
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::session::Choices;
-use crate::engine::verify::Report;
+use crate::engine::steps::verify::Report;
 use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::Exit;
-use crate::engine::config::{Settings, TEMPLATE};
+use crate::engine::host::config::{Settings, TEMPLATE};
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {

@@ -8,9 +8,9 @@ use clap::{Args, ValueEnum};
 use super::flags::{BootTimeoutArgs, CredentialArgs};
 use super::{Exit, report};
 use crate::engine::Step;
-use crate::engine::config::{Dirs, Settings};
-use crate::engine::configure::SshdVariant;
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::session::Choices;
+use crate::engine::steps::configure::SshdVariant;
 use crate::engine::task::{Answers, TaskOptions};
 use crate::engine::workflow::StepOptions;
 

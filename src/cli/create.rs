@@ -6,7 +6,7 @@ use clap::Args;
 
 use super::{Exit, Format, report};
 use crate::engine::Step;
-use crate::engine::config::{Dirs, Settings};
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, TaskOptions};
 use crate::engine::units::human_bytes;

@@ -3,7 +3,7 @@
 use clap::Args;
 
 use super::{Exit, Format};
-use crate::engine::config::Settings;
+use crate::engine::host::config::Settings;
 use crate::engine::host::{self, Verdict};
 
 #[derive(Debug, Args)]

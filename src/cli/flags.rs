@@ -10,10 +10,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::absolute;
-use crate::engine::install::boot_command::BootCommandError;
-use crate::engine::iso::Expected;
-use crate::engine::publish::{Namespace, TargetKind};
+use crate::engine::files::iso::Expected;
 use crate::engine::session::Choices;
+use crate::engine::steps::install::boot_command::BootCommandError;
+use crate::engine::steps::publish::{Namespace, TargetKind};
 use crate::engine::workflow::requests::{BOOT_DEADLINE, parse_checksum};
 use crate::engine::workflow::{Secrets, secret_from_file};
 

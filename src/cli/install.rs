@@ -9,7 +9,7 @@ use clap::Args;
 use super::flags::{InstallerArgs, LoginArgs};
 use super::{Exit, report};
 use crate::engine::Step;
-use crate::engine::config::{Dirs, Settings};
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::workflow::StepOptions;
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::engine::config::Dirs;
+use crate::engine::host::config::Dirs;
 
 /// Marks that logging was set up; kept alive for the program's run.
 pub struct LogGuard;

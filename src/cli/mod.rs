@@ -19,9 +19,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::engine::config::{CliOverrides, Dirs, Graphics, Settings};
+use crate::engine::host::config::{CliOverrides, Dirs, Graphics, Settings};
+use crate::engine::host::vcpus::Vcpus;
 use crate::engine::host::{self, Accelerator};
-use crate::engine::vcpus::Vcpus;
 use crate::engine::workflow::{Environment, Recording, StepError, Workflow};
 
 /// kiln — prepare, verify and publish QEMU images for CI drivers.

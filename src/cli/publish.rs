@@ -8,8 +8,8 @@ use clap::Args;
 use super::flags::{DestinationArgs, TargetArg};
 use super::{Exit, Format, report};
 use crate::engine::Step;
-use crate::engine::config::{Dirs, Settings};
-use crate::engine::publish::{Destination, Published, TargetKind};
+use crate::engine::host::config::{Dirs, Settings};
+use crate::engine::steps::publish::{Destination, Published, TargetKind};
 use crate::engine::units::human_bytes;
 use crate::engine::workflow::{Secrets, StepOptions, StepResult};
 

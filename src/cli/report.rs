@@ -8,7 +8,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::engine::check::printable;
-use crate::engine::machine::MachineView;
+use crate::engine::guest::machine::MachineView;
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);

@@ -10,7 +10,7 @@ use super::configure::Variant;
 use super::flags::{CredentialArgs, DestinationArgs, InstallerArgs};
 use super::{Exit, Format, report};
 use crate::engine::Step;
-use crate::engine::config::{CliOverrides, Dirs, Settings};
+use crate::engine::host::config::{CliOverrides, Dirs, Settings};
 use crate::engine::plan::{Next, Plan, PlanRun};
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, TaskOptions};

@@ -6,14 +6,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::post_build::PostBuildCommand;
+use crate::engine::steps::post_build::PostBuildCommand;
 
-use super::configure::Extras;
-use super::provision::{ProvisionRequest, ProvisionStep};
 use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
-use super::vcpus::Vcpus;
 use super::workflow::{Secrets, Workflow, secret_from_file};
+use crate::engine::host::vcpus::Vcpus;
+use crate::engine::steps::configure::Extras;
+use crate::engine::steps::provision::{ProvisionRequest, ProvisionStep};
 
 /// How long a provisioning machine may take to offer SSH.
 const PROVISION_BOOT_DEADLINE: Duration = Duration::from_secs(300);
@@ -118,7 +118,7 @@ pub fn secrets(recipe: &Recipe) -> Result<Secrets, String> {
         .into_iter()
         .chain(recipe.publish.iter().map(|publish| &publish.token_env));
     for name in variables.flatten() {
-        super::process::hide_from_children(name);
+        crate::engine::host::process::hide_from_children(name);
     }
     Ok(Secrets {
         password: secret(
@@ -136,10 +136,10 @@ pub fn secrets(recipe: &Recipe) -> Result<Secrets, String> {
 }
 
 /// A publish destination's token, from the variable it names (else kiln's usual token).
-pub fn token(publish: &Publish) -> Result<Option<super::publish::Token>, String> {
+pub fn token(publish: &Publish) -> Result<Option<crate::engine::steps::publish::Token>, String> {
     Ok(secret(&None, &publish.token_env, "Djinn token")?
         .as_deref()
-        .and_then(super::publish::Token::new))
+        .and_then(crate::engine::steps::publish::Token::new))
 }
 
 fn secret(
@@ -186,11 +186,11 @@ pub fn provision_request(
 /// Copy a base image to the build's image (into a temporary name, then renamed: never a
 /// half-written image). The base itself is only read.
 pub async fn copy_base(base: &Path, image: &Path) -> std::io::Result<()> {
-    let dir = super::temp_file::parent_dir(image);
+    let dir = crate::engine::host::temp_file::parent_dir(image);
     let name = image
         .file_name()
         .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
-    let temp = super::temp_file::TempFile::create(&dir, &name, "copy")?;
+    let temp = crate::engine::host::temp_file::TempFile::create(&dir, &name, "copy")?;
     tokio::fs::copy(base, temp.path()).await?;
     temp.rename_to(image)
 }

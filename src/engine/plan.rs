@@ -23,15 +23,15 @@ use sha2::{Digest, Sha256};
 
 use super::Step;
 use super::build;
-use super::configure::Extras;
 use super::driver::Profile;
-use super::post_build::{self, PostBuildCommand};
-use super::provision::{self, ProvisionError, ProvisionProgress, ProvisionStep};
-use super::publish::Token;
 use super::recipe::{Recipe, Source};
 use super::session::{Choices, StageKey, StepStatus};
 use super::task::{self, Reporter, Summary};
 use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow};
+use crate::engine::steps::configure::Extras;
+use crate::engine::steps::post_build::{self, PostBuildCommand};
+use crate::engine::steps::provision::{self, ProvisionError, ProvisionProgress, ProvisionStep};
+use crate::engine::steps::publish::Token;
 
 /// One stage of a plan.
 #[derive(Debug, Clone)]

@@ -14,14 +14,14 @@ use serde::{Deserialize, Serialize};
 use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use super::Step;
-use super::config::toml_problem;
-use super::configure::SshdVariant;
 use super::driver::Profile;
-use super::install::boot_command::BootCommand;
-use super::publish::{Namespace, TargetKind};
-use super::qcow2_header;
-use super::temp_file::{TempFile, parent_dir};
-use super::vcpus::Vcpus;
+use crate::engine::files::qcow2_header;
+use crate::engine::host::config::toml_problem;
+use crate::engine::host::temp_file::{TempFile, parent_dir};
+use crate::engine::host::vcpus::Vcpus;
+use crate::engine::steps::configure::SshdVariant;
+use crate::engine::steps::install::boot_command::BootCommand;
+use crate::engine::steps::publish::{Namespace, TargetKind};
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {
@@ -418,7 +418,8 @@ impl Session {
             Outcome::Running => {
                 return match record.pid {
                     Some(pid)
-                        if pid == std::process::id() || super::process::is_kiln_running(pid) =>
+                        if pid == std::process::id()
+                            || crate::engine::host::process::is_kiln_running(pid) =>
                     {
                         StepStatus::Running { pid }
                     }
@@ -656,7 +657,7 @@ impl Session {
 /// The pid of another live kiln running this record's stage, if one is.
 fn running_elsewhere(record: &StepRecord) -> Option<u32> {
     let pid = record.pid.filter(|_| record.outcome == Outcome::Running)?;
-    (pid != std::process::id() && super::process::is_kiln_running(pid)).then_some(pid)
+    (pid != std::process::id() && crate::engine::host::process::is_kiln_running(pid)).then_some(pid)
 }
 
 fn now() -> u64 {

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use super::check::Check;
-use super::machine::MachineView;
 use super::units::human_bytes;
+use crate::engine::guest::machine::MachineView;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

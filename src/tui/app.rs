@@ -22,9 +22,9 @@ use super::widgets::form::FieldKind;
 /// Lines a PgUp or PgDn moves the log or the diff.
 const PAGE: isize = 10;
 use crate::engine::Step;
-use crate::engine::config::Settings;
+use crate::engine::guest::machine::MachineRecord;
+use crate::engine::host::config::Settings;
 use crate::engine::host::{HostReport, Verdict};
-use crate::engine::machine::MachineRecord;
 use crate::engine::plan::{Plan, PlanRun, Stage};
 use crate::engine::recipe::Recipe;
 use crate::engine::session::StepStatus;
@@ -189,7 +189,7 @@ impl App {
             return;
         };
         self.notice = Some(
-            match crate::engine::screen::save_png(&picture, &workflow.image()) {
+            match crate::engine::guest::screen::save_png(&picture, &workflow.image()) {
                 Ok(path) => format!("saved the guest's screen to {}", path.display()),
                 Err(e) => format!("could not save the guest's screen: {e}"),
             },
@@ -577,7 +577,7 @@ impl App {
 impl App {
     /// A workbench with `theme` and the settings of a 2-CPU, 8 GiB host: what tests draw.
     pub(crate) fn for_tests(theme: &str) -> App {
-        use crate::engine::config::{CliOverrides, FileConfig, HostResources, resolve};
+        use crate::engine::host::config::{CliOverrides, FileConfig, HostResources, resolve};
         let host = HostResources {
             cpus: 2,
             memory_mib: 8192,

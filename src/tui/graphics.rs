@@ -12,8 +12,8 @@ use ratatui_image::picker::{Picker, ProtocolType};
 use ratatui_image::protocol::StatefulProtocol;
 use ratatui_image::{FilterType, FontSize, Resize, StatefulImage};
 
-use crate::engine::config::Graphics;
-use crate::engine::screen::Picture;
+use crate::engine::guest::screen::Picture;
+use crate::engine::host::config::Graphics;
 
 /// A picture encoded for the terminal, kept until the picture or its area changes: a guest
 /// screen that stays the same costs nothing on the terminal's line.

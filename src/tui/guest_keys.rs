@@ -3,7 +3,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::engine::qmp::{key_for_char, key_for_name};
+use crate::engine::guest::qmp::{key_for_char, key_for_name};
 
 /// Bytes a terminal would send for this key, for the serial console.
 pub fn serial_bytes(key: &KeyEvent) -> Option<Vec<u8>> {

@@ -10,8 +10,8 @@ use ratatui::backend::TestBackend;
 
 use super::app::{App, Overlay};
 use super::event_loop;
+use crate::engine::guest::machine::{Machine, MachineSpec};
 use crate::engine::host::Accelerator;
-use crate::engine::machine::{Machine, MachineSpec};
 
 /// Long enough for a loaded 2-core machine; the old loop, which awaited the screendump
 /// inline, never got to the key at all.
@@ -31,7 +31,7 @@ async fn stopped_machine(dir: &std::path::Path) -> Machine {
         purpose: "loop-test".into(),
         accelerator: Accelerator::Tcg,
         memory_mib: 64,
-        cpus: crate::engine::vcpus::Vcpus::Exactly(1),
+        cpus: crate::engine::host::vcpus::Vcpus::Exactly(1),
         disk,
         snapshot: true,
         discard: false,

@@ -32,10 +32,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 
 use crate::engine::Step;
-use crate::engine::config::{Dirs, Settings};
+use crate::engine::guest::machine::{self, MachineView};
+use crate::engine::guest::screen::Picture;
+use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::host::{self, HostReport};
-use crate::engine::machine::{self, MachineView};
-use crate::engine::screen::Picture;
 use app::{App, Command, GuestInput};
 use theme::Theme;
 

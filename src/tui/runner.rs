@@ -9,8 +9,8 @@ use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
 use crate::engine::Step;
 use crate::engine::check::{Verdict, printable};
+use crate::engine::guest::machine;
 use crate::engine::host::Accelerator;
-use crate::engine::machine;
 use crate::engine::session::Choices;
 use crate::engine::task::{Answers, Event, Level, Question, Summary, TaskOptions};
 use crate::engine::workflow::{

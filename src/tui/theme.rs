@@ -243,8 +243,8 @@ fn parse(file: &str, text: &str) -> Result<HashMap<String, Style>, ThemeError> {
         file: file.to_string(),
         problem,
     };
-    let parsed: ThemeFile =
-        toml::from_str(text).map_err(|e| error(crate::engine::config::toml_problem(text, &e)))?;
+    let parsed: ThemeFile = toml::from_str(text)
+        .map_err(|e| error(crate::engine::host::config::toml_problem(text, &e)))?;
     let mut styles = HashMap::new();
     for (role, spec) in parsed.styles {
         if !ROLES.contains(&role.as_str()) {

@@ -9,12 +9,12 @@ use super::error::{Checked, RecipeError};
 use super::{
     Base, Configure, Install, PostBuild, ProvisionEntry, Publish, Reader, Recipe, Source, Written,
 };
-use crate::engine::configure::Extras;
-use crate::engine::image::{is_valid_image_name, parse_size};
-use crate::engine::install::boot_command::{BootCommand, Position, parse_duration};
-use crate::engine::install::preset::{Mirror, Preset};
-use crate::engine::provision::ProvisionStep;
-use crate::engine::publish::TargetKind;
+use crate::engine::steps::configure::Extras;
+use crate::engine::steps::image::{is_valid_image_name, parse_size};
+use crate::engine::steps::install::boot_command::{BootCommand, Position, parse_duration};
+use crate::engine::steps::install::preset::{Mirror, Preset};
+use crate::engine::steps::provision::ProvisionStep;
+use crate::engine::steps::publish::TargetKind;
 
 /// Other names people give the built-in presets.
 const PRESET_ALIASES: [(&str, &str); 1] = [("debian", "debian-12")];

@@ -9,8 +9,8 @@ use toml::Spanned;
 use toml::de::DeValue;
 
 use super::Reader;
-use crate::engine::config::toml_problem;
-use crate::engine::install::boot_command::edit_distance;
+use crate::engine::host::config::toml_problem;
+use crate::engine::steps::install::boot_command::edit_distance;
 
 /// Why a recipe cannot be used; each names the file and, when it has one, the place.
 #[derive(Debug, thiserror::Error)]

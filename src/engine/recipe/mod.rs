@@ -97,7 +97,7 @@
 //! - Not checked here: what needs the build's environment or work — the ISO's checksum, the
 //!   contents of driver.conf, whether a variable is set ([`Recipe::unset_variables`] says).
 //!
-//! [`Preset::find`]: super::install::preset::Preset::find
+//! [`Preset::find`]: crate::engine::steps::install::preset::Preset::find
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -108,11 +108,11 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::configure::{Extras, SshdVariant};
 use super::driver::Profile;
-use super::install::boot_command::{BootCommand, parse_duration};
-use super::provision::ProvisionStep;
-use super::publish::{Namespace, TargetKind};
+use crate::engine::steps::configure::{Extras, SshdVariant};
+use crate::engine::steps::install::boot_command::{BootCommand, parse_duration};
+use crate::engine::steps::provision::ProvisionStep;
+use crate::engine::steps::publish::{Namespace, TargetKind};
 use error::Checked;
 use vars::set_var;
 
@@ -146,8 +146,8 @@ pub struct Recipe {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
-    /// As written (`10G`, which [`parse_size`](super::image::parse_size) accepts); `None` is
-    /// kiln's default.
+    /// As written (`10G`, which [`parse_size`](crate::engine::steps::image::parse_size)
+    /// accepts); `None` is kiln's default.
     pub size: Option<String>,
 }
 

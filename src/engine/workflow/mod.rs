@@ -16,18 +16,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::Step;
-use super::config::Settings;
-use super::configure::{self, ConfigureError, Configured};
 use super::host::Accelerator;
-use super::image::{self, CreateError, ImageInfo};
-use super::install::{self, InstallError, InstallOutcome};
-use super::post_build::Finished;
-use super::provision::Provisioned;
-use super::publish::{self, PublishError, Published, Token};
 use super::session::{Choices, Session, SessionError, StageKey, StepRecord, StepStatus};
 use super::task::{self, Cancelled, Question, Reporter, Summary, Task, TaskOptions, TaskPanicked};
-use super::temp_file;
-use super::verify::{self, Report};
+use crate::engine::host::config::Settings;
+use crate::engine::host::temp_file;
+use crate::engine::steps::configure::{self, ConfigureError, Configured};
+use crate::engine::steps::image::{self, CreateError, ImageInfo};
+use crate::engine::steps::install::{self, InstallError, InstallOutcome};
+use crate::engine::steps::post_build::Finished;
+use crate::engine::steps::provision::Provisioned;
+use crate::engine::steps::publish::{self, PublishError, Published, Token};
+use crate::engine::steps::verify::{self, Report};
 
 /// What a step runs with besides the person's choices: settings resolved once (CLI > config
 /// file > defaults), the accelerator this host really has, and kiln's own directories.

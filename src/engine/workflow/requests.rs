@@ -6,21 +6,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Environment, Secrets, StepOptions};
-use crate::engine::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::driver::DriverProfile;
-use crate::engine::image::CreateRequest;
-use crate::engine::install::InstallRequest;
-use crate::engine::install::boot_command;
-use crate::engine::install::preset::{Mirror, PresetValues};
-use crate::engine::install::unattended::{KernelBoot, PresetChoice, Unattended};
-use crate::engine::iso::Expected;
-use crate::engine::publish::{
+use crate::engine::files::iso::Expected;
+use crate::engine::guest::ssh::Auth;
+use crate::engine::host::vcpus::Vcpus;
+use crate::engine::session::Choices;
+use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
+use crate::engine::steps::image::CreateRequest;
+use crate::engine::steps::install::InstallRequest;
+use crate::engine::steps::install::boot_command;
+use crate::engine::steps::install::preset::{Mirror, PresetValues};
+use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unattended};
+use crate::engine::steps::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
-use crate::engine::session::Choices;
-use crate::engine::ssh::Auth;
-use crate::engine::vcpus::Vcpus;
-use crate::engine::verify::VerifyRequest;
+use crate::engine::steps::verify::VerifyRequest;
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
 pub const DEFAULT_SIZE: &str = "10G";
@@ -292,9 +292,9 @@ fn non_empty(text: &Option<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::config::Settings;
     use crate::engine::driver::Profile;
     use crate::engine::host::Accelerator;
+    use crate::engine::host::config::Settings;
 
     fn environment() -> Environment {
         Environment {
@@ -303,7 +303,7 @@ mod tests {
                 cpus: Vcpus::Exactly(2),
                 image_dir: PathBuf::from("/i"),
                 theme: "default".into(),
-                graphics: crate::engine::config::Graphics::Auto,
+                graphics: crate::engine::host::config::Graphics::Auto,
                 djinn_url: Some("https://ci.example/api".into()),
                 djinn_namespace: Some("fromconfig".parse().unwrap()),
             },

@@ -5,8 +5,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph};
 
+use crate::engine::guest::machine::MachineView;
 use crate::engine::host::Accelerator;
-use crate::engine::machine::MachineView;
 use crate::tui::graphics;
 use crate::tui::steps::machine_pane::{KeyTarget, MachinePane, Pane, SIDE_BY_SIDE_WIDTH};
 use crate::tui::theme::Theme;
@@ -129,7 +129,7 @@ fn draw_picture(frame: &mut Frame, area: Rect, screen: &MachinePane, picker: Opt
 /// The largest part of `area` that shows `picture` undistorted, centred. A half-block cell
 /// is one pixel wide and two high, and about half as wide as it is high: its two pixels are
 /// square.
-fn fit(area: Rect, picture: &crate::engine::screen::Picture) -> Rect {
+fn fit(area: Rect, picture: &crate::engine::guest::screen::Picture) -> Rect {
     if picture.width == 0 || picture.height == 0 {
         return area;
     }
@@ -177,7 +177,7 @@ fn draw_screen(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::screen::Picture;
+    use crate::engine::guest::screen::Picture;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
 

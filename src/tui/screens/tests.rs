@@ -145,7 +145,7 @@ async fn create_then_confirm_overwrite() {
         "{:?}",
         app.create.run.error
     );
-    let info = crate::engine::image::image_info(&dir.path().join("debian-12.qcow2"))
+    let info = crate::engine::steps::image::image_info(&dir.path().join("debian-12.qcow2"))
         .await
         .unwrap();
     assert_eq!(info.compat.as_deref(), Some("1.1"));
@@ -193,7 +193,9 @@ async fn create_then_confirm_overwrite() {
     let error = app.create.run.error.clone().unwrap_or_default();
     assert!(error.contains("already exists"), "{error}");
     assert_eq!(app.step_state(Step::Create), StepStatus::Done);
-    let again = crate::engine::image::image_info(&info.path).await.unwrap();
+    let again = crate::engine::steps::image::image_info(&info.path)
+        .await
+        .unwrap();
     assert_eq!(again.virtual_size, 2 << 30);
 }
 

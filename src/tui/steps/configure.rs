@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use super::run::StepRun;
-use crate::engine::configure::SshdVariant;
 use crate::engine::session::Choices;
+use crate::engine::steps::configure::SshdVariant;
 use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form};
 

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use super::run::StepRun;
-use crate::engine::config::Settings;
-use crate::engine::image::{self, ImageInfo, image_name_problem, parse_size};
+use crate::engine::host::config::Settings;
 use crate::engine::session::Choices;
+use crate::engine::steps::image::{self, ImageInfo, image_name_problem, parse_size};
 use crate::engine::task::Level;
 use crate::engine::units::human_bytes;
 use crate::tui::widgets::form::{Field, Form};

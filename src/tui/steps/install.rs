@@ -1,9 +1,9 @@
 //! The Install screen's state: the form, then the running machine's console and screen.
 
 use super::run::StepRun;
-use crate::engine::install::InstallOutcome;
-use crate::engine::install::boot_command::{BootCommand, BootCommandError};
 use crate::engine::session::Choices;
+use crate::engine::steps::install::InstallOutcome;
+use crate::engine::steps::install::boot_command::{BootCommand, BootCommandError};
 use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
 
@@ -181,7 +181,7 @@ impl InstallScreen {
                     return Some((Level::Warn, "path of the installer ISO to boot".into()));
                 }
                 Some(
-                    match crate::engine::iso::validate(std::path::Path::new(&iso)) {
+                    match crate::engine::files::iso::validate(std::path::Path::new(&iso)) {
                         Ok(()) => (Level::Info, "bootable ISO 9660 image".into()),
                         Err(e) => (Level::Warn, e.to_string()),
                     },

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::engine::machine::MachineView;
-use crate::engine::screen::Picture;
+use crate::engine::guest::machine::MachineView;
+use crate::engine::guest::screen::Picture;
 use crate::tui::graphics::Encoded;
 
 /// A blinking text cursor flips the guest's screen between two pictures a few times a second,

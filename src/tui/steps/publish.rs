@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use super::run::StepRun;
-use crate::engine::config::Settings;
-use crate::engine::publish::{Namespace, NamespaceError, TargetKind, Token};
+use crate::engine::host::config::Settings;
 use crate::engine::session::Choices;
+use crate::engine::steps::publish::{Namespace, NamespaceError, TargetKind, Token};
 use crate::engine::task::Level;
 use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form};

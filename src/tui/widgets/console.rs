@@ -6,7 +6,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders};
 use tui_term::widget::PseudoTerminal;
 
-use crate::engine::console::Console;
+use crate::engine::guest::console::Console;
 use crate::tui::theme::Theme;
 
 /// Draw the console in `area`, resizing the model to fit the pane first.

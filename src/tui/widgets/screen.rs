@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::widgets::Widget;
 
-use crate::engine::screen::Picture;
+use crate::engine::guest::screen::Picture;
 
 /// Colours of each cell (upper, lower) for a picture scaled to `cols`×`rows` cells.
 pub fn half_blocks(picture: &Picture, cols: usize, rows: usize) -> Vec<Vec<[(u8, u8, u8); 2]>> {
@@ -56,7 +56,7 @@ impl Widget for ScreenView<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::screen::parse_ppm;
+    use crate::engine::guest::screen::parse_ppm;
 
     /// A 8×8 test card: white text-like bar on black in the top-left quarter, red bottom half.
     fn card() -> Picture {

@@ -1,0 +1,5 @@
+//! Untrusted files kiln reads itself, before any tool opens them: a qcow2 image's header and
+//! an installer ISO (its checksum, its ISO 9660 filesystem, the kernel inside).
+
+pub mod iso;
+pub mod qcow2_header;

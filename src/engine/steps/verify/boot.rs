@@ -1,0 +1,613 @@
+//! The dynamic checks: boot the image exactly as the CI driver does (snapshot=on, so the file
+//! is never written) and walk the driver's SSH procedure step by step, each step a check.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::check::{Check, Verdict};
+use crate::engine::driver::DriverProfile;
+use crate::engine::guest::machine::{
+    Machine, MachineError, MachineSpec, MachineView, serial_log_path,
+};
+use crate::engine::guest::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
+use crate::engine::host::vcpus::Vcpus;
+use crate::engine::task::Reporter;
+
+/// Ids and names of the dynamic checks, in the order the driver meets them.
+pub const BOOT_CHECKS: [(&str, &str); 10] = [
+    ("boots", "boots (serial console output)"),
+    ("ssh-port", "SSH port answers"),
+    ("ssh-banner", "SSH banner"),
+    ("root-login", "login with an empty password"),
+    ("sftp", "sftp subsystem opens"),
+    ("script-upload", "script uploaded and chmod 0755"),
+    ("env", "Setenv variable reaches the script (AcceptEnv)"),
+    (
+        "script-run",
+        "script runs, output streams, exit code propagates",
+    ),
+    ("artifact", "artifact downloaded by SFTP glob"),
+    ("ready-time", "time from QEMU start to SSH ready"),
+];
+
+const FIRST_PORT: u16 = 2222;
+const JOB: &str = "kiln-check";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to boot and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub image: PathBuf,
+    pub profile: DriverProfile,
+    /// How long SSH may take to come up (the Djinn driver waits 5 minutes).
+    pub deadline: Duration,
+    pub record_dir: Option<PathBuf>,
+}
+
+/// The machine could not even be started: the checks could not run (exit 2, not 1).
+#[derive(Debug, thiserror::Error)]
+#[error("the test boot could not start: {0}")]
+pub struct BootNotStarted(#[from] pub MachineError);
+
+/// Boot and run the driver's procedure; one check per step, in order, reported once all are
+/// known (`boots` is judged last) and before a failed run holds its machine.
+pub async fn boot_checks(
+    request: &BootRequest,
+    reporter: &Reporter,
+) -> Result<Vec<Check>, BootNotStarted> {
+    let spec = MachineSpec {
+        purpose: "verify".into(),
+        accelerator: request.profile.accelerator,
+        memory_mib: request.profile.memory_mib,
+        cpus: Vcpus::Exactly(request.profile.cpus),
+        disk: request.image.clone(),
+        snapshot: true,
+        discard: false,
+        cdrom: None,
+        kernel: None,
+        ssh_forward_from: Some(FIRST_PORT),
+        no_reboot: false,
+        vnc: false,
+        serial_log: serial_log_path(&request.image, "verify"),
+        record_dir: request.record_dir.clone(),
+        driver: Some(request.profile.clone()),
+    };
+    let started = Instant::now();
+    let mut machine = Machine::start(&spec).await?;
+    let view = machine.view();
+    let port = view.ssh_port().expect("verify machines forward SSH");
+    reporter.info(format!(
+        "the driver runs: {}",
+        request.profile.driver_argv(&request.image, port).join(" ")
+    ));
+    reporter.info(format!("kiln runs: {}", view.argv().join(" ")));
+    for note in request.profile.differences() {
+        reporter.info(format!("  ({note})"));
+    }
+    reporter.machine(view.clone());
+
+    let procedure = procedure(request, &view, port, started, reporter);
+    let mut machine_gone = false;
+    let mut checks = tokio::select! {
+        checks = procedure => checks,
+        // QEMU crashed or was killed while the driver's procedure ran: a verdict now, with
+        // QEMU's words, instead of dialling a dead port until the deadline.
+        ending = machine.wait() => {
+            let ending = ending.map_or_else(|e| e.to_string(), |ending| ending.describe());
+            machine_gone = true;
+            machine_ended(&ending, started.elapsed())
+        }
+        // Cancelled mid-procedure: no verdicts (the caller reports the cancellation).
+        _ = reporter.cancelled() => {
+            machine.shut_down(Duration::ZERO).await;
+            return Ok(Vec::new());
+        }
+    };
+    // `boots` is judged last, from everything the serial port printed meanwhile.
+    let (serial, _) = view.subscribe_serial();
+    let serial = String::from_utf8_lossy(&serial).into_owned();
+    // A guest whose sshd sent its banner has booted, whatever its console printed (a quiet
+    // kernel, a getty that had not started when a refused login ended the run).
+    let answered_ssh = checks
+        .iter()
+        .any(|c| c.id == "ssh-banner" && c.verdict == Verdict::Pass);
+    checks.insert(0, boots_check(&serial, answered_ssh, &view.serial_tail(10)));
+    for check in &checks {
+        reporter.check(check.clone());
+    }
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .map(|c| c.name)
+        .collect();
+    // A machine that is gone cannot be kept for a look.
+    if !failed.is_empty() && !machine_gone {
+        reporter
+            .hold(&format!("failed checks: {}", failed.join(", ")))
+            .await;
+    }
+    // The driver kills QEMU without a clean shutdown; with snapshot=on nothing is lost.
+    machine.shut_down(Duration::ZERO).await;
+    Ok(checks)
+}
+
+/// The procedure's checks when the machine ended under it: the SSH ones failed for that reason.
+fn machine_ended(ending: &str, after: Duration) -> Vec<Check> {
+    let (port_id, port_name) = BOOT_CHECKS[1];
+    let mut checks = vec![
+        Check::new(
+            port_id,
+            port_name,
+            Verdict::Fail,
+            format!("the machine ended after {} s: {ending}", after.as_secs()),
+        )
+        .fix("look at the serial console log next to the image; under KVM, try TCG (kiln doctor)"),
+    ];
+    skip_rest(&mut checks, "the machine ended");
+    checks
+}
+
+fn boots_check(serial: &str, answered_ssh: bool, tail: &str) -> Check {
+    let (id, name) = BOOT_CHECKS[0];
+    let kernel = serial.contains("Linux version")
+        || serial.contains("systemd[1]")
+        || serial.contains("login:");
+    match (kernel, answered_ssh, serial.trim().is_empty()) {
+        (true, _, _) => Check::new(id, name, Verdict::Pass, "kernel output on ttyS0"),
+        (false, true, _) => Check::new(id, name, Verdict::Warn, "booted (its SSH server answered) but printed nothing recognisable on the serial console")
+            .fix("add console=ttyS0,115200 to the kernel command line so boot problems are visible"),
+        (false, false, true) => Check::new(id, name, Verdict::Fail, "nothing at all on the serial console")
+            .fix("check that the image boots by BIOS from its own disk (virtio, /dev/vda) and add console=ttyS0,115200"),
+        (false, false, false) => Check::new(id, name, Verdict::Fail, format!("no kernel output; the serial console ends with:\n{tail}"))
+            .fix("the boot loader may be stuck; boot it in the Install screen to look at the VGA console"),
+    }
+}
+
+/// The driver's procedure from the first TCP connect to the artifact download.
+async fn procedure(
+    request: &BootRequest,
+    view: &MachineView,
+    port: u16,
+    started: Instant,
+    reporter: &Reporter,
+) -> Vec<Check> {
+    let user = request.profile.user();
+    let target = SshTarget {
+        host: "127.0.0.1".into(),
+        port,
+        user: user.into(),
+        auth: Auth::Password(String::new()),
+    };
+    let reached = Arc::new(Mutex::new(Vec::<Stage>::new()));
+    let seen = reached.clone();
+    reporter.info(format!(
+        "waiting for SSH on 127.0.0.1:{port} as {user} with an empty password…"
+    ));
+    let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
+    let connect = ssh::connect_nudged(&target, request.deadline, nudges, |stage| {
+        if !matches!(stage, Stage::Connecting { .. }) {
+            seen.lock().expect("stage lock").push(stage);
+        }
+    });
+    // QEMU's user network accepts the TCP connection whether or not sshd runs: without this,
+    // a guest with no sshd would only fail when the whole deadline ran out.
+    let session = tokio::select! {
+        session = connect => session.map_err(|e| e.to_string()),
+        evidence = booted_without_sshd(view, &reached, SSHD_GRACE) => Err(evidence),
+    };
+    let ready_after = started.elapsed();
+    let stages = reached.lock().expect("stage lock").clone();
+    let mut checks = connection_checks(&stages, session.as_ref().err().map(String::as_str), user);
+    let Ok(session) = session else {
+        skip_rest(&mut checks, "there is no SSH session");
+        return checks;
+    };
+    reporter.info(format!(
+        "SSH ready {:.1} s after QEMU started",
+        ready_after.as_secs_f64()
+    ));
+    let directives = sshd_directives(&session).await;
+    run_job(&session, &directives, reporter, &mut checks).await;
+    let (id, name) = BOOT_CHECKS[9];
+    checks.push(Check::new(
+        id,
+        name,
+        Verdict::Pass,
+        format!("{:.1} s", ready_after.as_secs_f64()),
+    ));
+    session.close().await;
+    checks
+}
+
+/// How long the console must stay quiet after the guest's login prompt before kiln says sshd
+/// is not coming: sshd and the getty start side by side, and first-boot work (a host-key
+/// regeneration unit, say) prints its status lines meanwhile, each restarting the wait.
+const SSHD_GRACE: Duration = Duration::from_secs(10);
+
+/// Resolves when the guest has visibly finished booting without sshd answering — its login
+/// prompt appeared and the console then stayed quiet for `grace` (or the kernel panicked) —
+/// with the evidence: the console's line and what the port did.
+async fn booted_without_sshd(
+    view: &MachineView,
+    reached: &Mutex<Vec<Stage>>,
+    grace: Duration,
+) -> String {
+    let (history, mut live) = view.subscribe_serial();
+    let mut console = String::from_utf8_lossy(&history).into_owned();
+    let finished = |console: &str| {
+        console
+            .lines()
+            .find(|line| line.contains("Kernel panic") || line.contains(" login:"))
+            .map(str::to_string)
+    };
+    let mut prompt: Option<String> = None;
+    loop {
+        if prompt.is_none() {
+            prompt = finished(&console);
+            if let Some(line) = prompt.as_deref().filter(|l| l.contains("Kernel panic")) {
+                return format!("the guest's kernel panicked: {}", line.trim());
+            }
+        }
+        let next = live.recv();
+        let quiet = match prompt {
+            Some(_) => tokio::time::timeout(grace, next).await,
+            None => Ok(next.await),
+        };
+        match quiet {
+            Ok(Ok(bytes)) => console.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+            // The machine ended: that is told by whoever waits for it.
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
+                return std::future::pending().await;
+            }
+            Err(_quiet_for_grace) => break,
+        }
+    }
+    let stages = reached.lock().expect("stage lock").clone();
+    // sshd answered (a slow login is under way): the deadline is the only judge now.
+    if stages.iter().any(|s| matches!(s, Stage::Banner(_))) {
+        return std::future::pending().await;
+    }
+    let port = match last_silence(&stages) {
+        Some(silence) => silence.to_string(),
+        None => "no connection to the forwarded port finished".into(),
+    };
+    format!(
+        "the guest finished booting (its console shows `{}`, then nothing for {} s) and the port still sends no SSH banner: {port}",
+        prompt.unwrap_or_default().trim(),
+        grace.as_secs()
+    )
+}
+
+/// What the forwarded port did last while no SSH server talked on it.
+fn last_silence(stages: &[Stage]) -> Option<Silence> {
+    stages.iter().rev().find_map(|s| match s {
+        Stage::NoAnswer(silence) => Some(*silence),
+        _ => None,
+    })
+}
+
+/// ssh-port, ssh-banner and root-login from how far the connection got.
+fn connection_checks(stages: &[Stage], error: Option<&str>, user: &str) -> Vec<Check> {
+    let tcp = stages.contains(&Stage::TcpConnected);
+    let banner = stages.iter().find_map(|s| match s {
+        Stage::Banner(b) => Some(b.clone()),
+        _ => None,
+    });
+    let authenticated = stages.contains(&Stage::Authenticated);
+    let because = |e: Option<&str>| e.unwrap_or_default().to_string();
+    let (port_id, port_name) = BOOT_CHECKS[1];
+    let (banner_id, banner_name) = BOOT_CHECKS[2];
+    let (login_id, login_name) = BOOT_CHECKS[3];
+    let mut checks = Vec::new();
+    checks.push(if tcp {
+        Check::new(
+            port_id,
+            port_name,
+            Verdict::Pass,
+            "TCP connect to the forwarded port works",
+        )
+    } else {
+        Check::new(port_id, port_name, Verdict::Fail, because(error))
+            .fix("check QEMU's user networking (-net user,hostfwd=…)")
+    });
+    checks.push(match (&banner, tcp) {
+        (Some(b), _) => Check::new(banner_id, banner_name, Verdict::Pass, b.clone()),
+        (None, true) => Check::new(banner_id, banner_name, Verdict::Fail, because(error))
+            .fix(match last_silence(stages) {
+                Some(Silence::Closed) => "the guest's network is up but nothing listens on port 22: install and enable OpenSSH (apt-get install openssh-server; systemctl enable ssh)",
+                _ => "the guest never answered on its network: bring up the virtio NIC with DHCP at boot (QEMU's user network hands out 10.0.2.15), and install and enable OpenSSH",
+            }),
+        (None, false) => Check::skipped(banner_id, banner_name, "the port never answered"),
+    });
+    checks.push(match (authenticated, banner.is_some()) {
+        (true, _) => Check::new(login_id, login_name, Verdict::Pass, format!("{user} logged in with the password method and an empty password")),
+        (false, true) => Check::new(login_id, login_name, Verdict::Fail, because(error)).fix(format!(
+            "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config)"
+        )),
+        (false, false) => Check::skipped(login_id, login_name, "no SSH banner"),
+    });
+    checks
+}
+
+fn skip_rest(checks: &mut Vec<Check>, because: &str) {
+    for (id, name) in &BOOT_CHECKS[checks.len() + 1..] {
+        checks.push(Check::skipped(id, name, because));
+    }
+}
+
+/// `sshd -T` as the logged-in user sees it (root can read it), to name the directive at fault.
+async fn sshd_directives(session: &Session) -> Vec<String> {
+    match session
+        .exec(
+            "/usr/sbin/sshd -T 2>/dev/null || sshd -T",
+            None,
+            &[],
+            COMMAND_TIMEOUT,
+        )
+        .await
+    {
+        Ok(out) if out.success() => out.stdout_text().lines().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn directive(directives: &[String], name: &str) -> String {
+    let found: Vec<&str> = directives
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some(name))
+        .map(String::as_str)
+        .collect();
+    if found.is_empty() {
+        format!("`{name}` is not set (sshd -T)")
+    } else {
+        format!("sshd -T says: {}", found.join("; "))
+    }
+}
+
+/// sftp → upload → env → run → artifact, as the driver does a job.
+async fn run_job(
+    session: &Session,
+    directives: &[String],
+    reporter: &Reporter,
+    checks: &mut Vec<Check>,
+) {
+    let (sftp_id, sftp_name) = BOOT_CHECKS[4];
+    let sftp = match session.sftp().await {
+        Ok(sftp) => {
+            checks.push(Check::new(
+                sftp_id,
+                sftp_name,
+                Verdict::Pass,
+                "subsystem sftp opened",
+            ));
+            sftp
+        }
+        Err(e) => {
+            checks.push(
+                Check::new(
+                    sftp_id,
+                    sftp_name,
+                    Verdict::Fail,
+                    format!("{e}; {}", directive(directives, "subsystem")),
+                )
+                .fix("add `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config"),
+            );
+            skip_rest_before_ready(checks, "SFTP is unavailable");
+            return;
+        }
+    };
+    // A value the image cannot have by chance, so seeing it proves the round trip.
+    let nonce = format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+    );
+    let home = sftp.home().await.unwrap_or_else(|_| "/root".into());
+    let script_path = format!("{home}/{JOB}.sh");
+    let script = format!(
+        "#!/bin/sh\necho \"kiln-check: KILN_CHECK_VAR=${{KILN_CHECK_VAR:-unset}}\"\necho kiln-check-stderr >&2\n\
+         mkdir -p artifacts && echo 'artifact-{nonce}' > artifacts/{JOB}-artifact.txt\nexit 0\n"
+    );
+    let (upload_id, upload_name) = BOOT_CHECKS[5];
+    let uploaded = async {
+        sftp.write(&script_path, script.as_bytes()).await?;
+        sftp.chmod(&script_path, 0o755).await
+    }
+    .await;
+    if let Err(e) = uploaded {
+        checks.push(
+            Check::new(upload_id, upload_name, Verdict::Fail, e.to_string())
+                .fix("check that root's home is writable"),
+        );
+        skip_rest_before_ready(checks, "the script could not be uploaded");
+        return;
+    }
+    checks.push(Check::new(
+        upload_id,
+        upload_name,
+        Verdict::Pass,
+        script_path.clone(),
+    ));
+
+    let env = vec![("KILN_CHECK_VAR".to_string(), nonce.clone())];
+    let mut stdout = Vec::new();
+    let mut stderr = Vec::new();
+    let run = session
+        .exec_streaming(
+            &format!("./{JOB}.sh"),
+            &env,
+            COMMAND_TIMEOUT,
+            |stream, bytes| {
+                let text = String::from_utf8_lossy(bytes);
+                for line in text.lines() {
+                    reporter.info(format!("  job: {line}"));
+                }
+                match stream {
+                    OutputStream::Stdout => stdout.extend_from_slice(bytes),
+                    OutputStream::Stderr => stderr.extend_from_slice(bytes),
+                }
+            },
+        )
+        .await;
+    let (env_id, env_name) = BOOT_CHECKS[6];
+    let (run_id, run_name) = BOOT_CHECKS[7];
+    let output = match run {
+        Ok(output) => output,
+        Err(e) => {
+            checks.push(Check::skipped(env_id, env_name, "the script did not run"));
+            checks.push(Check::new(run_id, run_name, Verdict::Fail, e.to_string()));
+            skip_rest_before_ready(checks, "the script did not run");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&stdout);
+    let seen = stdout.contains(&format!("KILN_CHECK_VAR={nonce}"));
+    checks.push(if output.env_refused.is_empty() && seen {
+        Check::new(env_id, env_name, Verdict::Pass, "KILN_CHECK_VAR arrived")
+    } else {
+        Check::new(
+            env_id,
+            env_name,
+            Verdict::Fail,
+            format!("the server refused the Setenv request for KILN_CHECK_VAR, so build variables are silently lost; {}", directive(directives, "acceptenv")),
+        )
+        .fix("add `AcceptEnv *` to /etc/ssh/sshd_config")
+    });
+    // A failing script must fail the job: run one that exits 3.
+    let failing = session
+        .exec("sh -c 'exit 3'", None, &[], COMMAND_TIMEOUT)
+        .await;
+    let streamed = stdout.contains("kiln-check:")
+        && String::from_utf8_lossy(&stderr).contains("kiln-check-stderr");
+    checks.push(match (output.exit_status, failing.as_ref().map(|o| o.exit_status)) {
+        (Some(0), Ok(Some(3))) if streamed => Check::new(run_id, run_name, Verdict::Pass, "exit 0 with stdout and stderr streamed; a failing command exited 3"),
+        (status, failing) => Check::new(
+            run_id,
+            run_name,
+            Verdict::Fail,
+            format!("script exit {status:?}, streamed output {streamed}, failing command {failing:?}"),
+        )
+        .fix("check that /bin/sh works for root and the home directory is not mounted noexec"),
+    });
+
+    let (artifact_id, artifact_name) = BOOT_CHECKS[8];
+    let artifact = async {
+        let names = sftp.list(&format!("{home}/artifacts")).await?;
+        let Some(name) = names.iter().find(|n| glob_matches("*-artifact.txt", n)) else {
+            return Ok(None);
+        };
+        sftp.read(&format!("{home}/artifacts/{name}"))
+            .await
+            .map(Some)
+    }
+    .await;
+    checks.push(match artifact {
+        Ok(Some(bytes))
+            if String::from_utf8_lossy(&bytes).trim() == format!("artifact-{nonce}") =>
+        {
+            Check::new(
+                artifact_id,
+                artifact_name,
+                Verdict::Pass,
+                "artifacts/*-artifact.txt downloaded intact",
+            )
+        }
+        Ok(other) => Check::new(
+            artifact_id,
+            artifact_name,
+            Verdict::Fail,
+            format!("artifact missing or altered: {other:?}"),
+        ),
+        Err(e) => Check::new(artifact_id, artifact_name, Verdict::Fail, e.to_string()),
+    });
+    // The driver removes the script afterwards; so do we (the boot is a snapshot anyway).
+    let _ = sftp.remove(&script_path).await;
+    sftp.close().await;
+}
+
+/// Mark the remaining job checks skipped, leaving `ready-time` to the caller.
+fn skip_rest_before_ready(checks: &mut Vec<Check>, because: &str) {
+    for (id, name) in &BOOT_CHECKS[checks.len() + 1..9] {
+        checks.push(Check::skipped(id, name, because));
+    }
+}
+
+/// `*` and `?` globbing, as the driver matches artifact patterns.
+pub fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+/// The image's serial log of the verify boot, next to it.
+pub fn serial_log(image: &Path) -> PathBuf {
+    serial_log_path(image, "verify")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_that_answered_ssh_booted_whatever_its_console_printed() {
+        let quiet = "SeaBIOS (version 1.16)\nBooting from Hard Disk...\n";
+        let answered = boots_check(quiet, true, quiet);
+        assert_eq!(answered.verdict, Verdict::Warn, "{answered:?}");
+        let silent = boots_check(quiet, false, quiet);
+        assert_eq!(silent.verdict, Verdict::Fail, "{silent:?}");
+        let kernel = boots_check("[    0.000000] Linux version 6.1", false, "");
+        assert_eq!(kernel.verdict, Verdict::Pass);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_matches("*-artifact.txt", "kiln-check-artifact.txt"));
+        assert!(glob_matches("a?c", "abc"));
+        assert!(!glob_matches("*.txt", "x.log"));
+    }
+
+    #[test]
+    fn connection_stages_name_the_failing_step() {
+        let checks = connection_checks(&[Stage::TcpConnected], None, "root");
+        assert_eq!(
+            checks.iter().map(|c| c.verdict).collect::<Vec<_>>(),
+            [Verdict::Pass, Verdict::Fail, Verdict::Skipped]
+        );
+        let stages = [
+            Stage::TcpConnected,
+            Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
+            Stage::Methods(vec!["publickey".into()]),
+        ];
+        let checks = connection_checks(&stages, None, "root");
+        assert_eq!(checks[2].verdict, Verdict::Fail);
+        assert!(checks[2].fix.as_ref().unwrap().contains("passwd -d root"));
+    }
+
+    #[test]
+    fn directives_are_quoted_from_sshd_t() {
+        let lines = vec![
+            "acceptenv LANG".to_string(),
+            "acceptenv LC_*".to_string(),
+            "port 22".to_string(),
+        ];
+        assert_eq!(
+            directive(&lines, "acceptenv"),
+            "sshd -T says: acceptenv LANG; acceptenv LC_*"
+        );
+        assert_eq!(
+            directive(&lines, "subsystem"),
+            "`subsystem` is not set (sshd -T)"
+        );
+    }
+}
