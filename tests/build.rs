@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use serde_json::Value;
 use support::djinn::{DjinnConfig, DjinnServer};
 use support::fixtures::{fixtures, variant};
 use support::guest::{boot, openssh, qemu_running_with};
-use support::{Sandbox, kiln_bin, text};
+use support::{Sandbox, assert_published_twice, kiln_bin, offline_runner, text, write_script};
 
 const TOKEN: &str = "kiln-build-secret-7f3a";
 
@@ -29,58 +29,36 @@ fn build(sandbox: &Sandbox, args: &[&str]) -> Output {
         .expect("kiln runs")
 }
 
-/// An offline runner's driver.conf whose disks directory is in the sandbox.
-fn offline_runner(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
-    let disks = sandbox.path().join("disks");
-    std::fs::create_dir_all(&disks).unwrap();
-    let conf = sandbox.path().join("driver.conf");
-    std::fs::write(
-        &conf,
-        format!("driver qemu {{\n\tdisks  \"{}\"\n}}\n", disks.display()),
-    )
-    .unwrap();
-    (conf, disks)
-}
-
 /// The provisioning files: a motd to upload, a script that leaves evidence of its
 /// environment, and a post-build command that records its own.
 fn write_files(dir: &Path) {
     std::fs::create_dir_all(dir.join("files")).unwrap();
     std::fs::create_dir_all(dir.join("scripts")).unwrap();
     std::fs::write(dir.join("files/motd"), "built by a kiln recipe\n").unwrap();
-    std::fs::write(
-        dir.join("scripts/setup.sh"),
-        "#!/bin/sh\nset -e\necho \"setting up $TOOLCHAIN\"\n\
-         echo \"$TOOLCHAIN\" > /etc/kiln-toolchain\necho done\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("scripts/fail.sh"),
-        "#!/bin/sh\necho before the failure\nexit 3\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("scripts/count.sh"),
-        "#!/bin/sh\necho run >> /root/count-runs\necho counted $(wc -l < /root/count-runs)\n",
-    )
-    .unwrap();
-    let post = dir.join("scripts/post.sh");
-    std::fs::write(
-        &post,
-        "#!/bin/sh\nenv | grep '^KILN_IMAGE' | sort > \"$(dirname \"$0\")/post-build.env\"\n",
-    )
-    .unwrap();
+    let scripts = [
+        (
+            "setup.sh",
+            "#!/bin/sh\nset -e\necho \"setting up $TOOLCHAIN\"\n\
+             echo \"$TOOLCHAIN\" > /etc/kiln-toolchain\necho done\n",
+        ),
+        ("fail.sh", "#!/bin/sh\necho before the failure\nexit 3\n"),
+        (
+            "count.sh",
+            "#!/bin/sh\necho run >> /root/count-runs\necho counted $(wc -l < /root/count-runs)\n",
+        ),
+        (
+            "post.sh",
+            "#!/bin/sh\nenv | grep '^KILN_IMAGE' | sort > \"$(dirname \"$0\")/post-build.env\"\n",
+        ),
+    ];
+    for (name, body) in scripts {
+        write_script(&dir.join("scripts").join(name), body);
+    }
     std::fs::write(
         dir.join("password.txt"),
         format!("{}\n", fixtures().var("KILN_GUEST_PASSWORD")),
     )
     .unwrap();
-    for script in ["setup.sh", "fail.sh", "count.sh", "post.sh"] {
-        let path = dir.join("scripts").join(script);
-        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-        std::fs::set_permissions(&path, permissions).unwrap();
-    }
 }
 
 #[test]
@@ -176,17 +154,7 @@ fn a_recipe_installs_configures_provisions_verifies_publishes_twice_and_reports(
     );
 
     // Published: the fake got the verified bytes, the runner's directory has the image.
-    let stored = djinn.images();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].namespace, "team");
-    assert_eq!(
-        djinn.stored_bytes(stored[0].id),
-        std::fs::read(&image).unwrap()
-    );
-    assert_eq!(
-        std::fs::read(runner_images.join("qemu/x86_64/debian/ci-image")).unwrap(),
-        std::fs::read(&image).unwrap()
-    );
+    assert_published_twice(&djinn, &runner_images, &image, "ci-image");
     // The post-build command got the image's facts.
     let post_env = std::fs::read_to_string(recipes.join("scripts/post-build.env")).unwrap();
     assert!(post_env.contains("KILN_IMAGE_NAME=ci-image"), "{post_env}");

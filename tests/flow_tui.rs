@@ -12,7 +12,7 @@ use support::djinn::{DjinnConfig, DjinnServer};
 use support::fixtures::fixtures;
 use support::guest::qemu_running_with;
 use support::tmux::Tmux;
-use support::{Sandbox, kiln_bin};
+use support::{Sandbox, assert_published_twice, kiln_bin, offline_runner, write_script};
 
 const SCREEN: Duration = Duration::from_secs(20);
 /// A whole install or boot-and-SSH under TCG on a loaded 2-core machine.
@@ -236,20 +236,9 @@ fn the_workbench_runs_the_reference_recipe_end_to_end() {
         ),
     ];
     for (name, body) in scripts {
-        let path = recipes.join("scripts").join(name);
-        std::fs::write(&path, body).unwrap();
-        let mut permissions = std::fs::metadata(&path).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
-        std::fs::set_permissions(&path, permissions).unwrap();
+        write_script(&recipes.join("scripts").join(name), body);
     }
-    let disks = sandbox.path().join("disks");
-    std::fs::create_dir_all(&disks).unwrap();
-    let driver_conf = sandbox.path().join("driver.conf");
-    std::fs::write(
-        &driver_conf,
-        format!("driver qemu {{\n\tdisks  \"{}\"\n}}\n", disks.display()),
-    )
-    .unwrap();
+    let (driver_conf, disks) = offline_runner(&sandbox);
     // The repository's reference recipe, with this machine's values in place of its examples.
     let reference = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/recipes/fixture-ci.toml"),
@@ -299,17 +288,7 @@ fn the_workbench_runs_the_reference_recipe_end_to_end() {
             "{stage}:\n{screen}"
         );
     }
-    let image = recipes.join("ci-image.qcow2");
-    let stored = djinn.images();
-    assert_eq!(stored.len(), 1, "{:?}", djinn.requests());
-    assert_eq!(
-        djinn.stored_bytes(stored[0].id),
-        std::fs::read(&image).unwrap()
-    );
-    assert_eq!(
-        std::fs::read(disks.join("qemu/x86_64/debian/ci-image")).unwrap(),
-        std::fs::read(&image).unwrap()
-    );
+    assert_published_twice(&djinn, &disks, &recipes.join("ci-image.qcow2"), "ci-image");
     let post_env = std::fs::read_to_string(recipes.join("scripts/post-build.env")).unwrap();
     assert!(post_env.contains("KILN_IMAGE_NAME=ci-image"), "{post_env}");
     // Each provisioning step is recorded, so the next build resumes past it.

@@ -126,3 +126,37 @@ pub fn qemu_img_info(path: &Path) -> serde_json::Value {
     assert!(out.status.success(), "qemu-img info: {}", text(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// An offline runner whose disks directory is in the sandbox: its driver.conf and that
+/// directory.
+pub fn offline_runner(sandbox: &Sandbox) -> (PathBuf, PathBuf) {
+    let disks = sandbox.path().join("disks");
+    std::fs::create_dir_all(&disks).unwrap();
+    let conf = sandbox.path().join("driver.conf");
+    std::fs::write(
+        &conf,
+        format!("driver qemu {{\n\tdisks  \"{}\"\n}}\n", disks.display()),
+    )
+    .unwrap();
+    (conf, disks)
+}
+
+/// Write an executable script.
+pub fn write_script(path: &Path, body: &str) {
+    std::fs::write(path, body).unwrap();
+    let mut permissions = std::fs::metadata(path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(path, permissions).unwrap();
+}
+
+/// The image as published by `assets/recipes/fixture-ci.toml`: the Djinn fake holds its bytes,
+/// and so does the offline runner's directory, as `debian/NAME`.
+pub fn assert_published_twice(djinn: &djinn::DjinnServer, disks: &Path, image: &Path, name: &str) {
+    let bytes = std::fs::read(image).unwrap();
+    let stored = djinn.images();
+    assert_eq!(stored.len(), 1, "{:?}", djinn.requests());
+    assert_eq!(stored[0].namespace, "team");
+    assert_eq!(djinn.stored_bytes(stored[0].id), bytes);
+    let runner_copy = disks.join("qemu/x86_64/debian").join(name);
+    assert_eq!(std::fs::read(runner_copy).unwrap(), bytes);
+}
