@@ -1,4 +1,4 @@
-//! Test support: the graph of which modules of a folder (`src/engine`, `src/tui`) name which
+//! The graph of which modules of a folder (`src/engine`, `src/tui`) name which
 //! others in their `use` lines, and a cycle finder — so "modules depend on each other in one
 //! direction" is a rule the build enforces rather than a hope.
 
@@ -218,4 +218,47 @@ fn a_path_names_its_deepest_module_and_a_group_each_of_its_paths() {
         .collect();
     assert_eq!(reached, ["guest/machine", "guest/machine", "guest"]);
     assert_eq!(deepest_module("steps/image", &modules), None);
+}
+
+/// The engine's modules use each other in one direction, and the events every step reports
+/// know no step.
+#[test]
+fn engine_modules_depend_on_each_other_in_one_direction() {
+    let graph = dependencies("engine");
+    assert!(
+        graph["steps/verify/boot"].contains("guest/machine"),
+        "the walk sees uses: {graph:?}"
+    );
+    assert_eq!(cycle(&graph), None);
+    for step in [
+        "steps/image",
+        "steps/install",
+        "steps/configure",
+        "steps/verify",
+        "steps/publish",
+        "workflow",
+    ] {
+        let inside = format!("{step}/");
+        assert!(
+            !graph["task"]
+                .iter()
+                .any(|used| *used == step || used.starts_with(&inside)),
+            "task uses {step}"
+        );
+    }
+}
+
+/// The workbench's modules use each other in one direction: the theme and widgets know
+/// nothing of the app's state, the screens draw it, the app drives the engine.
+#[test]
+fn tui_modules_depend_on_each_other_in_one_direction() {
+    let graph = dependencies("tui");
+    assert!(
+        graph["screens/steps"].contains("app"),
+        "the walk sees uses: {graph:?}"
+    );
+    assert_eq!(cycle(&graph), None);
+    for below in ["theme", "widgets"] {
+        assert!(!graph[below].contains("app"), "{below} uses app");
+    }
 }

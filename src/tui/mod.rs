@@ -287,23 +287,3 @@ async fn screendump(step: Step, view: MachineView, posts: mpsc::UnboundedSender<
     }
     let _ = posts.send(Posted::ScreendumpDone);
 }
-
-#[cfg(test)]
-mod layering_tests {
-    use crate::module_graph::{cycle, dependencies};
-
-    /// The workbench's modules use each other in one direction: the theme and widgets know
-    /// nothing of the app's state, the screens draw it, the app drives the engine.
-    #[test]
-    fn tui_modules_depend_on_each_other_in_one_direction() {
-        let graph = dependencies("tui");
-        assert!(
-            graph["screens/steps"].contains("app"),
-            "the walk sees uses: {graph:?}"
-        );
-        assert_eq!(cycle(&graph), None);
-        for below in ["theme", "widgets"] {
-            assert!(!graph[below].contains("app"), "{below} uses app");
-        }
-    }
-}
