@@ -8,6 +8,7 @@ use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::session::Choices;
+use crate::engine::steps::image::DiskSize;
 use crate::engine::task::{Answers, TaskOptions};
 use crate::engine::units::human_bytes;
 use crate::engine::workflow::{Secrets, StepOptions, StepResult};
@@ -18,7 +19,7 @@ pub struct CreateArgs {
     pub path: PathBuf,
     /// Virtual size with a unit (K, M, G, T; binary). Keep it under 20G.
     #[arg(long, short, default_value = "10G")]
-    pub size: String,
+    pub size: DiskSize,
     /// Replace the file if it exists (the old one stays until the new one is complete).
     #[arg(long)]
     pub force: bool,

@@ -12,7 +12,7 @@ use clap::{Args, ValueEnum};
 use super::absolute;
 use crate::engine::files::iso::Expected;
 use crate::engine::session::Choices;
-use crate::engine::steps::install::boot_command::BootCommandError;
+use crate::engine::steps::install::boot_command::{BootCommandError, WrittenDuration};
 use crate::engine::steps::publish::{Namespace, TargetKind};
 use crate::engine::workflow::requests::{BOOT_DEADLINE, parse_checksum};
 use crate::engine::workflow::{Secrets, secret_from_file};
@@ -73,10 +73,10 @@ pub struct UnattendedArgs {
     pub boot_command_file: Option<PathBuf>,
     /// Wait this long for the boot menu before the first key, e.g. 10s, 1m [default: 10s].
     #[arg(long, value_name = "DURATION")]
-    pub boot_wait: Option<String>,
+    pub boot_wait: Option<WrittenDuration>,
     /// Pause between two keys of the boot command [default: 100ms].
     #[arg(long, value_name = "DURATION")]
-    pub key_interval: Option<String>,
+    pub key_interval: Option<WrittenDuration>,
     /// Serve this directory to the installer at http://10.0.2.2:PORT/ ({{ .HTTPIP }},
     /// {{ .HTTPPort }}), from 127.0.0.1 on this host, while the step runs.
     #[arg(long, value_name = "DIR")]

@@ -13,6 +13,7 @@ use crate::engine::Step;
 use crate::engine::host::config::{CliOverrides, Dirs, Settings};
 use crate::engine::plan::{Next, Plan, PlanRun};
 use crate::engine::session::Choices;
+use crate::engine::steps::image::DiskSize;
 use crate::engine::task::{Answers, TaskOptions};
 use crate::engine::workflow::{Recording, Secrets, StepOptions, Workflow};
 
@@ -45,7 +46,7 @@ pub struct RunArgs {
     pub image: PathBuf,
     /// Size of a new disk (create), e.g. 10G.
     #[arg(long, value_name = "SIZE")]
-    pub size: Option<String>,
+    pub size: Option<DiskSize>,
     #[command(flatten)]
     pub installer: InstallerArgs,
     #[command(flatten)]

@@ -20,7 +20,8 @@ use crate::engine::host::config::toml_problem;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::steps::configure::SshdVariant;
-use crate::engine::steps::install::boot_command::BootCommand;
+use crate::engine::steps::image::DiskSize;
+use crate::engine::steps::install::boot_command::{BootCommand, WrittenDuration};
 use crate::engine::steps::publish::{Namespace, TargetKind};
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
@@ -148,7 +149,8 @@ pub struct StepRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Choices {
-    pub size: Option<String>,
+    #[serde(deserialize_with = "parsed_if_valid")]
+    pub size: Option<DiskSize>,
     pub iso: Option<PathBuf>,
     /// 64 hex digits or a SHA256SUMS file, as given.
     pub iso_checksum: Option<String>,
@@ -156,9 +158,11 @@ pub struct Choices {
     /// `{{ env "VAR" }}`, never as text). Empty: none, even where one was recorded before.
     #[serde(deserialize_with = "parsed_if_valid")]
     pub boot_command: Option<BootCommand>,
-    /// Before the first key, as written (`10s`).
-    pub boot_wait: Option<String>,
-    pub key_interval: Option<String>,
+    /// Before the first key.
+    #[serde(deserialize_with = "parsed_if_valid")]
+    pub boot_wait: Option<WrittenDuration>,
+    #[serde(deserialize_with = "parsed_if_valid")]
+    pub key_interval: Option<WrittenDuration>,
     /// Served to the installer at http://10.0.2.2:PORT/.
     pub http_dir: Option<PathBuf>,
     pub http_port: Option<u16>,

@@ -97,6 +97,7 @@ impl App {
         self.run_mut(step).reset();
         // A value the engine would refuse is refused here, in its words, before anything runs.
         let problem = match step {
+            Step::Create => self.create.problem(),
             Step::Install => self.install.problem(),
             Step::Publish => self.publish.problem(),
             _ => None,

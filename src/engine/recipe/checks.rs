@@ -10,8 +10,8 @@ use super::{
     Base, Configure, Install, PostBuild, ProvisionEntry, Publish, Reader, Recipe, Source, Written,
 };
 use crate::engine::steps::configure::Extras;
-use crate::engine::steps::image::{is_valid_image_name, parse_size};
-use crate::engine::steps::install::boot_command::{BootCommand, Position, parse_duration};
+use crate::engine::steps::image::is_valid_image_name;
+use crate::engine::steps::install::boot_command::{BootCommand, Position};
 use crate::engine::steps::install::preset::{Mirror, Preset};
 use crate::engine::steps::provision::ProvisionStep;
 use crate::engine::steps::publish::TargetKind;
@@ -21,7 +21,7 @@ const PRESET_ALIASES: [(&str, &str); 1] = [("debian", "debian-12")];
 
 impl Reader<'_> {
     /// Check the file as deserialized, section by section, and make the recipe of it.
-    pub(super) fn recipe(&self, file: PathBuf, w: Written) -> Checked<Recipe> {
+    pub(super) fn recipe(&self, file: PathBuf, mut w: Written) -> Checked<Recipe> {
         if !is_valid_image_name(&w.name) {
             let problem = "use letters, digits, `_` and `-` (it names the file and the image)";
             return Err(self.error("name", problem));
@@ -31,7 +31,7 @@ impl Reader<'_> {
                 Source::Install(Box::new(self.install(install, &w.configure)?))
             }
             (None, Some(base)) => {
-                if w.disk.size.is_some() {
+                if w.disk.size_text.is_some() {
                     return Err(self.error("disk.size", "a [base] image keeps its own size"));
                 }
                 Source::Base(Base {
@@ -51,8 +51,8 @@ impl Reader<'_> {
                 });
             }
         };
-        if let Some(size) = &w.disk.size {
-            parse_size(size).map_err(|e| self.error("disk.size", e))?;
+        if let Some(text) = w.disk.size_text.take() {
+            w.disk.size = Some(text.parse().map_err(|e| self.error("disk.size", e))?);
         }
         if w.verify.profiles.is_empty() {
             let problem = "name a driver (djinn, srht): a build is always verified";
@@ -102,14 +102,12 @@ impl Reader<'_> {
             let key = ["install.kernel", "install.initrd"][usize::from(install.initrd.is_some())];
             return Err(self.error(key, problem));
         }
-        for (key, value) in [
-            ("boot_wait", &install.boot_wait),
-            ("key_interval", &install.key_interval),
-        ] {
-            if let Some(value) = value {
-                parse_duration(value).map_err(|e| self.error(&format!("install.{key}"), e))?;
-            }
-        }
+        let duration = |key: &str, text: Option<String>| {
+            let read = |text: String| text.parse().map_err(|e| self.error(key, e));
+            text.map(read).transpose()
+        };
+        install.boot_wait = duration("install.boot_wait", install.boot_wait_text.take())?;
+        install.key_interval = duration("install.key_interval", install.key_interval_text.take())?;
         if let Some(text) = install.boot_command_text.take() {
             install.boot_command = Some(self.boot_command(&text)?);
         }

@@ -110,7 +110,8 @@ use toml::de::{DeTable, DeValue};
 
 use super::driver::Profile;
 use crate::engine::steps::configure::{Extras, SshdVariant};
-use crate::engine::steps::install::boot_command::{BootCommand, parse_duration};
+use crate::engine::steps::image::DiskSize;
+use crate::engine::steps::install::boot_command::{BootCommand, WrittenDuration, parse_duration};
 use crate::engine::steps::provision::ProvisionStep;
 use crate::engine::steps::publish::{Namespace, TargetKind};
 use error::Checked;
@@ -146,9 +147,13 @@ pub struct Recipe {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Disk {
-    /// As written (`10G`, which [`parse_size`](crate::engine::steps::image::parse_size)
-    /// accepts); `None` is kiln's default.
-    pub size: Option<String>,
+    /// Read by the checks from `size`, so a mistake is placed in the file; `None` is kiln's
+    /// default.
+    #[serde(skip)]
+    pub size: Option<DiskSize>,
+    /// `size` as written; the checks read it into [`Disk::size`].
+    #[serde(rename = "size")]
+    pub(super) size_text: Option<String>,
 }
 
 /// `[machine]`: the machine that installs and configures; `None` takes the settings.
@@ -184,8 +189,15 @@ pub struct Install {
     /// `boot_command` as written; the checks read it into [`Install::boot_command`].
     #[serde(rename = "boot_command")]
     pub(super) boot_command_text: Option<String>,
-    pub boot_wait: Option<String>,
-    pub key_interval: Option<String>,
+    /// Read by the checks from `boot_wait` and `key_interval`, like the boot command.
+    #[serde(skip)]
+    pub boot_wait: Option<WrittenDuration>,
+    #[serde(skip)]
+    pub key_interval: Option<WrittenDuration>,
+    #[serde(rename = "boot_wait")]
+    pub(super) boot_wait_text: Option<String>,
+    #[serde(rename = "key_interval")]
+    pub(super) key_interval_text: Option<String>,
     pub http_dir: Option<PathBuf>,
     pub http_port: Option<u16>,
     #[serde(default)]
@@ -436,7 +448,15 @@ mod tests {
         let at = |relative: &str| fixture.path(relative);
         assert_eq!(recipe.file, at("recipe.toml"));
         assert_eq!(recipe.name, "debian-12-ci");
-        assert_eq!(recipe.disk.size.as_deref(), Some("10G"));
+        assert_eq!(
+            recipe
+                .disk
+                .size
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("10G")
+        );
         assert_eq!(recipe.machine.memory_mib.map(NonZeroU32::get), Some(2048));
         assert_eq!(recipe.machine.cpus.map(NonZeroU32::get), Some(2));
         let install = install(&recipe);

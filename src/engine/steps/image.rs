@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_with::{DeserializeFromStr, SerializeDisplay};
 
 use crate::engine::host::free_space;
 use crate::engine::host::process::{ToolError, run_tool};
@@ -31,6 +32,37 @@ impl ImageSize {
 impl fmt::Display for ImageSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&human_bytes(self.0))
+    }
+}
+
+/// A new disk's size as a person wrote it (`10G`), read once where it is typed: what it
+/// means in bytes, and the text the session file records.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub struct DiskSize {
+    written: String,
+    size: ImageSize,
+}
+
+impl DiskSize {
+    pub fn size(&self) -> ImageSize {
+        self.size
+    }
+}
+
+impl std::str::FromStr for DiskSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DiskSize, String> {
+        Ok(DiskSize {
+            written: text.trim().to_string(),
+            size: parse_size(text)?,
+        })
+    }
+}
+
+impl fmt::Display for DiskSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.written)
     }
 }
 
@@ -90,7 +122,7 @@ pub fn image_name_problem(path: &Path) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
     pub path: PathBuf,
-    pub size: String,
+    pub size: DiskSize,
     pub force: bool,
 }
 
@@ -107,8 +139,6 @@ pub struct CreatePlan {
 /// Why an image could not be created; each message says what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("invalid size: {0}")]
-    InvalidSize(String),
     #[error("no image path given")]
     NoPath,
     #[error("{} already exists; pass --force to replace it", .0.display())]
@@ -138,8 +168,7 @@ impl CreateError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            CreateError::InvalidSize(_)
-                | CreateError::NoPath
+            CreateError::NoPath
                 | CreateError::Exists(_)
                 | CreateError::IsDirectory(_)
                 | CreateError::NoDirectory(_)
@@ -155,7 +184,7 @@ pub async fn plan_create(request: &CreateRequest) -> Result<CreatePlan, CreateEr
     if request.path.as_os_str().is_empty() {
         return Err(CreateError::NoPath);
     }
-    let size = parse_size(&request.size).map_err(CreateError::InvalidSize)?;
+    let size = request.size.size();
     let path = request.path.clone();
     let dir = parent_dir(&path);
     if !dir.is_dir() {
@@ -462,7 +491,7 @@ mod tests {
         std::fs::write(&path, b"keep me").unwrap();
         let request = CreateRequest {
             path: path.clone(),
-            size: "1G".into(),
+            size: "1G".parse().unwrap(),
             force: false,
         };
         assert!(matches!(
@@ -476,7 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let request = CreateRequest {
             path: dir.path().join("nope/x.qcow2"),
-            size: "1G".into(),
+            size: "1G".parse().unwrap(),
             force: false,
         };
         assert!(matches!(
@@ -485,7 +514,7 @@ mod tests {
         ));
         let request = CreateRequest {
             path: dir.path().join("bad name.qcow2"),
-            size: "30G".into(),
+            size: "30G".parse().unwrap(),
             force: false,
         };
         let plan = plan_create(&request).await.unwrap();

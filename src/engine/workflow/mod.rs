@@ -329,7 +329,10 @@ fn title(step: Step, session: &Session) -> String {
     match step {
         Step::Create => format!(
             "creating {image} ({})",
-            choices.size.as_deref().unwrap_or(requests::DEFAULT_SIZE)
+            choices
+                .size
+                .as_ref()
+                .map_or(requests::DEFAULT_SIZE.to_string(), ToString::to_string)
         ),
         Step::Install => match &choices.iso {
             Some(iso) => format!("installing {} onto {image}", iso.display()),

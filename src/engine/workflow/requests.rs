@@ -13,8 +13,9 @@ use crate::engine::host::vcpus::Vcpus;
 use crate::engine::session::Choices;
 use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::steps::image::CreateRequest;
+use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::InstallRequest;
-use crate::engine::steps::install::boot_command;
+use crate::engine::steps::install::boot_command::WrittenDuration;
 use crate::engine::steps::install::preset::{Mirror, PresetValues};
 use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unattended};
 use crate::engine::steps::publish::{
@@ -24,6 +25,11 @@ use crate::engine::steps::verify::VerifyRequest;
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
 pub const DEFAULT_SIZE: &str = "10G";
+
+/// [`DEFAULT_SIZE`], read.
+pub fn default_size() -> DiskSize {
+    DEFAULT_SIZE.parse().expect("the default size is a size")
+}
 /// How long a guest may take to answer on SSH (the Djinn driver waits 5 minutes).
 pub const BOOT_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -40,10 +46,7 @@ impl Environment {
 pub fn create_request(image: &Path, choices: &Choices, force: bool) -> CreateRequest {
     CreateRequest {
         path: image.to_path_buf(),
-        size: choices
-            .size
-            .clone()
-            .unwrap_or_else(|| DEFAULT_SIZE.to_string()),
+        size: choices.size.clone().unwrap_or_else(default_size),
         force,
     }
 }
@@ -72,12 +75,6 @@ pub fn install_request(
         .clone()
         .ok_or("install needs an installer ISO (--iso FILE)")?;
     let (memory_mib, cpus) = environment.machine_size(choices);
-    let duration = |what: &str, text: &Option<String>| {
-        text.as_deref()
-            .map(boot_command::parse_duration)
-            .transpose()
-            .map_err(|problem| format!("{what}: {problem}"))
-    };
     // An empty value is a setting switched off (the workbench's "by hand").
     let given = |text: &Option<String>| text.clone().filter(|t| !t.trim().is_empty());
     let kernel_args = given(&choices.kernel_args);
@@ -86,8 +83,8 @@ pub fn install_request(
         || kernel_args.is_some();
     let unattended = Unattended {
         boot_command: choices.boot_command.clone().filter(|c| !c.is_empty()),
-        boot_wait: duration("boot wait", &given(&choices.boot_wait))?,
-        key_interval: duration("key interval", &given(&choices.key_interval))?,
+        boot_wait: choices.boot_wait.as_ref().map(WrittenDuration::duration),
+        key_interval: choices.key_interval.as_ref().map(WrittenDuration::duration),
         http_dir: choices
             .http_dir
             .clone()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::run::StepRun;
 use crate::engine::host::config::Settings;
 use crate::engine::session::Choices;
-use crate::engine::steps::image::{self, ImageInfo, image_name_problem, parse_size};
+use crate::engine::steps::image::{self, DiskSize, ImageInfo, ImageSize, image_name_problem};
 use crate::engine::task::Level;
 use crate::engine::units::human_bytes;
 use crate::tui::widgets::form::{Field, Form};
@@ -34,7 +34,7 @@ impl CreateScreen {
     /// The choices this form makes, to carry and record.
     pub fn choices(&self) -> Choices {
         Choices {
-            size: Some(self.form.text("size")),
+            size: self.form.text("size").parse().ok(),
             ..Choices::default()
         }
     }
@@ -43,7 +43,7 @@ impl CreateScreen {
     pub fn fill(&mut self, image: &str, choices: &Choices) {
         self.form.set_text("path", image);
         if let Some(size) = &choices.size {
-            self.form.set_text("size", size);
+            self.form.set_text("size", &size.to_string());
         }
     }
 
@@ -72,8 +72,19 @@ impl CreateScreen {
         }
     }
 
+    /// What the form holds that create would refuse (a size that is not one): the step is not
+    /// started, and the message is the one every frontend gives.
+    pub fn problem(&self) -> Option<String> {
+        self.size().err()
+    }
+
+    fn size(&self) -> Result<ImageSize, String> {
+        let size: DiskSize = self.form.raw("size").parse()?;
+        Ok(size.size())
+    }
+
     fn size_message(&self) -> (Level, String) {
-        match parse_size(&self.form.raw("size")) {
+        match self.size() {
             Err(e) => (Level::Warn, e),
             Ok(size) if size.bytes() > image::RECOMMENDED_MAX_SIZE => {
                 (Level::Warn, format!("{size}: above the recommended 20 GB"))

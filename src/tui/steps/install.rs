@@ -3,7 +3,7 @@
 use super::run::StepRun;
 use crate::engine::session::Choices;
 use crate::engine::steps::install::InstallOutcome;
-use crate::engine::steps::install::boot_command::{BootCommand, BootCommandError};
+use crate::engine::steps::install::boot_command::{BootCommand, BootCommandError, WrittenDuration};
 use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form};
 
@@ -74,7 +74,9 @@ impl InstallScreen {
             iso: optional("iso").map(Into::into),
             iso_checksum: optional("sha256"),
             boot_command,
-            boot_wait: when(optional("boot-wait")),
+            boot_wait: optional("boot-wait")
+                .filter(|_| unattended)
+                .and_then(|text| text.parse().ok()),
             http_dir: when(optional("http-dir")).map(Into::into),
             kernel_args: when(optional("kernel-args")),
             kernel_boot: Some(unattended && self.form.checked("kernel-boot")),
@@ -102,9 +104,15 @@ impl InstallScreen {
     /// What the form holds that an install would refuse (a boot command with a mistake): the
     /// step is not started, and the message is the one every frontend gives.
     pub fn problem(&self) -> Option<String> {
-        let unattended = self.form.choice("mode") == UNATTENDED;
-        let error = self.boot_command().err().filter(|_| unattended)?;
-        Some(error.to_string())
+        if self.form.choice("mode") != UNATTENDED {
+            return None;
+        }
+        if let Err(error) = self.boot_command() {
+            return Some(error.to_string());
+        }
+        let boot_wait = self.form.text("boot-wait");
+        let wait = (!boot_wait.is_empty()).then(|| boot_wait.parse::<WrittenDuration>());
+        wait?.err().map(|problem| format!("boot wait: {problem}"))
     }
 
     pub fn uses_preset(&self) -> bool {
@@ -129,7 +137,8 @@ impl InstallScreen {
             .as_ref()
             .map(|c| c.source().to_string());
         self.form.set_text("boot-command", &text(&boot_command));
-        self.form.set_text("boot-wait", &text(&choices.boot_wait));
+        let boot_wait = choices.boot_wait.as_ref().map(ToString::to_string);
+        self.form.set_text("boot-wait", &text(&boot_wait));
         let http_dir = choices.http_dir.as_ref().map(|d| d.display().to_string());
         self.form.set_text("http-dir", &text(&http_dir));
         let http_dir = http_dir.as_deref();

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use serde_with::{DeserializeFromStr, SerializeDisplay};
+
 use super::Problem;
 
 /// The duration of `<wait…>` (`written` includes the `wait`).
@@ -26,6 +28,37 @@ pub(super) fn wait(written: &str) -> Result<Duration, Problem> {
         return Err(Problem::ZeroWait(written.to_string()));
     }
     Ok(duration)
+}
+
+/// The boot wait or the key interval as a person wrote it (`10s`, `1m30s`), read once where
+/// it is typed: the duration, and the text the session file records.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeDisplay, DeserializeFromStr)]
+pub struct WrittenDuration {
+    written: String,
+    duration: Duration,
+}
+
+impl WrittenDuration {
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}
+
+impl std::str::FromStr for WrittenDuration {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<WrittenDuration, String> {
+        Ok(WrittenDuration {
+            written: text.trim().to_string(),
+            duration: parse_duration(text)?,
+        })
+    }
+}
+
+impl std::fmt::Display for WrittenDuration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.written)
+    }
 }
 
 /// A duration as boot commands write them (`10s`, `1m30s`, `500ms`; a bare number is
