@@ -448,15 +448,7 @@ mod tests {
         let at = |relative: &str| fixture.path(relative);
         assert_eq!(recipe.file, at("recipe.toml"));
         assert_eq!(recipe.name, "debian-12-ci");
-        assert_eq!(
-            recipe
-                .disk
-                .size
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
-            Some("10G")
-        );
+        assert_eq!(recipe.disk.size, Some("10G".parse().unwrap()));
         assert_eq!(recipe.machine.memory_mib.map(NonZeroU32::get), Some(2048));
         assert_eq!(recipe.machine.cpus.map(NonZeroU32::get), Some(2));
         let install = install(&recipe);

@@ -106,15 +106,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(recipe.name, "other");
-        assert_eq!(
-            recipe
-                .disk
-                .size
-                .as_ref()
-                .map(ToString::to_string)
-                .as_deref(),
-            Some("20G")
-        );
+        assert_eq!(recipe.disk.size, Some("20G".parse().unwrap()));
         let install = install(&recipe);
         assert_eq!(install.iso, fixture.path("debian-12-netinst.iso"));
         assert_eq!(install.http_port, Some(8100));

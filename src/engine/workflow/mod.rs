@@ -239,16 +239,13 @@ impl Workflow {
 
     /// Record `step` as done another way (`how`); the warning when that could not be written.
     pub fn record_skipped(&self, step: Step, how: &str) -> Option<String> {
-        self.session()
-            .skip(step, how)
-            .err()
-            .map(|e| not_recorded(&e))
+        unrecorded(self.session().skip(step, how))
     }
 
     /// A stage outside the five steps begins (provisioning, post-build); the warning when
     /// it could not be written.
     pub fn begin_stage(&self, stage: StageKey) -> Option<String> {
-        self.session().begin(stage).err().map(|e| not_recorded(&e))
+        unrecorded(self.session().begin(stage))
     }
 
     /// Such a stage ended, with the digest of what it ran with.
@@ -258,18 +255,12 @@ impl Workflow {
         result: Result<String, String>,
         inputs: Option<String>,
     ) -> Option<String> {
-        self.session()
-            .end_with_inputs(stage, result, inputs)
-            .err()
-            .map(|e| not_recorded(&e))
+        unrecorded(self.session().end_with_inputs(stage, result, inputs))
     }
 
     /// Such a stage was stopped on request.
     pub fn stop_stage(&self, stage: StageKey, summary: &str) -> Option<String> {
-        self.session()
-            .stopped(stage, summary)
-            .err()
-            .map(|e| not_recorded(&e))
+        unrecorded(self.session().stopped(stage, summary))
     }
 
     /// The first step not done (or no longer true): where the flow resumes.
@@ -280,10 +271,7 @@ impl Workflow {
     /// An image kiln did not create is adopted: create (and install, unless an ISO was
     /// chosen) recorded as skipped. Returns the warning when that could not be written.
     pub fn adopt_existing_image(&self) -> Option<String> {
-        self.session()
-            .adopt_existing_image()
-            .err()
-            .map(|e| not_recorded(&e))
+        unrecorded(self.session().adopt_existing_image())
     }
 
     /// Starting the flow at `first`: the earlier steps not done were done another way.
@@ -432,6 +420,11 @@ async fn run_step(
         }
     }
     result
+}
+
+/// The warning when a record could not be written, if it could not.
+fn unrecorded(written: Result<(), SessionError>) -> Option<String> {
+    written.err().map(|e| not_recorded(&e))
 }
 
 /// The warning every frontend shows when the session file cannot be written.

@@ -57,17 +57,34 @@ fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("qmp.sock")
 }
 
+/// A fake QEMU on a socket in a fresh directory, playing `script` once a client has
+/// connected and been greeted: the directory (kept while the test runs), the socket's path and
+/// the task (awaited to see the script's own assertions).
+fn fake_qemu<F, Fut>(
+    script: F,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    tokio::task::JoinHandle<FakeQemu>,
+)
+where
+    F: FnOnce(FakeQemu) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = FakeQemu> + Send,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = socket_in(&dir);
+    let listener = UnixListener::bind(&path).unwrap();
+    let task = tokio::spawn(async move { script(FakeQemu::accept(&listener).await).await });
+    (dir, path, task)
+}
+
 async fn connected(path: &Path) -> Qmp {
     Qmp::connect(path, TEST_LIMIT).await.unwrap()
 }
 
 #[tokio::test]
 async fn survives_unknown_events_and_routes_known_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_in(&dir);
-    let listener = UnixListener::bind(&path).unwrap();
-    let qemu = tokio::spawn(async move {
-        let mut qemu = FakeQemu::accept(&listener).await;
+    let (_dir, path, qemu) = fake_qemu(|mut qemu| async move {
         let id = qemu.expect("query-status").await["id"].clone();
         qemu.send(json!({"event": "MEM_UNPLUG_ERROR",
             "data": {"device": "dimm1", "msg": "nope"},
@@ -125,11 +142,7 @@ async fn survives_unknown_events_and_routes_known_ones() {
 
 #[tokio::test]
 async fn run_state_newer_than_the_schema_is_passed_through() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_in(&dir);
-    let listener = UnixListener::bind(&path).unwrap();
-    let qemu = tokio::spawn(async move {
-        let mut qemu = FakeQemu::accept(&listener).await;
+    let (_dir, path, qemu) = fake_qemu(|mut qemu| async move {
         let id = qemu.expect("query-status").await["id"].clone();
         qemu.send(json!({"return": {"status": "hibernating", "running": false}, "id": id}))
             .await;
@@ -142,11 +155,7 @@ async fn run_state_newer_than_the_schema_is_passed_through() {
 
 #[tokio::test]
 async fn qemu_error_carries_its_description() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_in(&dir);
-    let listener = UnixListener::bind(&path).unwrap();
-    let qemu = tokio::spawn(async move {
-        let mut qemu = FakeQemu::accept(&listener).await;
+    let (_dir, path, qemu) = fake_qemu(|mut qemu| async move {
         let command = qemu.expect("screendump").await;
         assert_eq!(
             command["arguments"],
@@ -181,11 +190,7 @@ async fn qemu_error_carries_its_description() {
 
 #[tokio::test]
 async fn keys_are_sent_as_qcodes_and_unknown_names_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_in(&dir);
-    let listener = UnixListener::bind(&path).unwrap();
-    let qemu = tokio::spawn(async move {
-        let mut qemu = FakeQemu::accept(&listener).await;
+    let (_dir, path, qemu) = fake_qemu(|mut qemu| async move {
         let command = qemu.expect("send-key").await;
         assert_eq!(
             command["arguments"],
