@@ -182,6 +182,8 @@ pub struct Plan {
     choices: Choices,
     /// Start over: the session's records and choices are dropped first (a fresh build).
     fresh: bool,
+    /// `kiln run --from STEP`: the steps before it not done are recorded as done another way.
+    started_at: Option<Step>,
     /// Said once before the first stage (why a stage is not in the plan).
     pub notes: Vec<String>,
 }
@@ -225,6 +227,7 @@ impl Plan {
             stages,
             choices,
             fresh: false,
+            started_at: from,
             notes,
         }
     }
@@ -272,6 +275,7 @@ impl Plan {
             stages,
             choices: build::choices(recipe),
             fresh: !resume,
+            started_at: None,
             notes: Vec::new(),
         }
     }
@@ -385,12 +389,7 @@ impl PlanRun {
         }
         // Starting later means the steps before were done another way (an image configured
         // by hand): recorded as skipped, so the next run does not go back to them.
-        let first_forced = plan
-            .stages
-            .iter()
-            .find(|planned| planned.forced)
-            .and_then(|planned| planned.stage.step());
-        if let Some(first) = first_forced.filter(|_| !plan.fresh) {
+        if let Some(first) = plan.started_at {
             warnings.extend(workflow.skip_before(first));
         }
         warnings.dedup();
@@ -735,4 +734,159 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::engine::host::Accelerator;
+    use crate::engine::host::config::{CliOverrides, FileConfig, HostResources, resolve};
+    use crate::engine::workflow::{Environment, Recording};
+
+    /// A recipe in `dir` that installs, configures and runs two scripts.
+    fn recipe(dir: &Path) -> Recipe {
+        std::fs::write(dir.join("installer.iso"), b"iso").unwrap();
+        for script in ["one.sh", "two.sh"] {
+            std::fs::write(dir.join(script), "#!/bin/sh\necho hi\n").unwrap();
+        }
+        let text = "name = \"ci\"\n[install]\niso = \"installer.iso\"\n\
+                    [[provision]]\nshell = \"one.sh\"\n[[provision]]\nshell = \"two.sh\"\n";
+        std::fs::write(dir.join("ci.toml"), text).unwrap();
+        Recipe::load(&dir.join("ci.toml"), &[]).unwrap()
+    }
+
+    fn workflow(image: &Path) -> Workflow {
+        let host = HostResources {
+            cpus: 2,
+            memory_mib: 8192,
+            software_emulation: false,
+        };
+        let environment = Environment {
+            settings: resolve(CliOverrides::default(), FileConfig::default(), host),
+            accelerator: Accelerator::Tcg,
+            record_dir: None,
+            config_dir: None,
+        };
+        Workflow::open(image, Recording::Always, environment).unwrap()
+    }
+
+    /// Record `stage` as its run ended, with the inputs it had then.
+    fn ran(workflow: &Workflow, plan: &Plan, index: usize, result: Result<String, String>) {
+        let stage = &plan.stages[index].stage;
+        assert_eq!(workflow.begin_stage(stage.key()), None);
+        assert_eq!(
+            workflow.end_stage(stage.key(), result, stage.inputs()),
+            None
+        );
+    }
+
+    fn names(plan: &Plan, indices: std::ops::Range<usize>) -> Vec<String> {
+        plan.stages[indices]
+            .iter()
+            .map(|p| p.stage.name())
+            .collect()
+    }
+
+    /// A resumed build starts at the first stage not done: a configure that failed runs again
+    /// (it is not taken as done another way), and so does everything after it.
+    #[test]
+    fn a_resumed_recipe_reruns_the_failed_stage_and_what_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = recipe(dir.path());
+        let image = build::image_path(&recipe);
+        std::fs::write(&image, b"QFI\xfb an image").unwrap();
+        let workflow = workflow(&image);
+        let plan = Plan::recipe(&recipe, true, Vec::new());
+        assert_eq!(
+            names(&plan, 0..plan.stages.len()),
+            [
+                "create",
+                "install",
+                "configure",
+                "provision 1",
+                "provision 2",
+                "verify djinn",
+                "post-build"
+            ]
+        );
+        ran(&workflow, &plan, 0, Ok("created".into()));
+        ran(&workflow, &plan, 1, Ok("installed".into()));
+        ran(&workflow, &plan, 2, Err("password rejected".into()));
+        let (run, warnings) = PlanRun::new(
+            workflow.clone(),
+            plan.clone(),
+            Secrets::default(),
+            StepOptions::default(),
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(run.will_run(Step::Configure));
+        assert!(!run.runs(0) && !run.runs(1));
+        assert_eq!(
+            workflow.status(Step::Configure),
+            StepStatus::Failed("password rejected".into())
+        );
+    }
+
+    /// A provisioning step is done only while its inputs and everything before it are as they
+    /// were: the second script changing makes it (and only it) run again; configure running
+    /// again makes both stale.
+    #[test]
+    fn provisioning_is_stale_when_its_script_or_an_earlier_stage_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = recipe(dir.path());
+        let image = build::image_path(&recipe);
+        std::fs::write(&image, b"QFI\xfb an image").unwrap();
+        let workflow = workflow(&image);
+        let plan = Plan::recipe(&recipe, true, Vec::new());
+        for index in 0..5 {
+            ran(&workflow, &plan, index, Ok("done".into()));
+        }
+        assert_eq!(plan.status(&workflow, 3), StepStatus::Done);
+        assert_eq!(plan.status(&workflow, 4), StepStatus::Done);
+
+        std::fs::write(dir.path().join("two.sh"), "#!/bin/sh\necho changed\n").unwrap();
+        assert_eq!(plan.status(&workflow, 3), StepStatus::Done);
+        assert_eq!(
+            plan.status(&workflow, 4),
+            StepStatus::Stale("what it runs changed since".into())
+        );
+
+        ran(&workflow, &plan, 2, Ok("configured again".into()));
+        assert_eq!(
+            plan.status(&workflow, 3),
+            StepStatus::Stale("configure ran again after it".into())
+        );
+    }
+
+    /// `kiln run --from verify` on an image configured by hand: the steps before are recorded
+    /// as done another way, and publish is left out without a target (with the reason).
+    #[test]
+    fn a_flow_started_later_records_the_steps_before_as_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("done.qcow2");
+        std::fs::write(&image, b"QFI\xfb an image").unwrap();
+        let workflow = workflow(&image);
+        let plan = Plan::flow(
+            Choices::default(),
+            &Choices::default(),
+            Some(Step::Verify),
+            None,
+        );
+        assert_eq!(
+            names(&plan, 0..plan.stages.len()),
+            ["create", "install", "configure", "verify"]
+        );
+        assert_eq!(plan.notes.len(), 1, "{:?}", plan.notes);
+        let (run, _) = PlanRun::new(
+            workflow.clone(),
+            plan,
+            Secrets::default(),
+            StepOptions::default(),
+        );
+        assert_eq!(workflow.status(Step::Configure), StepStatus::Skipped);
+        assert!(!run.will_run(Step::Configure));
+        assert!(run.will_run(Step::Verify));
+    }
 }
