@@ -757,6 +757,16 @@ mod tests {
         Recipe::load(&dir.join("ci.toml"), &[]).unwrap()
     }
 
+    /// The recipe's image (a few bytes stand for it), its workflow, and its plan resumed.
+    fn resumed_recipe() -> (tempfile::TempDir, Workflow, Plan) {
+        let dir = tempfile::tempdir().unwrap();
+        let recipe = recipe(dir.path());
+        let image = build::image_path(&recipe);
+        std::fs::write(&image, b"QFI\xfb an image").unwrap();
+        let plan = Plan::recipe(&recipe, true, Vec::new());
+        (dir, workflow(&image), plan)
+    }
+
     fn workflow(image: &Path) -> Workflow {
         let host = HostResources {
             cpus: 2,
@@ -793,12 +803,7 @@ mod tests {
     /// (it is not taken as done another way), and so does everything after it.
     #[test]
     fn a_resumed_recipe_reruns_the_failed_stage_and_what_follows() {
-        let dir = tempfile::tempdir().unwrap();
-        let recipe = recipe(dir.path());
-        let image = build::image_path(&recipe);
-        std::fs::write(&image, b"QFI\xfb an image").unwrap();
-        let workflow = workflow(&image);
-        let plan = Plan::recipe(&recipe, true, Vec::new());
+        let (_dir, workflow, plan) = resumed_recipe();
         assert_eq!(
             names(&plan, 0..plan.stages.len()),
             [
@@ -834,12 +839,7 @@ mod tests {
     /// again makes both stale.
     #[test]
     fn provisioning_is_stale_when_its_script_or_an_earlier_stage_changed() {
-        let dir = tempfile::tempdir().unwrap();
-        let recipe = recipe(dir.path());
-        let image = build::image_path(&recipe);
-        std::fs::write(&image, b"QFI\xfb an image").unwrap();
-        let workflow = workflow(&image);
-        let plan = Plan::recipe(&recipe, true, Vec::new());
+        let (dir, workflow, plan) = resumed_recipe();
         for index in 0..5 {
             ran(&workflow, &plan, index, Ok("done".into()));
         }
