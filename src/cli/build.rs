@@ -117,7 +117,9 @@ async fn follow(
 ) -> Exit {
     let mut exit = Exit::Ok;
     loop {
-        match run.next_stage() {
+        match report::next_stage(&mut run, "build") {
+            // A stop asked for between stages ends the build too.
+            Next::Finished if exit == Exit::Ok && !run.completed() => return Exit::Failed,
             Next::Finished => return exit,
             Next::Skipped { line, .. } => {
                 report::say(
@@ -127,16 +129,15 @@ async fn follow(
                 report.lines.push(line);
             }
             Next::Started { name, task, .. } => {
-                if let Some(why) = report::stop_requested() {
-                    eprintln!("kiln build: {why}: not starting {name}");
-                    task.cancel();
-                    run.stop();
-                }
                 let result = report::follow_logged(&name, task, false, log).await;
                 match &result {
                     // Each profile's verdicts as JUnit, for the CI system that runs the build.
                     Ok(StepResult::Verified(verified)) => {
-                        let profile = run.workflow().choices().profile.unwrap_or_default();
+                        let profile = verified
+                            .profile
+                            .as_ref()
+                            .map(|d| d.profile)
+                            .unwrap_or_default();
                         let file = build::junit_path(recipe, profile.name());
                         if let Err(e) = std::fs::write(&file, super::check::junit(verified)) {
                             eprintln!("kiln build: cannot write {}: {e}", file.display());
@@ -150,11 +151,7 @@ async fn follow(
                     }
                     _ => {}
                 }
-                exit = match &result {
-                    Ok(done) if done.succeeded() => exit,
-                    Ok(_) => Exit::Failed,
-                    Err(error) => Exit::for_step(error),
-                };
+                exit = Exit::for_result(&result);
                 report.lines.extend(run.ended(&result));
             }
         }

@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::engine::host::config::{CliOverrides, Dirs, Graphics, Settings};
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::host::{self, Accelerator};
-use crate::engine::workflow::{Environment, Recording, StepError, Workflow};
+use crate::engine::workflow::{Environment, Recording, StepError, StepResult, Workflow};
 
 /// kiln — prepare, verify and publish QEMU images for CI drivers.
 ///
@@ -129,6 +129,16 @@ impl From<Exit> for ExitCode {
 }
 
 impl Exit {
+    /// How a step's result ends the command: done (0), a verdict or failure of the image's
+    /// (1), or the person's to fix (2).
+    pub fn for_result(result: &Result<StepResult, StepError>) -> Exit {
+        match result {
+            Ok(done) if done.succeeded() => Exit::Ok,
+            Ok(_) => Exit::Failed,
+            Err(error) => Exit::for_step(error),
+        }
+    }
+
     /// How a step's error ends the command: the person's to fix (2) or the image's (1).
     pub fn for_step(error: &StepError) -> Exit {
         if error.is_usage() {

@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::engine::check::printable;
 use crate::engine::guest::machine::MachineView;
+use crate::engine::plan::{Next, PlanRun};
 use crate::engine::task::{Event, Level, Task, TaskPanicked};
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -45,6 +46,18 @@ fn stop_requests() -> watch::Receiver<Option<&'static str>> {
 /// Whether a stop was asked for (`kiln run` does not start another step after one).
 pub fn stop_requested() -> Option<&'static str> {
     *stop_requests().borrow()
+}
+
+/// The plan's next stage, unless a stop was asked for (Ctrl-C, SIGTERM) since the last one
+/// ended: then nothing more starts, and the stage that would have is named.
+pub fn next_stage(run: &mut PlanRun, command: &str) -> Next {
+    if let Some(why) = stop_requested() {
+        if let Some(name) = run.stop() {
+            eprintln!("kiln {command}: {why}: not starting {name}");
+        }
+        return Next::Finished;
+    }
+    run.next_stage()
 }
 
 /// Resolves with the reason once a stop is asked for.

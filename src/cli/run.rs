@@ -144,22 +144,17 @@ pub async fn run(
     let mut lines = Vec::new();
     let mut exit = Exit::Ok;
     loop {
-        match run.next_stage() {
+        match report::next_stage(&mut run, "run") {
+            // A stop asked for between stages ends the flow too.
+            Next::Finished if exit == Exit::Ok && !run.completed() => {
+                exit = Exit::Failed;
+                break;
+            }
             Next::Finished => break,
             Next::Skipped { line, .. } => lines.push(line),
             Next::Started { name, task, .. } => {
-                if let Some(why) = report::stop_requested() {
-                    eprintln!("kiln run: {why}: not starting {name}");
-                    task.cancel();
-                    exit = Exit::Failed;
-                    break;
-                }
                 let result = report::follow(&name, task, false).await;
-                exit = match &result {
-                    Ok(done) if done.succeeded() => Exit::Ok,
-                    Ok(_) => Exit::Failed,
-                    Err(error) => Exit::for_step(error),
-                };
+                exit = Exit::for_result(&result);
                 for line in run.ended(&result) {
                     if let Format::Text = args.format {
                         println!(

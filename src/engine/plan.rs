@@ -515,9 +515,12 @@ impl PlanRun {
         !self.over && self.running.is_none() && self.position >= self.plan.stages.len()
     }
 
-    /// Stop here: no further stage starts (a stop was asked for between stages).
-    pub fn stop(&mut self) {
+    /// Stop here: no further stage starts (a stop was asked for between stages). Returns the
+    /// stage that would have run next, if one would have.
+    pub fn stop(&mut self) -> Option<String> {
+        let next = (self.position..self.plan.stages.len()).find(|index| self.runs(*index));
         self.over = true;
+        next.map(|index| self.plan.stages[index].stage.name())
     }
 
     /// The line of a stage that does not run now: what its record says.
