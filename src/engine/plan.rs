@@ -27,7 +27,7 @@ use super::driver::Profile;
 use super::recipe::{Recipe, Source};
 use super::session::{Choices, StageKey, StepStatus};
 use super::task::{self, Reporter, Summary};
-use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow};
+use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow, lock};
 use crate::engine::steps::configure::Extras;
 use crate::engine::steps::post_build::{self, PostBuildCommand};
 use crate::engine::steps::provision::{self, ProvisionError, ProvisionProgress, ProvisionStep};
@@ -495,8 +495,7 @@ impl PlanRun {
         }
         let (status, summary) = match result {
             Ok(done) => (if succeeded { "done" } else { "failed" }, done.summary()),
-            Err(StepError::Cancelled(cancelled)) => ("stopped", cancelled.to_string()),
-            Err(error) => ("failed", error.to_string()),
+            Err(error) => (ended_by(error), error.to_string()),
         };
         running
             .stages
@@ -700,17 +699,15 @@ impl InGuest {
         let stage = &self.stages[index];
         let (status, summary) = match &result {
             Ok(summary) => ("done", summary.clone()),
-            Err(StepError::Cancelled(cancelled)) => ("stopped", cancelled.to_string()),
-            Err(error) => ("failed", error.to_string()),
+            Err(error) => (ended_by(error), error.to_string()),
         };
         let warning = match result {
             Err(StepError::Cancelled(_)) => self.workflow.stop_stage(stage.key(), &summary),
-            Ok(_) => self
-                .workflow
-                .end_stage(stage.key(), Ok(summary.clone()), stage.inputs()),
-            Err(_) => self
-                .workflow
-                .end_stage(stage.key(), Err(summary.clone()), stage.inputs()),
+            ended => {
+                let outcome = ended.map(|_| summary.clone()).map_err(|_| summary.clone());
+                self.workflow
+                    .end_stage(stage.key(), outcome, stage.inputs())
+            }
         };
         if let Some(warning) = warning {
             self.reporter.warn(warning);
@@ -724,6 +721,15 @@ impl InGuest {
     }
 }
 
+/// The status of a stage that ended with `error`: stopped on request (not a failure), or
+/// failed.
+fn ended_by(error: &StepError) -> &'static str {
+    match error {
+        StepError::Cancelled(_) => "stopped",
+        _ => "failed",
+    }
+}
+
 /// Provisioning's errors, sorted the way every frontend reports them.
 fn step_error(error: ProvisionError) -> StepError {
     match error {
@@ -731,12 +737,6 @@ fn step_error(error: ProvisionError) -> StepError {
         ProvisionError::Disk(refusal) => StepError::Usage(refusal.to_string()),
         other => StepError::Failed(other.to_string()),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -303,9 +303,11 @@ impl Workflow {
     }
 }
 
-fn lock(session: &Mutex<Session>) -> MutexGuard<'_, Session> {
-    // A panic while holding it left a session that is still a valid value.
-    session
+/// The value behind `mutex`, even after a panic while it was held: what the workflow and the
+/// plan keep there (the session, a stage's report lines) is changed in single calls, so it is
+/// still a valid value.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
