@@ -72,20 +72,13 @@ impl App {
                 return;
             }
         };
-        let image = build::image_path(&recipe);
-        let workflow = match self.workflow.take() {
-            Some(workflow) if workflow.image() == image => Ok(workflow),
-            _ => self.open_workflow(&image),
-        };
-        let mut workflow = match workflow {
-            Ok(workflow) => workflow,
+        let workflow = match self.workflow_for(&build::image_path(&recipe)) {
+            Ok(workflow) => workflow.clone(),
             Err(problem) => {
                 self.notice = Some(problem);
                 return;
             }
         };
-        workflow.environment = self.environment();
-        self.workflow = Some(workflow.clone());
         let options = StepOptions {
             // A failed stage's machine stays up for a look (r retries, s stops it); questions
             // are asked as for a single step.

@@ -52,12 +52,24 @@ impl App {
         self.workflow = Some(workflow);
     }
 
-    pub(super) fn open_workflow(&self, image: &Path) -> Result<Workflow, String> {
+    fn open_workflow(&self, image: &Path) -> Result<Workflow, String> {
         Workflow::open(image, Recording::Always, self.environment()).map_err(|e| e.to_string())
     }
 
+    /// The workflow of `image` — the one held, or opened in its place — with the environment
+    /// as it is now (the doctor may have answered since).
+    pub(super) fn workflow_for(&mut self, image: &Path) -> Result<&mut Workflow, String> {
+        if self.workflow.as_ref().is_none_or(|w| w.image() != image) {
+            self.workflow = Some(self.open_workflow(image)?);
+        }
+        let environment = self.environment();
+        let workflow = self.workflow.as_mut().expect("opened above");
+        workflow.environment = environment;
+        Ok(workflow)
+    }
+
     /// What steps run with: the doctor's accelerator (TCG until it has answered).
-    pub(super) fn environment(&self) -> Environment {
+    fn environment(&self) -> Environment {
         Environment {
             settings: self.settings.clone(),
             accelerator: self
@@ -107,16 +119,10 @@ impl App {
             return;
         }
         let image = self.image_of(step);
-        if self.workflow.as_ref().is_none_or(|w| w.image() != image) {
-            match self.open_workflow(&image) {
-                Ok(workflow) => self.workflow = Some(workflow),
-                Err(e) => {
-                    self.run_mut(step).error = Some(e);
-                    return;
-                }
-            }
+        if let Err(e) = self.workflow_for(&image) {
+            self.run_mut(step).error = Some(e);
+            return;
         }
-        let environment = self.environment();
         let mut choices = self.form_choices();
         let mut secrets = Secrets {
             token: self.publish.secrets().token,
@@ -148,7 +154,6 @@ impl App {
             ..StepOptions::default()
         };
         let workflow = self.workflow.as_mut().expect("opened above");
-        workflow.environment = environment;
         workflow.choose(&choices);
         let task = workflow.start(step, secrets, options);
         self.running = Some(RunningStep { step, task });
