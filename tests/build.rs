@@ -13,7 +13,10 @@ use serde_json::Value;
 use support::djinn::{DjinnConfig, DjinnServer};
 use support::fixtures::{fixtures, variant};
 use support::guest::{boot, openssh, qemu_running_with};
-use support::{Sandbox, assert_published_twice, kiln_bin, offline_runner, text, write_script};
+use support::{
+    FIXTURE_CI_STAGES, Sandbox, assert_published_twice, kiln_bin, offline_runner, text,
+    write_script,
+};
 
 const TOKEN: &str = "kiln-build-secret-7f3a";
 
@@ -124,21 +127,7 @@ fn a_recipe_installs_configures_provisions_verifies_publishes_twice_and_reports(
         })
         .collect();
     let names: Vec<&str> = steps.iter().map(|(step, _)| step.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "create",
-            "install",
-            "configure",
-            "provision 1",
-            "provision 2",
-            "cleanup",
-            "verify djinn",
-            "publish djinn",
-            "publish offline",
-            "post-build"
-        ]
-    );
+    assert_eq!(names, FIXTURE_CI_STAGES);
     assert!(
         steps.iter().all(|(_, status)| status == "done"),
         "{steps:?}"

@@ -12,7 +12,9 @@ use support::djinn::{DjinnConfig, DjinnServer};
 use support::fixtures::fixtures;
 use support::guest::qemu_running_with;
 use support::tmux::Tmux;
-use support::{Sandbox, assert_published_twice, kiln_bin, offline_runner, write_script};
+use support::{
+    FIXTURE_CI_STAGES, Sandbox, assert_published_twice, kiln_bin, offline_runner, write_script,
+};
 
 const SCREEN: Duration = Duration::from_secs(20);
 /// A whole install or boot-and-SSH under TCG on a loaded 2-core machine.
@@ -263,18 +265,7 @@ fn the_workbench_runs_the_reference_recipe_end_to_end() {
 
     let tmux = workbench(&sandbox, "recipe-run", "recipes/ci.toml");
     let screen = tmux.wait_for("recipe ci-image:", SCREEN);
-    let stages = [
-        "create",
-        "install",
-        "configure",
-        "provision 1",
-        "provision 2",
-        "cleanup",
-        "verify djinn",
-        "publish djinn",
-        "publish offline",
-        "post-build",
-    ];
+    let stages = FIXTURE_CI_STAGES;
     for stage in stages {
         assert!(!step_line(&screen, stage).ends_with("done"), "{screen}");
     }

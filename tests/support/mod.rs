@@ -149,6 +149,21 @@ pub fn write_script(path: &Path, body: &str) {
     std::fs::set_permissions(path, permissions).unwrap();
 }
 
+/// The stages of `assets/recipes/fixture-ci.toml`, in order, as the build report and the
+/// workbench's step list name them.
+pub const FIXTURE_CI_STAGES: [&str; 10] = [
+    "create",
+    "install",
+    "configure",
+    "provision 1",
+    "provision 2",
+    "cleanup",
+    "verify djinn",
+    "publish djinn",
+    "publish offline",
+    "post-build",
+];
+
 /// The image as published by `assets/recipes/fixture-ci.toml`: the Djinn fake holds its bytes,
 /// and so does the offline runner's directory, as `debian/NAME`.
 pub fn assert_published_twice(djinn: &djinn::DjinnServer, disks: &Path, image: &Path, name: &str) {
