@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 
 use support::fixtures::debian_installer_iso;
 use support::guest::qemu_running_with;
+use support::static_http::StaticServer;
 use support::{Sandbox, text};
 
 /// What the preseed's early_command writes to the serial console.
@@ -33,6 +34,51 @@ enum Answers {
     Preset,
 }
 
+/// A mirror that is Debian's archive for bookworm, signed, as kiln's check before booting
+/// sees it: the real InRelease this host's apt fetched from its own Debian mirror, served on
+/// 127.0.0.1. (It has no packages: the installer stops after the preseed ran.) Without
+/// `signed`, a Release file alone, as an unsigned test mirror has.
+fn mirror_stub(sandbox: &Sandbox, signed: bool) -> String {
+    let dists = sandbox.path().join("mirror/debian/dists/bookworm");
+    std::fs::create_dir_all(&dists).unwrap();
+    let lists = std::fs::read_dir("/var/lib/apt/lists").expect("this host's apt lists");
+    let in_release = lists
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            name.ends_with("_debian_dists_bookworm_InRelease")
+        })
+        .expect("this host's apt lists hold Debian bookworm's InRelease (apt-get update)");
+    match signed {
+        true => std::fs::copy(&in_release, dists.join("InRelease")).map(drop),
+        false => std::fs::write(
+            dists.join("Release"),
+            "Origin: Debian\nCodename: bookworm\n",
+        ),
+    }
+    .unwrap();
+    let server = StaticServer::serve(sandbox.path().join("mirror"));
+    format!("http://10.0.2.2:{}/debian", server.port)
+}
+
+fn preset_flags(sandbox: &Sandbox, mirror: String) -> Vec<String> {
+    let password = sandbox.path().join("password");
+    std::fs::write(&password, "builder-pass\n").unwrap();
+    [
+        "--preset",
+        "debian-12",
+        "--user",
+        "builder",
+        "--password-file",
+        &password.display().to_string(),
+        "--mirror",
+        &mirror,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Run `kiln install` with `unattended` flags until the serial console shows the marker, then
 /// stop it (SIGTERM, as a cancelled CI job would). Returns kiln's stderr and the serial output.
 fn install_until_the_preseed_runs(answers_from: Answers, unattended: &[&str]) -> (String, String) {
@@ -44,21 +90,7 @@ fn install_until_the_preseed_runs(answers_from: Answers, unattended: &[&str]) ->
             "--http-dir".to_string(),
             answers(&sandbox).display().to_string(),
         ],
-        Answers::Preset => {
-            let password = sandbox.path().join("password");
-            std::fs::write(&password, "builder-pass\n").unwrap();
-            vec![
-                "--preset".to_string(),
-                "debian-12".to_string(),
-                "--user".to_string(),
-                "builder".to_string(),
-                "--password-file".to_string(),
-                password.display().to_string(),
-                // No mirror is reachable; the install stops after the preseed ran.
-                "--mirror".to_string(),
-                "http://10.0.2.2:9/debian".to_string(),
-            ]
-        }
+        Answers::Preset => preset_flags(&sandbox, mirror_stub(&sandbox, true)),
     };
     let iso = debian_installer_iso().display().to_string();
     let mut child = Command::new(support::kiln_bin())
@@ -142,4 +174,33 @@ fn the_debian_preset_boots_the_installer_directly_with_its_own_preseed() {
     assert!(serial.contains("Starting system log daemon"), "{serial}");
     // The password went into the served answer file only.
     assert!(!log.contains("builder-pass"), "{log}");
+    // Signatures are checked: kiln found the mirror signed, and the real installer read
+    // `allow_unauthenticated false` from the preseed kiln served (its early_command says
+    // what the installer's own debconf holds).
+    assert!(
+        log.contains("the Debian archive for bookworm, signed (InRelease)"),
+        "{log}"
+    );
+    assert!(!log.contains("signature checks are OFF"), "{log}");
+    assert!(serial.contains("allow_unauthenticated=false"), "{serial}");
+}
+
+/// An unsigned mirror is refused before anything boots, unless the person says it is a test
+/// mirror; the message says how.
+#[test]
+fn the_debian_preset_refuses_an_unsigned_mirror_before_booting() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.kiln(&["create", "di.qcow2", "--size", "2G"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let iso = debian_installer_iso().display().to_string();
+    let flags = preset_flags(&sandbox, mirror_stub(&sandbox, false));
+    let mut args = vec!["install", "di.qcow2", "--iso", &iso];
+    args.extend(flags.iter().map(String::as_str));
+    let out = sandbox.kiln(&args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("serves an unsigned Release"), "{stderr}");
+    assert!(stderr.contains("--insecure-mirror"), "{stderr}");
+    assert!(!stderr.contains("qemu-system"), "{stderr}");
+    assert!(!qemu_running_with(&sandbox.work().display().to_string()));
 }

@@ -111,6 +111,11 @@ pub struct UnattendedArgs {
     /// Debian mirror from its apt sources].
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
+    /// Let a preset install from an unsigned mirror (a local test mirror): the installer is
+    /// told to accept packages whose signatures it cannot check. Never use it with a real
+    /// mirror; the step log warns every time.
+    #[arg(long, requires = "preset")]
+    pub insecure_mirror: bool,
 }
 
 impl UnattendedArgs {
@@ -141,6 +146,7 @@ impl UnattendedArgs {
             serial_console: on(self.serial_console),
             preset: self.preset.clone(),
             mirror: self.mirror.clone(),
+            insecure_mirror: on(self.insecure_mirror),
             ..Choices::default()
         })
     }

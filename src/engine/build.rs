@@ -83,6 +83,7 @@ pub fn choices(recipe: &Recipe) -> Choices {
             serial_console: on(install.serial_console),
             preset: install.preset.clone(),
             mirror: install.mirror.clone(),
+            insecure_mirror: on(install.insecure_mirror),
             ..Choices::default()
         });
     }

@@ -178,6 +178,8 @@ pub struct Choices {
     pub preset: Option<String>,
     /// The package mirror a preset installs from (http://HOST/DIR).
     pub mirror: Option<String>,
+    /// Install from an unsigned mirror (a local test mirror): signature checks off.
+    pub insecure_mirror: Option<bool>,
     pub memory_mib: Option<u32>,
     pub cpus: Option<Vcpus>,
     pub user: Option<String>,
@@ -236,6 +238,7 @@ impl Choices {
             serial_console,
             preset,
             mirror,
+            insecure_mirror,
             memory_mib,
             cpus,
             user,

@@ -4,6 +4,7 @@
 //! CPUs, tools and processes, temporary files.
 
 pub mod config;
+pub mod http;
 pub mod process;
 pub mod temp_file;
 pub mod vcpus;

@@ -12,7 +12,8 @@ use super::{
 use crate::engine::steps::configure::Extras;
 use crate::engine::steps::image::is_valid_image_name;
 use crate::engine::steps::install::boot_command::{BootCommand, Position};
-use crate::engine::steps::install::preset::{Mirror, Preset};
+use crate::engine::steps::install::mirror::Mirror;
+use crate::engine::steps::install::preset::Preset;
 use crate::engine::steps::provision::ProvisionStep;
 use crate::engine::steps::publish::TargetKind;
 
@@ -93,6 +94,10 @@ impl Reader<'_> {
         } else if install.mirror.is_some() {
             let problem = "only a preset installs from a mirror; add preset or leave mirror out";
             return Err(self.error("install.mirror", problem));
+        } else if install.insecure_mirror {
+            let problem =
+                "only a preset installs from a mirror; add preset or leave insecure_mirror out";
+            return Err(self.error("install.insecure_mirror", problem));
         }
         if let Some(mirror) = &install.mirror {
             Mirror::parse(mirror).map_err(|e| self.error("install.mirror", e))?;

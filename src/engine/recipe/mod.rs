@@ -182,6 +182,10 @@ pub struct Install {
     /// The built-in name (`debian-12`), aliases resolved.
     pub preset: Option<String>,
     pub mirror: Option<String>,
+    /// The mirror is unsigned (a local test mirror): the preset's installer is told not to
+    /// check signatures. Never the default.
+    #[serde(default)]
+    pub insecure_mirror: bool,
     /// Read by the recipe's checks from `boot_command`, so a mistake is placed at its own
     /// line and column in the file.
     #[serde(skip)]

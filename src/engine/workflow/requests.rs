@@ -16,7 +16,8 @@ use crate::engine::steps::image::CreateRequest;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::InstallRequest;
 use crate::engine::steps::install::boot_command::WrittenDuration;
-use crate::engine::steps::install::preset::{Mirror, PresetValues};
+use crate::engine::steps::install::mirror::Mirror;
+use crate::engine::steps::install::preset::{Preset, PresetValues};
 use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unattended};
 use crate::engine::steps::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
@@ -129,12 +130,12 @@ fn preset_choice(
         .ok_or_else(|| {
             format!("the {name} preset creates a user: give its name (User, or --user NAME)")
         })?;
+    let archive = Preset::find(&name).map_err(|e| e.to_string())?.archive;
     let mirror = match &choices.mirror {
-        Some(url) => Mirror::parse(url).map_err(|e| e.to_string())?,
-        None => Mirror::from_host_apt().ok_or_else(|| {
-            format!("the {name} preset needs a Debian mirror: --mirror http://HOST/debian")
-        })?,
-    };
+        Some(url) => Mirror::parse(url),
+        None => Mirror::from_host_apt(&archive),
+    }
+    .map_err(|e| e.to_string())?;
     let hostname: String = image
         .file_stem()
         .unwrap_or_default()
@@ -150,6 +151,7 @@ fn preset_choice(
             user,
             password: secrets.password.clone().unwrap_or_default(),
             mirror,
+            insecure_mirror: choices.insecure_mirror == Some(true),
         },
     }))
 }

@@ -31,6 +31,11 @@ impl InstallScreen {
                 Field::text("user", "User", "").only_for("mode", PRESET_ONLY),
                 Field::secret("password", "Password").only_for("mode", PRESET_ONLY),
                 Field::text("mirror", "Mirror", "").only_for("mode", PRESET_ONLY),
+                Field::check(
+                    "insecure-mirror",
+                    "unsigned test mirror: no signature checks (never a real mirror)",
+                )
+                .only_for("mode", PRESET_ONLY),
                 Field::text("boot-command", "Boot keys", "").only_for("mode", UNATTENDED_ONLY),
                 Field::text("boot-wait", "Key wait", "").only_for("mode", UNATTENDED_ONLY),
                 Field::path("http-dir", "HTTP dir", "").only_for("mode", UNATTENDED_ONLY),
@@ -88,6 +93,7 @@ impl InstallScreen {
             }),
             user: optional("user").filter(|_| preset),
             mirror: optional("mirror").filter(|_| preset),
+            insecure_mirror: Some(preset && self.form.checked("insecure-mirror")),
             ..Choices::default()
         }
     }
@@ -161,6 +167,8 @@ impl InstallScreen {
         if let Some(mirror) = &choices.mirror {
             self.form.set_text("mirror", mirror);
         }
+        self.form
+            .set_checked("insecure-mirror", choices.insecure_mirror == Some(true));
         let mode = match (preset, unattended) {
             (true, _) => DEBIAN_PRESET,
             (false, true) => UNATTENDED,
@@ -303,6 +311,11 @@ mod tests {
         reopened.fill(&choices);
         assert!(reopened.uses_preset());
         assert_eq!(reopened.form.text("user"), "builder");
+        // Signatures are checked unless the box is ticked, and a ticked box comes back.
+        assert_eq!(choices.insecure_mirror, Some(false));
+        screen.form.set_checked("insecure-mirror", true);
+        reopened.fill(&screen.choices());
+        assert_eq!(reopened.choices().insecure_mirror, Some(true));
         // By hand, no preset: the session's earlier one is switched off.
         reopened.form.set_choice("mode", BY_HAND);
         assert_eq!(reopened.choices().preset.as_deref(), Some(""));

@@ -3,6 +3,7 @@
 
 pub mod answer_server;
 pub mod boot_command;
+pub mod mirror;
 pub mod preset;
 pub mod unattended;
 
@@ -127,6 +128,7 @@ pub async fn install(
 
     // Everything about the unattended settings is checked before QEMU starts.
     let mut plan = Plan::prepare(&request.unattended, &request.iso)?;
+    unattended::examine_mirror(&request.unattended, &reporter).await?;
     let spec = MachineSpec {
         purpose: "install".into(),
         accelerator: request.accelerator,

@@ -8,6 +8,8 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::mirror::{Archive, Mirror};
+
 use super::answer_server::GUEST_HOST_ADDRESS;
 use super::boot_command::{HTTP_IP, HTTP_PORT};
 use crate::engine::steps::configure::REFERENCE_SSHD_CONFIG;
@@ -30,6 +32,7 @@ struct PresetFile {
     answer_file: String,
     kernel_args: String,
     boot_command: String,
+    archive: Archive,
 }
 
 /// One preset, ready to fill in.
@@ -42,6 +45,8 @@ pub struct Preset {
     template: &'static str,
     kernel_args: String,
     boot_command: String,
+    /// The archive its mirror must be.
+    pub archive: Archive,
 }
 
 /// What a preset needs from the person. The password is a secret: never shown in `Debug`,
@@ -52,6 +57,9 @@ pub struct PresetValues {
     pub user: String,
     pub password: String,
     pub mirror: Mirror,
+    /// Install from a mirror whose signatures cannot be checked (a local test mirror): the
+    /// installer is told to accept an unsigned archive. Never the default.
+    pub insecure_mirror: bool,
 }
 
 impl fmt::Debug for PresetValues {
@@ -61,15 +69,9 @@ impl fmt::Debug for PresetValues {
             .field("user", &self.user)
             .field("password", &"<secret>")
             .field("mirror", &self.mirror)
+            .field("insecure_mirror", &self.insecure_mirror)
             .finish()
     }
-}
-
-/// A Debian mirror as the installer asks for it: `host[:port]` and the archive's directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mirror {
-    pub host: String,
-    pub directory: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,10 +87,6 @@ pub enum PresetError {
         value: String,
         why: &'static str,
     },
-    #[error(
-        "the mirror must be an http:// URL such as http://HOST/debian (the installer fetches over plain HTTP), not `{0}`"
-    )]
-    Mirror(String),
     #[error("cannot write the answer files into {}: {source}", .dir.display())]
     Write {
         dir: std::path::PathBuf,
@@ -118,6 +116,7 @@ impl Preset {
             template,
             kernel_args: file.kernel_args,
             boot_command: file.boot_command,
+            archive: file.archive,
         })
     }
 
@@ -205,6 +204,14 @@ impl Preset {
             ("RootPassword", &values.password),
             ("MirrorHost", &values.mirror.host),
             ("MirrorDirectory", &values.mirror.directory),
+            (
+                "InsecureMirror",
+                if values.insecure_mirror {
+                    "true"
+                } else {
+                    "false"
+                },
+            ),
         ]
     }
 }
@@ -218,74 +225,6 @@ pub(super) fn fill(template: &str, pairs: &[(&str, &str)]) -> String {
         }
     }
     filled
-}
-
-impl Mirror {
-    /// `http://HOST[:PORT]/DIR` as the installer's host and directory.
-    pub fn parse(url: &str) -> Result<Mirror, PresetError> {
-        let rest = url
-            .trim()
-            .strip_prefix("http://")
-            .ok_or_else(|| PresetError::Mirror(url.to_string()))?;
-        let (host, directory) = rest.split_once('/').unwrap_or((rest, ""));
-        if host.is_empty() || host.contains(char::is_whitespace) {
-            return Err(PresetError::Mirror(url.to_string()));
-        }
-        let directory = format!("/{}", directory.trim_end_matches('/'));
-        Ok(Mirror {
-            host: host.to_string(),
-            directory,
-        })
-    }
-
-    /// The first Debian mirror in this host's apt sources, for a host that is itself Debian:
-    /// the mirror it already trusts (and can reach).
-    pub fn from_host_apt() -> Option<Mirror> {
-        let mut sources = Vec::new();
-        let mut read = |path: &Path| {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                sources.push((path.extension().is_some_and(|e| e == "sources"), text));
-            }
-        };
-        if let Ok(entries) = std::fs::read_dir("/etc/apt/sources.list.d") {
-            let mut paths: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
-            paths.sort();
-            paths.iter().for_each(|path| read(path));
-        }
-        read(Path::new("/etc/apt/sources.list"));
-        sources
-            .iter()
-            .flat_map(|(deb822, text)| apt_uris(text, *deb822))
-            .filter(|uri| !uri.contains("security"))
-            .find_map(|uri| Mirror::parse(&uri).ok())
-    }
-}
-
-/// The archive URIs of an apt sources file: `URIs:` lines of the deb822 format, or the URI
-/// of each `deb` line of the one-line format (after any `[options]`).
-fn apt_uris(text: &str, deb822: bool) -> Vec<String> {
-    let lines = text.lines().map(str::trim);
-    if deb822 {
-        lines
-            .filter_map(|line| line.strip_prefix("URIs:"))
-            .flat_map(|uris| {
-                uris.split_whitespace()
-                    .map(String::from)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    } else {
-        lines
-            .filter_map(|line| line.strip_prefix("deb "))
-            .filter_map(|rest| {
-                let rest = match rest.trim_start().strip_prefix('[') {
-                    Some(options) => options.split_once(']')?.1,
-                    None => rest,
-                };
-                rest.split_whitespace().next().map(String::from)
-            })
-            .collect()
-    }
 }
 
 /// Placeholders left in `text` that nothing will fill (a preset or a person's mistake).
@@ -314,7 +253,50 @@ mod tests {
             user: "builder".into(),
             password: "s3cret pass".into(),
             mirror: Mirror::parse("http://10.0.2.2:8080/debian/").unwrap(),
+            insecure_mirror: false,
         }
+    }
+
+    fn answers(values: &PresetValues) -> String {
+        let preset = Preset::find("debian-12").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        preset.write_answers(dir.path(), values, 4321).unwrap();
+        std::fs::read_to_string(dir.path().join("preseed.cfg")).unwrap()
+    }
+
+    /// The preseed lines that hold a setting (its comments left out).
+    fn setting_lines(answers: &str, needle: &str) -> Vec<String> {
+        answers
+            .lines()
+            .filter(|line| !line.starts_with('#') && line.contains(needle))
+            .map(|line| line.trim().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn signatures_are_checked_unless_an_insecure_mirror_is_asked_for() {
+        let signed = answers(&values());
+        assert_eq!(
+            setting_lines(&signed, "allow_unauthenticated boolean"),
+            ["d-i debian-installer/allow_unauthenticated boolean false"]
+        );
+        // The hook that lets apt in /target take an unsigned Release never starts.
+        assert_eq!(
+            setting_lines(&signed, "= true ]"),
+            [r#"if [ "false" = true ]; then \"#]
+        );
+        let insecure = answers(&PresetValues {
+            insecure_mirror: true,
+            ..values()
+        });
+        assert_eq!(
+            setting_lines(&insecure, "allow_unauthenticated boolean"),
+            ["d-i debian-installer/allow_unauthenticated boolean true"]
+        );
+        assert_eq!(
+            setting_lines(&insecure, "= true ]"),
+            [r#"if [ "true" = true ]; then \"#]
+        );
     }
 
     #[test]
@@ -361,30 +343,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("debian-12")
-        );
-    }
-
-    #[test]
-    fn mirrors_are_read_from_urls_and_apt_sources() {
-        assert_eq!(
-            Mirror::parse("http://mirror.example:3142/debian").unwrap(),
-            Mirror {
-                host: "mirror.example:3142".into(),
-                directory: "/debian".into()
-            }
-        );
-        assert!(Mirror::parse("https://mirror.example/debian").is_err());
-        assert!(Mirror::parse("http:///debian").is_err());
-        let deb822 = "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm\n";
-        assert_eq!(apt_uris(deb822, true), ["http://a.example/debian"]);
-        let one_line = "# comment\ndeb [arch=amd64] http://b.example/debian bookworm main\n\
-                        deb http://c.example/debian-security bookworm-security main\n";
-        assert_eq!(
-            apt_uris(one_line, false),
-            [
-                "http://b.example/debian",
-                "http://c.example/debian-security"
-            ]
         );
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::answer_server::{AnswerServer, AnswerServerError, GUEST_HOST_ADDRESS, ServedRequest};
 use super::boot_command::{self, Action, BootCommand, BootCommandError, Values};
+use super::mirror::MirrorError;
 use super::preset::{self, Preset, PresetError, PresetValues};
 use crate::engine::files::iso::filesystem::{IsoFilesystem, IsoReadError};
 use crate::engine::files::iso::kernel::{InstallerKernel, KernelNotFound, find_installer_kernel};
@@ -78,6 +79,8 @@ pub enum UnattendedError {
     Preset(#[from] PresetError),
     #[error("a preset serves its own answer files: leave out the HTTP directory, or the preset")]
     PresetAndHttpDir,
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
 }
 
 /// The unattended settings, checked and ready: the server running, the kernel extracted,
@@ -163,6 +166,38 @@ impl Plan {
     pub fn guest_url(&self) -> Option<String> {
         self.server.as_ref().map(AnswerServer::guest_url)
     }
+}
+
+/// Before a preset's installer boots: is its mirror the preset's archive, and signed? An
+/// unsigned one is used only when the person said so, and the log says so every time.
+pub async fn examine_mirror(
+    settings: &Unattended,
+    reporter: &Reporter,
+) -> Result<(), UnattendedError> {
+    let Some(choice) = &settings.preset else {
+        return Ok(());
+    };
+    let preset = Preset::find(&choice.name)?;
+    let (mirror, insecure) = (&choice.values.mirror, choice.values.insecure_mirror);
+    reporter.info(format!(
+        "mirror {}: examining its Release file…",
+        mirror.url()
+    ));
+    let signature = mirror.examine(&preset.archive, insecure).await?;
+    reporter.info(format!(
+        "mirror {}: the {} archive for {}, {signature}",
+        mirror.url(),
+        preset.archive.origin,
+        preset.archive.suite
+    ));
+    if insecure {
+        reporter.warn(format!(
+            "signature checks are OFF for this install (--insecure-mirror): the installed \
+             system takes whatever {} serves. Only for a local test mirror",
+            mirror.url()
+        ));
+    }
+    Ok(())
 }
 
 /// A preset in use: its answer files' directory and the settings that start it.

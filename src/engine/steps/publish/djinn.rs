@@ -17,6 +17,7 @@ use tokio_util::bytes::Bytes;
 
 use super::compact::{compact, sha256, write_checksum};
 use super::{Destination, Meter, Outcome, PublishError, PublishRequest, TOKEN_ENV, io_error};
+use crate::engine::host::http::{self, error_chain};
 use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::units::human_bytes;
@@ -82,39 +83,17 @@ pub(super) fn parse_api_url(url: &str) -> Result<(Api, bool), PublishError> {
 
 /// The HTTP client for the API at `base` (named in the error if TLS cannot be set up).
 pub(super) fn http_client(base: &str) -> Result<reqwest::Client, PublishError> {
-    static PROVIDER: std::sync::Once = std::sync::Once::new();
-    // reqwest is built with `rustls-no-provider`: it takes the process-wide provider. An error
-    // means one is installed already, which is as good.
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
+    http::client_builder()
         // A redirected POST cannot replay a streamed body, and must not carry the token away.
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         // One long stream: HTTP/2 flow-control windows would only slow it down.
         .http1_only()
-        .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| PublishError::Unreachable {
             url: base.to_string(),
             reason: format!("cannot set up HTTPS: {}", error_chain(&e)),
         })
-}
-
-/// An error and its causes, `outer: inner: innermost` (reqwest's own Display stops at the top).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// Read at most `limit` bytes of a response body, for at most [`LIST_TIMEOUT`]: a server that
