@@ -271,3 +271,44 @@ fn install_without_qemu_system_says_what_to_install() {
         text(&out.stderr)
     );
 }
+
+/// A headless install nothing answers is told so before it boots, and never waits forever:
+/// the limit stops it, keeps its last screen and names the knobs (here 3 s, long before the
+/// fixture installer is done).
+#[test]
+fn a_headless_install_that_nothing_answers_is_warned_and_stopped_at_its_limit() {
+    let fixtures = fixtures();
+    let sandbox = Sandbox::new();
+    assert!(
+        sandbox
+            .kiln(&["create", "slow.qcow2", "--size", "1G"])
+            .status
+            .success()
+    );
+    let iso = fixtures.iso.display().to_string();
+    let args = ["--memory", "512", "install", "slow.qcow2", "--iso", &iso];
+    let out = sandbox.kiln(&[&args[..], &["--timeout", "3s"]].concat());
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let warning = stderr
+        .find("nothing will answer the installer")
+        .expect("the warning");
+    let booted = stderr.find("qemu-system").expect("the QEMU command line");
+    assert!(warning < booted, "warned after booting:\n{stderr}");
+    assert!(
+        stderr.contains("--preset debian-12, --boot-command KEYS"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("still running after 3 s"), "{stderr}");
+    assert!(stderr.contains("kiln run --install-timeout"), "{stderr}");
+    assert!(sandbox.work().join("slow.install.last-screen.png").exists());
+    assert!(!qemu_running_with(&sandbox.work().display().to_string()));
+    // A limit of nothing is a mistake, not "no limit".
+    let out = sandbox.kiln(&[&args[..], &["--timeout", "0"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("more than 0"),
+        "{}",
+        text(&out.stderr)
+    );
+}

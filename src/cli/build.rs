@@ -58,7 +58,7 @@ pub async fn run(args: BuildArgs, settings: &Settings, dirs: Option<&Dirs>) -> R
     };
     let plan = Plan::recipe(&recipe, args.resume, tokens);
     let (run, warnings) = PlanRun::new(workflow, plan, secrets, options);
-    for warning in warnings {
+    for warning in warnings.into_iter().chain(run.headless_warnings()) {
         report::say(&mut log, format!("kiln build: warning: {warning}"));
     }
     let mut report = BuildReport::default();

@@ -12,7 +12,9 @@ use clap::{Args, ValueEnum};
 use super::absolute;
 use crate::engine::files::iso::Expected;
 use crate::engine::session::Choices;
-use crate::engine::steps::install::boot_command::{BootCommandError, WrittenDuration};
+use crate::engine::steps::install::boot_command::{
+    BootCommandError, WrittenDuration, parse_duration,
+};
 use crate::engine::steps::publish::{Namespace, TargetKind};
 use crate::engine::workflow::requests::{BOOT_DEADLINE, parse_checksum};
 use crate::engine::workflow::{Secrets, secret_from_file};
@@ -149,6 +151,14 @@ impl UnattendedArgs {
             insecure_mirror: on(self.insecure_mirror),
             ..Choices::default()
         })
+    }
+}
+
+/// A time limit as flags take it: `90m`, `1h30m`, `45s`, or a bare number of seconds.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err("a time limit must be more than 0".into()),
+        duration => Ok(duration),
     }
 }
 

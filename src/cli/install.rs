@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::flags::{InstallerArgs, LoginArgs};
+use super::flags::{InstallerArgs, LoginArgs, positive_duration};
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::host::config::{Dirs, Settings};
+use crate::engine::steps::install::HEADLESS_TIMEOUT;
 use crate::engine::workflow::StepOptions;
+use crate::engine::workflow::requests::headless_install_warning;
 
 #[derive(Debug, Args)]
 #[command(
@@ -23,9 +25,10 @@ pub struct InstallArgs {
     pub image: PathBuf,
     #[command(flatten)]
     pub installer: InstallerArgs,
-    /// Stop the installer and fail after this many seconds.
-    #[arg(long, value_name = "SECONDS")]
-    pub timeout: Option<u64>,
+    /// Stop the installer and fail when it has not powered off after this long, e.g. 90m (a
+    /// bare number is seconds) [default: 2h].
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub timeout: Option<Duration>,
     /// Do not serve the screen over VNC.
     #[arg(long)]
     pub no_vnc: bool,
@@ -49,8 +52,12 @@ pub async fn run(
         .login
         .secrets()
         .map_err(|e| super::refused("install", e))?;
+    let timeout = args.timeout.unwrap_or(HEADLESS_TIMEOUT);
+    if let Some(warning) = headless_install_warning(&workflow.choices(), timeout) {
+        eprintln!("kiln install: warning: {warning}");
+    }
     let options = StepOptions {
-        timeout: args.timeout.map(Duration::from_secs),
+        timeout: Some(timeout),
         no_vnc: args.no_vnc,
         ..StepOptions::default()
     };

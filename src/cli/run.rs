@@ -2,12 +2,13 @@
 //! publish — resuming from the image's session file and stopping at the first failure.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::check::ProfileArg;
 use super::configure::Variant;
-use super::flags::{CredentialArgs, DestinationArgs, InstallerArgs};
+use super::flags::{CredentialArgs, DestinationArgs, InstallerArgs, positive_duration};
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::host::config::{CliOverrides, Dirs, Settings};
@@ -66,6 +67,10 @@ pub struct RunArgs {
     /// Stop after this step.
     #[arg(long, value_enum, value_name = "STEP")]
     pub until: Option<StepArg>,
+    /// Stop the installer and fail when it has not powered off after this long, e.g. 90m
+    /// (a bare number is seconds) [default: 2h].
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub install_timeout: Option<Duration>,
     /// How to print the per-step result on stdout.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -119,10 +124,11 @@ pub async fn run(
         &workflow.choices(),
         args.from.map(Step::from),
         args.until.map(Step::from),
+        args.install_timeout,
     );
     let notes = plan.notes.clone();
     let (mut run, warnings) = PlanRun::new(workflow, plan, Secrets::default(), options);
-    for warning in warnings {
+    for warning in warnings.into_iter().chain(run.headless_warnings()) {
         eprintln!("kiln run: warning: {warning}");
     }
     eprintln!(

@@ -27,8 +27,10 @@ use super::driver::Profile;
 use super::recipe::{Recipe, Source};
 use super::session::{Choices, StageKey, StepStatus};
 use super::task::{self, Reporter, Summary};
+use super::workflow::requests::headless_install_warning;
 use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow, lock};
 use crate::engine::steps::configure::Extras;
+use crate::engine::steps::install::HEADLESS_TIMEOUT;
 use crate::engine::steps::post_build::{self, PostBuildCommand};
 use crate::engine::steps::provision::{self, ProvisionError, ProvisionProgress, ProvisionStep};
 use crate::engine::steps::publish::Token;
@@ -191,11 +193,13 @@ pub struct Plan {
 impl Plan {
     /// `kiln run`: the five steps up to `until`; from `from` on they run even when done.
     /// Publish is left out when no target is chosen (`choices` are the session's, merged).
+    /// The install is stopped after `install_timeout` ([`HEADLESS_TIMEOUT`] when unset).
     pub fn flow(
         choices: Choices,
         carried: &Choices,
         from: Option<Step>,
         until: Option<Step>,
+        install_timeout: Option<Duration>,
     ) -> Plan {
         let last = until.unwrap_or(Step::Publish);
         let mut notes = Vec::new();
@@ -215,7 +219,9 @@ impl Plan {
             .map(|step| Planned {
                 stage: match step {
                     Step::Create => Stage::Create,
-                    Step::Install => Stage::Install { timeout: None },
+                    Step::Install => Stage::Install {
+                        timeout: Some(install_timeout.unwrap_or(HEADLESS_TIMEOUT)),
+                    },
                     Step::Configure => Stage::Configure,
                     Step::Verify => Stage::Verify(None),
                     Step::Publish => Stage::Publish(None),
@@ -243,7 +249,7 @@ impl Plan {
                 add(Stage::Create, !resume);
                 add(
                     Stage::Install {
-                        timeout: install.timeout,
+                        timeout: Some(install.timeout.unwrap_or(HEADLESS_TIMEOUT)),
                     },
                     !resume,
                 );
@@ -419,6 +425,25 @@ impl PlanRun {
 
     /// Whether `step` is going to run (a frontend asks for passwords only when configure
     /// will need them).
+    /// What a headless frontend says before the stages start: an install that nothing will
+    /// answer (see [`headless_install_warning`]).
+    pub fn headless_warnings(&self) -> Vec<String> {
+        let timeout = self.plan.stages[self.position..]
+            .iter()
+            .find_map(|planned| match planned.stage {
+                Stage::Install { timeout } => Some(timeout.unwrap_or(HEADLESS_TIMEOUT)),
+                _ => None,
+            });
+        match timeout {
+            Some(timeout) if self.will_run(Step::Install) => {
+                headless_install_warning(&self.workflow.choices(), timeout)
+                    .into_iter()
+                    .collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
     pub fn will_run(&self, step: Step) -> bool {
         (self.position..self.plan.stages.len())
             .any(|index| self.plan.stages[index].stage.step() == Some(step) && self.runs(index))
@@ -863,6 +888,21 @@ mod tests {
         );
     }
 
+    /// A headless install always has a limit: the one given, else two hours.
+    #[test]
+    fn the_install_stage_is_limited_even_when_no_limit_was_given() {
+        let install_limit = |plan: Plan| {
+            plan.stages.iter().find_map(|planned| match planned.stage {
+                Stage::Install { timeout } => Some(timeout),
+                _ => None,
+            })
+        };
+        let flow = |limit| Plan::flow(Choices::default(), &Choices::default(), None, None, limit);
+        assert_eq!(install_limit(flow(None)), Some(Some(HEADLESS_TIMEOUT)));
+        let given = Duration::from_secs(90 * 60);
+        assert_eq!(install_limit(flow(Some(given))), Some(Some(given)));
+    }
+
     /// `kiln run --from verify` on an image configured by hand: the steps before are recorded
     /// as done another way, and publish is left out without a target (with the reason).
     #[test]
@@ -875,6 +915,7 @@ mod tests {
             Choices::default(),
             &Choices::default(),
             Some(Step::Verify),
+            None,
             None,
         );
         assert_eq!(

@@ -15,7 +15,7 @@ use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, Sshd
 use crate::engine::steps::image::CreateRequest;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::InstallRequest;
-use crate::engine::steps::install::boot_command::WrittenDuration;
+use crate::engine::steps::install::boot_command::{WrittenDuration, human_duration};
 use crate::engine::steps::install::mirror::Mirror;
 use crate::engine::steps::install::preset::{Preset, PresetValues};
 use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unattended};
@@ -110,6 +110,29 @@ pub fn install_request(
         vnc: !options.no_vnc,
         record_dir: environment.record_dir.clone(),
         unattended,
+    })
+}
+
+/// What a headless install (no person at its screen) is told before it boots when nothing
+/// will answer the installer: no preset, no boot command, no kernel arguments, no installer
+/// on the serial console. An ISO that installs by itself is fine; one whose boot menu waits
+/// for a key waits until `timeout`.
+pub fn headless_install_warning(choices: &Choices, timeout: Duration) -> Option<String> {
+    let given = |text: &Option<String>| text.as_deref().is_some_and(|t| !t.trim().is_empty());
+    let answered = given(&choices.preset)
+        || choices.boot_command.as_ref().is_some_and(|c| !c.is_empty())
+        || given(&choices.kernel_args)
+        || choices.serial_console == Some(true);
+    let iso = choices.iso.as_ref()?;
+    (!answered).then(|| {
+        format!(
+            "nothing will answer the installer of {} (no --preset, --boot-command, --kernel-args \
+             or --serial-console), and a headless install has nobody at its screen: if its boot \
+             menu or a question waits for a key, the install waits until it is stopped after {}. \
+             Choose --preset debian-12, --boot-command KEYS, or install in the workbench (kiln IMAGE)",
+            iso.display(),
+            human_duration(timeout)
+        )
     })
 }
 
@@ -294,6 +317,54 @@ mod tests {
     use crate::engine::driver::Profile;
     use crate::engine::host::Accelerator;
     use crate::engine::host::config::Settings;
+
+    #[test]
+    fn a_headless_install_is_warned_only_when_nothing_answers_its_installer() {
+        let hour = Duration::from_secs(3600);
+        let with_iso = Choices {
+            iso: Some("netinst.iso".into()),
+            ..Choices::default()
+        };
+        let warning = headless_install_warning(&with_iso, hour).unwrap();
+        assert!(warning.contains("netinst.iso"), "{warning}");
+        assert!(
+            warning.ends_with("or install in the workbench (kiln IMAGE)"),
+            "{warning}"
+        );
+        assert!(warning.contains("stopped after 1 h"), "{warning}");
+        let answered = [
+            Choices {
+                preset: Some("debian-12".into()),
+                ..with_iso.clone()
+            },
+            Choices {
+                boot_command: Some("<enter>".parse().unwrap()),
+                ..with_iso.clone()
+            },
+            Choices {
+                kernel_args: Some("auto=true".into()),
+                ..with_iso.clone()
+            },
+            Choices {
+                serial_console: Some(true),
+                ..with_iso.clone()
+            },
+        ];
+        for choices in answered {
+            assert_eq!(
+                headless_install_warning(&choices, hour),
+                None,
+                "{choices:?}"
+            );
+        }
+        // Switched off in the workbench (empty) is not an answer; no ISO is no install.
+        let switched_off = Choices {
+            preset: Some(String::new()),
+            ..with_iso
+        };
+        assert!(headless_install_warning(&switched_off, hour).is_some());
+        assert_eq!(headless_install_warning(&Choices::default(), hour), None);
+    }
 
     fn environment() -> Environment {
         Environment {

@@ -17,7 +17,13 @@ use crate::engine::guest::machine::{Ending, Machine, MachineError, MachineSpec, 
 use crate::engine::host::Accelerator;
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
+use boot_command::human_duration;
 use unattended::{Plan, Unattended, UnattendedError};
+
+/// How long a headless install may run when nobody set a limit: a whole Debian install under
+/// TCG takes well under an hour here, and an installer waiting at a question with nobody to
+/// answer must not hold a CI job (and its QEMU) forever.
+pub const HEADLESS_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// How long a cancelled installer gets to answer the ACPI power button.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -72,7 +78,7 @@ pub enum InstallError {
     Machine(#[from] MachineError),
     #[error(transparent)]
     Unattended(#[from] UnattendedError),
-    #[error("the installer was still running after {} s; it was stopped (raise --timeout?). Its last screen: {}; its serial log: {}", .limit.as_secs(), .screen.display(), .serial_log.display())]
+    #[error("the installer was still running after {}; it was stopped. If it was still working, allow more time (kiln install --timeout, kiln run --install-timeout, a recipe's [install] timeout); if it waited for an answer, look at its last screen: {}; its serial log: {}", human_duration(*.limit), .screen.display(), .serial_log.display())]
     TimedOut {
         limit: Duration,
         screen: PathBuf,

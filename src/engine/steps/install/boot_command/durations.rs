@@ -135,7 +135,7 @@ fn term_nanos(number: &str, unit: &str) -> Result<u128, String> {
 }
 
 /// `500 ms`, `5 s`, `1.5 s`, `1 min 30 s`, `2 h`.
-pub(super) fn human_duration(duration: Duration) -> String {
+pub fn human_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     if duration < Duration::from_secs(1) && !duration.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{duration:?}");

@@ -72,7 +72,7 @@ mod suggest;
 mod tags;
 mod typing;
 
-pub use durations::{WrittenDuration, parse_duration};
+pub use durations::{WrittenDuration, human_duration, parse_duration};
 pub use step_log::{Chunk, chunks};
 pub(crate) use suggest::edit_distance;
 pub use typing::Values;
