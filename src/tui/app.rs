@@ -339,7 +339,7 @@ impl App {
         }
     }
 
-    fn form_mut(&mut self, step: Step) -> &mut super::widgets::form::Form {
+    pub(super) fn form_mut(&mut self, step: Step) -> &mut super::widgets::form::Form {
         match step {
             Step::Create => &mut self.create.form,
             Step::Install => &mut self.install.form,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::app::{App, Focus, Overlay, RunningStep};
 use super::steps::create::CreateScreen;
 use super::steps::install::InstallScreen;
+use super::widgets::form::FormProblem;
 use crate::engine::Step;
 use crate::engine::check::{Verdict, printable};
 use crate::engine::guest::machine;
@@ -87,6 +88,23 @@ impl App {
         PathBuf::from(self.form(step).text(key))
     }
 
+    /// What keeps `step`'s form from starting: no image named, then the step's own.
+    pub(super) fn problem(&self, step: Step) -> Option<FormProblem> {
+        if self.image_of(step).as_os_str().is_empty() {
+            let (field, how) = match step {
+                Step::Create => ("path", "type where the new image goes"),
+                _ => ("disk", "type the image's path (Tab completes)"),
+            };
+            return Some(FormProblem::missing(field, "the image", how));
+        }
+        match step {
+            Step::Create => self.create.problem(),
+            Step::Install => self.install.problem(),
+            Step::Publish => self.publish.problem(),
+            Step::Configure | Step::Verify => None,
+        }
+    }
+
     /// The choices every form makes now, merged (recorded when the step begins).
     fn form_choices(&self) -> Choices {
         let mut choices = self.create.choices();
@@ -107,15 +125,11 @@ impl App {
             return;
         }
         self.run_mut(step).reset();
-        // A value the engine would refuse is refused here, in its words, before anything runs.
-        let problem = match step {
-            Step::Create => self.create.problem(),
-            Step::Install => self.install.problem(),
-            Step::Publish => self.publish.problem(),
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            self.run_mut(step).error = Some(problem);
+        // A form not filled in, or holding what the engine would refuse, is refused here, in
+        // the engine's words: nothing runs and nothing is recorded.
+        if let Some(problem) = self.problem(step) {
+            self.form_mut(step).focus(problem.field);
+            self.run_mut(step).error = Some(problem.message);
             return;
         }
         let image = self.image_of(step);

@@ -50,8 +50,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
         }
         None => {
             // Under the step's button: what the host lacks to run it, and how to get it.
+            let problem = app.problem(step);
             let hints = |key: &str| match (step, key) {
                 (_, "run") => app.missing_tools(step),
+                (_, form::BUTTON_NEEDS) => problem.as_ref().map(|p| (Level::Warn, p.needs.clone())),
+                (_, key) if problem.as_ref().is_some_and(|p| p.field == key) => {
+                    problem.as_ref().map(|p| (Level::Warn, p.message.clone()))
+                }
                 (Step::Create, _) => app.create.hint(key),
                 (Step::Install, _) => app.install.hint(key),
                 (Step::Publish, _) => app.publish.hint(key),

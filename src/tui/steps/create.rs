@@ -8,7 +8,7 @@ use crate::engine::session::Choices;
 use crate::engine::steps::image::{self, DiskSize, ImageInfo, ImageSize, image_name_problem};
 use crate::engine::task::Level;
 use crate::engine::units::human_bytes;
-use crate::tui::widgets::form::{Field, Form};
+use crate::tui::widgets::form::{Field, Form, FormProblem};
 
 /// The Create screen: its form and what the last run said.
 #[derive(Clone)]
@@ -74,8 +74,9 @@ impl CreateScreen {
 
     /// What the form holds that create would refuse (a size that is not one): the step is not
     /// started, and the message is the one every frontend gives.
-    pub fn problem(&self) -> Option<String> {
-        self.size().err()
+    pub fn problem(&self) -> Option<FormProblem> {
+        let error = self.size().err()?;
+        Some(FormProblem::new("size", "a size", error))
     }
 
     fn size(&self) -> Result<ImageSize, String> {

@@ -5,7 +5,7 @@ use crate::engine::session::Choices;
 use crate::engine::steps::install::InstallOutcome;
 use crate::engine::steps::install::boot_command::{BootCommand, BootCommandError, WrittenDuration};
 use crate::engine::task::Level;
-use crate::tui::widgets::form::{Field, Form};
+use crate::tui::widgets::form::{Field, Form, FormProblem};
 
 /// The Install form's ways: a person at the installer; kiln typing and serving what the
 /// person set up; or a built-in preset (its answer file filled in from the form).
@@ -107,18 +107,43 @@ impl InstallScreen {
         }
     }
 
-    /// What the form holds that an install would refuse (a boot command with a mistake): the
-    /// step is not started, and the message is the one every frontend gives.
-    pub fn problem(&self) -> Option<String> {
-        if self.form.choice("mode") != UNATTENDED {
-            return None;
+    /// What the form lacks or holds that an install would refuse (no ISO, a preset without
+    /// its user, a boot command with a mistake): the step is not started, and the message is
+    /// the one every frontend gives.
+    pub fn problem(&self) -> Option<FormProblem> {
+        let iso = self.form.text("iso");
+        if iso.is_empty() {
+            let how = "type the installer ISO's path (Tab completes)";
+            return Some(FormProblem::missing("iso", "the installer ISO", how));
         }
-        if let Err(error) = self.boot_command() {
-            return Some(error.to_string());
+        if let Err(error) = crate::engine::files::iso::validate(std::path::Path::new(&iso)) {
+            return Some(FormProblem::new("iso", "a bootable ISO", error.to_string()));
         }
-        let boot_wait = self.form.text("boot-wait");
-        let wait = (!boot_wait.is_empty()).then(|| boot_wait.parse::<WrittenDuration>());
-        wait?.err().map(|problem| format!("boot wait: {problem}"))
+        match self.form.choice("mode") {
+            DEBIAN_PRESET => {
+                if self.form.text("user").is_empty() {
+                    let how = "the preset creates this user, and configure logs in as it";
+                    return Some(FormProblem::missing("user", "the user's name", how));
+                }
+                if self.password().is_none() {
+                    let how = "the preset gives it to the user (never recorded)";
+                    return Some(FormProblem::missing("password", "the password", how));
+                }
+                None
+            }
+            UNATTENDED => {
+                if let Err(error) = self.boot_command() {
+                    let needs = "a boot command without mistakes";
+                    return Some(FormProblem::new("boot-command", needs, error.to_string()));
+                }
+                let boot_wait = self.form.text("boot-wait");
+                let wait = (!boot_wait.is_empty()).then(|| boot_wait.parse::<WrittenDuration>());
+                let problem = wait?.err()?;
+                let message = format!("boot wait: {problem}");
+                Some(FormProblem::new("boot-wait", "a key wait such as 10s", message))
+            }
+            _ => None,
+        }
     }
 
     pub fn uses_preset(&self) -> bool {

@@ -8,7 +8,7 @@ use crate::engine::session::Choices;
 use crate::engine::steps::publish::{Namespace, NamespaceError, TargetKind, Token};
 use crate::engine::task::Level;
 use crate::engine::workflow::Secrets;
-use crate::tui::widgets::form::{Field, Form};
+use crate::tui::widgets::form::{Field, Form, FormProblem};
 
 pub struct PublishScreen {
     pub form: Form,
@@ -47,8 +47,9 @@ impl PublishScreen {
 
     /// What the form holds that cannot be published as it is (a namespace that is not one):
     /// the step is not started, and the message is the one every frontend gives.
-    pub fn problem(&self) -> Option<String> {
-        self.namespace().err().map(|e| e.to_string())
+    pub fn problem(&self) -> Option<FormProblem> {
+        let error = self.namespace().err()?;
+        Some(FormProblem::new("namespace", "a valid namespace", error.to_string()))
     }
 
     /// The Namespace field, parsed; empty is none.

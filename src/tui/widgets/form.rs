@@ -15,6 +15,37 @@ use crate::tui::theme::Theme;
 /// A line of advice under a field (size parsed, file exists, ISO bootable…), by field key.
 pub type Hints<'a> = &'a dyn Fn(&str) -> Option<(Level, String)>;
 
+/// The hint key whose text the button shows on its own line, in place of "(Enter from any
+/// field)": what the form still needs before the step can start.
+pub const BUTTON_NEEDS: &str = "run-needs";
+
+/// What keeps a form from starting its step: a field left empty or holding what the step
+/// would refuse. The step is not started (nothing is recorded); the field is focused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormProblem {
+    /// The field to fix.
+    pub field: &'static str,
+    /// What is missing, short, for the button: "the installer ISO".
+    pub needs: String,
+    /// The whole message, for under the field and the result panel.
+    pub message: String,
+}
+
+impl FormProblem {
+    pub fn new(field: &'static str, needs: &str, message: impl Into<String>) -> FormProblem {
+        FormProblem {
+            field,
+            needs: needs.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A field left empty.
+    pub fn missing(field: &'static str, needs: &str, how: &str) -> FormProblem {
+        FormProblem::new(field, needs, format!("{needs} is missing: {how}"))
+    }
+}
+
 /// Rows a hint takes under its field (hints wrap).
 const HINT_ROWS: u16 = 2;
 
@@ -168,6 +199,16 @@ impl Form {
 
     /// Put the cursor where typing is needed: the first empty text field, if any (a new
     /// user types the ISO path into the ISO field, not into the already-filled Disk).
+    /// Focus the field with this key (when it is shown).
+    pub fn focus(&mut self, key: &str) {
+        if let Some(index) = (0..self.fields.len())
+            .find(|&i| self.is_shown(i) && self.fields[i].key == key)
+        {
+            self.focused = index;
+            self.completion_note = None;
+        }
+    }
+
     pub fn focus_first_empty(&mut self) {
         let empty = (0..self.fields.len()).find(|&i| {
             self.is_shown(i)
@@ -447,18 +488,24 @@ impl Form {
                         },
                     ),
                 ]),
-                FieldKind::Button => Line::from(vec![
-                    Span::raw(pad),
-                    Span::styled(
-                        format!("[ {} ]", field.label),
-                        if here {
-                            theme.selected()
-                        } else {
-                            theme.key_hint()
-                        },
-                    ),
-                    Span::styled("  (Enter from any field)", theme.muted()),
-                ]),
+                FieldKind::Button => {
+                    let needs = match hints(BUTTON_NEEDS) {
+                        Some((_, needs)) => Span::styled(format!("  needs {needs}"), theme.warning()),
+                        None => Span::styled("  (Enter from any field)", theme.muted()),
+                    };
+                    Line::from(vec![
+                        Span::raw(pad),
+                        Span::styled(
+                            format!("[ {} ]", field.label),
+                            if here {
+                                theme.selected()
+                            } else {
+                                theme.key_hint()
+                            },
+                        ),
+                        needs,
+                    ])
+                }
             };
             frame.render_widget(Paragraph::new(line), row);
         }
