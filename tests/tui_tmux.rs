@@ -236,3 +236,45 @@ fn a_recipe_opens_on_its_image_with_its_choices() {
     assert!(create.contains("7G"), "{create}");
     tmux.keys(&["C-c"]);
 }
+
+/// A new user's first keys on a disk just made: the Install form has no ISO yet, and Enter
+/// must not start (and record) an install that can only fail. The form says what it needs
+/// on its button and under the field; the session file gets no failure.
+#[test]
+fn enter_on_an_unfilled_install_form_starts_nothing_and_records_nothing() {
+    let sandbox = Sandbox::new();
+    let out = sandbox.kiln(&["create", "new.qcow2", "--size", "1G"]);
+    assert!(out.status.success(), "{}", support::text(&out.stderr));
+    // Headless create records no session; the workbench may start one, never with a failure.
+    let session = sandbox.work().join("new.kiln.toml");
+    let no_failure = || match std::fs::read_to_string(&session) {
+        Ok(text) => assert!(
+            !text.contains("failed") && !text.contains("[steps.install]"),
+            "{text}"
+        ),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+    };
+    let command = format!(
+        "{} '{}' new.qcow2; echo \"KILN-EXITED $?\"; sleep 60",
+        sandbox.shell_prefix(),
+        kiln_bin()
+    );
+    let tmux = Tmux::start("unfilled", 110, 34, &command);
+    let screen = tmux.wait_for("[ Boot installer ]", SCREEN);
+    assert!(screen.contains("needs the installer ISO"), "{screen}");
+    tmux.keys(&["Down", "Enter"]);
+    let screen = tmux.wait_for("the installer ISO is missing", SCREEN);
+    assert!(
+        !screen.contains("install needs an installer ISO"),
+        "{screen}"
+    );
+    assert!(!screen.contains("✘ 2 Install"), "{screen}");
+    // Typing now goes into the ISO field, which Enter focused.
+    tmux.type_text("typed-here.iso");
+    let screen = tmux.wait_for("typed-here.iso", SCREEN);
+    assert!(screen.contains("needs a bootable ISO"), "{screen}");
+    no_failure();
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+    no_failure();
+}

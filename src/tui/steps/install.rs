@@ -140,7 +140,11 @@ impl InstallScreen {
                 let wait = (!boot_wait.is_empty()).then(|| boot_wait.parse::<WrittenDuration>());
                 let problem = wait?.err()?;
                 let message = format!("boot wait: {problem}");
-                Some(FormProblem::new("boot-wait", "a key wait such as 10s", message))
+                Some(FormProblem::new(
+                    "boot-wait",
+                    "a key wait such as 10s",
+                    message,
+                ))
             }
             _ => None,
         }

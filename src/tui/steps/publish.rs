@@ -49,7 +49,11 @@ impl PublishScreen {
     /// the step is not started, and the message is the one every frontend gives.
     pub fn problem(&self) -> Option<FormProblem> {
         let error = self.namespace().err()?;
-        Some(FormProblem::new("namespace", "a valid namespace", error.to_string()))
+        Some(FormProblem::new(
+            "namespace",
+            "a valid namespace",
+            error.to_string(),
+        ))
     }
 
     /// The Namespace field, parsed; empty is none.

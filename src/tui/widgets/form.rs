@@ -201,8 +201,8 @@ impl Form {
     /// user types the ISO path into the ISO field, not into the already-filled Disk).
     /// Focus the field with this key (when it is shown).
     pub fn focus(&mut self, key: &str) {
-        if let Some(index) = (0..self.fields.len())
-            .find(|&i| self.is_shown(i) && self.fields[i].key == key)
+        if let Some(index) =
+            (0..self.fields.len()).find(|&i| self.is_shown(i) && self.fields[i].key == key)
         {
             self.focused = index;
             self.completion_note = None;
@@ -490,7 +490,9 @@ impl Form {
                 ]),
                 FieldKind::Button => {
                     let needs = match hints(BUTTON_NEEDS) {
-                        Some((_, needs)) => Span::styled(format!("  needs {needs}"), theme.warning()),
+                        Some((_, needs)) => {
+                            Span::styled(format!("  needs {needs}"), theme.warning())
+                        }
                         None => Span::styled("  (Enter from any field)", theme.muted()),
                     };
                     Line::from(vec![
