@@ -116,9 +116,18 @@ impl InstallScreen {
             let how = "type the installer ISO's path (Tab completes)";
             return Some(FormProblem::missing("iso", "the installer ISO", how));
         }
-        if let Err(error) = crate::engine::files::iso::validate(std::path::Path::new(&iso)) {
-            return Some(FormProblem::new("iso", "a bootable ISO", error.to_string()));
+        // What was typed is read first, as the command line reads its flags; the ISO's
+        // contents after.
+        let typed = self.typed_problem();
+        if typed.is_some() {
+            return typed;
         }
+        let error = crate::engine::files::iso::validate(std::path::Path::new(&iso)).err()?;
+        Some(FormProblem::new("iso", "a bootable ISO", error.to_string()))
+    }
+
+    /// The mode's own fields: a preset's user and password, the boot command and its wait.
+    fn typed_problem(&self) -> Option<FormProblem> {
         match self.form.choice("mode") {
             DEBIAN_PRESET => {
                 if self.form.text("user").is_empty() {

@@ -230,7 +230,8 @@ async fn read_replies(
 fn signal_text(signal: &Sig) -> String {
     match signal {
         Sig::Custom(name) => name.clone(),
-        other => format!("{other:?}"),
+        // The signal's own name (KILL, SEGV), which is what its Debug prints.
+        other => format!("{other:?}"), // words-ok
     }
 }
 

@@ -319,8 +319,23 @@ impl Session {
 
 fn channel_error(e: russh::Error, command: &str) -> SshError {
     match e {
-        russh::Error::ChannelOpenFailure(reason) => SshError::ChannelRefused(format!("{reason:?}")),
+        russh::Error::ChannelOpenFailure(reason) => {
+            SshError::ChannelRefused(channel_refusal(&reason))
+        }
         other => lost(other, command),
+    }
+}
+
+/// Why the server would not open a channel, in the protocol's words (RFC 4254 5.1).
+fn channel_refusal(reason: &russh::ChannelOpenFailure) -> String {
+    match reason {
+        russh::ChannelOpenFailure::AdministrativelyProhibited => {
+            "administratively prohibited (a limit such as MaxSessions, or a policy)".into()
+        }
+        russh::ChannelOpenFailure::ConnectFailed => "connect failed".into(),
+        russh::ChannelOpenFailure::UnknownChannelType => "unknown channel type".into(),
+        russh::ChannelOpenFailure::ResourceShortage => "resource shortage".into(),
+        russh::ChannelOpenFailure::Other { code, reason } => format!("code {code}: {reason}"),
     }
 }
 

@@ -161,6 +161,17 @@ impl Sftp {
         .await
     }
 
+    /// Whether `path` exists (following symbolic links).
+    pub async fn exists(&self, path: &str) -> Result<bool, SshError> {
+        self.bounded("stat", path, async {
+            self.session
+                .try_exists(path)
+                .await
+                .map_err(|e| sftp_reason(&e))
+        })
+        .await
+    }
+
     /// Names in `dir` (without "." and ".."), sorted.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>, SshError> {
         self.bounded("list", dir, async {

@@ -5,12 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::diagnose::{Cause, Probes, glob_matches};
 use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
 use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
 };
-use crate::engine::guest::ssh::{self, Auth, OutputStream, Session, Silence, SshTarget, Stage};
+use crate::engine::guest::ssh::{
+    self, Auth, ExecOutput, OutputStream, Session, Silence, SshError, SshTarget, Stage,
+};
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::task::Reporter;
 
@@ -104,14 +107,18 @@ pub async fn boot_checks(
             return Ok(Vec::new());
         }
     };
-    // `boots` is judged last, from everything the serial port printed meanwhile.
-    let (serial, _) = view.subscribe_serial();
-    let serial = String::from_utf8_lossy(&serial).into_owned();
-    // A guest whose sshd sent its banner has booted, whatever its console printed (a quiet
-    // kernel, a getty that had not started when a refused login ended the run).
+    // `boots` is judged last, from everything the serial port printed meanwhile — and, when
+    // SSH was faster than the console, what it prints a little longer: the verdict must not
+    // depend on how quickly the other checks ended.
     let answered_ssh = checks
         .iter()
         .any(|c| c.id == "ssh-banner" && c.verdict == Verdict::Pass);
+    let serial = match machine_gone {
+        true => String::from_utf8_lossy(&view.subscribe_serial().0).into_owned(),
+        false => console_with_evidence(&view, CONSOLE_GRACE).await,
+    };
+    // A guest whose sshd sent its banner has booted, whatever its console printed (a quiet
+    // kernel, a getty that had not started when a refused login ended the run).
     checks.insert(0, boots_check(&serial, answered_ssh, &view.serial_tail(10)));
     for check in &checks {
         reporter.check(check.clone());
@@ -148,18 +155,66 @@ fn machine_ended(ending: &str, after: Duration) -> Vec<Check> {
     checks
 }
 
+/// How long `boots` waits for boot output on the console after the procedure ended without it.
+const CONSOLE_GRACE: Duration = Duration::from_secs(15);
+
+/// What on a serial console shows that a system booted: the boot loader, the kernel, the init
+/// system, a getty, cloud-init.
+const BOOT_EVIDENCE: [&str; 12] = [
+    "GNU GRUB",
+    "Booting `",
+    "Loading Linux",
+    "Linux version",
+    "systemd[1]",
+    "Welcome to ",
+    "[  OK  ]",
+    "Reached target",
+    "Started ",
+    " login:",
+    "cloud-init",
+    "Run /init",
+];
+
+/// The first console line that shows a boot.
+fn boot_evidence(serial: &str) -> Option<&str> {
+    serial
+        .lines()
+        .find(|line| BOOT_EVIDENCE.iter().any(|sign| line.contains(sign)))
+}
+
+/// The console so far; if it shows no boot yet, what it prints within `grace` more (until the
+/// first sign of a boot).
+async fn console_with_evidence(view: &MachineView, grace: Duration) -> String {
+    let (history, mut live) = view.subscribe_serial();
+    let mut console = String::from_utf8_lossy(&history).into_owned();
+    let waiting = async {
+        while boot_evidence(&console).is_none() {
+            match live.recv().await {
+                Ok(bytes) => console.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(grace, waiting).await;
+    console
+}
+
 fn boots_check(serial: &str, answered_ssh: bool, tail: &str) -> Check {
     let (id, name) = BOOT_CHECKS[0];
-    let kernel = serial.contains("Linux version")
-        || serial.contains("systemd[1]")
-        || serial.contains("login:");
-    match (kernel, answered_ssh, serial.trim().is_empty()) {
-        (true, _, _) => Check::new(id, name, Verdict::Pass, "kernel output on ttyS0"),
-        (false, true, _) => Check::new(id, name, Verdict::Warn, "booted (its SSH server answered) but printed nothing recognisable on the serial console")
+    let evidence = boot_evidence(serial);
+    match (evidence, answered_ssh, serial.trim().is_empty()) {
+        (Some(line), _, _) => Check::new(
+            id,
+            name,
+            Verdict::Pass,
+            format!("boot output on ttyS0: `{}`", line.trim()),
+        ),
+        (None, true, _) => Check::new(id, name, Verdict::Warn, "booted (its SSH server answered) but printed nothing recognisable on the serial console: no boot loader, kernel, init or login lines")
             .fix("add console=ttyS0,115200 to the kernel command line so boot problems are visible"),
-        (false, false, true) => Check::new(id, name, Verdict::Fail, "nothing at all on the serial console")
+        (None, false, true) => Check::new(id, name, Verdict::Fail, "nothing at all on the serial console")
             .fix("check that the image boots by BIOS from its own disk (virtio, /dev/vda) and add console=ttyS0,115200"),
-        (false, false, false) => Check::new(id, name, Verdict::Fail, format!("no kernel output; the serial console ends with:\n{tail}"))
+        (None, false, false) => Check::new(id, name, Verdict::Fail, format!("no kernel output; the serial console ends with:\n{tail}"))
             .fix("the boot loader may be stuck; boot it in the Install screen to look at the VGA console"),
     }
 }
@@ -198,7 +253,9 @@ async fn procedure(
     };
     let ready_after = started.elapsed();
     let stages = reached.lock().expect("stage lock").clone();
-    let mut checks = connection_checks(&stages, session.as_ref().err().map(String::as_str), user);
+    let console = String::from_utf8_lossy(&view.subscribe_serial().0).into_owned();
+    let error = session.as_ref().err().map(String::as_str);
+    let mut checks = connection_checks(&stages, error, user, &console);
     let Ok(session) = session else {
         skip_rest(&mut checks, "there is no SSH session");
         return checks;
@@ -207,8 +264,7 @@ async fn procedure(
         "SSH ready {:.1} s after QEMU started",
         ready_after.as_secs_f64()
     ));
-    let directives = sshd_directives(&session).await;
-    run_job(&session, &directives, reporter, &mut checks).await;
+    run_job(&session, user, reporter, &mut checks).await;
     let (id, name) = BOOT_CHECKS[9];
     checks.push(Check::new(
         id,
@@ -288,8 +344,38 @@ fn last_silence(stages: &[Stage]) -> Option<Silence> {
     })
 }
 
-/// ssh-port, ssh-banner and root-login from how far the connection got.
-fn connection_checks(stages: &[Stage], error: Option<&str>, user: &str) -> Vec<Check> {
+/// What the console says about sshd when its port sent no banner: it failed to start, or it
+/// started and listens somewhere the driver does not connect to.
+fn sshd_on_console(console: &str) -> Option<Cause> {
+    let about_sshd = |line: &&str| line.contains("Secure Shell") || line.contains("ssh.service");
+    let lines: Vec<&str> = console.lines().filter(about_sshd).collect();
+    if let Some(line) = lines.iter().rev().find(|l| l.contains("Failed to start")) {
+        return Some(Cause {
+            why: format!(
+                "sshd did not start (the console says `{}`): most often its host keys are missing or sshd_config has an error",
+                line.trim()
+            ),
+            fix: "in the guest: ssh-keygen -A creates missing host keys, sshd -t names a configuration error".into(),
+        });
+    }
+    let line = lines.iter().rev().find(|l| l.contains("Started "))?;
+    Some(Cause {
+        why: format!(
+            "sshd started (the console says `{}`) but nothing answers on the guest's port 22: a ListenAddress, AddressFamily or Port in sshd_config keeps it off 10.0.2.15:22, where the driver connects",
+            line.trim()
+        ),
+        fix: "let sshd listen on port 22 of every IPv4 address: remove ListenAddress, AddressFamily inet6 and Port from /etc/ssh/sshd_config".into(),
+    })
+}
+
+/// ssh-port, ssh-banner and root-login from how far the connection got (and, when no banner
+/// came, what the console says about sshd).
+fn connection_checks(
+    stages: &[Stage],
+    error: Option<&str>,
+    user: &str,
+    console: &str,
+) -> Vec<Check> {
     let tcp = stages.contains(&Stage::TcpConnected);
     let banner = stages.iter().find_map(|s| match s {
         Stage::Banner(b) => Some(b.clone()),
@@ -314,17 +400,34 @@ fn connection_checks(stages: &[Stage], error: Option<&str>, user: &str) -> Vec<C
     });
     checks.push(match (&banner, tcp) {
         (Some(b), _) => Check::new(banner_id, banner_name, Verdict::Pass, b.clone()),
-        (None, true) => Check::new(banner_id, banner_name, Verdict::Fail, because(error))
-            .fix(match last_silence(stages) {
+        (None, true) => match sshd_on_console(console) {
+            Some(cause) => Check::new(
+                banner_id,
+                banner_name,
+                Verdict::Fail,
+                format!("{}; {}", because(error), cause.why),
+            )
+            .fix(cause.fix),
+            None => Check::new(banner_id, banner_name, Verdict::Fail, because(error)).fix(match last_silence(stages) {
                 Some(Silence::Closed) => "the guest's network is up but nothing listens on port 22: install and enable OpenSSH (apt-get install openssh-server; systemctl enable ssh)",
                 _ => "the guest never answered on its network: bring up the virtio NIC with DHCP at boot (QEMU's user network hands out 10.0.2.15), and install and enable OpenSSH",
             }),
+        },
         (None, false) => Check::skipped(banner_id, banner_name, "the port never answered"),
     });
     checks.push(match (authenticated, banner.is_some()) {
         (true, _) => Check::new(login_id, login_name, Verdict::Pass, format!("{user} logged in with the password method and an empty password")),
-        (false, true) => Check::new(login_id, login_name, Verdict::Fail, because(error)).fix(format!(
-            "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config)"
+        (false, true) => Check::new(
+            login_id,
+            login_name,
+            Verdict::Fail,
+            format!(
+                "{}. Where the password is empty and sshd_config allows it, the refusal comes from inside the guest, which cannot be seen before a login: a PAM stack that refuses empty passwords (UsePAM yes, pam_unix without nullok), a login shell that does not exist (sshd refuses such users), or AllowUsers/DenyUsers",
+                because(error).trim_end_matches('.')
+            ),
+        )
+        .fix(format!(
+            "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config; nullok on pam_unix in /etc/pam.d/common-auth; a login shell that exists)"
         )),
         (false, false) => Check::skipped(login_id, login_name, "no SSH banner"),
     });
@@ -337,42 +440,8 @@ fn skip_rest(checks: &mut Vec<Check>, because: &str) {
     }
 }
 
-/// `sshd -T` as the logged-in user sees it (root can read it), to name the directive at fault.
-async fn sshd_directives(session: &Session) -> Vec<String> {
-    match session
-        .exec(
-            "/usr/sbin/sshd -T 2>/dev/null || sshd -T",
-            None,
-            &[],
-            COMMAND_TIMEOUT,
-        )
-        .await
-    {
-        Ok(out) if out.success() => out.stdout_text().lines().map(str::to_string).collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn directive(directives: &[String], name: &str) -> String {
-    let found: Vec<&str> = directives
-        .iter()
-        .filter(|l| l.split_whitespace().next() == Some(name))
-        .map(String::as_str)
-        .collect();
-    if found.is_empty() {
-        format!("`{name}` is not set (sshd -T)")
-    } else {
-        format!("sshd -T says: {}", found.join("; "))
-    }
-}
-
 /// sftp → upload → env → run → artifact, as the driver does a job.
-async fn run_job(
-    session: &Session,
-    directives: &[String],
-    reporter: &Reporter,
-    checks: &mut Vec<Check>,
-) {
+async fn run_job(session: &Session, user: &str, reporter: &Reporter, checks: &mut Vec<Check>) {
     let (sftp_id, sftp_name) = BOOT_CHECKS[4];
     let sftp = match session.sftp().await {
         Ok(sftp) => {
@@ -385,14 +454,24 @@ async fn run_job(
             sftp
         }
         Err(e) => {
+            let probes = Probes {
+                session,
+                sftp: None,
+                user,
+            };
+            let cause = probes.sftp().await;
+            let said = match e {
+                SshError::SftpUnavailable { detail } => detail,
+                other => other.to_string(),
+            };
             checks.push(
                 Check::new(
                     sftp_id,
                     sftp_name,
                     Verdict::Fail,
-                    format!("{e}; {}", directive(directives, "subsystem")),
+                    format!("the SFTP subsystem did not open ({said}): {}", cause.why),
                 )
-                .fix("add `Subsystem sftp internal-sftp` to /etc/ssh/sshd_config"),
+                .fix(cause.fix),
             );
             skip_rest_before_ready(checks, "SFTP is unavailable");
             return;
@@ -407,6 +486,11 @@ async fn run_job(
             .map_or(0, |d| d.subsec_nanos())
     );
     let home = sftp.home().await.unwrap_or_else(|_| "/root".into());
+    let probes = Probes {
+        session,
+        sftp: Some(&sftp),
+        user,
+    };
     let script_path = format!("{home}/{JOB}.sh");
     let script = format!(
         "#!/bin/sh\necho \"kiln-check: KILN_CHECK_VAR=${{KILN_CHECK_VAR:-unset}}\"\necho kiln-check-stderr >&2\n\
@@ -419,10 +503,18 @@ async fn run_job(
     }
     .await;
     if let Err(e) = uploaded {
-        checks.push(
-            Check::new(upload_id, upload_name, Verdict::Fail, e.to_string())
-                .fix("check that root's home is writable"),
-        );
+        let check = match probes.write(&home).await {
+            Some(cause) => Check::new(
+                upload_id,
+                upload_name,
+                Verdict::Fail,
+                format!("{e}: {}", cause.why),
+            )
+            .fix(cause.fix),
+            None => Check::new(upload_id, upload_name, Verdict::Fail, e.to_string())
+                .fix(format!("check that {home} is writable by {user}")),
+        };
+        checks.push(check);
         skip_rest_before_ready(checks, "the script could not be uploaded");
         return;
     }
@@ -455,43 +547,78 @@ async fn run_job(
         .await;
     let (env_id, env_name) = BOOT_CHECKS[6];
     let (run_id, run_name) = BOOT_CHECKS[7];
-    let output = match run {
-        Ok(output) => output,
-        Err(e) => {
-            checks.push(Check::skipped(env_id, env_name, "the script did not run"));
-            checks.push(Check::new(run_id, run_name, Verdict::Fail, e.to_string()));
-            skip_rest_before_ready(checks, "the script did not run");
-            return;
-        }
-    };
-    let stdout = String::from_utf8_lossy(&stdout);
+    let stdout = String::from_utf8_lossy(&stdout).into_owned();
+    // The script's first line, whatever the variable: proof that it ran at all.
+    let script_ran = run.is_ok() && stdout.contains("kiln-check: KILN_CHECK_VAR=");
+    if !script_ran {
+        let refused = run.as_ref().is_ok_and(|o| !o.env_refused.is_empty());
+        checks.push(match refused {
+            true => variable_refused(&probes).await,
+            false => Check::skipped(env_id, env_name, "the script never ran (see script-run)"),
+        });
+        let cause = probes.command(&run, &home).await;
+        checks.push(
+            Check::new(
+                run_id,
+                run_name,
+                Verdict::Fail,
+                format!("the script did not run: {}", cause.why),
+            )
+            .fix(cause.fix),
+        );
+        skip_rest_before_ready(checks, "the script did not run");
+        return;
+    }
+    let output = run.expect("the script ran");
     let seen = stdout.contains(&format!("KILN_CHECK_VAR={nonce}"));
-    checks.push(if output.env_refused.is_empty() && seen {
-        Check::new(env_id, env_name, Verdict::Pass, "KILN_CHECK_VAR arrived")
-    } else {
-        Check::new(
+    checks.push(match (output.env_refused.is_empty(), seen) {
+        (true, true) => Check::new(env_id, env_name, Verdict::Pass, "KILN_CHECK_VAR arrived"),
+        (false, _) => variable_refused(&probes).await,
+        (true, false) => Check::new(
             env_id,
             env_name,
             Verdict::Fail,
-            format!("the server refused the Setenv request for KILN_CHECK_VAR, so build variables are silently lost; {}", directive(directives, "acceptenv")),
+            "the server accepted KILN_CHECK_VAR, but the script did not see it: something between sshd and the script (the login shell's startup files, PAM's environment) resets it",
         )
-        .fix("add `AcceptEnv *` to /etc/ssh/sshd_config")
+        .fix(format!("look for env -i or an exported KILN_* reset in {user}'s shell startup files and /etc/security/pam_env.conf")),
     });
     // A failing script must fail the job: run one that exits 3.
     let failing = session
         .exec("sh -c 'exit 3'", None, &[], COMMAND_TIMEOUT)
         .await;
-    let streamed = stdout.contains("kiln-check:")
-        && String::from_utf8_lossy(&stderr).contains("kiln-check-stderr");
-    checks.push(match (output.exit_status, failing.as_ref().map(|o| o.exit_status)) {
-        (Some(0), Ok(Some(3))) if streamed => Check::new(run_id, run_name, Verdict::Pass, "exit 0 with stdout and stderr streamed; a failing command exited 3"),
-        (status, failing) => Check::new(
+    let streamed_stderr = String::from_utf8_lossy(&stderr).contains("kiln-check-stderr");
+    let failing_status = failing.as_ref().ok().and_then(|o| o.exit_status);
+    checks.push(match (output.exit_status, failing_status, streamed_stderr) {
+        (Some(0), Some(3), true) => Check::new(
+            run_id,
+            run_name,
+            Verdict::Pass,
+            "exit 0 with stdout and stderr streamed; a failing command exited 3",
+        ),
+        (Some(0), Some(3), false) => Check::new(
             run_id,
             run_name,
             Verdict::Fail,
-            format!("script exit {status:?}, streamed output {streamed}, failing command {failing:?}"),
+            "the script's stderr never arrived (its stdout did): the job's error output would be lost",
         )
-        .fix("check that /bin/sh works for root and the home directory is not mounted noexec"),
+        .fix("make sure nothing in the shell's startup files redirects stderr"),
+        (Some(0), _, _) => Check::new(
+            run_id,
+            run_name,
+            Verdict::Fail,
+            format!(
+                "a command that exits 3 was reported as {}: a failing job would pass",
+                failing.as_ref().map_or_else(ToString::to_string, ExecOutput::ending)
+            ),
+        )
+        .fix(format!("make sure {user}'s login shell passes on its command's exit status")),
+        _ => Check::new(
+            run_id,
+            run_name,
+            Verdict::Fail,
+            format!("the script ran but ended with {} instead of 0", output.ending()),
+        )
+        .fix("run the script in the image by hand to see why it fails"),
     });
 
     let (artifact_id, artifact_name) = BOOT_CHECKS[8];
@@ -516,11 +643,19 @@ async fn run_job(
                 "artifacts/*-artifact.txt downloaded intact",
             )
         }
-        Ok(other) => Check::new(
+        Ok(None) => Check::new(
             artifact_id,
             artifact_name,
             Verdict::Fail,
-            format!("artifact missing or altered: {other:?}"),
+            format!(
+                "nothing in {home}/artifacts matched *-artifact.txt, though the script wrote one"
+            ),
+        ),
+        Ok(Some(_)) => Check::new(
+            artifact_id,
+            artifact_name,
+            Verdict::Fail,
+            "the artifact downloaded differs from what the script wrote",
         ),
         Err(e) => Check::new(artifact_id, artifact_name, Verdict::Fail, e.to_string()),
     });
@@ -529,25 +664,18 @@ async fn run_job(
     sftp.close().await;
 }
 
+/// The env check when the server refused the variable, with what AcceptEnv really says.
+async fn variable_refused(probes: &Probes<'_>) -> Check {
+    let (env_id, env_name) = BOOT_CHECKS[6];
+    let cause = probes.refused_variable("KILN_CHECK_VAR").await;
+    Check::new(env_id, env_name, Verdict::Fail, cause.why).fix(cause.fix)
+}
+
 /// Mark the remaining job checks skipped, leaving `ready-time` to the caller.
 fn skip_rest_before_ready(checks: &mut Vec<Check>, because: &str) {
     for (id, name) in &BOOT_CHECKS[checks.len() + 1..9] {
         checks.push(Check::skipped(id, name, because));
     }
-}
-
-/// `*` and `?` globbing, as the driver matches artifact patterns.
-pub fn glob_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
 }
 
 /// The image's serial log of the verify boot, next to it.
@@ -579,7 +707,7 @@ mod tests {
 
     #[test]
     fn connection_stages_name_the_failing_step() {
-        let checks = connection_checks(&[Stage::TcpConnected], None, "root");
+        let checks = connection_checks(&[Stage::TcpConnected], None, "root", "");
         assert_eq!(
             checks.iter().map(|c| c.verdict).collect::<Vec<_>>(),
             [Verdict::Pass, Verdict::Fail, Verdict::Skipped]
@@ -589,25 +717,8 @@ mod tests {
             Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
             Stage::Methods(vec!["publickey".into()]),
         ];
-        let checks = connection_checks(&stages, None, "root");
+        let checks = connection_checks(&stages, None, "root", "");
         assert_eq!(checks[2].verdict, Verdict::Fail);
         assert!(checks[2].fix.as_ref().unwrap().contains("passwd -d root"));
-    }
-
-    #[test]
-    fn directives_are_quoted_from_sshd_t() {
-        let lines = vec![
-            "acceptenv LANG".to_string(),
-            "acceptenv LC_*".to_string(),
-            "port 22".to_string(),
-        ];
-        assert_eq!(
-            directive(&lines, "acceptenv"),
-            "sshd -T says: acceptenv LANG; acceptenv LC_*"
-        );
-        assert_eq!(
-            directive(&lines, "subsystem"),
-            "`subsystem` is not set (sshd -T)"
-        );
     }
 }

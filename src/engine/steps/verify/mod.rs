@@ -2,6 +2,7 @@
 //! a named check with a verdict and, when it fails, the command or change that fixes it.
 
 pub mod boot;
+mod diagnose;
 mod static_checks;
 
 use std::path::PathBuf;
@@ -180,3 +181,48 @@ pub async fn writable_disk(image: &std::path::Path) -> Result<PathBuf, DiskRefus
 
 /// The first four bytes of every qcow2 file (the Djinn server checks only these).
 pub const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+
+#[cfg(test)]
+mod tests {
+    /// Every detail, fix and log line of the checks is for people: no value is formatted
+    /// with Rust's Debug notation (`Some(1)`, `Ok(..)`, `"quoted"`) in the code that writes
+    /// them — the check steps and the SSH client whose errors they quote. A line that prints
+    /// a name Debug happens to spell as a person would is marked `words-ok`.
+    #[test]
+    fn no_message_of_the_checks_is_written_in_rust_notation() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine");
+        let mut files = Vec::new();
+        for dir in ["steps/verify", "guest/ssh", "guest/ssh/connect"] {
+            for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        files.push(root.join("check.rs"));
+        assert!(files.len() > 8, "{files:?}");
+        let mut found = Vec::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            // The code before its tests (which may print anything for the developer).
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (number, line) in code.lines().enumerate() {
+                let debug = line.contains(":?}") || line.contains("{:?");
+                if debug && !line.contains("words-ok") && !line.trim_start().starts_with("//") {
+                    found.push(format!(
+                        "{}:{}: {}",
+                        file.display(),
+                        number + 1,
+                        line.trim()
+                    ));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "Debug formatting in messages:\n{}",
+            found.join("\n")
+        );
+    }
+}

@@ -67,11 +67,24 @@ impl client::Handler for Client {
     ) -> Result<(), Self::Error> {
         match reason {
             DisconnectReason::ReceivedDisconnect(info) => {
-                let note = format!("server said: {:?} {}", info.reason_code, info.message);
+                let code = spaced_words(&format!("{:?}", info.reason_code)); // words-ok
+                let note = format!("server said: {code}: {}", info.message);
                 self.notes.lock().expect("notes lock").disconnect = Some(note);
                 Ok(())
             }
             DisconnectReason::Error(e) => Err(e),
         }
     }
+}
+
+/// An enum's name as words: `TooManyConnections` → "too many connections".
+fn spaced_words(name: &str) -> String {
+    let mut words = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.extend(c.to_lowercase());
+    }
+    words
 }

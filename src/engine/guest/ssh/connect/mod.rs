@@ -324,7 +324,8 @@ fn key_exchanged(
         }
         (Err(russh::Error::NoCommonAlgo { kind, ours, theirs }), Some(_)) => {
             Err(Attempt::Fatal(SshError::NoCommonAlgorithm {
-                what: format!("{kind:?} algorithm").to_lowercase(),
+                // The kind's name (Kex, Key, Cipher, Mac), lowercased.
+                what: format!("{kind:?} algorithm").to_lowercase(), // words-ok
                 detail: format!("ours {}, the server's {}", ours.join(","), theirs.join(",")),
             }))
         }
