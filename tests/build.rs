@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -260,6 +261,8 @@ fn a_failing_provisioning_script_fails_the_build_and_resume_reruns_it_not_the_on
         "{session}"
     );
     assert!(!qemu_running_with(&dir.display().to_string()));
+    let image = dir.join("failing.qcow2");
+    let image_before = std::fs::metadata(&image).unwrap();
 
     // Fixed, and resumed: the stages done before are not run again — not the base copy, not
     // the first script (the guest's count would say 2) — the failed script and the rest are.
@@ -267,6 +270,15 @@ fn a_failing_provisioning_script_fails_the_build_and_resume_reruns_it_not_the_on
     let out = build(&sandbox, &[recipe.to_str().unwrap(), "--resume"]);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // A base copy is a new file renamed over the image; the image is still the first run's
+    // file (nothing else replaces it), and the base was only read.
+    let image_after = std::fs::metadata(&image).unwrap();
+    assert_eq!(
+        (image_after.dev(), image_after.ino()),
+        (image_before.dev(), image_before.ino()),
+        "the base was copied over the image again: {stderr}"
+    );
+    assert_eq!(std::fs::read(dir.join("base.qcow2")).unwrap(), base_before);
     assert!(stderr.contains("[fail.sh] fixed"), "{stderr}");
     assert!(
         !stderr.contains("[count.sh]"),

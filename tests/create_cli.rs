@@ -2,6 +2,7 @@
 
 mod support;
 
+use clap::CommandFactory;
 use support::{Sandbox, qemu_img_info, text};
 
 #[test]
@@ -207,24 +208,17 @@ fn global_flags_go_before_any_command_and_a_mistyped_command_is_not_taken_for_an
     );
 }
 
-/// Every flag of every command says what it does (`-h` puts it on the flag's own line).
+/// Every flag of every command says what it does (`-h` puts it on the flag's own line). The
+/// commands are clap's own list, at any depth, so a new one cannot be left out.
 #[test]
 fn every_flag_of_every_command_is_described() {
     let sandbox = Sandbox::new();
-    let commands: [&[&str]; 9] = [
-        &["-h"],
-        &["create", "-h"],
-        &["install", "-h"],
-        &["check", "-h"],
-        &["configure", "-h"],
-        &["publish", "-h"],
-        &["run", "-h"],
-        &["doctor", "-h"],
-        &["config", "-h"],
-    ];
-    for args in commands {
-        let out = sandbox.kiln(args);
-        assert!(out.status.success(), "{args:?}");
+    let commands = command_paths(&kiln::cli::Args::command(), &[]);
+    assert!(commands.len() > 1, "no subcommands found: {commands:?}");
+    for path in &commands {
+        let args: Vec<&str> = path.iter().map(String::as_str).chain(["-h"]).collect();
+        let out = sandbox.kiln(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
         let help = text(&out.stdout);
         let options = help
             .split("Options:")
@@ -240,4 +234,18 @@ fn every_flag_of_every_command_is_described() {
             assert!(described, "{args:?}: undescribed flag: {line}");
         }
     }
+}
+
+/// The words that name `command` (`path`) and each of its subcommands, at any depth.
+fn command_paths(command: &clap::Command, path: &[String]) -> Vec<Vec<String>> {
+    let mut paths = vec![path.to_vec()];
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        let deeper: Vec<String> = path
+            .iter()
+            .cloned()
+            .chain([sub.get_name().into()])
+            .collect();
+        paths.extend(command_paths(sub, &deeper));
+    }
+    paths
 }

@@ -182,22 +182,6 @@ pub async fn sha256_file(path: &Path, reporter: &Reporter) -> Result<String, Iso
     .expect("hashing thread does not panic")
 }
 
-/// The fixture installer tests/fixtures/build.sh makes, on the machines that have built it
-/// (the ISO readers' tests use it when it is there, and say so when it is not).
-#[cfg(test)]
-fn fixture_installer() -> Option<PathBuf> {
-    let found = std::fs::read_dir("/var/cache/kiln-fixtures")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|entry| entry.path().join("installer.iso"))
-        .find(|path| path.is_file());
-    if found.is_none() {
-        eprintln!("no /var/cache/kiln-fixtures/*/installer.iso on this machine; skipped");
-    }
-    found
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

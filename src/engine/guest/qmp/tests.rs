@@ -59,17 +59,15 @@ fn socket_in(dir: &tempfile::TempDir) -> PathBuf {
 
 /// A fake QEMU on a socket in a fresh directory, playing `script` once a client has
 /// connected and been greeted: the directory (kept while the test runs), the socket's path and
-/// the task (awaited to see the script's own assertions).
-fn fake_qemu<F, Fut>(
-    script: F,
-) -> (
-    tempfile::TempDir,
-    PathBuf,
-    tokio::task::JoinHandle<FakeQemu>,
-)
+/// the task. Every test awaits the task and unwraps it: a script's failed assertion (a wrong
+/// command, say) only closes the socket, which some tests expect anyway, so the panic must
+/// reach the test through the task. A script that returns its `FakeQemu` keeps the connection
+/// open until the test drops it; one that returns `()` hangs up when it ends.
+fn fake_qemu<F, Fut, T>(script: F) -> (tempfile::TempDir, PathBuf, tokio::task::JoinHandle<T>)
 where
     F: FnOnce(FakeQemu) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = FakeQemu> + Send,
+    Fut: std::future::Future<Output = T> + Send,
+    T: Send + 'static,
 {
     let dir = tempfile::tempdir().unwrap();
     let path = socket_in(&dir);
@@ -212,11 +210,7 @@ async fn keys_are_sent_as_qcodes_and_unknown_names_refused() {
 
 #[tokio::test]
 async fn closed_connection_fails_the_waiting_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_in(&dir);
-    let listener = UnixListener::bind(&path).unwrap();
-    tokio::spawn(async move {
-        let mut qemu = FakeQemu::accept(&listener).await;
+    let (_dir, path, qemu) = fake_qemu(|mut qemu| async move {
         qemu.expect("query-status").await;
         // Hang up without answering, as a crashing QEMU would.
     });
@@ -240,15 +234,13 @@ async fn closed_connection_fails_the_waiting_command() {
         Err(QmpError::Closed)
     ));
     assert!(matches!(qmp.quit().await, Err(QmpError::Closed)));
+    // The hang-up was the script's, after the command it expected.
+    qemu.await.unwrap();
 }
 
 #[tokio::test]
 async fn quit_succeeds_when_qemu_hangs_up_without_replying() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = socket_in(&dir);
-    let listener = UnixListener::bind(&path).unwrap();
-    tokio::spawn(async move {
-        let mut qemu = FakeQemu::accept(&listener).await;
+    let (_dir, path, qemu) = fake_qemu(|mut qemu| async move {
         qemu.expect("quit").await;
     });
     let qmp = connected(&path).await;
@@ -256,6 +248,8 @@ async fn quit_succeeds_when_qemu_hangs_up_without_replying() {
         .await
         .unwrap()
         .unwrap();
+    // QEMU hung up because it was told to quit, not because the script met another command.
+    qemu.await.unwrap();
 }
 
 #[tokio::test]

@@ -732,10 +732,63 @@ mod tests {
         assert_eq!(count, UPLOAD_BUFFERS + 4);
         assert!(received == data, "the blocks differ from the file");
 
-        // Dropping the stream mid-file stops the reader instead of leaving it blocked.
+        // Reused: while the network holds every buffer the reader waits for one to come back
+        // instead of allocating another, and the next block is read into the one handed back.
+        let mut blocks = std::pin::pin!(file_blocks(File::open(&path).unwrap()));
+        let mut held = Vec::new();
+        for _ in 0..UPLOAD_BUFFERS {
+            held.push(blocks.next().await.unwrap().unwrap());
+        }
+        let more = tokio::time::timeout(Duration::from_millis(300), blocks.next()).await;
+        assert!(
+            more.is_err(),
+            "a block came while all {UPLOAD_BUFFERS} buffers were held"
+        );
+        let handed_back = held.remove(0);
+        let buffer = handed_back.as_ptr();
+        drop(handed_back);
+        let next = tokio::time::timeout(Duration::from_secs(5), blocks.next())
+            .await
+            .expect("the reader fills the buffer handed back")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            next.as_ptr(),
+            buffer,
+            "the block is not in the buffer handed back"
+        );
+        assert!(next[..] == data[UPLOAD_BUFFERS * UPLOAD_BUFFER..][..UPLOAD_BUFFER]);
+    }
+
+    /// An upload that ends early (refused, failed, cancelled) drops the stream mid-file: the
+    /// reader ends and closes the file, neither reading on to the end nor waiting for a buffer.
+    #[tokio::test]
+    async fn dropping_the_upload_stream_stops_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("image");
+        // Sparse, and big enough that reading it to the end takes far longer than the wait below.
+        File::create(&path).unwrap().set_len(64 << 30).unwrap();
+        let path = path.canonicalize().unwrap();
         let mut blocks = Box::pin(file_blocks(File::open(&path).unwrap()));
         let first = blocks.next().await.unwrap().unwrap();
+        assert!(open_in_this_process(&path), "the reader has the file open");
         drop(blocks);
         drop(first);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while open_in_this_process(&path) {
+            assert!(
+                Instant::now() < deadline,
+                "the reader still has the file open 5 s after the stream was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether a descriptor of this process is open on `path` (the reader's file is the only one).
+    fn open_in_this_process(path: &Path) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
     }
 }

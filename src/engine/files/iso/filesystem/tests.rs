@@ -350,39 +350,3 @@ fn what_is_not_an_iso_is_named() {
     let into_missing_dir = iso.extract(&kernel, &dir.path().join("no/such/dir/vmlinuz"));
     assert!(matches!(into_missing_dir, Err(IsoReadError::Write { .. })));
 }
-
-/// The fixture installer (tests/fixtures/build.sh) is on some machines only.
-#[test]
-fn fixture_installer_reads_like_xorriso_extracts_it() {
-    let Some(fixture) = super::super::fixture_installer() else {
-        return;
-    };
-    let iso = IsoFilesystem::open(&fixture).unwrap();
-    assert_eq!(iso.names(), NameSource::RockRidge);
-    assert_eq!(iso.volume_id(), "KILN_INSTALLER");
-    let dir = tempfile::tempdir().unwrap();
-    for inner in [
-        "/kiln/vmlinuz",
-        "/kiln/initrd.img",
-        "/isolinux/isolinux.cfg",
-    ] {
-        let ours = dir.path().join("ours");
-        let theirs = dir.path().join("theirs");
-        let entry = iso.lookup(inner).unwrap().unwrap();
-        iso.extract(&entry, &ours).unwrap();
-        let status = Command::new("xorriso")
-            .args(["-osirrox", "on", "-indev"])
-            .arg(&fixture)
-            .args(["-extract", inner])
-            .arg(&theirs)
-            .output()
-            .unwrap()
-            .status;
-        assert!(status.success());
-        assert!(
-            std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
-            "{inner} differs"
-        );
-        std::fs::remove_file(&theirs).unwrap();
-    }
-}
