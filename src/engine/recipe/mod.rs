@@ -94,11 +94,16 @@
 //! - Every error names the file and then `line L, column C` (counted from 1, in characters)
 //!   or the `--var`. A boot command's mistake is placed at its own line and column when the
 //!   string has no escapes, else at the string.
-//! - Not checked here: what needs the build's environment or work — the ISO's checksum, the
-//!   contents of driver.conf, whether a variable is set ([`Recipe::unset_variables`] says).
+//! - What the person must supply — a file the recipe names that is not there, and for a
+//!   build ([`Recipe::load_to_build`]) a variable it reads that is not set — is gathered, so
+//!   one message lists all of it ([`RecipeError::Missing`]) rather than one per attempt. Any
+//!   other problem stops the reading at once.
+//! - Not checked here: what needs the build's environment or work — the ISO's contents and
+//!   checksum, the contents of driver.conf.
 //!
 //! [`Preset::find`]: crate::engine::steps::install::preset::Preset::find
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -301,35 +306,59 @@ impl Recipe {
         )
     }
 
-    /// The environment variables the recipe reads that are not set now: worth refusing
-    /// before a build starts rather than at its end.
-    pub fn unset_variables(&self) -> Vec<&str> {
-        let secrets = [&self.configure.password_env, &self.configure.passphrase_env];
-        let tokens = self.publish.iter().map(|p| &p.token_env);
-        (secrets.into_iter().chain(tokens))
-            .filter_map(Option::as_deref)
-            .filter(|name| std::env::var_os(name).is_none())
-            .collect()
+    /// As [`Recipe::load`], for a build about to start: a variable the recipe reads (a
+    /// password, passphrase or token) must be set now too, not found missing at its stage.
+    pub fn load_to_build(path: &Path, vars: &[(String, String)]) -> Result<Recipe, RecipeError> {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Reading::ToBuild.load(path, vars, home.as_deref())
     }
 }
 
 fn load(path: &Path, vars: &[(String, String)], home: Option<&Path>) -> Checked<Recipe> {
-    let read_error = |source| RecipeError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
-    let file = std::path::absolute(path).map_err(read_error)?;
-    let mut reader = Reader {
-        file: path,
-        text: &text,
-        dir: file.parent().unwrap_or(Path::new("/")),
-        home,
-        vars,
-        tree: Spanned::new(0..0, DeValue::Table(DeTable::new())),
-    };
-    let written = reader.read()?;
-    reader.recipe(file.clone(), written)
+    Reading::ToOpen.load(path, vars, home)
+}
+
+/// What a recipe is read for, which decides whether the variables it reads must be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// To show or edit (the workbench): variables are read when a stage needs them.
+    ToOpen,
+    /// To build now: every variable it reads must be set.
+    ToBuild,
+}
+
+impl Reading {
+    fn load(self, path: &Path, vars: &[(String, String)], home: Option<&Path>) -> Checked<Recipe> {
+        let read_error = |source| RecipeError::Read {
+            file: path.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        let file = std::path::absolute(path).map_err(read_error)?;
+        let mut reader = Reader {
+            file: path,
+            text: &text,
+            dir: file.parent().unwrap_or(Path::new("/")),
+            home,
+            vars,
+            tree: Spanned::new(0..0, DeValue::Table(DeTable::new())),
+            reading: self,
+            missing: RefCell::new(Vec::new()),
+        };
+        let written = reader.read()?;
+        let recipe = reader.recipe(file.clone(), written)?;
+        let mut missing = reader.missing.into_inner();
+        missing.sort();
+        match missing.is_empty() {
+            true => Ok(recipe),
+            false => Err(RecipeError::Missing {
+                file: path.to_path_buf(),
+                missing: (missing.into_iter())
+                    .map(|(_, place, problem)| (place, problem))
+                    .collect(),
+            }),
+        }
+    }
 }
 
 /// The file as deserialized, before the sections that become enums are told apart.
@@ -396,6 +425,10 @@ struct Reader<'a> {
     vars: &'a [(String, String)],
     /// The parsed text with the `--var`s set (empty until [`Reader::read`]).
     tree: Spanned<DeValue<'a>>,
+    reading: Reading,
+    /// What the person must supply and has not, as `(offset, place, problem)`: gathered, so
+    /// that one message lists it all, in the file's order.
+    missing: RefCell<Vec<(usize, String, String)>>,
 }
 
 impl Reader<'_> {
@@ -602,15 +635,56 @@ command = "scripts/notify.sh"
     }
 
     #[test]
-    fn unset_variables_are_listed() {
+    fn what_the_person_must_supply_is_listed_in_one_message() {
         let fixture = Fixture::new();
-        let text = format!(
-            "{MINIMAL}[configure]\npassword_env = \"KILN_RECIPE_TEST_UNSET_PW\"\n\
-             [[publish]]\nto = \"djinn\"\ntoken_env = \"PATH\"\n"
+        let text = "name = \"ci\"\n[install]\niso = \"netinst.iso\"\niso_sha256 = \"SUMS\"\n\
+                    [configure]\nuser = \"builder\"\npassword_file = \"secrets/none.txt\"\n\
+                    [[publish]]\nto = \"djinn\"\ntoken_env = \"KILN_RECIPE_TEST_UNSET_TOKEN\"\n\
+                    [[publish]]\nto = \"djinn\"\ntoken_env = \"PATH\"\n";
+        let dir = fixture.dir.path().display().to_string();
+        // To open it, the files; the variables are read when a stage needs them.
+        let error = fixture.error(text);
+        assert_has(
+            &error,
+            &[
+                "recipe.toml: 3 things it needs are not there yet:\n",
+                &format!(
+                    "\n  line 3, column 7: [install] iso: netinst.iso does not exist (in {dir})"
+                ),
+                "\n  line 4, column 14: [install] iso_sha256: SUMS does not exist",
+                "\n  line 7, column 17: [configure] password_file: the file does not exist",
+            ],
         );
-        let recipe = fixture.load(&text, &[]).unwrap();
-        let unset = recipe.unset_variables();
-        assert!(unset.contains(&"KILN_RECIPE_TEST_UNSET_PW"), "{unset:?}");
-        assert!(!unset.contains(&"PATH"), "{unset:?}");
+        assert!(!error.contains("KILN_RECIPE_TEST_UNSET_TOKEN"), "{error}");
+        // To build it now, a variable it reads must be set too; PATH is.
+        let to_build = |text: &str| {
+            fixture.write("recipe.toml", text);
+            let home = fixture.path("home");
+            let loaded = Reading::ToBuild.load(&fixture.path("recipe.toml"), &[], Some(&home));
+            loaded.map(|_| ()).map_err(|e| e.to_string())
+        };
+        let error = to_build(text).unwrap_err();
+        assert_has(
+            &error,
+            &[
+                "4 things it needs",
+                "\n  line 10, column 13: [[publish]] #1 token_env: the variable KILN_RECIPE_TEST_UNSET_TOKEN is not set",
+            ],
+        );
+        assert!(!error.contains("PATH"), "{error}");
+        for file in ["netinst.iso", "SUMS", "secrets/none.txt"] {
+            fixture.write(file, "x\n");
+        }
+        let error = to_build(text).unwrap_err();
+        assert!(
+            error.ends_with(
+                "recipe.toml, line 10, column 13: [[publish]] #1 token_env: the variable KILN_RECIPE_TEST_UNSET_TOKEN is not set"
+            ),
+            "{error}"
+        );
+        // Any other problem stops the reading at once, whatever is missing besides.
+        let error = fixture.error(&format!("{text}[disk]\nsize = \"10Q\"\n"));
+        assert_has(&error, &["[disk] size: `Q` is not a size unit"]);
+        assert!(!error.contains("things it needs"), "{error}");
     }
 }
