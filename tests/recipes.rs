@@ -174,3 +174,59 @@ fn check_wants_the_variables_a_build_reads_and_places_other_mistakes() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--var disk.size"), "{stderr}");
 }
+
+/// The recipe format as docs/recipes.md writes it, every key, is a recipe `kiln build --check`
+/// accepts once the files it names are there.
+#[test]
+fn the_documented_format_passes_check() {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recipes.md"))
+            .unwrap();
+    let start = doc
+        .find("<!-- recipe-format -->\n```toml\n")
+        .expect("the marked block")
+        + "<!-- recipe-format -->\n```toml\n".len();
+    let end = start + doc[start..].find("\n```").unwrap();
+    let sandbox = Sandbox::new();
+    let work = sandbox.work();
+    std::fs::write(work.join("recipe.toml"), &doc[start..end]).unwrap();
+    for file in [
+        "debian-12-netinst.iso",
+        "SHA256SUMS",
+        "secrets/pw.txt",
+        "files/motd",
+        "scripts/setup.sh",
+    ] {
+        std::fs::create_dir_all(work.join(file).parent().unwrap()).unwrap();
+        std::fs::write(work.join(file), "stand-in\n").unwrap();
+    }
+    support::write_script(&work.join("scripts/notify.sh"), "#!/bin/sh\n");
+    let conf = sandbox.path().join(".config/djinn/driver.conf");
+    std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+    std::fs::write(&conf, "driver qemu {\n\tdisks \"/tmp\"\n}\n").unwrap();
+    std::fs::create_dir_all(work.join("srht")).unwrap();
+    let out = std::process::Command::new(support::kiln_bin())
+        .args([
+            "build",
+            "--check",
+            "recipe.toml",
+            "--var",
+            "publish.2.root=srht",
+        ])
+        .current_dir(&work)
+        .envs(sandbox.env())
+        .env("STAGING_DJINN_TOKEN", "stand-in")
+        .output()
+        .expect("kiln runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for stage in [
+        "provision 2",
+        "cleanup",
+        "verify srht",
+        "publish srht",
+        "post-build",
+    ] {
+        assert!(stdout.contains(stage), "{stage}: {stdout}");
+    }
+}
