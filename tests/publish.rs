@@ -1,5 +1,5 @@
 //! `kiln publish` as a script runs it: the real binary, real qemu-img, and the fake Djinn
-//! server that enforces the publish contract (driver-contract.md §5).
+//! server that enforces the publish contract (docs/driver-contract.md §5).
 
 mod support;
 

@@ -56,7 +56,8 @@ pub struct Args {
     #[arg(long, global = true, value_name = "N")]
     pub cpus: Option<Vcpus>,
 
-    /// Where new images go when only a name is given.
+    /// The workbench only: the directory its Create form offers a new image in (and whose
+    /// free space the doctor reports). Headless commands take image paths as given.
     #[arg(long, global = true, value_name = "DIR")]
     pub image_dir: Option<PathBuf>,
 }

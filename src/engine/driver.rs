@@ -1,5 +1,5 @@
 //! The CI drivers kiln imitates: the exact command line each boots an image with, and the
-//! user it logs in as (../shared/reference/driver-contract.md §1–§2).
+//! user it logs in as (docs/driver-contract.md §1–§2).
 
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! A fake Djinn API server that enforces the publish contract (driver-contract.md §5), so a
+//! A fake Djinn API server that enforces the publish contract (docs/driver-contract.md §5), so a
 //! client bug fails a test instead of passing against a lenient stand-in.
 //!
 //! HTTP/1.1 is written by hand over `std::net` rather than with tiny_http: the fake must be

@@ -224,7 +224,7 @@ impl Reader<'_> {
                 return Err(self.error(&format!("configure.{secret}_env"), problem));
             }
             if let Some(env) = env {
-                self.env_name(&format!("configure.{secret}_env"), env)?;
+                self.secret_variable(&format!("configure.{secret}_env"), env)?;
             }
         }
         if c.key.is_none() && (c.passphrase_file.is_some() || c.passphrase_env.is_some()) {
@@ -330,7 +330,7 @@ impl Reader<'_> {
             return Err(self.error(&key("compress"), problem));
         }
         if let Some(env) = &p.token_env {
-            self.env_name(&key("token_env"), env)?;
+            self.secret_variable(&key("token_env"), env)?;
         }
         p.driver_conf = (p.driver_conf.as_deref())
             .map(|f| self.file(&key("driver_conf"), f))
@@ -374,8 +374,9 @@ impl Reader<'_> {
         use std::os::unix::fs::PermissionsExt;
         let key = "post_build.command";
         let command = self.file(key, &post_build.command)?;
-        let mode = std::fs::metadata(&command).map_or(0, |m| m.permissions().mode());
-        if mode & 0o111 == 0 {
+        // A command that is not there is already noted as missing.
+        let mode = std::fs::metadata(&command).map(|m| m.permissions().mode());
+        if mode.is_ok_and(|mode| mode & 0o111 == 0) {
             let problem = format!("{} is not executable (chmod +x)", command.display());
             return Err(self.error(key, problem));
         }

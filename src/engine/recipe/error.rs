@@ -29,6 +29,31 @@ pub enum RecipeError {
     },
     #[error("{}: {problem}", .file.display())]
     Whole { file: PathBuf, problem: String },
+    /// What the person must supply and has not — files the recipe names, variables it reads
+    /// — all of it, each as `(place, problem)`.
+    #[error("{}", missing_message(.file, .missing))]
+    Missing {
+        file: PathBuf,
+        missing: Vec<(String, String)>,
+    },
+}
+
+/// One item as any other placed problem; several as a list under one line.
+fn missing_message(file: &std::path::Path, missing: &[(String, String)]) -> String {
+    let file = file.display();
+    match missing {
+        [(place, problem)] => format!("{file}, {place}: {problem}"),
+        items => {
+            let lines: Vec<String> = (items.iter())
+                .map(|(place, problem)| format!("\n  {place}: {problem}"))
+                .collect();
+            let count = items.len();
+            format!(
+                "{file}: {count} things it needs are not there yet:{}",
+                lines.concat()
+            )
+        }
+    }
 }
 
 /// What a check gives: the value, or why the recipe cannot be used.
@@ -73,6 +98,16 @@ impl<'a> Reader<'a> {
     /// A problem with `key`, placed at its value.
     pub(super) fn error(&self, key: &str, problem: impl Display) -> RecipeError {
         self.error_at(self.span(key).start, key, problem)
+    }
+
+    /// Something the person must supply for `key` and has not: noted, so that reading goes
+    /// on and one message lists everything missing.
+    pub(super) fn missing(&self, key: &str, problem: impl Display) {
+        let offset = self.span(key).start;
+        let problem = format!("{}: {problem}", label(key));
+        self.missing
+            .borrow_mut()
+            .push((offset, self.place(offset), problem));
     }
 
     /// A problem with `key`, placed at `offset` in the text.

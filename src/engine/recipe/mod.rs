@@ -7,68 +7,8 @@
 //!
 //! # The format
 //!
-//! ```toml
-//! # debian-12-ci.toml: `kiln build debian-12-ci.toml`
-//! name = "debian-12-ci"                  # NAME.qcow2, and the name it is published under
-//!
-//! [disk]
-//! size = "10G"                           # the new disk (default: kiln's 10G)
-//!
-//! [machine]                              # optional: the install and configure machines
-//! memory_mib = 2048
-//! cpus = 2
-//!
-//! [install]                              # or [base] image = "x.qcow2": copied, never changed
-//! iso = "debian-12-netinst.iso"          # relative to this file; `~/` is $HOME
-//! iso_sha256 = "SHA256SUMS"              # 64 hex digits, or a SHA256SUMS file
-//! preset = "debian"                      # the built-in debian-12 answer file
-//! mirror = "http://mirror.example/debian"  # else this host's own Debian mirror
-//! timeout = "40m"
-//! # Without a preset, or to start it differently (Packer's syntax and meanings):
-//! # boot_command = "<esc><wait>auto url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg<enter>"
-//! # boot_wait = "10s", key_interval = "100ms", http_dir = "http", http_port = 8100,
-//! # kernel_boot = true, kernel = "/install.amd/vmlinuz", initrd = "/install.amd/initrd.gz",
-//! # kernel_args = "auto=true priority=critical", serial_console = true
-//!
-//! [configure]
-//! user = "builder"                       # the preset creates it; configure logs in as it
-//! password_file = "secrets/pw.txt"       # its first line; or password_env = "VAR"
-//! # key = "~/.ssh/id_ed25519", passphrase_file = "…" or passphrase_env = "VAR"
-//! variant = "reference"                  # reference | pam; or sshd_config = "FILE"
-//!
-//! [[provision]]                          # in order, as root, after configure
-//! upload = "files/motd"
-//! to = "/etc/motd"
-//! mode = "0644"                          # octal, as chmod takes it
-//!
-//! [[provision]]
-//! shell = "scripts/setup.sh"
-//! env = { TOOLCHAIN = "stable" }
-//!
-//! [cleanup]                              # each off unless set
-//! zero_free_space = true
-//! clear_machine_id = true
-//! regenerate_host_keys = true
-//!
-//! [verify]
-//! profiles = ["djinn", "srht"]           # default ["djinn"]
-//!
-//! [[publish]]
-//! to = "djinn"                           # djinn | offline | srht
-//! url = "https://ci.example/api"
-//! namespace = "images"
-//! token_env = "DJINN_TOKEN"              # else kiln's usual: KILN_DJINN_TOKEN or its token file
-//!
-//! [[publish]]
-//! to = "offline"
-//! driver_conf = "~/.config/djinn/driver.conf"
-//! namespace = "images"
-//! compact = true                         # also: name, base, compress, sha256, replace;
-//!                                        # srht: root, release = "debian/12", arch
-//!
-//! [post_build]
-//! command = "scripts/notify.sh"          # an executable, run with the image's details
-//! ```
+//! `docs/recipes.md` shows every key in one example, which this module's tests load (so the
+//! documentation cannot show a key the reader refuses).
 //!
 //! # Decisions
 //!
@@ -94,11 +34,16 @@
 //! - Every error names the file and then `line L, column C` (counted from 1, in characters)
 //!   or the `--var`. A boot command's mistake is placed at its own line and column when the
 //!   string has no escapes, else at the string.
-//! - Not checked here: what needs the build's environment or work — the ISO's checksum, the
-//!   contents of driver.conf, whether a variable is set ([`Recipe::unset_variables`] says).
+//! - What the person must supply — a file the recipe names that is not there, and for a
+//!   build ([`Recipe::load_to_build`]) a variable it reads that is not set — is gathered, so
+//!   one message lists all of it ([`RecipeError::Missing`]) rather than one per attempt. Any
+//!   other problem stops the reading at once.
+//! - Not checked here: what needs the build's environment or work — the ISO's contents and
+//!   checksum, the contents of driver.conf.
 //!
 //! [`Preset::find`]: crate::engine::steps::install::preset::Preset::find
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -301,35 +246,59 @@ impl Recipe {
         )
     }
 
-    /// The environment variables the recipe reads that are not set now: worth refusing
-    /// before a build starts rather than at its end.
-    pub fn unset_variables(&self) -> Vec<&str> {
-        let secrets = [&self.configure.password_env, &self.configure.passphrase_env];
-        let tokens = self.publish.iter().map(|p| &p.token_env);
-        (secrets.into_iter().chain(tokens))
-            .filter_map(Option::as_deref)
-            .filter(|name| std::env::var_os(name).is_none())
-            .collect()
+    /// As [`Recipe::load`], for a build about to start: a variable the recipe reads (a
+    /// password, passphrase or token) must be set now too, not found missing at its stage.
+    pub fn load_to_build(path: &Path, vars: &[(String, String)]) -> Result<Recipe, RecipeError> {
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        Reading::ToBuild.load(path, vars, home.as_deref())
     }
 }
 
 fn load(path: &Path, vars: &[(String, String)], home: Option<&Path>) -> Checked<Recipe> {
-    let read_error = |source| RecipeError::Read {
-        file: path.to_path_buf(),
-        source,
-    };
-    let text = std::fs::read_to_string(path).map_err(read_error)?;
-    let file = std::path::absolute(path).map_err(read_error)?;
-    let mut reader = Reader {
-        file: path,
-        text: &text,
-        dir: file.parent().unwrap_or(Path::new("/")),
-        home,
-        vars,
-        tree: Spanned::new(0..0, DeValue::Table(DeTable::new())),
-    };
-    let written = reader.read()?;
-    reader.recipe(file.clone(), written)
+    Reading::ToOpen.load(path, vars, home)
+}
+
+/// What a recipe is read for, which decides whether the variables it reads must be set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// To show or edit (the workbench): variables are read when a stage needs them.
+    ToOpen,
+    /// To build now: every variable it reads must be set.
+    ToBuild,
+}
+
+impl Reading {
+    fn load(self, path: &Path, vars: &[(String, String)], home: Option<&Path>) -> Checked<Recipe> {
+        let read_error = |source| RecipeError::Read {
+            file: path.to_path_buf(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
+        let file = std::path::absolute(path).map_err(read_error)?;
+        let mut reader = Reader {
+            file: path,
+            text: &text,
+            dir: file.parent().unwrap_or(Path::new("/")),
+            home,
+            vars,
+            tree: Spanned::new(0..0, DeValue::Table(DeTable::new())),
+            reading: self,
+            missing: RefCell::new(Vec::new()),
+        };
+        let written = reader.read()?;
+        let recipe = reader.recipe(file.clone(), written)?;
+        let mut missing = reader.missing.into_inner();
+        missing.sort();
+        match missing.is_empty() {
+            true => Ok(recipe),
+            false => Err(RecipeError::Missing {
+                file: path.to_path_buf(),
+                missing: (missing.into_iter())
+                    .map(|(_, place, problem)| (place, problem))
+                    .collect(),
+            }),
+        }
+    }
 }
 
 /// The file as deserialized, before the sections that become enums are told apart.
@@ -396,6 +365,10 @@ struct Reader<'a> {
     vars: &'a [(String, String)],
     /// The parsed text with the `--var`s set (empty until [`Reader::read`]).
     tree: Spanned<DeValue<'a>>,
+    reading: Reading,
+    /// What the person must supply and has not, as `(offset, place, problem)`: gathered, so
+    /// that one message lists it all, in the file's order.
+    missing: RefCell<Vec<(usize, String, String)>>,
 }
 
 impl Reader<'_> {
@@ -429,26 +402,22 @@ mod tests {
     use super::test_fixture::{Fixture, MINIMAL, assert_has, install};
     use super::*;
 
-    /// The ```toml block of the module documentation.
+    /// The ```toml block of docs/recipes.md, the format's documentation.
     fn documented_example() -> String {
-        let source = include_str!("mod.rs");
-        let doc: Vec<&str> = source
-            .lines()
-            .take_while(|line| line.starts_with("//!"))
-            .map(|line| {
-                line.strip_prefix("//! ")
-                    .unwrap_or(line.trim_start_matches("//!"))
-            })
-            .collect();
-        let start = doc.iter().position(|l| *l == "```toml").unwrap() + 1;
-        let end = start + doc[start..].iter().position(|l| *l == "```").unwrap();
-        doc[start..end].join("\n")
+        let doc = include_str!("../../../docs/recipes.md");
+        let marker = "<!-- recipe-format -->\n```toml\n";
+        let start = doc.find(marker).expect("the marked example") + marker.len();
+        let end = start + doc[start..].find("\n```").unwrap();
+        doc[start..end].to_string()
     }
 
     #[test]
     fn the_documented_example_loads_and_every_field_lands() {
         let fixture = Fixture::new();
-        let recipe = fixture.load(&documented_example(), &[]).unwrap();
+        // The builds.sr.ht tree's root must exist: the fixture's own directory stands in.
+        let root = fixture.path("http").display().to_string();
+        let recipe = (fixture.load(&documented_example(), &[("publish.2.root", &root)]))
+            .unwrap_or_else(|e| panic!("{e}"));
         let at = |relative: &str| fixture.path(relative);
         assert_eq!(recipe.file, at("recipe.toml"));
         assert_eq!(recipe.name, "debian-12-ci");
@@ -464,7 +433,7 @@ mod tests {
             install.mirror.as_deref(),
             Some("http://mirror.example/debian")
         );
-        assert_eq!(install.timeout, Some(Duration::from_secs(40 * 60)));
+        assert_eq!(install.timeout, Some(Duration::from_secs(90 * 60)));
         let configure = &recipe.configure;
         assert_eq!(configure.user.as_deref(), Some("builder"));
         assert_eq!(configure.password_file, Some(at("secrets/pw.txt")));
@@ -492,7 +461,7 @@ mod tests {
             }
         );
         assert_eq!(recipe.verify.profiles, vec![Profile::Djinn, Profile::Srht]);
-        let [djinn, offline] = &recipe.publish[..] else {
+        let [djinn, offline, srht] = &recipe.publish[..] else {
             panic!("{:?}", recipe.publish)
         };
         assert_eq!(djinn.target, TargetKind::Djinn);
@@ -501,13 +470,17 @@ mod tests {
             djinn.namespace.as_ref().map(|ns| ns.as_str()),
             Some("images")
         );
-        assert_eq!(djinn.token_env.as_deref(), Some("DJINN_TOKEN"));
+        assert_eq!(djinn.token_env.as_deref(), Some("STAGING_DJINN_TOKEN"));
         assert_eq!(offline.target, TargetKind::Offline);
         assert_eq!(
             offline.driver_conf,
             Some(at("home/.config/djinn/driver.conf"))
         );
         assert!(offline.compact && !offline.compress && offline.token_env.is_none());
+        assert_eq!(srht.target, TargetKind::Srht);
+        assert_eq!(srht.root, Some(fixture.path("http")));
+        assert_eq!(srht.release.as_deref(), Some("debian/12"));
+        assert_eq!(srht.arch.as_deref(), Some("x86_64"));
         assert_eq!(
             recipe.post_build,
             Some(PostBuild {
@@ -602,15 +575,56 @@ command = "scripts/notify.sh"
     }
 
     #[test]
-    fn unset_variables_are_listed() {
+    fn what_the_person_must_supply_is_listed_in_one_message() {
         let fixture = Fixture::new();
-        let text = format!(
-            "{MINIMAL}[configure]\npassword_env = \"KILN_RECIPE_TEST_UNSET_PW\"\n\
-             [[publish]]\nto = \"djinn\"\ntoken_env = \"PATH\"\n"
+        let text = "name = \"ci\"\n[install]\niso = \"netinst.iso\"\niso_sha256 = \"SUMS\"\n\
+                    [configure]\nuser = \"builder\"\npassword_file = \"secrets/none.txt\"\n\
+                    [[publish]]\nto = \"djinn\"\ntoken_env = \"KILN_RECIPE_TEST_UNSET_TOKEN\"\n\
+                    [[publish]]\nto = \"djinn\"\ntoken_env = \"PATH\"\n";
+        let dir = fixture.dir.path().display().to_string();
+        // To open it, the files; the variables are read when a stage needs them.
+        let error = fixture.error(text);
+        assert_has(
+            &error,
+            &[
+                "recipe.toml: 3 things it needs are not there yet:\n",
+                &format!(
+                    "\n  line 3, column 7: [install] iso: netinst.iso does not exist (in {dir})"
+                ),
+                "\n  line 4, column 14: [install] iso_sha256: SUMS does not exist",
+                "\n  line 7, column 17: [configure] password_file: the file does not exist",
+            ],
         );
-        let recipe = fixture.load(&text, &[]).unwrap();
-        let unset = recipe.unset_variables();
-        assert!(unset.contains(&"KILN_RECIPE_TEST_UNSET_PW"), "{unset:?}");
-        assert!(!unset.contains(&"PATH"), "{unset:?}");
+        assert!(!error.contains("KILN_RECIPE_TEST_UNSET_TOKEN"), "{error}");
+        // To build it now, a variable it reads must be set too; PATH is.
+        let to_build = |text: &str| {
+            fixture.write("recipe.toml", text);
+            let home = fixture.path("home");
+            let loaded = Reading::ToBuild.load(&fixture.path("recipe.toml"), &[], Some(&home));
+            loaded.map(|_| ()).map_err(|e| e.to_string())
+        };
+        let error = to_build(text).unwrap_err();
+        assert_has(
+            &error,
+            &[
+                "4 things it needs",
+                "\n  line 10, column 13: [[publish]] #1 token_env: the variable KILN_RECIPE_TEST_UNSET_TOKEN is not set",
+            ],
+        );
+        assert!(!error.contains("PATH"), "{error}");
+        for file in ["netinst.iso", "SUMS", "secrets/none.txt"] {
+            fixture.write(file, "x\n");
+        }
+        let error = to_build(text).unwrap_err();
+        assert!(
+            error.ends_with(
+                "recipe.toml, line 10, column 13: [[publish]] #1 token_env: the variable KILN_RECIPE_TEST_UNSET_TOKEN is not set"
+            ),
+            "{error}"
+        );
+        // Any other problem stops the reading at once, whatever is missing besides.
+        let error = fixture.error(&format!("{text}[disk]\nsize = \"10Q\"\n"));
+        assert_has(&error, &["[disk] size: `Q` is not a size unit"]);
+        assert!(!error.contains("things it needs"), "{error}");
     }
 }

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Reader;
 use super::error::Checked;
+use super::{Reader, Reading};
 
 impl Reader<'_> {
     /// Relative to the recipe's directory; `~` and `~/…` in the home directory.
@@ -17,7 +17,8 @@ impl Reader<'_> {
         }
     }
 
-    /// `written` made absolute, and an existing file.
+    /// `written` made absolute, and an existing file. One that is not there is noted as
+    /// missing ([`Reader::missing`]) and its path returned, so reading goes on.
     pub(super) fn file(&self, key: &str, written: &Path) -> Checked<PathBuf> {
         self.existing(key, written, true, Path::is_file, "a directory, not a file")
     }
@@ -45,15 +46,29 @@ impl Reader<'_> {
             true => format!("{} ", written.display()),
             false => "the file ".to_string(),
         };
-        let problem = match (path.exists(), is_right_kind(&path)) {
-            (_, true) => return Ok(path),
-            (true, false) => format!("{named}is {wrong_kind}"),
+        match (path.exists(), is_right_kind(&path)) {
+            (_, true) => Ok(path),
+            (true, false) => Err(self.error(key, format!("{named}is {wrong_kind}"))),
             (false, _) if path.starts_with(self.dir) => {
-                format!("{named}does not exist (in {})", self.dir.display())
+                let dir = self.dir.display();
+                self.missing(key, format!("{named}does not exist (in {dir})"));
+                Ok(path)
             }
-            (false, _) => format!("{named}does not exist"),
-        };
-        Err(self.error(key, problem))
+            (false, _) => {
+                self.missing(key, format!("{named}does not exist"));
+                Ok(path)
+            }
+        }
+    }
+
+    /// A variable a secret is read from (`password_env`, `token_env`…): a valid name, and
+    /// for a build about to start, set (else noted as missing).
+    pub(super) fn secret_variable(&self, key: &str, name: &str) -> Checked<()> {
+        self.env_name(key, name)?;
+        if self.reading == Reading::ToBuild && std::env::var_os(name).is_none() {
+            self.missing(key, format!("the variable {name} is not set"));
+        }
+        Ok(())
     }
 
     /// `name` must be a variable's: letters, digits and `_`, not starting with a digit.

@@ -101,14 +101,21 @@ impl Expected {
                     path: sums.clone(),
                     source,
                 })?;
-                let name = iso
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                find_in_sums(&text, &name).ok_or_else(|| IsoError::NotInSums {
-                    sums: sums.clone(),
-                    name,
-                })?
+                let name_of = |path: &Path| {
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
+                let name = name_of(iso);
+                // A link (debian-12-netinst.iso → the release's file) is listed by what it
+                // points to.
+                let target = std::fs::canonicalize(iso).map(|target| name_of(&target));
+                (find_in_sums(&text, &name))
+                    .or_else(|| find_in_sums(&text, target.as_deref().ok()?))
+                    .ok_or_else(|| IsoError::NotInSums {
+                        sums: sums.clone(),
+                        name,
+                    })?
             }
         };
         if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -234,5 +241,26 @@ mod tests {
         assert_eq!(find_in_sums(sums, "other.iso").as_deref(), Some("bb22"));
         assert_eq!(find_in_sums(sums, "third.iso").as_deref(), Some("cc33"));
         assert_eq!(find_in_sums(sums, "missing.iso"), None);
+    }
+
+    #[test]
+    fn a_link_to_the_iso_is_found_by_what_it_points_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let iso = dir.path().join("debian-12.13.0-amd64-netinst.iso");
+        std::fs::write(&iso, b"x").unwrap();
+        let link = dir.path().join("debian-12-netinst.iso");
+        std::os::unix::fs::symlink(iso.file_name().unwrap(), &link).unwrap();
+        let sums = dir.path().join("SHA256SUMS");
+        let hex = "ab".repeat(32);
+        std::fs::write(&sums, format!("{hex}  debian-12.13.0-amd64-netinst.iso\n")).unwrap();
+        let expected = Expected::SumsFile(sums.clone());
+        assert_eq!(expected.resolve(&link).unwrap(), hex);
+        assert_eq!(expected.resolve(&iso).unwrap(), hex);
+        std::fs::write(&sums, format!("{hex}  other.iso\n")).unwrap();
+        let error = expected.resolve(&link).unwrap_err().to_string();
+        assert!(
+            error.ends_with("has no line for debian-12-netinst.iso"),
+            "{error}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! SSH client for a test guest: connect with retry while it boots, log in the way the CI driver
 //! does (password, possibly empty) or with a key, run commands (env, stdin, streamed output) and
-//! move files over SFTP (driver-contract.md §2).
+//! move files over SFTP (docs/driver-contract.md §2).
 //!
 //! Host keys are never checked: the CI driver does not check them either, and every guest kiln
 //! talks to is a throwaway VM booted from a snapshot on loopback.

@@ -22,7 +22,7 @@ use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::task::{Cancelled, Reporter};
 use crate::engine::units::human_bytes;
 
-/// The content type of a raw qcow2 upload (driver-contract.md §5).
+/// The content type of a raw qcow2 upload (docs/driver-contract.md §5).
 pub const QEMU_DISK: &str = "application/x-qemu-disk";
 /// Uploads read the file in blocks this large. Each byte is copied twice, out of the page cache
 /// into a block and out of the block into the socket, and the second copy is cheap only while
