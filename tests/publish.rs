@@ -133,11 +133,10 @@ fn seed(server: &DjinnServer, name: &str, namespace: &str) {
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
 }
 
-/// Names in `dir` that look like kiln's temporary files.
+/// kiln's temporary files in `dir` (which must exist: a wrong directory would find none).
 fn temp_files(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     entries
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".kiln-"))
@@ -628,7 +627,7 @@ fn an_interrupted_copy_leaves_no_file_behind() {
     let dir = disks.join("qemu/x86_64");
     let start = Instant::now();
     // Interrupt as soon as the copy has begun.
-    while temp_files(&dir).is_empty() {
+    while !dir.is_dir() || temp_files(&dir).is_empty() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "kiln ended before copying"
