@@ -70,6 +70,10 @@ fn sftp_reason(e: &russh_sftp::client::error::Error) -> String {
     use russh_sftp::client::error::Error;
     match e {
         Error::Status(status) if status.error_message.is_empty() => status.status_code.to_string(),
+        // OpenSSH's message is often the code's own name ("Failure (Failure)"): say it once.
+        Error::Status(status) if status.error_message == status.status_code.to_string() => {
+            status.error_message.clone()
+        }
         Error::Status(status) => format!("{} ({})", status.status_code, status.error_message),
         // russh-sftp reports a closed channel as an I/O or "unexpected" error; say it plainly.
         Error::IO(detail) | Error::UnexpectedBehavior(detail)

@@ -175,11 +175,45 @@ const BOOT_EVIDENCE: [&str; 12] = [
     "Run /init",
 ];
 
-/// The first console line that shows a boot.
-fn boot_evidence(serial: &str) -> Option<&str> {
-    serial
+/// The first console line that shows a boot, without its colours.
+fn boot_evidence(serial: &str) -> Option<String> {
+    plain_console(serial)
         .lines()
         .find(|line| BOOT_EVIDENCE.iter().any(|sign| line.contains(sign)))
+        .map(str::to_string)
+}
+
+/// Console text without terminal escape sequences (systemd colours its status words and unit
+/// names), so lines match and can be quoted.
+fn plain_console(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\x1b' {
+            plain.push(c);
+            continue;
+        }
+        match chars.next() {
+            // CSI: parameters, then one final byte in @..~.
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            // OSC: up to BEL or ESC \.
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    plain
 }
 
 /// The console so far; if it shows no boot yet, what it prints within `grace` more (until the
@@ -203,7 +237,7 @@ async fn console_with_evidence(view: &MachineView, grace: Duration) -> String {
 fn boots_check(serial: &str, answered_ssh: bool, tail: &str) -> Check {
     let (id, name) = BOOT_CHECKS[0];
     let evidence = boot_evidence(serial);
-    match (evidence, answered_ssh, serial.trim().is_empty()) {
+    match (evidence.as_deref(), answered_ssh, serial.trim().is_empty()) {
         (Some(line), _, _) => Check::new(
             id,
             name,
@@ -253,7 +287,7 @@ async fn procedure(
     };
     let ready_after = started.elapsed();
     let stages = reached.lock().expect("stage lock").clone();
-    let console = String::from_utf8_lossy(&view.subscribe_serial().0).into_owned();
+    let console = plain_console(&String::from_utf8_lossy(&view.subscribe_serial().0));
     let error = session.as_ref().err().map(String::as_str);
     let mut checks = connection_checks(&stages, error, user, &console);
     let Ok(session) = session else {
@@ -292,10 +326,23 @@ async fn booted_without_sshd(
     let (history, mut live) = view.subscribe_serial();
     let mut console = String::from_utf8_lossy(&history).into_owned();
     let finished = |console: &str| {
-        console
-            .lines()
-            .find(|line| line.contains("Kernel panic") || line.contains(" login:"))
-            .map(str::to_string)
+        let console = plain_console(console);
+        let line =
+            |wanted: &dyn Fn(&str) -> bool| console.lines().find(|l| wanted(l)).map(str::to_string);
+        line(&|l| l.contains("Kernel panic")).or_else(|| {
+            // systemd that prints its status: booted when it reached its default target (a
+            // getty may print `login:` long before, while a first-boot job holds sshd back).
+            if console.contains("Reached target") {
+                line(&|l| {
+                    l.contains("Reached target")
+                        && ["multi-user", "Multi-User", "graphical", "Graphical"]
+                            .iter()
+                            .any(|target| l.contains(target))
+                })
+            } else {
+                line(&|l| l.contains(" login:"))
+            }
+        })
     };
     let mut prompt: Option<String> = None;
     loop {
@@ -321,14 +368,15 @@ async fn booted_without_sshd(
         }
     }
     let stages = reached.lock().expect("stage lock").clone();
-    // sshd answered (a slow login is under way): the deadline is the only judge now.
-    if stages.iter().any(|s| matches!(s, Stage::Banner(_))) {
+    // sshd answered (a slow login is under way), or the guest has not answered on its network
+    // at all (a busy host, a late network): the deadline is the only judge. Only a guest
+    // whose network refuses the port has shown that nothing listens there.
+    if stages.iter().any(|s| matches!(s, Stage::Banner(_)))
+        || last_silence(&stages) != Some(Silence::Closed)
+    {
         return std::future::pending().await;
     }
-    let port = match last_silence(&stages) {
-        Some(silence) => silence.to_string(),
-        None => "no connection to the forwarded port finished".into(),
-    };
+    let port = Silence::Closed.to_string();
     format!(
         "the guest finished booting (its console shows `{}`, then nothing for {} s) and the port still sends no SSH banner: {port}",
         prompt.unwrap_or_default().trim(),
@@ -703,6 +751,27 @@ mod tests {
         assert!(glob_matches("*-artifact.txt", "kiln-check-artifact.txt"));
         assert!(glob_matches("a?c", "abc"));
         assert!(!glob_matches("*.txt", "x.log"));
+    }
+
+    #[test]
+    fn console_lines_lose_their_colours_and_count_as_evidence() {
+        let systemd = "[\x1b[0;32m  OK  \x1b[0m] Reached target \x1b[0;1;39mmulti-user.target\x1b[0m - Multi-User System.\r\n";
+        assert_eq!(
+            plain_console(systemd),
+            "[  OK  ] Reached target multi-user.target - Multi-User System.\r\n"
+        );
+        assert_eq!(plain_console("a\x1b]0;title\x07b\x1b]2;t\x1b\\c"), "abc");
+        let grub = "\x1b[2J\x1b[1;1H  Booting `Debian GNU/Linux'\n";
+        let check = boots_check(grub, true, "");
+        assert_eq!(check.verdict, Verdict::Pass, "{check:?}");
+        assert!(
+            check.detail.contains("`Booting `Debian GNU/Linux'`"),
+            "{check:?}"
+        );
+        let failed = "[\x1b[0;1;31mFAILED\x1b[0m] Failed to start \x1b[0;1;39mssh.service\x1b[0m - OpenBSD Secure Shell server.";
+        let cause = sshd_on_console(&plain_console(failed)).unwrap();
+        assert!(cause.why.contains("host keys"), "{}", cause.why);
+        assert!(!cause.why.contains('\x1b'), "{}", cause.why);
     }
 
     #[test]

@@ -208,7 +208,7 @@ mod tests {
             // The code before its tests (which may print anything for the developer).
             let code = text.split("#[cfg(test)]").next().unwrap_or_default();
             for (number, line) in code.lines().enumerate() {
-                let debug = line.contains(":?}") || line.contains("{:?");
+                let debug = debug_placeholder(line);
                 if debug && !line.contains("words-ok") && !line.trim_start().starts_with("//") {
                     found.push(format!(
                         "{}:{}: {}",
@@ -224,5 +224,23 @@ mod tests {
             "Debug formatting in messages:\n{}",
             found.join("\n")
         );
+    }
+
+    /// A `{…:…?}` placeholder on the line: `{x:?}`, `{:?}`, `{:02x?}`, `{:#?}`.
+    fn debug_placeholder(line: &str) -> bool {
+        line.match_indices("?}").any(|(end, _)| {
+            let start = line[..end].rfind('{').unwrap_or(end);
+            line[start..end].contains(':')
+        })
+    }
+
+    #[test]
+    fn debug_placeholders_are_found_in_every_spelling() {
+        for line in ["{x:?}", "{:?}", "\"{:02x?}\"", "{:#?}"] {
+            assert!(debug_placeholder(line), "{line}");
+        }
+        for line in ["{x}", "{:02x}", "value?}", "{}?"] {
+            assert!(!debug_placeholder(line), "{line}");
+        }
     }
 }

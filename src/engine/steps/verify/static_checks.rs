@@ -61,8 +61,8 @@ pub async fn static_checks(path: &Path) -> Vec<Check> {
             "QCOW2 magic",
             Verdict::Fail,
             format!(
-                "starts with {:02x?}, not QFI\\xfb: not a qcow2 file",
-                header
+                "starts with the bytes {}, not QFI\\xfb: not a qcow2 file",
+                header.map(|byte| format!("{byte:02x}")).join(" ")
             ),
         )
         .fix(convert.clone())
