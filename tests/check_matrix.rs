@@ -367,6 +367,11 @@ fn check_row(row: &Row, image: &Path) -> Outcome {
                     row.check,
                     summary(check)
                 ));
+                // Skipped: an earlier check failed, and that is the one to read.
+                let first = checks.iter().find(|c| c["verdict"] == "fail");
+                if let Some(first) = first.filter(|f| f["id"] != row.check) {
+                    problems.push(format!("the first failure: {}", summary(first)));
+                }
             }
             let seen = detail.contains(row.phrase) || (row.in_fix && fix.contains(row.phrase));
             if !seen {
