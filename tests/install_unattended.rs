@@ -167,6 +167,10 @@ fn the_debian_preset_boots_the_installer_directly_with_its_own_preseed() {
         "{log}"
     );
     assert!(!log.contains("boot command:"), "{log}");
+    assert!(
+        log.contains("answer files from the debian-12 preset at http://10.0.2.2:"),
+        "{log}"
+    );
     assert!(log.contains("guest fetched /preseed.cfg, 200"), "{log}");
     // The preset's kernel arguments: its serial console and the image's name as hostname.
     assert!(log.contains("console=ttyS0,115200n8"), "{log}");

@@ -165,14 +165,14 @@ pub async fn install(
         ));
     }
     if let Some(url) = plan.guest_url() {
+        // A preset's answer files are kiln's own, written for this install only.
+        let from = match (&request.unattended.http_dir, &request.unattended.preset) {
+            (Some(dir), _) => dir.display().to_string(),
+            (None, Some(preset)) => format!("the {} preset", preset.name),
+            (None, None) => "a private directory".into(),
+        };
         reporter.info(format!(
-            "answer files from {} at {url}/ (127.0.0.1 on this host)",
-            request
-                .unattended
-                .http_dir
-                .as_deref()
-                .unwrap_or(std::path::Path::new("?"))
-                .display()
+            "answer files from {from} at {url}/ (127.0.0.1 on this host)"
         ));
     }
     if let Some(requests) = plan.requests.take() {
