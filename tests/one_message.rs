@@ -1,5 +1,5 @@
 //! A value a person types is parsed once, where it is typed, into the engine's type (a Djinn
-//! namespace, a boot command): so a bad one is refused by every frontend — a flag, a recipe,
+//! namespace, a boot command, an rsync destination): so a bad one is refused by every frontend — a flag, a recipe,
 //! the workbench's form — with the same message, before any work starts.
 
 mod support;
@@ -73,6 +73,62 @@ fn a_bad_namespace_is_refused_with_one_message_by_flag_recipe_and_workbench() {
     tmux.wait_for(NAMESPACE_MESSAGE, SCREEN);
     tmux.keys(&["Enter"]);
     tmux.wait_for(&format!("✘ {NAMESPACE_MESSAGE}"), SCREEN);
+    let session =
+        std::fs::read_to_string(sandbox.work().join("disk.kiln.toml")).unwrap_or_default();
+    assert!(!session.contains("[steps.publish]"), "{session}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+}
+
+const BAD_DEST: &str = "/srv/images/";
+/// The one message for it (`RemotePathError`).
+const DEST_MESSAGE: &str = "`/srv/images/` is not an rsync destination: no `host:` in front of the path (write user@host:/srv/images/)";
+
+#[test]
+fn a_bad_rsync_destination_is_refused_with_one_message_by_flag_recipe_and_workbench() {
+    let sandbox = Sandbox::with_blank_disk();
+
+    let out = sandbox.kiln(&["publish", "disk.qcow2", "--to", "rsync", "--dest", BAD_DEST]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(DEST_MESSAGE), "{stderr}");
+
+    let recipe = sandbox.work().join("dest.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "name = \"dest\"\n[base]\nimage = \"disk.qcow2\"\n[[publish]]\nto = \"rsync\"\n\
+             dest = \"{BAD_DEST}\"\n"
+        ),
+    )
+    .unwrap();
+    let out = sandbox.kiln(&["build", "dest.toml"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dest.toml") && stderr.contains("line 6"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(DEST_MESSAGE), "{stderr}");
+    assert!(!sandbox.work().join("dest.qcow2").exists(), "work started");
+
+    let command = format!(
+        "{} '{}' disk.qcow2; echo \"KILN-EXITED $?\"; sleep 60",
+        sandbox.shell_prefix(),
+        kiln_bin()
+    );
+    let tmux = Tmux::start("one-message-dest", 220, 40, &command);
+    tmux.wait_for("Steps", SCREEN);
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["Down", "Down", "Down", "Down", "Enter"]); // Publish, cursor in Name
+    tmux.wait_for("[ Publish ]", SCREEN);
+    tmux.keys(&["Up", "Right", "Right", "Right"]); // To: djinn → offline → srht → rsync
+    tmux.wait_for("Destination", SCREEN);
+    tmux.keys(&["Down"]); // Destination
+    tmux.type_text(BAD_DEST);
+    tmux.wait_for(DEST_MESSAGE, SCREEN);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for(&format!("✘ {DEST_MESSAGE}"), SCREEN);
     let session =
         std::fs::read_to_string(sandbox.work().join("disk.kiln.toml")).unwrap_or_default();
     assert!(!session.contains("[steps.publish]"), "{session}");

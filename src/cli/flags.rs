@@ -15,7 +15,7 @@ use crate::engine::session::Choices;
 use crate::engine::steps::install::boot_command::{
     BootCommandError, WrittenDuration, parse_duration,
 };
-use crate::engine::steps::publish::{Namespace, TargetKind};
+use crate::engine::steps::publish::{Namespace, RemotePath, TargetKind};
 use crate::engine::workflow::requests::{BOOT_DEADLINE, parse_checksum};
 use crate::engine::workflow::{Secrets, secret_from_file};
 
@@ -252,6 +252,8 @@ pub enum TargetArg {
     Offline,
     /// A builds.sr.ht image tree: ROOT/DISTRO/RELEASE/ARCH/root.img.qcow2.
     Srht,
+    /// A host over SSH, copied to with the system's rsync: --dest user@host:/srv/images/.
+    Rsync,
 }
 
 impl From<TargetArg> for TargetKind {
@@ -260,6 +262,7 @@ impl From<TargetArg> for TargetKind {
             TargetArg::Djinn => TargetKind::Djinn,
             TargetArg::Offline => TargetKind::Offline,
             TargetArg::Srht => TargetKind::Srht,
+            TargetArg::Rsync => TargetKind::Rsync,
         }
     }
 }
@@ -296,9 +299,13 @@ pub struct DestinationArgs {
     /// Offline: install as a worker base image (DISKS/_base/qemu/x86_64/…).
     #[arg(long)]
     pub base: bool,
-    /// Offline, srht: replace an image that is already there.
+    /// Offline, srht, rsync: replace an image that is already there.
     #[arg(long)]
     pub replace: bool,
+    /// rsync: `[user@]host:/dir/` (the file is NAME.qcow2) or `[user@]host:/dir/FILE`, over
+    /// your own ssh (its ~/.ssh/config, agent and known_hosts; an unknown host key is refused).
+    #[arg(long, value_name = "USER@HOST:PATH")]
+    pub dest: Option<RemotePath>,
     /// srht: the image tree's root directory.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
@@ -331,6 +338,7 @@ impl DestinationArgs {
             compact: on(self.compact),
             compress: on(self.compress),
             sha256: on(self.write_sha256),
+            dest: self.dest.clone(),
             ..Choices::default()
         })
     }

@@ -84,7 +84,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Log in to the installed disk, remove root's password, install the reference sshd_config.
     Configure(configure::ConfigureArgs),
-    /// Upload to a Djinn namespace, or install for the offline runner or a builds.sr.ht tree.
+    /// Upload to a Djinn namespace, install for the offline runner or a builds.sr.ht tree, or
+    /// copy to a host over SSH with rsync.
     Publish(publish::PublishArgs),
     /// The whole flow for one image, headless: create, install, configure, verify, publish.
     /// Resumes from the image's session file (NAME.kiln.toml) and stops at the first failure.

@@ -1,5 +1,5 @@
-//! `kiln publish IMAGE --to djinn|offline|srht …`: check the image, optionally compact it,
-//! then upload it to Djinn or install it where a runner boots it from.
+//! `kiln publish IMAGE --to djinn|offline|srht|rsync …`: check the image, optionally compact
+//! it, then upload it to Djinn, install it where a runner boots it from, or copy it to a host.
 
 use std::path::PathBuf;
 
@@ -18,7 +18,8 @@ use crate::engine::workflow::{Secrets, StepOptions, StepResult};
     mut_arg("to", |to| to.required(true)),
     mut_arg("root", |root| root.required_if_eq("to", "srht")),
     mut_arg("distro", |distro| distro.required_if_eq("to", "srht")),
-    mut_arg("release", |release| release.required_if_eq("to", "srht"))
+    mut_arg("release", |release| release.required_if_eq("to", "srht")),
+    mut_arg("dest", |dest| dest.required_if_eq("to", "rsync"))
 )]
 pub struct PublishArgs {
     /// The qcow2 image to publish (it is never modified).
@@ -80,6 +81,7 @@ fn misplaced_flag(to: TargetArg, flags: &DestinationArgs) -> Option<String> {
         ("--distro", flags.distro.is_some(), TargetArg::Srht),
         ("--release", flags.release.is_some(), TargetArg::Srht),
         ("--arch", flags.arch.is_some(), TargetArg::Srht),
+        ("--dest", flags.dest.is_some(), TargetArg::Rsync),
     ];
     let wrong = given
         .iter()
@@ -97,6 +99,17 @@ fn misplaced_flag(to: TargetArg, flags: &DestinationArgs) -> Option<String> {
         TargetArg::Srht if flags.name.is_some() || flags.namespace.is_some() => Some(
             "--name and --namespace do not apply to --to srht; the tree is named by --distro/--release/--arch".into(),
         ),
+        TargetArg::Rsync if flags.namespace.is_some() => {
+            Some("--namespace does not apply to --to rsync; --dest says where the image goes".into())
+        }
+        TargetArg::Rsync
+            if flags.name.is_some() && flags.dest.as_ref().is_some_and(|d| !d.is_directory()) =>
+        {
+            Some(
+                "--dest names the file already; give --name only with a directory (--dest user@host:/dir/)"
+                    .into(),
+            )
+        }
         _ => None,
     })
 }
@@ -133,6 +146,7 @@ fn print(published: &Published, format: Format) {
         Destination::Offline { path, .. } | Destination::Srht { path, .. } => {
             println!("path:      {}", path.display());
         }
+        Destination::Rsync { dest, .. } => println!("dest:      {dest}"),
     }
     println!(
         "size:      {} ({} bytes)",

@@ -101,6 +101,7 @@ pub fn publish_choices(recipe: &Recipe, publish: &Publish) -> Choices {
         root: publish.root.clone(),
         release: publish.release.clone(),
         arch: publish.arch.clone(),
+        dest: publish.dest.clone(),
         base: Some(publish.base),
         compact: Some(publish.compact),
         compress: Some(publish.compress),

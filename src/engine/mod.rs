@@ -85,7 +85,7 @@ impl Step {
             Step::Install => "boot an installer ISO with the disk attached",
             Step::Configure => "passwordless root and the reference sshd_config",
             Step::Verify => "boot it exactly as the CI driver does and log in",
-            Step::Publish => "upload to Djinn or install for the offline runner",
+            Step::Publish => "upload to Djinn, install for a runner, or copy to a host",
         }
     }
 }

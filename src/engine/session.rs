@@ -22,7 +22,7 @@ use crate::engine::host::vcpus::Vcpus;
 use crate::engine::steps::configure::SshdVariant;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::boot_command::{BootCommand, WrittenDuration};
-use crate::engine::steps::publish::{Namespace, TargetKind};
+use crate::engine::steps::publish::{Namespace, RemotePath, TargetKind};
 
 /// The session file of `image`: `disk.qcow2` → `disk.kiln.toml` beside it.
 pub fn session_path(image: &Path) -> PathBuf {
@@ -193,7 +193,7 @@ pub struct Choices {
     pub regenerate_host_keys: Option<bool>,
     /// Driver to imitate when verifying: djinn or srht.
     pub profile: Option<Profile>,
-    /// Publish target: djinn, offline or srht.
+    /// Publish target: djinn, offline, srht or rsync.
     pub target: Option<TargetKind>,
     pub name: Option<String>,
     #[serde(deserialize_with = "parsed_if_valid")]
@@ -210,8 +210,11 @@ pub struct Choices {
     pub compact: Option<bool>,
     pub compress: Option<bool>,
     pub sha256: Option<bool>,
-    /// Replace an image of the same name (local targets).
+    /// Replace an image of the same name (every target but Djinn).
     pub replace: Option<bool>,
+    /// rsync: `[user@]host:path`, a directory when it ends with `/`.
+    #[serde(deserialize_with = "parsed_if_valid")]
+    pub dest: Option<RemotePath>,
 }
 
 impl Choices {
@@ -261,7 +264,8 @@ impl Choices {
             compact,
             compress,
             sha256,
-            replace
+            replace,
+            dest
         );
     }
 }

@@ -59,6 +59,7 @@ pub fn install_hint(program: &str) -> String {
     match program {
         "qemu-img" => "apt-get install qemu-utils".into(),
         p if p.starts_with("qemu-system") => "apt-get install qemu-system-x86".into(),
+        "ssh" | "ssh-keygen" | "ssh-keyscan" => "apt-get install openssh-client".into(),
         other => format!("apt-get install {other}"),
     }
 }

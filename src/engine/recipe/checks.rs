@@ -305,6 +305,16 @@ impl Reader<'_> {
                 "a builds.sr.ht tree needs root = \"DIR\" and release = \"DISTRO/RELEASE\"";
             return Err(self.error(&key("to"), problem));
         }
+        if p.target == TargetKind::Rsync && p.dest.is_none() {
+            let problem = "an rsync destination needs dest = \"user@host:/srv/images/\"";
+            return Err(self.error(&key("to"), problem));
+        }
+        // The recipe's name names the file in a directory; a file named in dest keeps its own.
+        if p.dest.as_ref().is_some_and(|dest| !dest.is_directory()) && self.find(&key("name")).1 {
+            let problem =
+                "dest names the file already; give name only with a directory (dest ending in /)";
+            return Err(self.error(&key("name"), problem));
+        }
         let has_host = |url: &str, scheme| url.strip_prefix(scheme).is_some_and(|h| !h.is_empty());
         let is_url = |url: &str| has_host(url, "https://") || has_host(url, "http://");
         if p.url.as_deref().is_some_and(|url| !is_url(url)) {
@@ -341,19 +351,20 @@ impl Reader<'_> {
 
     /// Refuse a key the entry's target does not read, rather than ignore it.
     fn keys_fit_target(&self, at: &str, target: TargetKind) -> Checked<()> {
-        use TargetKind::{Djinn, Offline, Srht};
-        const READ_BY: [(&str, &[TargetKind]); 11] = [
+        use TargetKind::{Djinn, Offline, Rsync, Srht};
+        const READ_BY: [(&str, &[TargetKind]); 12] = [
             ("url", &[Djinn]),
             ("token_env", &[Djinn]),
             ("namespace", &[Djinn, Offline]),
-            ("name", &[Djinn, Offline]),
+            ("name", &[Djinn, Offline, Rsync]),
+            ("dest", &[Rsync]),
             ("driver_conf", &[Offline]),
             ("base", &[Offline]),
             ("root", &[Srht]),
             ("release", &[Srht]),
             ("arch", &[Srht]),
-            ("sha256", &[Offline, Srht]),
-            ("replace", &[Offline, Srht]),
+            ("sha256", &[Offline, Srht, Rsync]),
+            ("replace", &[Offline, Srht, Rsync]),
         ];
         for (name, targets) in READ_BY {
             let key = format!("{at}.{name}");
@@ -572,7 +583,23 @@ mod tests {
             ),
             (
                 "to = \"djinn\"\nreplace = true\n",
-                "line 6, column 11: [[publish]] #1 replace: a djinn target does not read it (only offline, srht)",
+                "line 6, column 11: [[publish]] #1 replace: a djinn target does not read it (only offline, srht, rsync)",
+            ),
+            (
+                "to = \"rsync\"\nsha256 = true\n",
+                "line 5, column 6: [[publish]] #1 to: an rsync destination needs dest",
+            ),
+            (
+                "to = \"rsync\"\ndest = \"/srv/images/\"\n",
+                "line 6, column 8 (`dest`): `/srv/images/` is not an rsync destination: no `host:` in front of the path",
+            ),
+            (
+                "to = \"rsync\"\ndest = \"ci@h:/srv/x.qcow2\"\nname = \"y\"\n",
+                "line 7, column 8: [[publish]] #1 name: dest names the file already",
+            ),
+            (
+                "to = \"offline\"\ndest = \"ci@h:/srv/\"\n",
+                "[[publish]] #1 dest: a offline target does not read it (only rsync)",
             ),
             (
                 "to = \"srht\"\nroot = \".\"\n",
@@ -623,6 +650,15 @@ mod tests {
             .unwrap();
         assert_eq!(recipe.publish[0].root, Some(fixture.path("http")));
         assert!(recipe.publish[0].sha256 && recipe.publish[0].token_env.is_none());
+        let recipe = fixture
+            .load(
+                &entry("to = \"rsync\"\ndest = \"ci@images:/srv/images/\"\nreplace = true\n"),
+                &[("publish.0.dest", "images:/srv/other/")],
+            )
+            .unwrap();
+        let dest = recipe.publish[0].dest.as_ref().unwrap();
+        assert_eq!(dest.to_string(), "images:/srv/other/");
+        assert!(recipe.publish[0].replace);
         // Without token_env, a Djinn target takes kiln's usual token.
         let recipe = fixture.load(&entry("to = \"djinn\"\n"), &[]).unwrap();
         assert_eq!(recipe.publish[0].token_env, None);

@@ -58,7 +58,7 @@ use crate::engine::steps::configure::{Extras, SshdVariant};
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::boot_command::{BootCommand, WrittenDuration, parse_duration};
 use crate::engine::steps::provision::ProvisionStep;
-use crate::engine::steps::publish::{Namespace, TargetKind};
+use crate::engine::steps::publish::{Namespace, RemotePath, TargetKind};
 use error::Checked;
 use vars::set_var;
 
@@ -217,6 +217,8 @@ pub struct Publish {
     pub root: Option<PathBuf>,
     pub release: Option<String>,
     pub arch: Option<String>,
+    /// rsync only: `[user@]host:/dir/` or `[user@]host:/dir/FILE`.
+    pub dest: Option<RemotePath>,
     #[serde(default)]
     pub base: bool,
     #[serde(default)]

@@ -281,6 +281,15 @@ pub fn publish_request(
                 replace,
             }
         }
+        TargetKind::Rsync => PublishTarget::Rsync {
+            dest: choices.dest.clone().ok_or_else(|| {
+                PublishError::InvalidOption(
+                    "an rsync destination needs user@host:/path/ (--dest, or dest in the recipe)"
+                        .into(),
+                )
+            })?,
+            replace,
+        },
         TargetKind::Djinn => PublishTarget::Djinn {
             url: non_empty(&choices.url).or_else(|| non_empty(&settings.djinn_url)).ok_or_else(|| {
                 PublishError::InvalidOption(

@@ -348,6 +348,7 @@ fn the_publish_form_shows_the_chosen_targets_fields_only() {
             ["Djinn URL", "srht root"],
         ),
         ("srht", ["srht root", "Release"], ["Djinn URL", "Namespace"]),
+        ("rsync", ["Destination", "Name"], ["Djinn URL", "Namespace"]),
     ] {
         app.publish.form.set_choice("target", target);
         let screen = render(&app, 100, 30).to_string();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use super::run::StepRun;
 use crate::engine::host::config::Settings;
 use crate::engine::session::Choices;
-use crate::engine::steps::publish::{Namespace, NamespaceError, TargetKind, Token};
+use crate::engine::steps::publish::{
+    Namespace, NamespaceError, RemotePath, RemotePathError, TargetKind, Token,
+};
 use crate::engine::task::Level;
 use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form, FormProblem};
@@ -24,8 +26,9 @@ impl PublishScreen {
         PublishScreen {
             form: Form::new(vec![
                 Field::path("disk", "Disk", ""),
-                Field::choice("target", "To", vec!["djinn", "offline", "srht"]),
-                Field::text("name", "Name", "").only_for("target", &["djinn", "offline"]),
+                Field::choice("target", "To", vec!["djinn", "offline", "srht", "rsync"]),
+                Field::text("dest", "Destination", "").only_for("target", &["rsync"]),
+                Field::text("name", "Name", "").only_for("target", &["djinn", "offline", "rsync"]),
                 Field::text("namespace", "Namespace", "").only_for("target", &["djinn", "offline"]),
                 Field::text("url", "Djinn URL", "").only_for("target", &["djinn"]),
                 Field::secret("token", "Token").only_for("target", &["djinn"]),
@@ -36,7 +39,7 @@ impl PublishScreen {
                 Field::check("compress", "compress while compacting (-c)"),
                 Field::check("sha256", "write NAME.sha256"),
                 Field::check("replace", "replace an existing image")
-                    .only_for("target", &["offline", "srht"]),
+                    .only_for("target", &["offline", "srht", "rsync"]),
                 Field::button("Publish"),
             ]),
             run: StepRun::default(),
@@ -45,15 +48,40 @@ impl PublishScreen {
         }
     }
 
-    /// What the form holds that cannot be published as it is (a namespace that is not one):
-    /// the step is not started, and the message is the one every frontend gives.
+    /// What the form holds that cannot be published as it is (a namespace or a destination
+    /// that is not one): the step is not started, and the message is the one every frontend
+    /// gives.
     pub fn problem(&self) -> Option<FormProblem> {
+        if self.form.choice("target") == TargetKind::Rsync.name() {
+            return match self.dest() {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(FormProblem::missing(
+                    "dest",
+                    "the destination",
+                    "type user@host:/dir/ (the image keeps its name) or user@host:/dir/FILE",
+                )),
+                Err(error) => Some(FormProblem::new(
+                    "dest",
+                    "a valid destination",
+                    error.to_string(),
+                )),
+            };
+        }
         let error = self.namespace().err()?;
         Some(FormProblem::new(
             "namespace",
             "a valid namespace",
             error.to_string(),
         ))
+    }
+
+    /// The Destination field, parsed; empty is none.
+    fn dest(&self) -> Result<Option<RemotePath>, RemotePathError> {
+        let text = self.form.text("dest");
+        match text.is_empty() {
+            true => Ok(None),
+            false => text.parse().map(Some),
+        }
     }
 
     /// The Namespace field, parsed; empty is none.
@@ -77,6 +105,7 @@ impl PublishScreen {
             driver_conf: optional("driver-conf").map(PathBuf::from),
             root: optional("root").map(PathBuf::from),
             release: optional("release"),
+            dest: self.dest().ok().flatten(),
             compact: Some(form.checked("compact")),
             compress: Some(form.checked("compress")),
             sha256: Some(form.checked("sha256")),
@@ -88,7 +117,29 @@ impl PublishScreen {
     /// The hint under a field: what an empty field means, and how to fill it.
     pub fn hint(&self, key: &str) -> Option<(Level, String)> {
         let empty = self.form.text(key).is_empty();
+        let rsync = self.form.choice("target") == TargetKind::Rsync.name();
         match key {
+            "name"
+                if rsync
+                    && self
+                        .dest()
+                        .ok()
+                        .flatten()
+                        .is_some_and(|d| !d.is_directory()) =>
+            {
+                Some((
+                    Level::Info,
+                    "not used: the destination names the file".into(),
+                ))
+            }
+            "name" if empty && rsync => {
+                let disk = PathBuf::from(self.form.text("disk"));
+                let stem = disk.file_stem()?.to_string_lossy().into_owned();
+                Some((
+                    Level::Info,
+                    format!("empty: a directory destination gets `{stem}.qcow2`"),
+                ))
+            }
             "name" if empty => {
                 let disk = PathBuf::from(self.form.text("disk"));
                 let stem = disk.file_stem()?.to_string_lossy().into_owned();
@@ -111,6 +162,14 @@ impl PublishScreen {
                     format!("empty: {namespace}, from config.toml (Djinn)"),
                 )),
                 (Ok(_), _) => None,
+            },
+            "dest" => match self.dest() {
+                Err(error) => Some((Level::Warn, error.to_string())),
+                Ok(None) => Some((
+                    Level::Info,
+                    "user@host:/dir/ over your ssh (~/.ssh/config, agent, known_hosts)".into(),
+                )),
+                Ok(Some(_)) => None,
             },
             "token" if self.form.raw("token").is_empty() => Some((
                 Level::Info,
@@ -152,6 +211,7 @@ impl PublishScreen {
                 choices.root.as_ref().map(|p| p.display().to_string()),
             ),
             ("release", choices.release.clone()),
+            ("dest", choices.dest.as_ref().map(ToString::to_string)),
         ] {
             if let Some(value) = value {
                 form.set_text(field, &value);

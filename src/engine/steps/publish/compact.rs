@@ -215,7 +215,7 @@ pub(super) fn write_checksum(
 }
 
 /// One line of `sha256sum` output: `HEX  NAME`.
-fn checksum_line(hex: &str, name: &str) -> String {
+pub(super) fn checksum_line(hex: &str, name: &str) -> String {
     format!("{hex}  {name}\n")
 }
 

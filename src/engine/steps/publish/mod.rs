@@ -1,6 +1,7 @@
 //! The Publish step: upload an image to a Djinn server, install it for Djinn's offline runner,
-//! or place it in a builds.sr.ht image tree — after the checks the CI driver would make,
-//! optionally compacted first and with a `NAME.sha256` beside it.
+//! place it in a builds.sr.ht image tree, or copy it to a host over SSH with rsync — after the
+//! checks the CI driver would make, optionally compacted first and with a `NAME.sha256` beside
+//! it.
 //!
 //! Files are never read into memory: uploads stream from the file, copies go through the
 //! kernel (`copy_file_range`) or a 1 MiB buffer. A local target is written under a temporary
@@ -9,13 +10,15 @@
 //! This module holds the request, its result and its errors, the checks made before a byte
 //! moves, and the step that ties them together. The targets live beside it: `djinn` uploads
 //! to a Djinn server's API, `local` installs for the offline runner or a builds.sr.ht tree,
-//! `compact` runs `qemu-img convert` and writes the checksum file, and `driver_conf` reads
-//! the offline runner's configuration.
+//! `compact` runs `qemu-img convert` and writes the checksum file, `driver_conf` reads
+//! the offline runner's configuration, and `rsync` (with `remote_path`) copies to a host.
 
 mod compact;
 mod djinn;
 pub mod driver_conf;
 mod local;
+mod remote_path;
+mod rsync;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -36,10 +39,13 @@ use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use crate::engine::units::human_bytes;
 use djinn::{Api, DjinnUpload, http_client, parse_api_url};
 use local::{FilePlan, file_plan, install_file, layout_component, read_disks};
+use rsync::{RsyncPlan, publish_rsync, rsync_plan};
 
 pub use crate::engine::namespace::{Namespace, NamespaceError};
 pub use djinn::QEMU_DISK;
 pub use driver_conf::default_driver_conf;
+pub use remote_path::{RemotePath, RemotePathError};
+pub use rsync::{RemoteError, RemoteStage};
 
 /// The environment variable that carries the Djinn API token.
 pub const TOKEN_ENV: &str = crate::engine::host::process::DJINN_TOKEN_ENV;
@@ -148,6 +154,8 @@ pub enum TargetKind {
     Offline,
     /// A builds.sr.ht image tree.
     Srht,
+    /// A directory on a host reached over SSH, copied to with rsync.
+    Rsync,
 }
 
 impl TargetKind {
@@ -157,14 +165,20 @@ impl TargetKind {
             TargetKind::Djinn => "djinn",
             TargetKind::Offline => "offline",
             TargetKind::Srht => "srht",
+            TargetKind::Rsync => "rsync",
         }
     }
 
     /// The target a word names (the inverse of [`TargetKind::name`]).
     pub fn from_name(name: &str) -> Option<TargetKind> {
-        [TargetKind::Djinn, TargetKind::Offline, TargetKind::Srht]
-            .into_iter()
-            .find(|kind| kind.name() == name)
+        [
+            TargetKind::Djinn,
+            TargetKind::Offline,
+            TargetKind::Srht,
+            TargetKind::Rsync,
+        ]
+        .into_iter()
+        .find(|kind| kind.name() == name)
     }
 }
 
@@ -196,6 +210,8 @@ pub enum PublishTarget {
         arch: String,
         replace: bool,
     },
+    /// `[user@]host:dir/[file]` over SSH; a directory gets `NAME.qcow2`.
+    Rsync { dest: RemotePath, replace: bool },
 }
 
 impl PublishTarget {
@@ -205,6 +221,7 @@ impl PublishTarget {
             PublishTarget::Djinn { url, .. } => format!("Djinn at {url}"),
             PublishTarget::Offline { .. } => "the offline runner".into(),
             PublishTarget::Srht { root, .. } => format!("the builds.sr.ht tree {}", root.display()),
+            PublishTarget::Rsync { dest, .. } => format!("{dest} over rsync"),
         }
     }
 }
@@ -249,13 +266,20 @@ pub enum Destination {
         image: String,
         arch: String,
     },
+    Rsync {
+        /// `user@host:/dir/file`, as given to rsync.
+        dest: String,
+        host: String,
+        /// The file's path on the host.
+        path: String,
+    },
 }
 
 impl Destination {
     /// The build-manifest lines that use the image, for the local targets.
     pub fn manifest(&self) -> Option<String> {
         match self {
-            Destination::Djinn { .. } => None,
+            Destination::Djinn { .. } | Destination::Rsync { .. } => None,
             Destination::Offline { image, .. } => {
                 Some(format!("driver:\n  type: qemu\n  image: {image}"))
             }
@@ -319,6 +343,7 @@ impl Summary for Published {
                     path.display()
                 )
             }
+            Destination::Rsync { dest, .. } => format!("copied to {dest} ({size} {took})"),
         }
     }
 }
@@ -395,16 +420,28 @@ pub enum PublishError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// Boxed: its messages carry many names, and every other error would grow to its size.
+    #[error(transparent)]
+    Remote(Box<RemoteError>),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
     #[error(transparent)]
     Panicked(#[from] TaskPanicked),
 }
 
+impl From<RemoteError> for PublishError {
+    fn from(error: RemoteError) -> PublishError {
+        PublishError::Remote(Box::new(error))
+    }
+}
+
 impl PublishError {
     /// Errors about the request or the environment (the CLI exits 2 for these, 1 for failures
     /// while running).
     pub fn is_usage(&self) -> bool {
+        if let PublishError::Remote(error) = self {
+            return error.is_usage();
+        }
         matches!(
             self,
             PublishError::InvalidName(_)
@@ -474,6 +511,7 @@ enum Plan {
         plain_http: bool,
     },
     File(FilePlan),
+    Rsync(RsyncPlan),
 }
 
 fn plan(request: &PublishRequest) -> Result<Plan, PublishError> {
@@ -543,6 +581,15 @@ fn plan(request: &PublishRequest) -> Result<Plan, PublishError> {
             })?;
             Ok(Plan::File(plan))
         }
+        PublishTarget::Rsync { dest, replace } => {
+            // A file named in the destination keeps that name; a directory gets the image's.
+            let name = if dest.is_directory() {
+                image_name(request)?
+            } else {
+                String::new()
+            };
+            Ok(Plan::Rsync(rsync_plan(dest, &name, *replace)))
+        }
     }
 }
 
@@ -582,6 +629,7 @@ pub async fn publish(
             djinn.publish(&request, &reporter).await?
         }
         Plan::File(plan) => install_file(&request, plan, &reporter).await?,
+        Plan::Rsync(plan) => publish_rsync(&request, plan, &reporter).await?,
     };
     Ok(Published {
         destination: outcome.destination,
