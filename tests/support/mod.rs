@@ -4,6 +4,7 @@
 pub mod djinn;
 pub mod fixtures;
 pub mod guest;
+pub mod sshd;
 pub mod static_http;
 pub mod tmux;
 pub mod xterm;
