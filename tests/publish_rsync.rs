@@ -291,6 +291,40 @@ fn an_unknown_host_key_is_refused_even_where_the_config_accepts_new_ones() {
 }
 
 #[test]
+fn a_host_key_that_changed_is_refused_and_known_hosts_left_alone() {
+    let setup = Setup::new(true, false, "  StrictHostKeyChecking no\n");
+    std::fs::create_dir(setup.dir()).unwrap();
+    image(&setup.sandbox.work(), "img.qcow2", 1);
+    // known_hosts names another key for the server's address.
+    let other = setup.sandbox.path().join("other_host_key");
+    support::sshd::keygen(&other, "not the server");
+    let other_key = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let mut words = other_key.split_whitespace();
+    let known_hosts = setup.client.ssh_dir.join("known_hosts");
+    let line = format!(
+        "[127.0.0.1]:{} {} {}\n",
+        setup.server.port,
+        words.next().unwrap(),
+        words.next().unwrap()
+    );
+    std::fs::write(&known_hosts, &line).unwrap();
+    let out = setup.publish(&["img.qcow2", "--to", "rsync", "--dest", &setup.dest("")]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}", setup.explain(&out));
+    let remove = format!(
+        "ssh-keygen -R '[127.0.0.1]:{}' -f {}",
+        setup.server.port,
+        known_hosts.display()
+    );
+    assert!(
+        stderr.contains("is not the one in") && stderr.contains(&remove),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), line);
+    assert!(names(&setup.dir()).is_empty());
+}
+
+#[test]
 fn a_refused_login_and_a_host_that_is_down_are_named_before_anything_is_copied() {
     let mut setup = Setup::new(false, true, "");
     std::fs::create_dir(setup.dir()).unwrap();
@@ -419,7 +453,7 @@ fn a_copy_cut_off_leaves_no_final_file_and_the_next_publish_goes_on_from_it() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}", setup.explain(&out));
     assert!(
-        stderr.contains("copying")
+        stderr.contains("copying to kiln-test-host:")
             && stderr.contains("the connection to kiln-test-host dropped during the copy")
             && stderr.contains("nothing is under the final name")
             && stderr.contains(".big.qcow2.kiln-partial")

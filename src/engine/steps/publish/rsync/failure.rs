@@ -20,8 +20,8 @@ impl fmt::Display for RemoteStage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             RemoteStage::Check => "checking the destination",
-            RemoteStage::Copy => "copying",
-            RemoteStage::Place => "putting the copy in place",
+            RemoteStage::Copy => "copying to",
+            RemoteStage::Place => "putting the copy in place at",
         })
     }
 }
@@ -470,7 +470,7 @@ mod tests {
             .await
             .to_string();
         assert!(
-            full.starts_with("copying ci@h:/srv/debian-12.qcow2: the disk on h is full"),
+            full.starts_with("copying to ci@h:/srv/debian-12.qcow2: the disk on h is full"),
             "{full}"
         );
         assert!(
