@@ -225,6 +225,7 @@ fn the_documented_format_passes_check() {
         "cleanup",
         "verify srht",
         "publish srht",
+        "publish rsync",
         "post-build",
     ] {
         assert!(stdout.contains(stage), "{stage}: {stdout}");

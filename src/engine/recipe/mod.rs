@@ -463,7 +463,7 @@ mod tests {
             }
         );
         assert_eq!(recipe.verify.profiles, vec![Profile::Djinn, Profile::Srht]);
-        let [djinn, offline, srht] = &recipe.publish[..] else {
+        let [djinn, offline, srht, rsync] = &recipe.publish[..] else {
             panic!("{:?}", recipe.publish)
         };
         assert_eq!(djinn.target, TargetKind::Djinn);
@@ -483,6 +483,10 @@ mod tests {
         assert_eq!(srht.root, Some(fixture.path("http")));
         assert_eq!(srht.release.as_deref(), Some("debian/12"));
         assert_eq!(srht.arch.as_deref(), Some("x86_64"));
+        assert_eq!(rsync.target, TargetKind::Rsync);
+        let dest = rsync.dest.as_ref().unwrap();
+        assert_eq!(dest.to_string(), "ci@images.example:/srv/images/");
+        assert!(dest.is_directory() && rsync.sha256 && !rsync.replace);
         assert_eq!(
             recipe.post_build,
             Some(PostBuild {
