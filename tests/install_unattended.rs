@@ -95,7 +95,7 @@ fn install_until_the_preseed_runs(answers_from: Answers, unattended: &[&str]) ->
     let iso = debian_installer_iso().display().to_string();
     let mut child = Command::new(support::kiln_bin())
         .args(["--memory", "1024", "install", "di.qcow2", "--iso", &iso])
-        .args(["--timeout", "300"])
+        .args(["--timeout", "900"]) // a limit, not a wait: a busy host slows the installer
         .args(&answer_flags)
         .args(unattended)
         .current_dir(sandbox.work())
