@@ -8,7 +8,6 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use support::djinn::{DjinnConfig, DjinnServer, FailMode, GOOD_TOKEN, QEMU_DISK};
 use support::{Sandbox, kiln_bin, qemu_img_info, text};
@@ -625,16 +624,10 @@ fn an_interrupted_copy_leaves_no_file_behind() {
     .spawn()
     .unwrap();
     let dir = disks.join("qemu/x86_64");
-    let start = Instant::now();
     // Interrupt as soon as the copy has begun.
-    while !dir.is_dir() || temp_files(&dir).is_empty() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "kiln ended before copying"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120), "no copy began");
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    support::wait_while_running(&mut child, "the copy began", || {
+        dir.is_dir() && !temp_files(&dir).is_empty()
+    });
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -431,20 +431,10 @@ fn a_copy_cut_off_leaves_no_final_file_and_the_next_publish_goes_on_from_it() {
         .spawn()
         .unwrap();
     // Kill the server once a part has arrived, long before all of it.
-    let start = Instant::now();
-    let arrived = loop {
-        let size = std::fs::metadata(&partial).map_or(0, |m| m.len());
-        if size >= 16 << 20 {
-            setup.server.kill();
-            break size;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "kiln ended before 16 MiB arrived"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120), "no copy began");
-        std::thread::sleep(Duration::from_millis(1));
-    };
+    let size = || std::fs::metadata(&partial).map_or(0, |m| m.len());
+    support::wait_while_running(&mut child, "16 MiB arrived", || size() >= 16 << 20);
+    setup.server.kill();
+    let arrived = size();
     assert!(
         arrived < total,
         "the whole copy arrived before the server was killed"
@@ -513,15 +503,9 @@ fn stopping_kiln_mid_copy_stops_rsync_and_keeps_the_part_for_the_next_publish() 
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let start = Instant::now();
-    while std::fs::metadata(&partial).map_or(0, |m| m.len()) < 8 << 20 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "kiln ended before 8 MiB arrived"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120), "no copy began");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    support::wait_while_running(&mut child, "8 MiB arrived", || {
+        std::fs::metadata(&partial).map_or(0, |m| m.len()) >= 8 << 20
+    });
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -10,7 +10,8 @@ pub mod tmux;
 pub mod xterm;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// A private HOME/XDG tree so tests never read or write the developer's config.
 pub struct Sandbox {
@@ -176,4 +177,21 @@ pub fn assert_published_twice(djinn: &djinn::DjinnServer, disks: &Path, image: &
     assert_eq!(djinn.stored_bytes(stored[0].id), bytes);
     let runner_copy = disks.join("qemu/x86_64/debian").join(name);
     assert_eq!(std::fs::read(runner_copy).unwrap(), bytes);
+}
+
+/// Poll (every millisecond, for at most 2 minutes) until `began` holds while `child` still
+/// runs: the moment a test interrupts work that has started (`what`, for the message).
+pub fn wait_while_running(child: &mut Child, what: &str, began: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !began() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kiln ended before {what}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no {what} within 2 min"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
