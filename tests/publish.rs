@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use support::djinn::{DjinnConfig, DjinnServer, FailMode, GOOD_TOKEN, QEMU_DISK};
-use support::{Sandbox, kiln_bin, qemu_img_info, text};
+use support::{Sandbox, kiln_bin, qemu_img_info, sha256sum_line, text};
 
 /// Distinctive tokens, so a leak into any output or the log cannot be missed.
 const SECRET: &str = "kiln-test-secret-9f3c2a71d4e8b605";
@@ -97,16 +97,6 @@ fn allocated_image(dir: &Path, name: &str, size: &str) -> PathBuf {
         size,
     ]);
     path
-}
-
-fn sha256sum_line(dir: &Path, file: &str) -> String {
-    let out = Command::new("sha256sum")
-        .arg(file)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    text(&out.stdout)
 }
 
 fn posts(server: &DjinnServer) -> usize {

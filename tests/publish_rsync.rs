@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::sshd::{SshClient, SshServer, processes_mentioning};
-use support::{Sandbox, kiln_bin, text};
+use support::{Sandbox, kiln_bin, sha256sum_line, text};
 
 /// `kiln publish IMAGE --to rsync ARGS…` in the sandbox, with its ssh config on PATH and no
 /// agent from the developer's session.
@@ -88,16 +88,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-fn sha256sum_line(dir: &Path, file: &str) -> String {
-    let out = Command::new("sha256sum")
-        .arg(file)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    text(&out.stdout)
 }
 
 fn assert_same_file(a: &Path, b: &Path) {

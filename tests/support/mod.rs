@@ -195,3 +195,14 @@ pub fn wait_while_running(child: &mut Child, what: &str, began: impl Fn() -> boo
         std::thread::sleep(Duration::from_millis(1));
     }
 }
+
+/// What `sha256sum FILE` prints in `dir`: the line a checksum file kiln writes must equal.
+pub fn sha256sum_line(dir: &Path, file: &str) -> String {
+    let out = Command::new("sha256sum")
+        .arg(file)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    text(&out.stdout)
+}
