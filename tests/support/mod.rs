@@ -21,9 +21,16 @@ pub struct Sandbox {
 impl Sandbox {
     pub fn new() -> Sandbox {
         let dir = tempfile::tempdir().expect("temp dir");
-        for sub in ["config", "data", "work"] {
+        for sub in ["config", "data", "work", "cache"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
+        // The machines' socket directories live here, so even a kiln a test kills outright
+        // leaves nothing in the host's temp dir; private, as a real XDG_RUNTIME_DIR is.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(dir.path().join("run"))
+            .unwrap();
         Sandbox { dir }
     }
 
@@ -61,6 +68,14 @@ impl Sandbox {
                 p.join("config").display().to_string(),
             ),
             ("XDG_DATA_HOME".into(), p.join("data").display().to_string()),
+            (
+                "XDG_CACHE_HOME".into(),
+                p.join("cache").display().to_string(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".into(),
+                p.join("run").display().to_string(),
+            ),
         ]
     }
 

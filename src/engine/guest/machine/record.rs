@@ -40,6 +40,20 @@ impl MachineRecord {
     }
 }
 
+impl MachineRecord {
+    /// The sockets' directory of a machine that is gone, left behind when its kiln was
+    /// killed. Only a directory named as kiln names them (`kiln-PURPOSE-…`): the record is
+    /// ours, but a path read from a file is never removed on trust alone.
+    fn remove_run_dir(&self) {
+        let prefix = format!("kiln-{}-", self.purpose);
+        let ours = (self.run_dir.file_name())
+            .is_some_and(|name| name.to_string_lossy().starts_with(&prefix));
+        if ours && self.run_dir.is_dir() && !self.is_that_machine() {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+        }
+    }
+}
+
 /// /proc/PID/stat field 22: when the process started, in clock ticks since boot.
 fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -92,7 +106,9 @@ pub fn leftovers(record_dir: &Path) -> Vec<(PathBuf, MachineRecord)> {
         if record.is_that_machine() {
             found.push((path, record));
         } else {
-            // The machine is gone (its pid may now be anyone's): only the record is stale.
+            // The machine is gone (its pid may now be anyone's): only the record and the
+            // run directory its killed kiln could not remove are left.
+            record.remove_run_dir();
             let _ = std::fs::remove_file(&path);
         }
     }
@@ -117,5 +133,59 @@ pub async fn clean_leftover(path: &Path, record: &MachineRecord) {
         // SAFETY: as above.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
+    record.remove_run_dir();
     let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record of a machine that is gone, written by a kiln that is gone (a pid of a
+    /// process that has exited), naming `run_dir`.
+    fn stale_record(records: &Path, run_dir: &Path) -> PathBuf {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = gone.id();
+        gone.wait().unwrap();
+        let record = MachineRecord {
+            qemu_pid: dead_pid,
+            kiln_pid: dead_pid,
+            purpose: "configure".into(),
+            image: "disk.qcow2".into(),
+            qemu_started: 1,
+            run_dir: run_dir.to_path_buf(),
+        };
+        let path = records.join(format!("{dead_pid}.json"));
+        std::fs::write(&path, serde_json::to_string(&record).unwrap()).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_killed_kilns_run_directory_goes_with_its_stale_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("machines");
+        std::fs::create_dir_all(&records).unwrap();
+        let run_dir = dir.path().join("kiln-configure-Ab3dE9");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        std::fs::write(run_dir.join("qmp.sock"), b"").unwrap();
+        let record = stale_record(&records, &run_dir);
+
+        assert!(leftovers(&records).is_empty());
+        assert!(!record.exists());
+        assert!(!run_dir.exists());
+    }
+
+    #[test]
+    fn a_directory_kiln_did_not_name_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = dir.path().join("machines");
+        std::fs::create_dir_all(&records).unwrap();
+        let elsewhere = dir.path().join("projects");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let record = stale_record(&records, &elsewhere);
+
+        assert!(leftovers(&records).is_empty());
+        assert!(!record.exists());
+        assert!(elsewhere.is_dir());
+    }
 }
