@@ -23,7 +23,8 @@ struct Row {
     variant: &'static str,
     /// The check the defect breaks (or, for a defect kiln must not fail, the one it is about).
     check: &'static str,
-    /// Its verdict: `fail`, or `pass` for an image the driver accepts (then no check fails).
+    /// Its verdict: `fail`, or `pass`/`warn` for an image the driver accepts (then no check
+    /// fails).
     verdict: &'static str,
     /// Case-sensitive, in that check's detail (or its detail or fix, with `in_fix`).
     phrase: &'static str,
@@ -214,6 +215,15 @@ const MATRIX: &[Row] = &[
         variant: "max-sessions",
         check: "script-run",
         phrase: "MaxSessions",
+        ci: true,
+        ..ROW
+    },
+    // Every login waits for a resolver that does not answer: the driver gets in, slowly.
+    Row {
+        variant: "use-dns",
+        check: "root-login",
+        verdict: "warn",
+        phrase: "looks up the client's name",
         ci: true,
         ..ROW
     },
@@ -410,7 +420,7 @@ fn check_row(row: &Row, image: &Path) -> Outcome {
             ));
         }
     }
-    if row.verdict == "pass" {
+    if row.verdict != "fail" {
         for check in checks.iter().filter(|c| c["verdict"] == "fail") {
             problems.push(format!(
                 "an image the driver accepts failed: {}",

@@ -270,11 +270,14 @@ async fn procedure(
     };
     let reached = Arc::new(Mutex::new(Vec::<Stage>::new()));
     let seen = reached.clone();
+    let login = Arc::new(Mutex::new(LoginTimes::default()));
+    let login_seen = login.clone();
     reporter.info(format!(
         "waiting for SSH on 127.0.0.1:{port} as {user} with an empty password…"
     ));
     let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
     let connect = ssh::connect_nudged(&target, request.deadline, nudges, |stage| {
+        login_seen.lock().expect("login lock").saw(&stage);
         if !matches!(stage, Stage::Connecting { .. }) {
             seen.lock().expect("stage lock").push(stage);
         }
@@ -299,6 +302,27 @@ async fn procedure(
         ready_after.as_secs_f64()
     ));
     run_job(&session, user, reporter, &mut checks).await;
+    let took = login.lock().expect("login lock").took();
+    if let Some(took) = took.filter(|took| *took >= SLOW_LOGIN) {
+        let probes = Probes {
+            session: &session,
+            sftp: None,
+            user,
+        };
+        if let Some(cause) = probes.slow_login(took).await {
+            let (login_id, login_name) = BOOT_CHECKS[3];
+            let warning = Check::new(
+                login_id,
+                login_name,
+                Verdict::Warn,
+                format!("{user} logged in, but {}", cause.why),
+            )
+            .fix(cause.fix);
+            if let Some(check) = checks.iter_mut().find(|check| check.id == login_id) {
+                *check = warning;
+            }
+        }
+    }
     let (id, name) = BOOT_CHECKS[9];
     checks.push(Check::new(
         id,
@@ -308,6 +332,31 @@ async fn procedure(
     ));
     session.close().await;
     checks
+}
+
+/// A login slower than this, from the server's banner to its yes, is worth a reason: sshd
+/// answers an empty-password login in well under a second even under TCG on a busy machine.
+const SLOW_LOGIN: Duration = Duration::from_secs(5);
+
+/// When the server's banner came and when it let the user in, on the attempt that did.
+#[derive(Default)]
+struct LoginTimes {
+    banner: Option<Instant>,
+    authenticated: Option<Instant>,
+}
+
+impl LoginTimes {
+    fn saw(&mut self, stage: &Stage) {
+        match stage {
+            Stage::Banner(_) => self.banner = Some(Instant::now()),
+            Stage::Authenticated => self.authenticated = Some(Instant::now()),
+            _ => {}
+        }
+    }
+
+    fn took(&self) -> Option<Duration> {
+        Some(self.authenticated?.saturating_duration_since(self.banner?))
+    }
 }
 
 /// How long the console must stay quiet after the guest's login prompt before kiln says sshd

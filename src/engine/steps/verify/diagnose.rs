@@ -210,6 +210,42 @@ impl Probes<'_> {
         )
     }
 
+    /// Logging in took `took`: whether sshd looked the client's name up first (`UseDNS
+    /// yes`) — with PAM it does so before it answers the first authentication request, and a
+    /// resolver that does not answer holds every login of every job for its whole timeout.
+    /// Nothing when UseDNS is off: then the time was the guest's, not a setting's.
+    pub async fn slow_login(&self, took: Duration) -> Option<Cause> {
+        let settings = self.config("usedns").await;
+        let on = settings.lines.iter().any(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            words
+                .next()
+                .is_some_and(|value| value.eq_ignore_ascii_case("yes"))
+        });
+        if !on {
+            return None;
+        }
+        let resolvers = match self.run("cat /etc/resolv.conf").await {
+            Ok(output) if output.success() => nameservers(&output.stdout_text()),
+            _ => Vec::new(),
+        };
+        let resolver = match resolvers.is_empty() {
+            true => "the guest's resolver".to_string(),
+            false => format!(
+                "the guest's resolver ({} in /etc/resolv.conf)",
+                resolvers.join(", ")
+            ),
+        };
+        Some(Cause::new(
+            format!(
+                "authentication took {:.1} s: sshd looks up the client's name before it lets anyone in ({}), and {resolver} is slow to answer or does not answer; every job waits that long to log in",
+                took.as_secs_f64(),
+                settings.quoted()
+            ),
+            "set `UseDNS no` in /etc/ssh/sshd_config (OpenSSH's default): the driver connects from QEMU's 10.0.2.2, which has no name to look up",
+        ))
+    }
+
     /// The user's login shell, when it is why commands cannot run (from /etc/passwd, read
     /// over SFTP: a shell that runs nothing cannot be asked).
     async fn login_shell(&self) -> Option<Cause> {
@@ -361,6 +397,18 @@ impl Probes<'_> {
     }
 }
 
+/// The `nameserver` addresses of a resolv.conf.
+fn nameservers(resolv_conf: &str) -> Vec<String> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next())?
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// `*` and `?` globbing, as the driver matches artifact patterns and sshd AcceptEnv's.
 pub fn glob_matches(pattern: &str, name: &str) -> bool {
     fn go(p: &[u8], n: &[u8]) -> bool {
@@ -444,5 +492,12 @@ mod tests {
         assert_eq!(holding(mounts, "/home/ci").unwrap().options, "rw,relatime");
         let read_only = holding("/dev/vda1 / ext4 ro,relatime 0 0\n", "/root").unwrap();
         assert!(read_only.has_option("ro"));
+    }
+
+    #[test]
+    fn nameservers_are_read_from_resolv_conf() {
+        let conf = "# by hand\nsearch example.org\nnameserver 198.51.100.1\nnameserver  10.0.2.3 \nnameserverx 1.2.3.4\n";
+        assert_eq!(nameservers(conf), ["198.51.100.1", "10.0.2.3"]);
+        assert!(nameservers("").is_empty());
     }
 }
