@@ -120,16 +120,13 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> En
         }
     };
     // Real pixels for guest screens, when the terminal shows them.
-    app.picker = graphics::choose(app.settings.graphics);
-    tracing::info!(
-        "guest screens: {}",
-        app.picker
-            .as_ref()
-            .map_or("half blocks".to_string(), |p| format!(
-                "{:?}",
-                p.protocol_type()
-            ))
-    );
+    let found = graphics::find(app.settings.graphics).await;
+    tracing::info!("guest screens: {}", found.summary());
+    app.picker = found.picker();
+    app.graphics = found.summary();
+    if let Some(hint) = found.hint {
+        app.notice.get_or_insert(hint);
+    }
     let mut terminal = match terminal::TerminalGuard::enter() {
         Ok(terminal) => terminal,
         Err(e) => {

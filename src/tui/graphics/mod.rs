@@ -1,9 +1,17 @@
 //! Real pixels for a guest's screen where the terminal can show them (kitty, sixel, iTerm2
-//! inline images, through ratatui-image), chosen at start: announced by the terminal
-//! (`auto`) or named (`--graphics`, the `graphics` config key). Elsewhere the half-block
-//! renderer draws it.
+//! inline images, through ratatui-image), chosen at start: found by asking the terminal
+//! (`auto`, see [`query`]; environment variables are a shortcut) or named (`--graphics`, the
+//! `graphics` config key). Elsewhere the half-block renderer draws it. Inside tmux pictures go
+//! through tmux's passthrough when tmux allows it.
+//!
+//! ratatui-image draws the pictures (and wraps them for tmux); its own terminal query is not
+//! used: it leaves a thread reading stdin when the terminal does not answer, reads past its
+//! answers (keys typed then are lost), and switches tmux's passthrough on by itself.
+
+mod query;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use image::{DynamicImage, RgbImage};
 use ratatui::Frame;
@@ -14,34 +22,162 @@ use ratatui_image::{FilterType, FontSize, Resize, StatefulImage};
 
 use crate::engine::guest::screen::Picture;
 use crate::engine::host::config::Graphics;
+use crate::engine::host::process::run_tool;
 
 /// A picture encoded for the terminal, kept until the picture or its area changes: a guest
 /// screen that stays the same costs nothing on the terminal's line.
 pub type Encoded = Arc<Mutex<Option<StatefulProtocol>>>;
 
-/// The terminal graphics to use, or `None` for half blocks: the one named, or (`auto`) the
-/// one the terminal announces in its environment — kitty, WezTerm, iTerm2, foot, mlterm,
-/// Konsole, Ghostty. kiln does not ask the terminal over stdin: a terminal that leaves a
-/// query unanswered (tmux, most of them) would keep the asking thread reading the keyboard.
-/// The cell size in pixels comes from the kernel (TIOCGWINSZ), when the terminal gives it.
-pub fn choose(graphics: Graphics) -> Option<Picker> {
-    let protocol = match graphics {
-        Graphics::Blocks => return None,
-        Graphics::Auto => announced_protocol(|name| std::env::var(name).ok())?,
-        Graphics::Kitty => ProtocolType::Kitty,
-        Graphics::Sixel => ProtocolType::Sixel,
-        Graphics::Iterm2 => ProtocolType::Iterm2,
-    };
-    // Deprecated in favour of the stdin query avoided above; the font size is the only thing
-    // it needs from us.
-    #[allow(deprecated)]
-    let mut picker = Picker::from_fontsize(cell_size());
-    picker.set_protocol_type(protocol);
-    Some(picker)
+/// How long the terminal gets to answer the graphics queries. Every terminal answers the last
+/// one (DA1) at once; only a line with nothing behind it, or a very busy machine, waits this.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// What kiln found out about the terminal, for the workbench, its status line and `kiln doctor`.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The terminal's name and version as it answered (XTVERSION) or as its environment says.
+    pub terminal: Option<String>,
+    /// The protocol pictures are drawn with; `None` is half blocks.
+    pub protocol: Option<ProtocolType>,
+    /// The cell size in pixels, when the terminal or the kernel told it.
+    pub cell: Option<(u16, u16)>,
+    /// Inside tmux: pictures go through its passthrough.
+    pub through_tmux: bool,
+    /// Why it is half blocks, and what to set, when a setting would give real pixels.
+    pub hint: Option<String>,
 }
 
-/// The graphics protocol a terminal's environment variables announce, if any. Inside tmux
-/// (no passthrough) none: pictures drawn there would be lost.
+impl Found {
+    /// One line for people: `XTerm(379): sixel, cells 6×13 px`.
+    pub fn summary(&self) -> String {
+        let terminal = self.terminal.as_deref().unwrap_or("terminal unnamed");
+        let protocol = match self.protocol {
+            None => "half blocks",
+            Some(ProtocolType::Sixel) => "sixel",
+            Some(ProtocolType::Kitty) => "kitty graphics",
+            Some(ProtocolType::Iterm2) => "iTerm2 images",
+            Some(ProtocolType::Halfblocks) => "half blocks",
+        };
+        let tmux = if self.through_tmux {
+            " through tmux passthrough"
+        } else {
+            ""
+        };
+        let cell = self.cell.map_or("cell size unknown".to_string(), |(w, h)| {
+            format!("cells {w}×{h} px")
+        });
+        format!("{terminal}: {protocol}{tmux}, {cell}")
+    }
+
+    /// The picker that draws with the protocol found, `None` for half blocks.
+    pub fn picker(&self) -> Option<Picker> {
+        let protocol = self.protocol?;
+        let (width, height) = self.cell.unwrap_or((10, 20));
+        // Deprecated in favour of ratatui-image's own stdin query (see the module's comment);
+        // it also notices tmux from TERM/TERM_PROGRAM and then wraps pictures for passthrough.
+        #[allow(deprecated)]
+        let mut picker = Picker::from_fontsize(FontSize { width, height });
+        picker.set_protocol_type(protocol);
+        Some(picker)
+    }
+}
+
+/// Find the graphics to use: the one named, or (`auto`) what the environment announces, else
+/// what the terminal answers. Call before raw mode: the answers are read from the terminal.
+pub async fn find(graphics: Graphics) -> Found {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut found = Found {
+        cell: kernel_cell_size(),
+        ..Found::default()
+    };
+    let named = match graphics {
+        Graphics::Blocks => return found,
+        Graphics::Auto => None,
+        Graphics::Kitty => Some(ProtocolType::Kitty),
+        Graphics::Sixel => Some(ProtocolType::Sixel),
+        Graphics::Iterm2 => Some(ProtocolType::Iterm2),
+    };
+    let in_tmux = env("TMUX").is_some();
+    if let Some(protocol) = named.or_else(|| announced_protocol(env)) {
+        found.protocol = Some(protocol);
+        found.through_tmux = in_tmux;
+        found.terminal = env("TERM_PROGRAM").or_else(|| env("TERM"));
+        return found;
+    }
+    let passthrough = if in_tmux {
+        match tmux_passthrough().await {
+            Ok(on) => on,
+            Err(hint) => {
+                found.hint = Some(hint);
+                false
+            }
+        }
+    } else {
+        false
+    };
+    let Some(reply) = query::ask(query::Asking::new(in_tmux, passthrough), QUERY_TIMEOUT) else {
+        return found;
+    };
+    tracing::info!(?reply, "the terminal's answers to the graphics queries");
+    let outer = if passthrough {
+        reply.outer.clone()
+    } else {
+        None
+    };
+    let drawing = outer.as_ref().unwrap_or(&reply.first);
+    found.protocol = if drawing.kitty {
+        Some(ProtocolType::Kitty)
+    } else if drawing.sixel() {
+        Some(ProtocolType::Sixel)
+    } else {
+        None
+    };
+    found.cell = found.cell.or(drawing.cell);
+    found.through_tmux = passthrough && found.protocol.is_some();
+    found.terminal = match (&reply.first.name, &outer) {
+        (Some(tmux), Some(outer)) => Some(format!(
+            "{} in {tmux}",
+            outer.name.as_deref().unwrap_or("a terminal")
+        )),
+        (name, _) => name.clone(),
+    };
+    if in_tmux && !passthrough && found.hint.is_none() {
+        found.hint = Some(
+            "guest screens in half blocks: tmux passes no pictures through; \
+             `set -g allow-passthrough on` in ~/.tmux.conf (tmux 3.3 or later) lets them through"
+                .to_string(),
+        );
+    }
+    if !reply.complete {
+        tracing::info!("the terminal did not answer the graphics queries in time");
+    }
+    found
+}
+
+/// Whether tmux lets this pane's pictures through to the terminal outside; the hint to give
+/// when it cannot tell (a tmux older than 3.3 has no such option).
+async fn tmux_passthrough() -> Result<bool, String> {
+    match run_tool(
+        "tmux",
+        ["show-options", "-pAv", "allow-passthrough"],
+        Duration::from_secs(2),
+    )
+    .await
+    {
+        Ok(value) => Ok(matches!(value.trim(), "on" | "all")),
+        Err(error) => {
+            tracing::info!(%error, "tmux did not say whether it allows passthrough");
+            Err(
+                "guest screens in half blocks: this tmux has no allow-passthrough option \
+                 (tmux 3.3 or later has it)"
+                    .to_string(),
+            )
+        }
+    }
+}
+
+/// The graphics protocol a terminal's environment variables announce, if any; not inside
+/// tmux, where they describe the terminal tmux was started from, not necessarily this one.
 fn announced_protocol(variable: impl Fn(&str) -> Option<String>) -> Option<ProtocolType> {
     if variable("TMUX").is_some() {
         return None;
@@ -61,16 +197,18 @@ fn announced_protocol(variable: impl Fn(&str) -> Option<String>) -> Option<Proto
     }
 }
 
-/// A terminal cell's size in pixels, from the window's (the usual 10×20 when unknown).
-fn cell_size() -> FontSize {
-    let (width, height) = match crossterm::terminal::window_size() {
-        Ok(size) if size.width > 0 && size.columns > 0 && size.rows > 0 => (
-            (size.width / size.columns).max(1),
-            (size.height / size.rows).max(1),
-        ),
-        _ => (10, 20),
-    };
-    FontSize { width, height }
+/// A terminal cell's size in pixels, from the window's as the kernel knows it (TIOCGWINSZ),
+/// when the terminal gives it.
+fn kernel_cell_size() -> Option<(u16, u16)> {
+    match crossterm::terminal::window_size() {
+        Ok(size) if size.width > 0 && size.height > 0 && size.columns > 0 && size.rows > 0 => {
+            Some((
+                (size.width / size.columns).max(1),
+                (size.height / size.rows).max(1),
+            ))
+        }
+        _ => None,
+    }
 }
 
 /// Draw `picture` with real pixels into `area`, its aspect ratio kept, re-encoding only when
@@ -206,11 +344,32 @@ mod tests {
         );
         assert_eq!(with(&[("TERM", "foot")]), Some(ProtocolType::Sixel));
         assert_eq!(with(&[("TERM", "xterm-256color")]), None);
-        // tmux passes no pictures through: half blocks, whatever is outside.
+        // Inside tmux the variables may describe another terminal: tmux and the terminal
+        // outside are asked instead.
         assert_eq!(
             with(&[("TERM", "xterm-kitty"), ("TMUX", "/tmp/t,1,0")]),
             None
         );
+    }
+
+    #[test]
+    fn the_summary_names_terminal_protocol_and_cell_size() {
+        let found = Found {
+            terminal: Some("XTerm(379) in tmux 3.3a".into()),
+            protocol: Some(ProtocolType::Sixel),
+            cell: Some((6, 13)),
+            through_tmux: true,
+            hint: None,
+        };
+        assert_eq!(
+            found.summary(),
+            "XTerm(379) in tmux 3.3a: sixel through tmux passthrough, cells 6×13 px"
+        );
+        assert_eq!(
+            Found::default().summary(),
+            "terminal unnamed: half blocks, cell size unknown"
+        );
+        assert!(Found::default().picker().is_none());
     }
 
     #[test]
