@@ -117,7 +117,10 @@ fn fitted_rect(saved: &Path) -> (usize, usize, usize, usize) {
         f64::from(COLUMNS) * CELL_WIDTH as f64,
         f64::from(ROWS - 1) * CELL_HEIGHT as f64,
     );
-    let scale = (room_x / f64::from(width)).min(room_y / f64::from(height));
+    // Fitted, never enlarged.
+    let scale = (room_x / f64::from(width))
+        .min(room_y / f64::from(height))
+        .min(1.0);
     (
         0,
         0,
@@ -233,6 +236,14 @@ fn shown_versus_saved(run: Run) -> (f64, f64) {
         };
         Ok((shot.clone(), rect))
     });
+    {
+        let mut f = Vec::new();
+        f.extend_from_slice(format!("P6 {} {} 255\n", shot.width, shot.height).as_bytes());
+        for p in &shot.pixels {
+            f.extend_from_slice(p);
+        }
+        std::fs::copy(&saved, "/tmp/h28/saved.png").unwrap();
+    }
     let shown = shot_grey(&shot, rect);
     let kiln_saw = png_grey(&saved);
     let mut upside_down = kiln_saw.clone();

@@ -219,6 +219,35 @@ pub fn draw(frame: &mut Frame, area: Rect, picture: &Picture, picker: &Picker, e
     // Area-averaging when shrinking keeps thin text strokes readable.
     let widget = StatefulImage::default().resize(Resize::Fit(Some(FilterType::Triangle)));
     frame.render_stateful_widget(widget, area, protocol);
+    if picker.tmux_detected() && picker.protocol_type() == ProtocolType::Sixel {
+        escape_for_tmux(frame, area);
+    }
+}
+
+/// ratatui-image 11 wraps a sixel picture in tmux's passthrough but leaves the picture's own
+/// string terminator (`ESC \`) single: tmux ends the passthrough there and the terminal gets
+/// a cut picture (a blank area). Every escape inside the passthrough is doubled here.
+fn escape_for_tmux(frame: &mut Frame, area: Rect) {
+    const START: &str = "\x1bPtmux;";
+    const END: &str = "\x1b\\";
+    let buffer = frame.buffer_mut();
+    for y in area.top()..area.bottom() {
+        for x in area.left()..area.right() {
+            let cell = &mut buffer[(x, y)];
+            let symbol = cell.symbol();
+            let Some(inner) = symbol
+                .strip_prefix(START)
+                .and_then(|rest| rest.strip_suffix(END))
+            else {
+                continue;
+            };
+            let escaped = inner
+                .replace("\x1b\x1b", "\x1b")
+                .replace('\x1b', "\x1b\x1b");
+            let wrapped = format!("{START}{escaped}{END}");
+            cell.set_symbol(&wrapped);
+        }
+    }
 }
 
 fn to_image(picture: &Picture) -> DynamicImage {
@@ -370,6 +399,23 @@ mod tests {
             "terminal unnamed: half blocks, cell size unknown"
         );
         assert!(Found::default().picker().is_none());
+    }
+
+    #[test]
+    fn escapes_inside_tmux_passthrough_are_all_doubled() {
+        let mut terminal = Terminal::new(ratatui::backend::TestBackend::new(4, 2)).unwrap();
+        terminal
+            .draw(|frame| {
+                // What ratatui-image 11 wrote for a sixel picture inside tmux, shortened.
+                frame.buffer_mut()[(0, 0)]
+                    .set_symbol("\x1bPtmux;\x1b\x1b[1;1H\x1b\x1bPq#0;2;0;0;0~\x1b\\\x1b\\");
+                escape_for_tmux(frame, frame.area());
+            })
+            .unwrap();
+        assert_eq!(
+            terminal.backend().buffer()[(0, 0)].symbol(),
+            "\x1bPtmux;\x1b\x1b[1;1H\x1b\x1bPq#0;2;0;0;0~\x1b\x1b\\\x1b\\"
+        );
     }
 
     #[test]
