@@ -236,14 +236,6 @@ fn shown_versus_saved(run: Run) -> (f64, f64) {
         };
         Ok((shot.clone(), rect))
     });
-    {
-        let mut f = Vec::new();
-        f.extend_from_slice(format!("P6 {} {} 255\n", shot.width, shot.height).as_bytes());
-        for p in &shot.pixels {
-            f.extend_from_slice(p);
-        }
-        std::fs::copy(&saved, "/tmp/h28/saved.png").unwrap();
-    }
     let shown = shot_grey(&shot, rect);
     let kiln_saw = png_grey(&saved);
     let mut upside_down = kiln_saw.clone();
