@@ -18,6 +18,7 @@ pub mod screens;
 pub mod steps;
 pub mod terminal;
 pub mod theme;
+mod typed_ahead;
 pub mod widgets;
 
 use std::future::Future;
@@ -124,7 +125,7 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> En
     tracing::info!("guest screens: {}", found.summary());
     app.picker = found.picker();
     app.graphics = found.summary();
-    if let Some(hint) = found.hint {
+    if let Some(hint) = found.hint.clone() {
         app.notice.get_or_insert(hint);
     }
     let mut terminal = match terminal::TerminalGuard::enter() {
@@ -135,7 +136,10 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> En
         }
     };
     // Quit, a terminal error and SIGTERM/SIGHUP all end the loop and come through here.
-    let result = event_loop(&mut terminal, &mut app, EventStream::new(), signalled).await;
+    // Keys typed while the terminal was asked come first.
+    let typed = futures::stream::iter(typed_ahead::key_events(&found.typed).into_iter().map(Ok));
+    let inputs = typed.chain(EventStream::new());
+    let result = event_loop(&mut terminal, &mut app, inputs, signalled).await;
     app.shut_down().await;
     drop(terminal);
     match result {

@@ -45,6 +45,8 @@ pub struct Found {
     pub through_tmux: bool,
     /// Why it is half blocks, and what to set, when a setting would give real pixels.
     pub hint: Option<String>,
+    /// Keys typed while the terminal was asked, read with its answers (bytes, in order).
+    pub typed: Vec<u8>,
 }
 
 impl Found {
@@ -118,7 +120,13 @@ pub async fn find(graphics: Graphics) -> Found {
     let Some(reply) = query::ask(query::Asking::new(in_tmux, passthrough), QUERY_TIMEOUT) else {
         return found;
     };
-    tracing::info!(?reply, "the terminal's answers to the graphics queries");
+    tracing::info!(
+        first = ?reply.first,
+        outer = ?reply.outer,
+        complete = reply.complete,
+        typed = reply.typed.len(),
+        "the terminal's answers to the graphics queries"
+    );
     let outer = if passthrough {
         reply.outer.clone()
     } else {
@@ -134,6 +142,7 @@ pub async fn find(graphics: Graphics) -> Found {
     };
     found.cell = found.cell.or(drawing.cell);
     found.through_tmux = passthrough && found.protocol.is_some();
+    found.typed = reply.typed;
     found.terminal = match (&reply.first.name, &outer) {
         (Some(tmux), Some(outer)) => Some(format!(
             "{} in {tmux}",
@@ -389,6 +398,7 @@ mod tests {
             cell: Some((6, 13)),
             through_tmux: true,
             hint: None,
+            typed: Vec::new(),
         };
         assert_eq!(
             found.summary(),

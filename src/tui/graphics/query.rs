@@ -3,7 +3,8 @@
 //! the cell size in pixels (`CSI 16t`) and, last, Primary Device Attributes (`CSI c`, which
 //! every terminal answers; attribute 4 is sixel). The answers are read one byte at a time on
 //! this thread, with `poll` bounding the wait, and reading stops at the last DA1 answer: a key
-//! typed after it stays queued for the workbench, and no thread is left reading the keyboard.
+//! typed after it stays queued for the workbench, one typed before it is kept with the reply
+//! (see [`crate::tui::typed_ahead`]), and no thread is left reading the keyboard.
 //!
 //! Inside tmux the queries go to tmux itself (its name, and its DA1 ends the first part) and,
 //! when passthrough is allowed, a second time wrapped in passthrough to the terminal outside,
@@ -45,8 +46,8 @@ pub struct Reply {
     pub first: Answers,
     pub outer: Option<Answers>,
     pub complete: bool,
-    /// Bytes that were no answer (keys typed during the query): how many were dropped.
-    pub stray: usize,
+    /// Bytes that were no answer: keys typed before the answers came, in order.
+    pub typed: Vec<u8>,
 }
 
 /// The kitty graphics query: a 1×1 RGB picture, `a=q` asks to check it without keeping it.
@@ -199,7 +200,7 @@ struct Parser {
     body: Vec<u8>,
     terminals: Vec<Answers>,
     current: Answers,
-    stray: usize,
+    typed: Vec<u8>,
 }
 
 #[derive(Default, PartialEq)]
@@ -223,7 +224,7 @@ impl Parser {
     fn push(&mut self, byte: u8) {
         match self.state {
             State::Ground if byte == 0x1b => self.state = State::Escape,
-            State::Ground => self.stray += 1,
+            State::Ground => self.typed.push(byte),
             State::Escape => {
                 self.body.clear();
                 self.body.push(byte);
@@ -231,7 +232,7 @@ impl Parser {
                     b'[' => State::Csi,
                     b'P' | b'_' => State::String(false),
                     _ => {
-                        self.stray += 2;
+                        self.typed.extend([0x1b, byte]);
                         State::Ground
                     }
                 };
@@ -256,7 +257,6 @@ impl Parser {
             }
         }
         if self.body.len() > LONGEST_ANSWER {
-            self.stray += self.body.len();
             self.body.clear();
             self.state = State::Ground;
         }
@@ -283,7 +283,11 @@ impl Parser {
                     self.current.cell = Some((width, height));
                 }
             }
-            _ => self.stray += self.body.len() + 1,
+            // A key's sequence (an arrow, F5…), typed during the query.
+            _ => {
+                self.typed.push(0x1b);
+                self.typed.extend_from_slice(&self.body);
+            }
         }
     }
 
@@ -305,6 +309,10 @@ impl Parser {
     }
 
     fn reply(mut self, expected: usize) -> Reply {
+        if self.state == State::Escape {
+            // Escape pressed last.
+            self.typed.push(0x1b);
+        }
         let complete = self.terminals.len() >= expected;
         if !complete && self.current != Answers::default() {
             self.terminals.push(std::mem::take(&mut self.current));
@@ -314,7 +322,7 @@ impl Parser {
             first: terminals.next().unwrap_or_default(),
             outer: if expected > 1 { terminals.next() } else { None },
             complete,
-            stray: self.stray,
+            typed: self.typed,
         }
     }
 }
@@ -366,7 +374,18 @@ mod tests {
         bytes.extend_from_slice(b"x");
         let (reply, used) = parse(&bytes, 1);
         assert_eq!(used, XTERM_VT340.len(), "read past the DA1 answer");
-        assert_eq!(reply.stray, 0);
+        assert!(reply.typed.is_empty());
+    }
+
+    #[test]
+    fn keys_typed_before_the_answer_are_kept_in_order() {
+        let mut bytes = b"ab\x1b[A".to_vec();
+        bytes.extend_from_slice(&XTERM_VT340[..15]);
+        bytes.extend_from_slice(b"\r");
+        bytes.extend_from_slice(&XTERM_VT340[15..]);
+        let (reply, _) = parse(&bytes, 1);
+        assert!(reply.first.sixel());
+        assert_eq!(reply.typed, b"ab\x1b[A\r");
     }
 
     #[test]
