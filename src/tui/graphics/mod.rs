@@ -152,8 +152,8 @@ pub async fn find(graphics: Graphics) -> Found {
     };
     if in_tmux && !passthrough && found.hint.is_none() {
         found.hint = Some(
-            "guest screens in half blocks: tmux passes no pictures through; \
-             `set -g allow-passthrough on` in ~/.tmux.conf (tmux 3.3 or later) lets them through"
+            "guest screens in half blocks: tmux blocks pictures; \
+             `set -g allow-passthrough on` in ~/.tmux.conf"
                 .to_string(),
         );
     }
@@ -177,8 +177,8 @@ async fn tmux_passthrough() -> Result<bool, String> {
         Err(error) => {
             tracing::info!(%error, "tmux did not say whether it allows passthrough");
             Err(
-                "guest screens in half blocks: this tmux has no allow-passthrough option \
-                 (tmux 3.3 or later has it)"
+                "guest screens in half blocks: tmux blocks pictures (3.3 and later can let \
+                 them through)"
                     .to_string(),
             )
         }
