@@ -2,7 +2,8 @@
 //! (VT340 mode, so it draws sixel graphics) on a private Xvfb display and installs from the
 //! fixture installer ISO; the Screen pane is put on the whole terminal (`f`), kiln saves the
 //! very picture it draws (`p`), and the xterm window, photographed with ImageMagick, must show
-//! that picture: the same for the half-block fallback, with a lower bar.
+//! that picture: found by asking the terminal (no `--graphics`), directly and through tmux's
+//! passthrough; the same for the half-block fallback, with a lower bar.
 
 mod support;
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use support::fixtures::fixtures;
 use support::guest::qemu_running_with;
-use support::xterm::{CELL_HEIGHT, CELL_WIDTH, Picture, Xterm, luminance};
+use support::xterm::{CELL_HEIGHT, CELL_WIDTH, Picture, Xterm, luminance, most_common};
 use support::{Sandbox, kiln_bin};
 
 const COLUMNS: u16 = 160;
@@ -107,17 +108,71 @@ fn png_grey(path: &Path) -> Grey {
     })
 }
 
+/// The guest picture's rectangle on the dark theme, whose background is as black as the
+/// guest's console: where the picture is drawn, at the top left of the terminal, scaled to fit
+/// above the status line.
+fn fitted_rect(saved: &Path) -> (usize, usize, usize, usize) {
+    let (width, height) = image::image_dimensions(saved).unwrap();
+    let (room_x, room_y) = (
+        f64::from(COLUMNS) * CELL_WIDTH as f64,
+        f64::from(ROWS - 1) * CELL_HEIGHT as f64,
+    );
+    // Fitted, never enlarged.
+    let scale = (room_x / f64::from(width))
+        .min(room_y / f64::from(height))
+        .min(1.0);
+    (
+        0,
+        0,
+        (f64::from(width) * scale) as usize,
+        (f64::from(height) * scale) as usize,
+    )
+}
+
+/// How kiln is started for one photograph.
+struct Run {
+    /// kiln's own flags (no `--graphics`: it asks the terminal).
+    flags: &'static str,
+    /// Inside tmux, with `allow-passthrough on`, inside the xterm.
+    in_tmux: bool,
+}
+
+/// A private tmux server, killed with everything in it when dropped (the xterm's end only
+/// detaches its client).
+struct TmuxServer(String);
+
+impl Drop for TmuxServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .status();
+    }
+}
+
 /// Open kiln in an xterm, start the install from the fixture ISO, show the guest's screen
 /// full-screen, and once the installer waits at its prompt, save kiln's picture and
 /// photograph the terminal. The picture's correlation with the photograph, and (to show the
 /// measure tells pictures apart) with the same picture upside down.
-fn shown_versus_saved(graphics: &str) -> (f64, f64) {
+fn shown_versus_saved(run: Run) -> (f64, f64) {
     let sandbox = Sandbox::with_blank_disk();
-    let command = format!(
-        "{} {} --graphics {graphics} --theme light --memory 1024 --cpus 1",
+    let mut command = format!(
+        "{} {} {} --memory 1024 --cpus 1",
         sandbox.shell_prefix(),
-        kiln_bin()
+        kiln_bin(),
+        run.flags
     );
+    let mut tmux = None;
+    if run.in_tmux {
+        let socket = format!("kiln-xterm-{}", std::process::id());
+        let config = sandbox.path().join("tmux.conf");
+        std::fs::write(&config, "set -g allow-passthrough on\nset -g status off\n").unwrap();
+        command = format!(
+            "tmux -L {socket} -f {} new-session \"{}\"",
+            config.display(),
+            command.replace('"', "\\\"")
+        );
+        tmux = Some(TmuxServer(socket));
+    }
     let xterm = Xterm::start_with(
         COLUMNS,
         ROWS,
@@ -126,11 +181,12 @@ fn shown_versus_saved(graphics: &str) -> (f64, f64) {
         &["-ti", "vt340", "-xrm", "XTerm*numColorRegisters: 256"],
         &command,
     );
-    // The step list is drawn: its first rows have dark text on the light background.
+    // The step list is drawn: its first rows have text that stands out from the background.
     xterm.wait_for(SCREEN, |shot| {
+        let background = luminance(shot.pixel(0, 0));
         let text = (2 * CELL_HEIGHT..7 * CELL_HEIGHT)
             .flat_map(|y| (CELL_WIDTH..14 * CELL_WIDTH).map(move |x| (x, y)))
-            .filter(|&(x, y)| luminance(shot.pixel(x, y)) < 0.3)
+            .filter(|&(x, y)| (luminance(shot.pixel(x, y)) - background).abs() > 0.3)
             .count();
         (text > 60)
             .then_some(())
@@ -152,6 +208,19 @@ fn shown_versus_saved(graphics: &str) -> (f64, f64) {
         assert!(started.elapsed() < BOOT, "the installer never asked");
         std::thread::sleep(Duration::from_millis(100));
     }
+    if run.in_tmux {
+        // tmux answers no background query: the dark default theme on this white xterm. The
+        // serial console (the left half under the step's status) is the theme's black, not
+        // the terminal's white.
+        let (row, columns) = (12, 10..60);
+        let background = xterm.wait_for(SCREEN, |shot| {
+            let colour = luminance(most_common(&shot.cells(row, columns.clone())));
+            (colour < 0.1).then_some(colour).ok_or(format!(
+                "the serial console pane's background is not the theme's: luminance {colour:.2}"
+            ))
+        });
+        eprintln!("serial console pane background: luminance {background:.2}");
+    }
     xterm.keys(&["f", "p"]);
     let saved = sandbox.work().join("disk.screen-1.png");
     let started = Instant::now();
@@ -160,7 +229,11 @@ fn shown_versus_saved(graphics: &str) -> (f64, f64) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (shot, rect) = xterm.wait_for(SCREEN, |shot| {
-        let rect = picture_rect(shot).ok_or("no guest picture on the terminal".to_string())?;
+        let rect = if run.in_tmux {
+            fitted_rect(&saved)
+        } else {
+            picture_rect(shot).ok_or("no guest picture on the terminal".to_string())?
+        };
         Ok((shot.clone(), rect))
     });
     let shown = shot_grey(&shot, rect);
@@ -172,11 +245,15 @@ fn shown_versus_saved(graphics: &str) -> (f64, f64) {
         correlation(&shown, &upside_down),
     );
     eprintln!(
-        "{graphics}: picture at {rect:?} on the terminal; correlation with kiln's screendump {:.3}, with it upside down {:.3}",
-        result.0, result.1
+        "{}{}: picture at {rect:?} on the terminal; correlation with kiln's screendump {:.3}, with it upside down {:.3}",
+        run.flags,
+        if run.in_tmux { " in tmux" } else { "" },
+        result.0,
+        result.1
     );
     xterm.keys(&["ctrl+c"]);
     drop(xterm);
+    drop(tmux);
     let disk = sandbox.work().join("disk.qcow2");
     let started = Instant::now();
     while qemu_running_with(&disk.display().to_string()) {
@@ -187,8 +264,11 @@ fn shown_versus_saved(graphics: &str) -> (f64, f64) {
 }
 
 #[test]
-fn sixel_shows_the_guest_screen_as_kiln_captured_it() {
-    let (same, upside_down) = shown_versus_saved("sixel");
+fn sixel_found_by_asking_shows_the_guest_screen_as_kiln_captured_it() {
+    let (same, upside_down) = shown_versus_saved(Run {
+        flags: "--theme light",
+        in_tmux: false,
+    });
     // Sixel carries the picture's own pixels (256 colours, scaled to the pane): nearly 1.
     assert!(
         same > 0.9,
@@ -202,7 +282,10 @@ fn sixel_shows_the_guest_screen_as_kiln_captured_it() {
 
 #[test]
 fn half_blocks_show_the_guest_screen_coarsely() {
-    let (same, upside_down) = shown_versus_saved("blocks");
+    let (same, upside_down) = shown_versus_saved(Run {
+        flags: "--graphics blocks --theme light",
+        in_tmux: false,
+    });
     // Two area-averaged pixels per 6×13 cell: text becomes grey bands, lines stay apart.
     assert!(
         same > 0.6,
@@ -210,6 +293,22 @@ fn half_blocks_show_the_guest_screen_coarsely() {
     );
     assert!(
         upside_down < same - 0.2,
+        "the measure does not tell pictures apart: {upside_down:.3} vs {same:.3}"
+    );
+}
+
+#[test]
+fn sixel_goes_through_tmux_passthrough_and_the_console_keeps_the_theme() {
+    let (same, upside_down) = shown_versus_saved(Run {
+        flags: "",
+        in_tmux: true,
+    });
+    assert!(
+        same > 0.9,
+        "through tmux the terminal's picture is not the guest's screen: correlation {same:.3}"
+    );
+    assert!(
+        upside_down < same - 0.3,
         "the measure does not tell pictures apart: {upside_down:.3} vs {same:.3}"
     );
 }

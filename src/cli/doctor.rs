@@ -5,6 +5,7 @@ use clap::Args;
 use super::{Exit, Format};
 use crate::engine::host::config::Settings;
 use crate::engine::host::{self, Verdict};
+use crate::tui::graphics;
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -35,6 +36,12 @@ pub async fn run(args: DoctorArgs, settings: &Settings) -> Exit {
                     host::Accelerator::Tcg => "TCG (software emulation)",
                 }
             );
+            // What the workbench will draw guest screens with, in the terminal doctor runs in.
+            let graphics = graphics::find(settings.graphics).await;
+            println!("guest screens: {}", graphics.summary());
+            if let Some(hint) = &graphics.hint {
+                println!("       {hint}");
+            }
         }
         Format::Json => println!(
             "{}",

@@ -136,6 +136,8 @@ pub struct App {
     pub doctor: Option<HostReport>,
     /// Terminal graphics for guest screens; `None`: half blocks.
     pub picker: Option<ratatui_image::picker::Picker>,
+    /// What was found about the terminal's graphics, for the full-screen status line.
+    pub graphics: String,
     /// The one step running in the background, if any.
     pub running: Option<RunningStep>,
     /// The recipe the workbench was opened on, if any.
@@ -169,6 +171,7 @@ impl App {
             hits: HitAreas::default(),
             doctor: None,
             picker: None,
+            graphics: String::new(),
             running: None,
             recipe: None,
             record_dir: None,

@@ -18,6 +18,7 @@ pub mod screens;
 pub mod steps;
 pub mod terminal;
 pub mod theme;
+mod typed_ahead;
 pub mod widgets;
 
 use std::future::Future;
@@ -120,16 +121,13 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> En
         }
     };
     // Real pixels for guest screens, when the terminal shows them.
-    app.picker = graphics::choose(app.settings.graphics);
-    tracing::info!(
-        "guest screens: {}",
-        app.picker
-            .as_ref()
-            .map_or("half blocks".to_string(), |p| format!(
-                "{:?}",
-                p.protocol_type()
-            ))
-    );
+    let found = graphics::find(app.settings.graphics).await;
+    tracing::info!("guest screens: {}", found.summary());
+    app.picker = found.picker();
+    app.graphics = found.summary();
+    if let Some(hint) = found.hint.clone() {
+        app.notice.get_or_insert(hint);
+    }
     let mut terminal = match terminal::TerminalGuard::enter() {
         Ok(terminal) => terminal,
         Err(e) => {
@@ -138,7 +136,10 @@ pub async fn run(settings: Settings, dirs: Option<Dirs>, opening: Opening) -> En
         }
     };
     // Quit, a terminal error and SIGTERM/SIGHUP all end the loop and come through here.
-    let result = event_loop(&mut terminal, &mut app, EventStream::new(), signalled).await;
+    // Keys typed while the terminal was asked come first.
+    let typed = futures::stream::iter(typed_ahead::key_events(&found.typed).into_iter().map(Ok));
+    let inputs = typed.chain(EventStream::new());
+    let result = event_loop(&mut terminal, &mut app, inputs, signalled).await;
     app.shut_down().await;
     drop(terminal);
     match result {

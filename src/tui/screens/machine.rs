@@ -83,12 +83,14 @@ pub fn draw(
 }
 
 /// The guest's screen on the whole terminal, its aspect ratio kept, with one status line:
-/// the guest's resolution, where keys go, how to come back.
+/// the guest's resolution, how it is drawn (`graphics`, what was found about the terminal),
+/// where keys go, how to come back.
 pub fn draw_fullscreen(
     frame: &mut Frame,
     area: Rect,
     screen: &MachinePane,
     picker: Option<&Picker>,
+    graphics: &str,
     theme: &Theme,
 ) {
     let [picture_area, status] =
@@ -108,6 +110,7 @@ pub fn draw_fullscreen(
         Paragraph::new(Line::from(vec![
             Span::styled(format!(" {resolution} · "), theme.title()),
             Span::styled(keys, theme.key_hint()),
+            Span::styled(format!(" · {graphics}"), theme.muted()),
         ])),
         status,
     );
@@ -207,7 +210,16 @@ mod tests {
         let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
         let theme = Theme::built_in("default");
         terminal
-            .draw(|frame| draw_fullscreen(frame, frame.area(), &pane, None, &theme))
+            .draw(|frame| {
+                draw_fullscreen(
+                    frame,
+                    frame.area(),
+                    &pane,
+                    None,
+                    "xterm: half blocks",
+                    &theme,
+                )
+            })
             .unwrap();
         let buffer = terminal.backend().buffer();
         let last_row: String = (0..100).map(|x| buffer[(x, 29)].symbol()).collect();

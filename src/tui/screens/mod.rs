@@ -28,7 +28,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
         .machine(app.selected_step())
         .filter(|machine| machine.is_fullscreen())
     {
-        machine::draw_fullscreen(frame, frame.area(), machine, app.picker.as_ref(), theme);
+        machine::draw_fullscreen(
+            frame,
+            frame.area(),
+            machine,
+            app.picker.as_ref(),
+            &app.graphics,
+            theme,
+        );
         return;
     }
     let [header, body, footer] = Layout::vertical([
