@@ -119,8 +119,10 @@ one() { # variant check phrase
         MNT="$w/mnt"
         mkdir -p "$MNT"
         mount "$loop" "$MNT"
+        mount --bind /dev "$MNT/dev" # ssh-keygen, passwd: /dev/null, /dev/urandom
         local ok=0
         "fix_${name//-/_}" || ok=$?
+        umount "$MNT/dev"
         umount "$MNT"
         losetup -d "$loop"
         ((ok == 0)) || { echo "WRONG $name: applying the fix failed"; return 1; }
@@ -145,7 +147,7 @@ cargo build --quiet
 DIR=$(bash tests/fixtures/variants.sh 2>/dev/null | sed -n 's/^KILN_VARIANTS_DIR=//p')
 KILN=$PWD/target/debug/kiln
 WORK=$(mktemp -d /var/tmp/kiln-check-fixes.XXXXXX)
-trap 'umount -q "$WORK"/*/mnt 2>/dev/null || true; rm -rf --one-file-system "$WORK"' EXIT
+trap 'umount -q "$WORK"/*/mnt/dev "$WORK"/*/mnt 2>/dev/null || true; rm -rf --one-file-system "$WORK"' EXIT
 export DIR KILN WORK
 export -f one check_json sshd_set sshd_remove in_guest $(compgen -A function fix_)
 export SSHD PART_OFFSET
