@@ -1,4 +1,5 @@
-//! `kiln install IMAGE --iso ISO`: boot the installer, stream its serial console to stdout,
+//! `kiln install IMAGE --iso ISO` (or `--kernel K --initrd I`, or `--preset P` alone): boot
+//! the installer, stream its serial console to stdout,
 //! exit 0 when the guest powered off by itself.
 
 use std::path::PathBuf;
@@ -16,7 +17,7 @@ use crate::engine::workflow::requests::headless_install_warning;
 
 #[derive(Debug, Args)]
 #[command(
-    mut_arg("iso", |iso| iso.required(true)),
+    mut_arg("iso", |iso| iso.required_unless_present_any(["kernel", "preset"])),
     // The spellings `kiln install` had before --iso-sha256 (HEX and FILE alike).
     mut_arg("iso_sha256", |sha256| sha256.aliases(["sha256", "sha256sums"]))
 )]

@@ -168,9 +168,13 @@ pub struct Choices {
     pub http_port: Option<u16>,
     /// Boot the installer's kernel from the ISO directly.
     pub kernel_boot: Option<bool>,
-    /// Kernel and initrd paths inside the ISO (found by its layout when unset).
+    /// Kernel and initrd paths inside the ISO (found by its layout when unset); without an
+    /// ISO, netboot files: paths on this host or URLs.
     pub kernel: Option<String>,
     pub initrd: Option<String>,
+    /// The netboot files' checksums: 64 hex digits, or a SHA256SUMS URL/file (`LIST#PATH`).
+    pub kernel_sha256: Option<String>,
+    pub initrd_sha256: Option<String>,
     pub kernel_args: Option<String>,
     /// The installer on the serial console (`console=ttyS0,115200n8`).
     pub serial_console: Option<bool>,
@@ -237,6 +241,8 @@ impl Choices {
             kernel_boot,
             kernel,
             initrd,
+            kernel_sha256,
+            initrd_sha256,
             kernel_args,
             serial_console,
             preset,

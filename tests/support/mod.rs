@@ -4,6 +4,7 @@
 pub mod djinn;
 pub mod fixtures;
 pub mod guest;
+pub mod installer;
 pub mod sshd;
 pub mod static_http;
 pub mod tmux;
@@ -47,6 +48,11 @@ impl Sandbox {
         self.dir.path().join("config/kiln")
     }
 
+    /// kiln's download cache (netboot files).
+    pub fn download_cache(&self) -> PathBuf {
+        self.dir.path().join("cache/kiln/downloads")
+    }
+
     pub fn log_file(&self) -> PathBuf {
         self.dir.path().join("data/kiln/kiln.log")
     }
@@ -61,6 +67,10 @@ impl Sandbox {
                 p.join("config").display().to_string(),
             ),
             ("XDG_DATA_HOME".into(), p.join("data").display().to_string()),
+            (
+                "XDG_CACHE_HOME".into(),
+                p.join("cache").display().to_string(),
+            ),
         ]
     }
 

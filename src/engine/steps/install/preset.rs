@@ -9,6 +9,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::mirror::{Archive, Mirror};
+use super::netboot::{Netboot, NetbootFile};
+use crate::engine::files::download::DownloadError;
 
 use super::answer_server::GUEST_HOST_ADDRESS;
 use super::boot_command::{HTTP_IP, HTTP_PORT};
@@ -33,6 +35,18 @@ struct PresetFile {
     kernel_args: String,
     boot_command: String,
     archive: Archive,
+    netboot: Option<NetbootLocations>,
+}
+
+/// `[netboot]`: the distribution's netboot kernel and initrd under the preset's mirror
+/// (`{{ .MirrorURL }}`), each with its checksum (64 hex digits or `SHA256SUMS#PATH`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetbootLocations {
+    kernel: String,
+    kernel_sha256: String,
+    initrd: String,
+    initrd_sha256: String,
 }
 
 /// One preset, ready to fill in.
@@ -47,6 +61,7 @@ pub struct Preset {
     boot_command: String,
     /// The archive its mirror must be.
     pub archive: Archive,
+    netboot: Option<NetbootLocations>,
 }
 
 /// What a preset needs from the person. The password is a secret: never shown in `Debug`,
@@ -117,6 +132,7 @@ impl Preset {
             kernel_args: file.kernel_args,
             boot_command: file.boot_command,
             archive: file.archive,
+            netboot: file.netboot,
         })
     }
 
@@ -193,6 +209,29 @@ impl Preset {
     /// directly.
     pub fn boot_command(&self, values: &PresetValues) -> String {
         fill(&self.boot_command, &self.pairs(values))
+    }
+
+    /// Whether the preset knows where its distribution's netboot files are.
+    pub fn has_netboot(&self) -> bool {
+        self.netboot.is_some()
+    }
+
+    /// The distribution's netboot kernel and initrd on the chosen mirror (as this host
+    /// reaches it: kiln downloads them), when the preset knows where they are.
+    pub fn netboot(&self, values: &PresetValues) -> Option<Result<Netboot, DownloadError>> {
+        let locations = self.netboot.as_ref()?;
+        let mirror = values.mirror.url_from_host();
+        let mut pairs = self.pairs(values);
+        pairs.push(("MirrorURL", &mirror));
+        let file = |location: &str, checksum: &str| {
+            NetbootFile::parse(&fill(location, &pairs), Some(&fill(checksum, &pairs)))
+        };
+        Some((|| {
+            Ok(Netboot {
+                kernel: file(&locations.kernel, &locations.kernel_sha256)?,
+                initrd: file(&locations.initrd, &locations.initrd_sha256)?,
+            })
+        })())
     }
 
     fn pairs<'a>(&self, values: &'a PresetValues) -> Vec<(&'static str, &'a str)> {
