@@ -171,10 +171,17 @@ fn a_netboot_file_that_does_not_match_the_sha256sums_is_refused_and_not_kept() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(listed.contains("/linux\n"), "{listed}");
     assert!(listed.contains("1 file(s), "), "{listed}");
-    assert!(listed.contains(&sandbox.download_cache().display().to_string()), "{listed}");
+    assert!(
+        listed.contains(&sandbox.download_cache().display().to_string()),
+        "{listed}"
+    );
     let out = sandbox.kiln(&["cache", "--clear"]);
     assert!(text(&out.stdout).contains("freed"), "{}", text(&out.stderr));
     assert!(cached_files(&sandbox).is_empty());
     let out = sandbox.kiln(&["cache"]);
-    assert!(text(&out.stdout).contains("0 file(s), 0 B"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("0 file(s), 0 B"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -134,10 +134,11 @@ pub struct UnattendedArgs {
     /// command line; without a boot command this means --kernel-boot).
     #[arg(long)]
     pub serial_console: bool,
-    /// Install unattended with a built-in answer file: debian-12 (a minimal Debian with
-    /// openssh-server, CI-ready sshd_config and an empty root password). Needs the user and
-    /// password; boots the ISO's kernel directly when it can, else types into its menu.
-    /// Without --iso or --kernel, the preset's netboot files from its mirror.
+    /// Install unattended with a built-in preset (debian-12, ubuntu-24.04, fedora-41, …; a
+    /// wrong name lists them all): a minimal system with openssh-server, CI-ready sshd_config
+    /// and an empty root password. Needs the user and password; boots the ISO's kernel
+    /// directly when it can, else types into its menu. Without --iso or --kernel, the
+    /// preset's netboot files from its mirror.
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     /// The package mirror a preset installs from, http://HOST/DIR [default: this host's

@@ -528,7 +528,7 @@ mod tests {
         assert_has(
             &error,
             &[
-                "line 4, column 10: [install] preset: no preset `fedora` (built in: debian-12); also debian for debian-12",
+                "line 4, column 10: [install] preset: no preset `fedora` (built in: debian-12, fedora-41, opensuse-leap-15, rhel-9, ubuntu-24.04); also debian for debian-12",
             ],
         );
         let error = fixture.error(&format!("{MINIMAL}preset = \"debian\"\n"));

@@ -113,6 +113,30 @@ pub fn install_request(
     })
 }
 
+/// The port a preset's answers name when they are written out rather than served.
+pub const WRITTEN_ANSWERS_PORT: u16 = 8080;
+
+/// Write a preset's answer files, filled in exactly as an install would serve them, into
+/// `dir`; the kernel arguments that would start it. Nothing boots: the files are for reading
+/// and for validators. The server's port is `choices.http_port`, else [`WRITTEN_ANSWERS_PORT`].
+pub fn write_preset_answers(
+    image: &Path,
+    choices: &Choices,
+    secrets: &Secrets,
+    dir: &Path,
+) -> Result<String, String> {
+    let choice = preset_choice(image, choices, secrets)?
+        .ok_or("writing answer files needs a preset (--preset NAME)")?;
+    let preset = Preset::find(&choice.name).map_err(|e| e.to_string())?;
+    preset.check(&choice.values).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let port = choices.http_port.unwrap_or(WRITTEN_ANSWERS_PORT);
+    preset
+        .write_answers(dir, &choice.values, port)
+        .map_err(|e| e.to_string())?;
+    Ok(preset.kernel_args_for_server(&choice.values, port))
+}
+
 /// What boots the installer: the ISO; else netboot files (a kernel and initrd given, or the
 /// preset's own from its mirror).
 fn installer(choices: &Choices, preset: Option<&PresetChoice>) -> Result<Installer, String> {
@@ -191,9 +215,14 @@ fn preset_choice(
             format!("the {name} preset creates a user: give its name (User, or --user NAME)")
         })?;
     let archive = Preset::find(&name).map_err(|e| e.to_string())?.archive;
-    let mirror = match &choices.mirror {
-        Some(url) => Mirror::parse(url),
-        None => Mirror::from_host_apt(&archive),
+    let mirror = match (&choices.mirror, &archive) {
+        (Some(url), _) => Mirror::parse(url),
+        (None, Some(archive)) => Mirror::from_host_apt(archive),
+        (None, None) => {
+            return Err(format!(
+                "the {name} preset installs from its distribution's mirror: give one (Mirror, or --mirror http://HOST/DIR)"
+            ));
+        }
     }
     .map_err(|e| e.to_string())?;
     let hostname: String = image

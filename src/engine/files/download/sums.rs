@@ -1,6 +1,7 @@
 //! Checksum lists as distributions publish them: `sha256sum` output (`HEX  ./path`, Debian's
-//! and Ubuntu's SHA256SUMS, openSUSE's CHECKSUMS) and the BSD form (`SHA256 (path) = HEX`,
-//! Fedora's CHECKSUM). A list names files by their path below its own directory, so a file is
+//! and Ubuntu's SHA256SUMS, openSUSE's CHECKSUMS), the BSD form (`SHA256 (path) = HEX`,
+//! Fedora's CHECKSUM) and a `.treeinfo`'s `[checksums]` (`path = sha256:HEX`, Fedora's and
+//! RHEL's installation trees). A list names files by their path below its own directory, so a file is
 //! looked up by that whole path: Debian's list has several files called `linux`.
 
 /// The SHA-256 listed for `entry` (leading `./` ignored); an entry without a `/` may also
@@ -29,6 +30,8 @@ fn parse_line(line: &str) -> Option<(String, String)> {
     let (hex, path) = if let Some(rest) = line.strip_prefix("SHA256 (") {
         let (path, hex) = rest.rsplit_once(") = ")?;
         (hex.trim(), path)
+    } else if let Some((path, hex)) = line.split_once(" = sha256:") {
+        (hex.trim(), path.trim())
     } else {
         let (hex, path) = line.split_once(char::is_whitespace)?;
         (hex, path.trim_start().trim_start_matches('*'))
@@ -74,5 +77,10 @@ mod tests {
         assert_eq!(find_entry(&list, "Fedora-41.iso").as_deref(), Some(A));
         assert_eq!(find_entry(&list, "vmlinuz"), Some(B.to_ascii_lowercase()));
         assert_eq!(find_entry("not a list", "x"), None);
+        let treeinfo = format!("[checksums]\nimages/pxeboot/vmlinuz = sha256:{A}\n");
+        assert_eq!(
+            find_entry(&treeinfo, "images/pxeboot/vmlinuz").as_deref(),
+            Some(A)
+        );
     }
 }

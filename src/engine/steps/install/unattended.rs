@@ -199,16 +199,21 @@ pub async fn examine_mirror(
     };
     let preset = Preset::find(&choice.name)?;
     let (mirror, insecure) = (&choice.values.mirror, choice.values.insecure_mirror);
+    let Some(archive) = &preset.archive else {
+        // Not a Debian-style archive: the installer checks what it downloads itself.
+        reporter.info(format!("mirror {}", mirror.url()));
+        return Ok(());
+    };
     reporter.info(format!(
         "mirror {}: examining its Release file…",
         mirror.url()
     ));
-    let signature = mirror.examine(&preset.archive, insecure).await?;
+    let signature = mirror.examine(archive, insecure).await?;
     reporter.info(format!(
         "mirror {}: the {} archive for {}, {signature}",
         mirror.url(),
-        preset.archive.origin,
-        preset.archive.suite
+        archive.origin,
+        archive.suite
     ));
     if insecure {
         reporter.warn(format!(
