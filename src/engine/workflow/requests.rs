@@ -141,7 +141,12 @@ pub fn write_preset_answers(
 /// preset's own from its mirror).
 fn installer(choices: &Choices, preset: Option<&PresetChoice>) -> Result<Installer, String> {
     let given = |text: &Option<String>| text.clone().filter(|t| !t.trim().is_empty());
-    if let Some(path) = &choices.iso {
+    // An empty ISO is one switched off (the workbench's "netboot files").
+    if let Some(path) = choices
+        .iso
+        .as_ref()
+        .filter(|iso| !iso.as_os_str().is_empty())
+    {
         return Ok(Installer::Iso {
             path: path.clone(),
             checksum: choices.iso_checksum.as_deref().and_then(parse_checksum),
@@ -184,7 +189,10 @@ pub fn headless_install_warning(choices: &Choices, timeout: Duration) -> Option<
         || choices.boot_command.as_ref().is_some_and(|c| !c.is_empty())
         || given(&choices.kernel_args)
         || choices.serial_console == Some(true);
-    let iso = choices.iso.as_ref()?;
+    let iso = choices
+        .iso
+        .as_ref()
+        .filter(|iso| !iso.as_os_str().is_empty())?;
     (!answered).then(|| {
         format!(
             "nothing will answer the installer of {} (no --preset, --boot-command, --kernel-args \
