@@ -106,7 +106,8 @@ pub struct UnattendedArgs {
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
     /// Boot the installer's kernel and initrd from the ISO directly (-kernel -initrd
-    /// -append), found by the ISO's layout (Debian, Ubuntu, Fedora/RHEL, openSUSE, Alpine, Arch, isolinux).
+    /// -append), found by the ISO's layout (Debian, Ubuntu, Fedora/RHEL, openSUSE, Alpine,
+    /// Arch, isolinux).
     #[arg(long)]
     pub kernel_boot: bool,
     /// Without --iso: the installer's netboot kernel, a file or an http(s) URL (downloaded
