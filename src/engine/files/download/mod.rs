@@ -125,7 +125,7 @@ impl fmt::Display for Checksum {
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error(
-        "kiln downloads {0} only with a SHA-256 to check it against: give 64 hex digits, or the distribution's SHA256SUMS (a URL or file, LIST#PATH-IN-IT when the path is not found by itself)"
+        "kiln downloads {0} only with a SHA-256 to check it against (--kernel-sha256, --initrd-sha256; a recipe's kernel_sha256, initrd_sha256): 64 hex digits, or the distribution's SHA256SUMS (a URL or file, LIST#PATH-IN-IT when the path is not found by itself)"
     )]
     NeedsChecksum(String),
     #[error(
