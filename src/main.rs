@@ -82,6 +82,7 @@ async fn run(args: Args) -> Exit {
         }
         Some(Command::Doctor(doctor)) => cli::doctor::run(doctor, &settings).await,
         Some(Command::Config(options)) => cli::config::run(options, &settings, config_path),
+        Some(Command::Cache(options)) => cli::cache::run(options),
     }
 }
 

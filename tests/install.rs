@@ -107,7 +107,7 @@ fn install_refuses_bad_input_with_clear_errors() {
     std::fs::write(sandbox.work().join("notes.iso"), vec![b'x'; 64 * 1024]).unwrap();
     let iso = fixtures.iso.display().to_string();
 
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 11] = [
         (
             &["install", "d.qcow2", "--iso", "missing.iso"],
             "does not exist",
@@ -149,6 +149,36 @@ fn install_refuses_bad_input_with_clear_errors() {
                 "install", "d.qcow2", "--iso", &iso, "--preset", "fedora", "--user", "u",
             ],
             "no preset `fedora`",
+        ),
+        // No ISO: netboot files, checked before anything is downloaded.
+        (&["install", "d.qcow2"], "--iso <ISO>"),
+        (
+            &[
+                "install",
+                "d.qcow2",
+                "--kernel",
+                "http://127.0.0.1:9/linux",
+                "--initrd",
+                "http://127.0.0.1:9/initrd.gz",
+            ],
+            "only with a SHA-256",
+        ),
+        (
+            &[
+                "install",
+                "d.qcow2",
+                "--kernel",
+                "k",
+                "--initrd",
+                "i",
+                "--kernel-sha256",
+                "abc",
+            ],
+            "neither a SHA-256",
+        ),
+        (
+            &["install", "d.qcow2", "--preset", "fedora-41", "--user", "u"],
+            "installs from its distribution's mirror",
         ),
     ];
     for (args, expected) in cases {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use super::absolute;
+use crate::engine::files::download::{Checksum, Location};
 use crate::engine::files::iso::Expected;
 use crate::engine::session::Choices;
 use crate::engine::steps::install::boot_command::{
@@ -38,6 +39,18 @@ impl InstallerArgs {
     pub fn choices(&self) -> Result<Choices, String> {
         let mut choices = self.unattended.choices()?;
         choices.iso = self.iso.as_deref().map(absolute);
+        if choices.iso.is_none() {
+            // Netboot files on this host: absolute, as the session records them.
+            let on_host = |text: &mut Option<String>| {
+                if let Some(Location::File(path)) = text.as_deref().map(Location::parse) {
+                    *text = Some(absolute(&path).display().to_string());
+                }
+            };
+            on_host(&mut choices.kernel);
+            on_host(&mut choices.initrd);
+            on_host(&mut choices.kernel_sha256);
+            on_host(&mut choices.initrd_sha256);
+        }
         choices.iso_checksum = self
             .iso_sha256
             .as_deref()
@@ -59,6 +72,12 @@ fn iso_sha256(text: &str) -> Result<String, String> {
             digits.len()
         ));
     }
+    Ok(text.to_string())
+}
+
+/// `--kernel-sha256`, `--initrd-sha256`: read now, so a mistyped checksum costs no download.
+fn netboot_sha256(text: &str) -> Result<String, String> {
+    text.parse::<Checksum>().map_err(|e| e.to_string())?;
     Ok(text.to_string())
 }
 
@@ -87,15 +106,27 @@ pub struct UnattendedArgs {
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
     /// Boot the installer's kernel and initrd from the ISO directly (-kernel -initrd
-    /// -append), found by the ISO's layout (Debian, Ubuntu, Fedora, Alpine, Arch, isolinux).
+    /// -append), found by the ISO's layout (Debian, Ubuntu, Fedora/RHEL, openSUSE, Alpine,
+    /// Arch, isolinux).
     #[arg(long)]
     pub kernel_boot: bool,
-    /// With --kernel-boot: the kernel's path inside the ISO, when the layout is not known.
-    #[arg(long, value_name = "PATH", requires = "initrd")]
+    /// Without --iso: the installer's netboot kernel, a file or an http(s) URL (downloaded
+    /// once into kiln's cache). With --kernel-boot: the kernel's path inside the ISO, when
+    /// the layout is not known.
+    #[arg(long, value_name = "FILE|URL|PATH", requires = "initrd")]
     pub kernel: Option<String>,
-    /// With --kernel-boot: the initrd's path inside the ISO.
-    #[arg(long, value_name = "PATH", requires = "kernel")]
+    /// Without --iso: the netboot initrd, a file or URL. With --kernel-boot: the initrd's
+    /// path inside the ISO.
+    #[arg(long, value_name = "FILE|URL|PATH", requires = "kernel")]
     pub initrd: Option<String>,
+    /// The netboot kernel's SHA-256: 64 hex digits, or the distribution's SHA256SUMS (URL or
+    /// file; LIST#PATH names its line, else a URL is found by its path below the list's).
+    /// Required for a URL.
+    #[arg(long, value_name = "HEX|SUMS[#PATH]", requires = "kernel", value_parser = netboot_sha256)]
+    pub kernel_sha256: Option<String>,
+    /// The netboot initrd's SHA-256, as --kernel-sha256.
+    #[arg(long, value_name = "HEX|SUMS[#PATH]", requires = "initrd", value_parser = netboot_sha256)]
+    pub initrd_sha256: Option<String>,
     /// Arguments for the installer's kernel (implies --kernel-boot), e.g.
     /// "auto=true priority=critical url=http://{{ .HTTPIP }}:{{ .HTTPPort }}/preseed.cfg".
     #[arg(long, value_name = "ARGS")]
@@ -104,9 +135,11 @@ pub struct UnattendedArgs {
     /// command line; without a boot command this means --kernel-boot).
     #[arg(long)]
     pub serial_console: bool,
-    /// Install unattended with a built-in answer file: debian-12 (a minimal Debian with
-    /// openssh-server, CI-ready sshd_config and an empty root password). Needs the user and
-    /// password; boots the ISO's kernel directly when it can, else types into its menu.
+    /// Install unattended with a built-in preset (debian-12, ubuntu-24.04, fedora-41, …; a
+    /// wrong name lists them all): a minimal system with openssh-server, CI-ready sshd_config
+    /// and an empty root password. Needs the user and password; boots the ISO's kernel
+    /// directly when it can, else types into its menu. Without --iso or --kernel, the
+    /// preset's netboot files from its mirror.
     #[arg(long, value_name = "NAME")]
     pub preset: Option<String>,
     /// The package mirror a preset installs from, http://HOST/DIR [default: this host's
@@ -144,6 +177,8 @@ impl UnattendedArgs {
             kernel_boot: on(self.kernel_boot),
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
+            kernel_sha256: self.kernel_sha256.clone(),
+            initrd_sha256: self.initrd_sha256.clone(),
             kernel_args: self.kernel_args.clone(),
             serial_console: on(self.serial_console),
             preset: self.preset.clone(),

@@ -1,4 +1,5 @@
-//! `kiln install IMAGE --iso ISO`: boot the installer, stream its serial console to stdout,
+//! `kiln install IMAGE --iso ISO` (or `--kernel K --initrd I`, or `--preset P` alone): boot
+//! the installer, stream its serial console to stdout,
 //! exit 0 when the guest powered off by itself.
 
 use std::path::PathBuf;
@@ -12,11 +13,11 @@ use crate::engine::Step;
 use crate::engine::host::config::{Dirs, Settings};
 use crate::engine::steps::install::HEADLESS_TIMEOUT;
 use crate::engine::workflow::StepOptions;
-use crate::engine::workflow::requests::headless_install_warning;
+use crate::engine::workflow::requests::{headless_install_warning, write_preset_answers};
 
 #[derive(Debug, Args)]
 #[command(
-    mut_arg("iso", |iso| iso.required(true)),
+    mut_arg("iso", |iso| iso.required_unless_present_any(["kernel", "preset"])),
     // The spellings `kiln install` had before --iso-sha256 (HEX and FILE alike).
     mut_arg("iso_sha256", |sha256| sha256.aliases(["sha256", "sha256sums"]))
 )]
@@ -34,6 +35,10 @@ pub struct InstallArgs {
     pub no_vnc: bool,
     #[command(flatten)]
     pub login: LoginArgs,
+    /// Write the preset's answer files, filled in as the install would serve them (port
+    /// --http-port, else 8080), into DIR and print its kernel arguments; boot nothing.
+    #[arg(long, value_name = "DIR", requires = "preset")]
+    pub write_answers: Option<PathBuf>,
 }
 
 pub async fn run(
@@ -41,6 +46,9 @@ pub async fn run(
     settings: &Settings,
     dirs: Option<&Dirs>,
 ) -> Result<Exit, Exit> {
+    if let Some(dir) = &args.write_answers {
+        return write_answers(&args, dir);
+    }
     let workflow = super::one_step("install", &args.image, true, settings, dirs).await?;
     let mut choices = args
         .installer
@@ -66,4 +74,17 @@ pub async fn run(
         Ok(_) => Exit::Ok,
         Err(e) => Exit::for_step(&e),
     })
+}
+
+/// `--write-answers DIR`: the preset's filled-in files, for reading and validators.
+fn write_answers(args: &InstallArgs, dir: &std::path::Path) -> Result<Exit, Exit> {
+    let refused = |e: String| super::refused("install", e);
+    let mut choices = args.installer.choices().map_err(refused)?;
+    choices.update(&args.login.choices());
+    let secrets = args.login.secrets().map_err(refused)?;
+    let kernel_args =
+        write_preset_answers(&args.image, &choices, &secrets, dir).map_err(refused)?;
+    eprintln!("kiln install: answer files written to {}", dir.display());
+    println!("{kernel_args}");
+    Ok(Exit::Ok)
 }

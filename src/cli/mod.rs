@@ -1,6 +1,7 @@
 //! The headless frontend: one subcommand per step, for scripts and CI.
 
 pub mod build;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod configure;
@@ -98,6 +99,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Show the effective settings, the config file path, or the commented template.
     Config(config::ConfigArgs),
+    /// List the files kiln downloaded and keeps (netboot kernels and initrds), or --clear them.
+    Cache(cache::CacheArgs),
     /// `kiln IMAGE`: the workbench on that image, at the first step its session has not done.
     /// (Parsed as an unknown command so that global flags may still come first.)
     #[command(external_subcommand)]

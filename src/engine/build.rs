@@ -69,7 +69,7 @@ pub fn choices(recipe: &Recipe) -> Choices {
     if let Source::Install(install) = &recipe.source {
         let on = |flag: bool| Some(flag);
         choices.update(&Choices {
-            iso: Some(install.iso.clone()),
+            iso: install.iso.clone(),
             iso_checksum: install.iso_sha256.clone(),
             boot_command: install.boot_command.clone(),
             boot_wait: install.boot_wait.clone(),
@@ -79,6 +79,8 @@ pub fn choices(recipe: &Recipe) -> Choices {
             kernel_boot: on(install.kernel_boot),
             kernel: install.kernel.clone(),
             initrd: install.initrd.clone(),
+            kernel_sha256: install.kernel_sha256.clone(),
+            initrd_sha256: install.initrd_sha256.clone(),
             kernel_args: install.kernel_args.clone(),
             serial_console: on(install.serial_console),
             preset: install.preset.clone(),

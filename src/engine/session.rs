@@ -168,9 +168,13 @@ pub struct Choices {
     pub http_port: Option<u16>,
     /// Boot the installer's kernel from the ISO directly.
     pub kernel_boot: Option<bool>,
-    /// Kernel and initrd paths inside the ISO (found by its layout when unset).
+    /// Kernel and initrd paths inside the ISO (found by its layout when unset); without an
+    /// ISO, netboot files: paths on this host or URLs.
     pub kernel: Option<String>,
     pub initrd: Option<String>,
+    /// The netboot files' checksums: 64 hex digits, or a SHA256SUMS URL/file (`LIST#PATH`).
+    pub kernel_sha256: Option<String>,
+    pub initrd_sha256: Option<String>,
     pub kernel_args: Option<String>,
     /// The installer on the serial console (`console=ttyS0,115200n8`).
     pub serial_console: Option<bool>,
@@ -237,6 +241,8 @@ impl Choices {
             kernel_boot,
             kernel,
             initrd,
+            kernel_sha256,
+            initrd_sha256,
             kernel_args,
             serial_console,
             preset,
@@ -609,8 +615,8 @@ impl Session {
     }
 
     /// A disk kiln did not create (no session yet): create is recorded as skipped, and so is
-    /// install unless an ISO was chosen — people bring installed images to configure, verify
-    /// and publish.
+    /// install unless an installer was chosen (an ISO, netboot files, a preset) — people
+    /// bring installed images to configure, verify and publish.
     pub fn adopt_existing_image(&mut self) -> Result<(), SessionError> {
         if !self.is_new() || !self.image.exists() {
             return Ok(());
@@ -619,10 +625,15 @@ impl Session {
         // no guest data at all (fresh from `qemu-img create`) has not been installed.
         let created = self.skip(Step::Create, "the image existed before kiln's session");
         let blank = qcow2_header::has_guest_data(&self.image).ok().flatten() == Some(false);
-        let installed = match self.choices.iso {
-            Some(_) => Ok(()),
-            None if blank => Ok(()),
-            None => self.skip(
+        // Netboot files, or a preset that fetches its own, install as an ISO does.
+        let given = |text: &Option<String>| text.as_ref().is_some_and(|t| !t.is_empty());
+        let installer = self.choices.iso.is_some()
+            || given(&self.choices.kernel)
+            || given(&self.choices.preset);
+        let installed = match installer {
+            true => Ok(()),
+            false if blank => Ok(()),
+            false => self.skip(
                 Step::Install,
                 "no installer ISO given: the disk is taken as installed",
             ),
@@ -871,6 +882,13 @@ mod tests {
         with_iso.choices.iso = Some("/isos/d.iso".into());
         with_iso.adopt_existing_image().unwrap();
         assert_eq!(with_iso.resume_at(), Some(Step::Install));
+        // Netboot files install as an ISO does.
+        let third = dir.path().join("third.qcow2");
+        std::fs::write(&third, b"QFI\xfb").unwrap();
+        let mut netboot = Session::open(&third).unwrap();
+        netboot.choices.kernel = Some("http://mirror/linux".into());
+        netboot.adopt_existing_image().unwrap();
+        assert_eq!(netboot.resume_at(), Some(Step::Install));
 
         let missing = dir.path().join("typo.qcow2");
         let mut none = Session::open(&missing).unwrap();

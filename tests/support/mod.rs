@@ -4,6 +4,7 @@
 pub mod djinn;
 pub mod fixtures;
 pub mod guest;
+pub mod installer;
 pub mod sshd;
 pub mod static_http;
 pub mod tmux;
@@ -52,6 +53,11 @@ impl Sandbox {
 
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config/kiln")
+    }
+
+    /// kiln's download cache (netboot files).
+    pub fn download_cache(&self) -> PathBuf {
+        self.dir.path().join("cache/kiln/downloads")
     }
 
     pub fn log_file(&self) -> PathBuf {

@@ -4,9 +4,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 pub struct StaticServer {
     pub port: u16,
+    requested: Arc<Mutex<Vec<String>>>,
 }
 
 impl StaticServer {
@@ -14,17 +16,24 @@ impl StaticServer {
     pub fn serve(dir: PathBuf) -> StaticServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the static server");
         let port = listener.local_addr().unwrap().port();
+        let requested = Arc::new(Mutex::new(Vec::new()));
+        let log = requested.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let dir = dir.clone();
-                std::thread::spawn(move || answer(stream, &dir));
+                let (dir, log) = (dir.clone(), log.clone());
+                std::thread::spawn(move || answer(stream, &dir, &log));
             }
         });
-        StaticServer { port }
+        StaticServer { port, requested }
+    }
+
+    /// The path of every request so far, in order.
+    pub fn requested(&self) -> Vec<String> {
+        self.requested.lock().unwrap().clone()
     }
 }
 
-fn answer(mut stream: TcpStream, dir: &Path) {
+fn answer(mut stream: TcpStream, dir: &Path, log: &Mutex<Vec<String>>) {
     let mut request = String::new();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     if reader.read_line(&mut request).is_err() {
@@ -36,6 +45,7 @@ fn answer(mut stream: TcpStream, dir: &Path) {
         line.clear();
     }
     let path = request.split_whitespace().nth(1).unwrap_or("/");
+    log.lock().unwrap().push(path.to_string());
     let file = dir.join(path.trim_start_matches('/'));
     let body = (!path.contains(".."))
         .then(|| std::fs::read(&file).ok())

@@ -16,6 +16,8 @@ pub const TEMPLATE: &str = include_str!("../../../assets/config-template.toml");
 pub struct Dirs {
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// Downloads kept for the next build (netboot kernels and initrds).
+    pub cache_dir: PathBuf,
 }
 
 impl Dirs {
@@ -24,6 +26,7 @@ impl Dirs {
         Some(Dirs {
             config_dir: dirs.config_dir().to_path_buf(),
             data_dir: dirs.data_dir().to_path_buf(),
+            cache_dir: dirs.cache_dir().to_path_buf(),
         })
     }
 

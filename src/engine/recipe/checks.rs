@@ -9,6 +9,7 @@ use super::error::{Checked, RecipeError};
 use super::{
     Base, Configure, Install, PostBuild, ProvisionEntry, Publish, Reader, Recipe, Source, Written,
 };
+use crate::engine::files::download::{Checksum, Location};
 use crate::engine::steps::configure::Extras;
 use crate::engine::steps::image::is_valid_image_name;
 use crate::engine::steps::install::boot_command::{BootCommand, Position};
@@ -103,9 +104,15 @@ impl Reader<'_> {
             Mirror::parse(mirror).map_err(|e| self.error("install.mirror", e))?;
         }
         if install.kernel.is_some() != install.initrd.is_some() {
-            let problem = "kernel and initrd go together: give both paths inside the ISO";
+            let problem = match install.iso {
+                Some(_) => "kernel and initrd go together: give both paths inside the ISO",
+                None => "kernel and initrd go together: give both netboot files",
+            };
             let key = ["install.kernel", "install.initrd"][usize::from(install.initrd.is_some())];
             return Err(self.error(key, problem));
+        }
+        if install.iso.is_none() {
+            self.netboot(&mut install)?;
         }
         let duration = |key: &str, text: Option<String>| {
             let read = |text: String| text.parse().map_err(|e| self.error(key, e));
@@ -119,11 +126,60 @@ impl Reader<'_> {
         if let Some(checksum) = &install.iso_sha256 {
             install.iso_sha256 = Some(self.checksum(checksum)?);
         }
-        install.iso = self.file("install.iso", &install.iso)?;
+        install.iso = (install.iso.as_deref())
+            .map(|iso| self.file("install.iso", iso))
+            .transpose()?;
         install.http_dir = (install.http_dir.as_deref())
             .map(|dir| self.dir("install.http_dir", dir))
             .transpose()?;
         Ok(install)
+    }
+
+    /// Without an ISO: netboot files (a path made absolute and checked, a URL as written)
+    /// with their checksums read, or a preset that knows its own.
+    fn netboot(&self, install: &mut Install) -> Checked<()> {
+        if install.kernel.is_none() {
+            let netboot = (install.preset.as_deref()).and_then(|name| Preset::find(name).ok());
+            return match netboot {
+                Some(preset) if preset.has_netboot() => Ok(()),
+                Some(preset) => Err(self.error(
+                    "install.preset",
+                    format!("{} knows no netboot files: give iso", preset.name),
+                )),
+                None => Err(self.error(
+                    "install",
+                    "say what boots the installer: iso, netboot files (kernel and initrd), or a preset",
+                )),
+            };
+        }
+        for (key, file) in [
+            ("install.kernel", &mut install.kernel),
+            ("install.initrd", &mut install.initrd),
+        ] {
+            if let Some(Location::File(path)) = file.as_deref().map(Location::parse) {
+                *file = Some(self.file(key, &path)?.display().to_string());
+            }
+        }
+        for (key, checksum) in [
+            ("install.kernel_sha256", &mut install.kernel_sha256),
+            ("install.initrd_sha256", &mut install.initrd_sha256),
+        ] {
+            let Some(written) = checksum.clone() else {
+                continue;
+            };
+            match written.parse::<Checksum>() {
+                Err(error) => return Err(self.error(key, error)),
+                Ok(Checksum::Listed {
+                    list: Location::File(path),
+                    entry,
+                }) => {
+                    let list = Location::File(self.file(key, &path)?);
+                    *checksum = Some(Checksum::Listed { list, entry }.to_string());
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// The preset's built-in name; it creates `[configure] user` with the password.
@@ -406,6 +462,35 @@ mod tests {
     use crate::engine::recipe::test_fixture::{Fixture, MINIMAL, assert_has, install};
 
     #[test]
+    fn netboot_files_replace_the_iso_and_their_checksums_are_read() {
+        let fixture = Fixture::new();
+        fixture.write("SHA256SUMS", "");
+        let text = "name = \"ci\"\n[install]\n\
+                    kernel = \"http://mirror.test/images/netboot/linux\"\n\
+                    initrd = \"http://mirror.test/images/netboot/initrd.gz\"\n\
+                    kernel_sha256 = \"SHA256SUMS#./netboot/linux\"\n\
+                    initrd_sha256 = \"http://mirror.test/images/SHA256SUMS\"\n";
+        let recipe = fixture.load(text, &[]).unwrap();
+        let install = install(&recipe);
+        assert_eq!(install.iso, None);
+        let sums = fixture.path("SHA256SUMS").display().to_string();
+        assert_eq!(
+            install.kernel_sha256.as_deref(),
+            Some(format!("{sums}#./netboot/linux").as_str())
+        );
+        let error = fixture.error(&text.replace("SHA256SUMS#", "MISSING#"));
+        assert_has(&error, &["[install] kernel_sha256: MISSING does not exist"]);
+        let error =
+            fixture.error(&text.replace("kernel = \"http://mirror.test", "kernel = \"nope"));
+        assert_has(
+            &error,
+            &["[install] kernel: nope/images/netboot/linux does not exist"],
+        );
+        let error = fixture.error("name = \"ci\"\n[install]\nkernel_args = \"quiet\"\n");
+        assert_has(&error, &["say what boots the installer"]);
+    }
+
+    #[test]
     fn bad_sizes_and_durations_are_placed() {
         let fixture = Fixture::new();
         let error = fixture.error(&format!("{MINIMAL}[disk]\nsize = \"10Q\"\n"));
@@ -443,7 +528,7 @@ mod tests {
         assert_has(
             &error,
             &[
-                "line 4, column 10: [install] preset: no preset `fedora` (built in: debian-12); also debian for debian-12",
+                "line 4, column 10: [install] preset: no preset `fedora` (built in: debian-12, fedora-41, opensuse-leap-15, rhel-9, ubuntu-24.04); also debian for debian-12",
             ],
         );
         let error = fixture.error(&format!("{MINIMAL}preset = \"debian\"\n"));

@@ -121,7 +121,8 @@ pub enum Source {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Install {
-    pub iso: PathBuf,
+    /// The installer ISO; without one, netboot files (`kernel`, `initrd`) or the preset's.
+    pub iso: Option<PathBuf>,
     /// 64 hex digits, or the absolute path of a SHA256SUMS file.
     pub iso_sha256: Option<String>,
     /// The built-in name (`debian-12`), aliases resolved.
@@ -151,8 +152,12 @@ pub struct Install {
     pub http_port: Option<u16>,
     #[serde(default)]
     pub kernel_boot: bool,
+    /// Paths inside the ISO; without `iso`, netboot files: a URL, or a path (made absolute).
     pub kernel: Option<String>,
     pub initrd: Option<String>,
+    /// The netboot files' checksums: 64 hex digits, or a SHA256SUMS URL or file (`LIST#PATH`).
+    pub kernel_sha256: Option<String>,
+    pub initrd_sha256: Option<String>,
     pub kernel_args: Option<String>,
     #[serde(default)]
     pub serial_console: bool,
@@ -427,7 +432,7 @@ mod tests {
         assert_eq!(recipe.machine.memory_mib.map(NonZeroU32::get), Some(2048));
         assert_eq!(recipe.machine.cpus.map(NonZeroU32::get), Some(2));
         let install = install(&recipe);
-        assert_eq!(install.iso, at("debian-12-netinst.iso"));
+        assert_eq!(install.iso, Some(at("debian-12-netinst.iso")));
         let sums = at("SHA256SUMS").display().to_string();
         assert_eq!(install.iso_sha256.as_deref(), Some(sums.as_str()));
         assert_eq!(install.preset.as_deref(), Some("debian-12"));

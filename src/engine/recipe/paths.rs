@@ -102,7 +102,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             install(&recipe).iso,
-            fixture.path("sub/recipe-files/my.iso")
+            Some(fixture.path("sub/recipe-files/my.iso"))
         );
         assert_eq!(install(&recipe).http_dir, Some(fixture.path("sub/../http")));
         assert_eq!(
@@ -112,7 +112,10 @@ mod tests {
         let absolute = fixture.path("debian.iso").display().to_string();
         let text = format!("name = \"ci\"\n[install]\niso = \"{absolute}\"\n");
         let recipe = fixture.load(&text, &[]).unwrap();
-        assert_eq!(install(&recipe).iso.display().to_string(), absolute);
+        assert_eq!(
+            install(&recipe).iso.as_ref().unwrap().display().to_string(),
+            absolute
+        );
     }
 
     #[test]

@@ -108,7 +108,7 @@ mod tests {
         assert_eq!(recipe.name, "other");
         assert_eq!(recipe.disk.size, Some("20G".parse().unwrap()));
         let install = install(&recipe);
-        assert_eq!(install.iso, fixture.path("debian-12-netinst.iso"));
+        assert_eq!(install.iso, Some(fixture.path("debian-12-netinst.iso")));
         assert_eq!(install.http_port, Some(8100));
         assert!(install.kernel_boot);
         assert!(recipe.cleanup.zero_free_space);

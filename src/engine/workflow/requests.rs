@@ -14,11 +14,12 @@ use crate::engine::session::Choices;
 use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::steps::image::CreateRequest;
 use crate::engine::steps::image::DiskSize;
-use crate::engine::steps::install::InstallRequest;
 use crate::engine::steps::install::boot_command::{WrittenDuration, human_duration};
 use crate::engine::steps::install::mirror::Mirror;
+use crate::engine::steps::install::netboot::{Netboot, NetbootFile};
 use crate::engine::steps::install::preset::{Preset, PresetValues};
 use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unattended};
+use crate::engine::steps::install::{InstallRequest, Installer};
 use crate::engine::steps::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
@@ -71,16 +72,15 @@ pub fn install_request(
     environment: &Environment,
     options: &StepOptions,
 ) -> Result<InstallRequest, String> {
-    let iso = choices
-        .iso
-        .clone()
-        .ok_or("install needs an installer ISO (--iso FILE)")?;
     let (memory_mib, cpus) = environment.machine_size(choices);
     // An empty value is a setting switched off (the workbench's "by hand").
     let given = |text: &Option<String>| text.clone().filter(|t| !t.trim().is_empty());
+    let preset = preset_choice(image, choices, secrets)?;
+    let installer = installer(choices, preset.as_ref())?;
     let kernel_args = given(&choices.kernel_args);
+    let from_iso = matches!(installer, Installer::Iso { .. });
     let kernel_boot = choices.kernel_boot.unwrap_or(false)
-        || given(&choices.kernel).is_some()
+        || (from_iso && given(&choices.kernel).is_some())
         || kernel_args.is_some();
     let unattended = Unattended {
         boot_command: choices.boot_command.clone().filter(|c| !c.is_empty()),
@@ -92,17 +92,17 @@ pub fn install_request(
             .filter(|dir| !dir.as_os_str().is_empty()),
         http_port: choices.http_port,
         kernel_boot: kernel_boot.then(|| KernelBoot {
-            kernel: given(&choices.kernel),
-            initrd: given(&choices.initrd),
+            // Paths inside the ISO; netboot files are the installer itself.
+            kernel: given(&choices.kernel).filter(|_| from_iso),
+            initrd: given(&choices.initrd).filter(|_| from_iso),
             args: kernel_args.unwrap_or_default(),
         }),
         serial_console: choices.serial_console.unwrap_or(false),
-        preset: preset_choice(image, choices, secrets)?,
+        preset,
     };
     Ok(InstallRequest {
         image: image.to_path_buf(),
-        iso,
-        checksum: choices.iso_checksum.as_deref().and_then(parse_checksum),
+        installer,
         accelerator: environment.accelerator,
         memory_mib,
         cpus,
@@ -111,6 +111,72 @@ pub fn install_request(
         record_dir: environment.record_dir.clone(),
         unattended,
     })
+}
+
+/// The port a preset's answers name when they are written out rather than served.
+pub const WRITTEN_ANSWERS_PORT: u16 = 8080;
+
+/// Write a preset's answer files, filled in exactly as an install would serve them, into
+/// `dir`; the kernel arguments that would start it. Nothing boots: the files are for reading
+/// and for validators. The server's port is `choices.http_port`, else [`WRITTEN_ANSWERS_PORT`].
+pub fn write_preset_answers(
+    image: &Path,
+    choices: &Choices,
+    secrets: &Secrets,
+    dir: &Path,
+) -> Result<String, String> {
+    let choice = preset_choice(image, choices, secrets)?
+        .ok_or("writing answer files needs a preset (--preset NAME)")?;
+    let preset = Preset::find(&choice.name).map_err(|e| e.to_string())?;
+    preset.check(&choice.values).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let port = choices.http_port.unwrap_or(WRITTEN_ANSWERS_PORT);
+    preset
+        .write_answers(dir, &choice.values, port)
+        .map_err(|e| e.to_string())?;
+    Ok(preset.kernel_args_for_server(&choice.values, port))
+}
+
+/// What boots the installer: the ISO; else netboot files (a kernel and initrd given, or the
+/// preset's own from its mirror).
+fn installer(choices: &Choices, preset: Option<&PresetChoice>) -> Result<Installer, String> {
+    let given = |text: &Option<String>| text.clone().filter(|t| !t.trim().is_empty());
+    // An empty ISO is one switched off (the workbench's "netboot files").
+    if let Some(path) = choices
+        .iso
+        .as_ref()
+        .filter(|iso| !iso.as_os_str().is_empty())
+    {
+        return Ok(Installer::Iso {
+            path: path.clone(),
+            checksum: choices.iso_checksum.as_deref().and_then(parse_checksum),
+        });
+    }
+    let file = |location: String, checksum: &Option<String>| {
+        NetbootFile::parse(&location, checksum.as_deref()).map_err(|e| e.to_string())
+    };
+    match (given(&choices.kernel), given(&choices.initrd), preset) {
+        (Some(kernel), Some(initrd), _) => Ok(Installer::Netboot(Netboot {
+            kernel: file(kernel, &choices.kernel_sha256)?,
+            initrd: file(initrd, &choices.initrd_sha256)?,
+        })),
+        (Some(_), None, _) | (None, Some(_), _) => {
+            Err("netboot files go together: give both the kernel and the initrd".into())
+        }
+        (None, None, Some(choice)) => {
+            let preset = Preset::find(&choice.name).map_err(|e| e.to_string())?;
+            match preset.netboot(&choice.values) {
+                Some(netboot) => netboot.map(Installer::Netboot).map_err(|e| e.to_string()),
+                None => Err(format!(
+                    "the {} preset knows no netboot files: give its installer ISO (--iso FILE)",
+                    choice.name
+                )),
+            }
+        }
+        (None, None, None) => Err("install needs an installer: an ISO (--iso FILE), netboot \
+                                   files (--kernel and --initrd), or a preset (--preset NAME)"
+            .into()),
+    }
 }
 
 /// What a headless install (no person at its screen) is told before it boots when nothing
@@ -123,7 +189,10 @@ pub fn headless_install_warning(choices: &Choices, timeout: Duration) -> Option<
         || choices.boot_command.as_ref().is_some_and(|c| !c.is_empty())
         || given(&choices.kernel_args)
         || choices.serial_console == Some(true);
-    let iso = choices.iso.as_ref()?;
+    let iso = choices
+        .iso
+        .as_ref()
+        .filter(|iso| !iso.as_os_str().is_empty())?;
     (!answered).then(|| {
         format!(
             "nothing will answer the installer of {} (no --preset, --boot-command, --kernel-args \
@@ -154,9 +223,14 @@ fn preset_choice(
             format!("the {name} preset creates a user: give its name (User, or --user NAME)")
         })?;
     let archive = Preset::find(&name).map_err(|e| e.to_string())?.archive;
-    let mirror = match &choices.mirror {
-        Some(url) => Mirror::parse(url),
-        None => Mirror::from_host_apt(&archive),
+    let mirror = match (&choices.mirror, &archive) {
+        (Some(url), _) => Mirror::parse(url),
+        (None, Some(archive)) => Mirror::from_host_apt(archive),
+        (None, None) => {
+            return Err(format!(
+                "the {name} preset installs from its distribution's mirror: give one (Mirror, or --mirror http://HOST/DIR)"
+            ));
+        }
     }
     .map_err(|e| e.to_string())?;
     let hostname: String = image
@@ -416,7 +490,13 @@ mod tests {
         assert_eq!(install.memory_mib, 2048);
         assert_eq!(install.cpus, Vcpus::Exactly(2));
         assert!(install.vnc);
-        assert!(matches!(install.checksum, Some(Expected::Hex(_))));
+        assert!(matches!(
+            install.installer,
+            Installer::Iso {
+                checksum: Some(Expected::Hex(_)),
+                ..
+            }
+        ));
 
         let secrets = Secrets {
             password: Some("pw".into()),

@@ -1,19 +1,32 @@
 //! The Install screen's state: the form, then the running machine's console and screen.
 
+use std::sync::LazyLock;
+
 use super::run::StepRun;
+use crate::engine::files::download::{Checksum, Location};
 use crate::engine::session::Choices;
 use crate::engine::steps::install::InstallOutcome;
 use crate::engine::steps::install::boot_command::{BootCommand, BootCommandError, WrittenDuration};
+use crate::engine::steps::install::preset::{self, Preset};
 use crate::engine::task::Level;
 use crate::tui::widgets::form::{Field, Form, FormProblem};
 
 /// The Install form's ways: a person at the installer; kiln typing and serving what the
-/// person set up; or a built-in preset (its answer file filled in from the form).
+/// person set up; or a built-in preset (its answer files filled in from the form).
 const BY_HAND: &str = "by hand";
 const UNATTENDED: &str = "unattended";
-const DEBIAN_PRESET: &str = "debian-12";
+const PRESET: &str = "preset";
 const UNATTENDED_ONLY: &[&str] = &[UNATTENDED];
-const PRESET_ONLY: &[&str] = &[DEBIAN_PRESET];
+const PRESET_ONLY: &[&str] = &[PRESET];
+
+/// What the installer boots from: an ISO, or a distribution's netboot kernel and initrd.
+const FROM_ISO: &str = "ISO";
+const FROM_NETBOOT: &str = "netboot files";
+const ISO_ONLY: &[&str] = &[FROM_ISO];
+const NETBOOT_ONLY: &[&str] = &[FROM_NETBOOT];
+
+/// Every built-in preset (one per folder of assets/presets/).
+static PRESETS: LazyLock<Vec<&'static str>> = LazyLock::new(preset::names);
 
 pub struct InstallScreen {
     pub form: Form,
@@ -25,9 +38,16 @@ impl InstallScreen {
         InstallScreen {
             form: Form::new(vec![
                 Field::path("disk", "Disk", ""),
-                Field::path("iso", "ISO", ""),
-                Field::path("sha256", "SHA-256", ""),
-                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED, DEBIAN_PRESET]),
+                Field::path("iso", "ISO", "").only_for("from", ISO_ONLY),
+                Field::path("sha256", "SHA-256", "").only_for("from", ISO_ONLY),
+                // After the ISO's fields, so that Tab from the disk still reaches the ISO.
+                Field::choice("from", "Installer", vec![FROM_ISO, FROM_NETBOOT]),
+                Field::path("kernel", "Kernel", "").only_for("from", NETBOOT_ONLY),
+                Field::text("kernel-sha256", "Its sum", "").only_for("from", NETBOOT_ONLY),
+                Field::path("initrd", "Initrd", "").only_for("from", NETBOOT_ONLY),
+                Field::text("initrd-sha256", "Its sum", "").only_for("from", NETBOOT_ONLY),
+                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED, PRESET]),
+                Field::choice("preset", "Preset", PRESETS.clone()).only_for("mode", PRESET_ONLY),
                 Field::text("user", "User", "").only_for("mode", PRESET_ONLY),
                 Field::secret("password", "Password").only_for("mode", PRESET_ONLY),
                 Field::text("mirror", "Mirror", "").only_for("mode", PRESET_ONLY),
@@ -61,7 +81,10 @@ impl InstallScreen {
         let optional = |key: &str| Some(self.form.text(key)).filter(|t| !t.is_empty());
         let mode = self.form.choice("mode");
         let unattended = mode == UNATTENDED;
-        let preset = mode == DEBIAN_PRESET;
+        let preset = mode == PRESET;
+        let netboot = self.form.choice("from") == FROM_NETBOOT;
+        // Netboot files switch the ISO off (empty), and the other way round.
+        let netboot_text = |key: &str| Some(self.form.text(key)).filter(|_| netboot);
         // By hand, the unattended settings are switched off, not forgotten as typed: the
         // session's earlier ones must not type keys into a person's installer either.
         let when = |value: Option<String>| {
@@ -76,8 +99,15 @@ impl InstallScreen {
             false => BootCommand::for_install("").ok(),
         };
         Choices {
-            iso: optional("iso").map(Into::into),
-            iso_checksum: optional("sha256"),
+            iso: match netboot {
+                true => Some(Default::default()),
+                false => optional("iso").map(Into::into),
+            },
+            iso_checksum: optional("sha256").filter(|_| !netboot),
+            kernel: netboot_text("kernel"),
+            kernel_sha256: netboot_text("kernel-sha256"),
+            initrd: netboot_text("initrd"),
+            initrd_sha256: netboot_text("initrd-sha256"),
             boot_command,
             boot_wait: optional("boot-wait")
                 .filter(|_| unattended)
@@ -87,7 +117,7 @@ impl InstallScreen {
             kernel_boot: Some(unattended && self.form.checked("kernel-boot")),
             serial_console: Some(unattended && self.form.checked("serial-console")),
             preset: Some(if preset {
-                DEBIAN_PRESET.into()
+                self.form.choice("preset").into()
             } else {
                 String::new()
             }),
@@ -111,6 +141,9 @@ impl InstallScreen {
     /// its user, a boot command with a mistake): the step is not started, and the message is
     /// the one every frontend gives.
     pub fn problem(&self) -> Option<FormProblem> {
+        if self.form.choice("from") == FROM_NETBOOT {
+            return self.netboot_problem().or_else(|| self.typed_problem());
+        }
         let iso = self.form.text("iso");
         if iso.is_empty() {
             let how = "type the installer ISO's path (Tab completes)";
@@ -126,10 +159,49 @@ impl InstallScreen {
         Some(FormProblem::new("iso", "a bootable ISO", error.to_string()))
     }
 
+    /// Netboot files: both, or neither with a preset that knows its own; a URL needs its
+    /// checksum, and a checksum must read as one.
+    fn netboot_problem(&self) -> Option<FormProblem> {
+        let (kernel, initrd) = (self.form.text("kernel"), self.form.text("initrd"));
+        if kernel.is_empty() && initrd.is_empty() {
+            let preset = self
+                .uses_preset()
+                .then(|| Preset::find(self.form.choice("preset")));
+            if preset.is_some_and(|found| found.is_ok_and(|p| p.has_netboot())) {
+                return None;
+            }
+            let how = "a file or http(s) URL; a preset with netboot files needs none";
+            return Some(FormProblem::missing("kernel", "the netboot kernel", how));
+        }
+        for (key, text, what) in [
+            ("kernel", &kernel, "the kernel"),
+            ("initrd", &initrd, "the initrd"),
+        ] {
+            if text.is_empty() {
+                let how = "netboot files go together: give both";
+                return Some(FormProblem::missing(key, what, how));
+            }
+        }
+        for (file, key) in [(&kernel, "kernel-sha256"), (&initrd, "initrd-sha256")] {
+            let sum = self.form.text(key);
+            if sum.is_empty() && matches!(Location::parse(file), Location::Url(_)) {
+                let how = "kiln checks every download: 64 hex digits or a SHA256SUMS URL";
+                return Some(FormProblem::missing(key, "the download's checksum", how));
+            }
+            if let Err(error) = (!sum.is_empty())
+                .then(|| sum.parse::<Checksum>())
+                .transpose()
+            {
+                return Some(FormProblem::new(key, "a checksum", error.to_string()));
+            }
+        }
+        None
+    }
+
     /// The mode's own fields: a preset's user and password, the boot command and its wait.
     fn typed_problem(&self) -> Option<FormProblem> {
         match self.form.choice("mode") {
-            DEBIAN_PRESET => {
+            PRESET => {
                 if self.form.text("user").is_empty() {
                     let how = "the preset creates this user, and configure logs in as it";
                     return Some(FormProblem::missing("user", "the user's name", how));
@@ -160,7 +232,7 @@ impl InstallScreen {
     }
 
     pub fn uses_preset(&self) -> bool {
-        self.form.choice("mode") == DEBIAN_PRESET
+        self.form.choice("mode") == PRESET
     }
 
     /// The password a preset gives the user it creates (typed this time, never recorded).
@@ -172,6 +244,33 @@ impl InstallScreen {
         if let Some(iso) = &choices.iso {
             self.form.set_text("iso", &iso.display().to_string());
         }
+        let no_iso = choices
+            .iso
+            .as_ref()
+            .is_none_or(|iso| iso.as_os_str().is_empty());
+        let netboot = no_iso && choices.kernel.as_ref().is_some_and(|k| !k.is_empty());
+        for (key, value) in [
+            ("kernel", &choices.kernel),
+            ("kernel-sha256", &choices.kernel_sha256),
+            ("initrd", &choices.initrd),
+            ("initrd-sha256", &choices.initrd_sha256),
+        ] {
+            if let Some(value) = value.as_ref().filter(|_| netboot) {
+                self.form.set_text(key, value);
+            }
+        }
+        let chosen_preset = choices
+            .preset
+            .as_deref()
+            .filter(|name| PRESETS.contains(name));
+        // An ISO switched off (empty) is the netboot way, files typed or the preset's own.
+        let iso_off = choices
+            .iso
+            .as_ref()
+            .is_some_and(|iso| iso.as_os_str().is_empty());
+        let from_netboot = netboot || iso_off;
+        self.form
+            .set_choice("from", if from_netboot { FROM_NETBOOT } else { FROM_ISO });
         if let Some(sum) = &choices.iso_checksum {
             self.form.set_text("sha256", sum);
         }
@@ -198,7 +297,10 @@ impl InstallScreen {
                 .iter()
                 .any(|value| value.as_ref().is_some_and(|v| !v.is_empty()))
             || http_dir.is_some_and(|dir| !dir.is_empty());
-        let preset = choices.preset.as_deref() == Some(DEBIAN_PRESET);
+        let preset = chosen_preset.is_some();
+        if let Some(name) = chosen_preset {
+            self.form.set_choice("preset", name);
+        }
         if let Some(user) = choices.user.as_ref().filter(|_| preset) {
             self.form.set_text("user", user);
         }
@@ -208,7 +310,7 @@ impl InstallScreen {
         self.form
             .set_checked("insecure-mirror", choices.insecure_mirror == Some(true));
         let mode = match (preset, unattended) {
-            (true, _) => DEBIAN_PRESET,
+            (true, _) => PRESET,
             (false, true) => UNATTENDED,
             (false, false) => BY_HAND,
         };
@@ -258,6 +360,15 @@ impl InstallScreen {
             "user" => Some((
                 Level::Info,
                 "the user the installer creates; configure logs in as it".into(),
+            )),
+            "kernel" | "initrd" => Some((
+                Level::Info,
+                "netboot file: a path, or an http(s) URL downloaded once into kiln's cache".into(),
+            )),
+            "kernel-sha256" | "initrd-sha256" => Some((
+                Level::Info,
+                "64 hex digits, or a SHA256SUMS URL or file (LIST#PATH-IN-IT); needed for a URL"
+                    .into(),
             )),
             "kernel-args" => Some((
                 Level::Info,
@@ -337,17 +448,19 @@ mod tests {
     #[test]
     fn the_preset_mode_names_the_preset_and_its_user_but_records_no_password() {
         let mut screen = InstallScreen::new();
-        screen.form.set_choice("mode", DEBIAN_PRESET);
+        screen.form.set_choice("mode", PRESET);
+        screen.form.set_choice("preset", "fedora-41");
         screen.form.set_text("user", "builder");
         screen.form.set_text("password", "pw");
         let choices = screen.choices();
-        assert_eq!(choices.preset.as_deref(), Some(DEBIAN_PRESET));
+        assert_eq!(choices.preset.as_deref(), Some("fedora-41"));
         assert_eq!(choices.user.as_deref(), Some("builder"));
         assert!(!format!("{choices:?}").contains("pw\""));
         assert_eq!(screen.password().as_deref(), Some("pw"));
         let mut reopened = InstallScreen::new();
         reopened.fill(&choices);
         assert!(reopened.uses_preset());
+        assert_eq!(reopened.form.choice("preset"), "fedora-41");
         assert_eq!(reopened.form.text("user"), "builder");
         // Signatures are checked unless the box is ticked, and a ticked box comes back.
         assert_eq!(choices.insecure_mirror, Some(false));
@@ -357,6 +470,44 @@ mod tests {
         // By hand, no preset: the session's earlier one is switched off.
         reopened.form.set_choice("mode", BY_HAND);
         assert_eq!(reopened.choices().preset.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn every_preset_is_offered_and_netboot_files_replace_the_iso() {
+        let mut screen = InstallScreen::new();
+        for name in [
+            "debian-12",
+            "ubuntu-24.04",
+            "fedora-41",
+            "rhel-9",
+            "opensuse-leap-15",
+        ] {
+            assert!(PRESETS.contains(&name), "{:?}", *PRESETS);
+        }
+        screen.form.set_choice("from", FROM_NETBOOT);
+        let url = "http://m/images/netboot/linux";
+        screen.form.set_text("kernel", url);
+        screen.form.set_text("initrd", "/srv/initrd.gz");
+        let problem = screen.problem().expect("a URL needs its checksum");
+        assert_eq!(problem.field, "kernel-sha256");
+        screen
+            .form
+            .set_text("kernel-sha256", "http://m/images/SHA256SUMS");
+        assert!(screen.problem().is_none());
+        let choices = screen.choices();
+        assert_eq!(choices.iso, Some(Default::default()));
+        assert_eq!(choices.kernel.as_deref(), Some(url));
+        let mut reopened = InstallScreen::new();
+        reopened.fill(&choices);
+        assert_eq!(reopened.form.choice("from"), FROM_NETBOOT);
+        assert_eq!(reopened.choices(), choices);
+        // A preset that knows its netboot files needs none typed.
+        screen.form.set_text("kernel", "");
+        screen.form.set_text("initrd", "");
+        screen.form.set_choice("mode", PRESET);
+        screen.form.set_text("user", "builder");
+        screen.form.set_text("password", "pw");
+        assert!(screen.problem().is_none(), "{:?}", screen.problem());
     }
 
     #[test]

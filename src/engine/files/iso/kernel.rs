@@ -155,6 +155,13 @@ const LAYOUTS: &[Layout] = &[
         args: Args::Fixed("modules=loop,squashfs,sd-mod,usb-storage"),
     },
     Layout {
+        // linuxrc finds the installation medium (the ISO in the CD drive) by itself.
+        name: "openSUSE/SLES installer (boot/x86_64/loader)",
+        kernels: &["/boot/x86_64/loader/linux"],
+        initrds: &["/boot/x86_64/loader/initrd"],
+        args: Args::Fixed(""),
+    },
+    Layout {
         name: "Arch Linux (arch/boot/x86_64)",
         kernels: &["/arch/boot/x86_64/vmlinuz-linux"],
         initrds: &["/arch/boot/x86_64/initramfs-linux.img"],
@@ -553,6 +560,55 @@ mod tests {
             layout: "Arch Linux (arch/boot/x86_64)",
             args: "archisobasedir=arch archisolabel=ARCH_202405",
         },
+        // The presets' distributions, with the paths and volume ids of their ISOs.
+        Case {
+            files: &[
+                "boot/x86_64/loader/linux",
+                "boot/x86_64/loader/initrd",
+                "boot/x86_64/loader/isolinux.cfg",
+                "EFI/BOOT/grub.cfg",
+            ],
+            volume_id: "openSUSE-Leap-15.6-NET-x86_64",
+            kernel: "/boot/x86_64/loader/linux",
+            initrd: "/boot/x86_64/loader/initrd",
+            layout: "openSUSE/SLES installer (boot/x86_64/loader)",
+            args: "",
+        },
+        Case {
+            files: &[
+                "images/pxeboot/vmlinuz",
+                "images/pxeboot/initrd.img",
+                "images/install.img",
+                "boot/grub2/grub.cfg",
+            ],
+            volume_id: "Fedora-E-dvd-x86_64-41",
+            kernel: "/images/pxeboot/vmlinuz",
+            initrd: "/images/pxeboot/initrd.img",
+            layout: "Fedora/RHEL installer (images/pxeboot)",
+            args: "inst.stage2=hd:LABEL=Fedora-E-dvd-x86_64-41",
+        },
+        Case {
+            files: &[
+                "images/pxeboot/vmlinuz",
+                "images/pxeboot/initrd.img",
+                "images/install.img",
+                "isolinux/vmlinuz",
+                "isolinux/initrd.img",
+            ],
+            volume_id: "RHEL-9-4-0-BaseOS-x86_64",
+            kernel: "/images/pxeboot/vmlinuz",
+            initrd: "/images/pxeboot/initrd.img",
+            layout: "Fedora/RHEL installer (images/pxeboot)",
+            args: "inst.stage2=hd:LABEL=RHEL-9-4-0-BaseOS-x86_64",
+        },
+        Case {
+            files: &["casper/vmlinuz", "casper/initrd", "boot/grub/grub.cfg"],
+            volume_id: "Ubuntu-Server 24.04.1 LTS amd64",
+            kernel: "/casper/vmlinuz",
+            initrd: "/casper/initrd",
+            layout: "Ubuntu live (casper)",
+            args: "boot=casper",
+        },
     ];
 
     fn assert_case_found(case: &Case, names: &[&str]) {
@@ -573,7 +629,10 @@ mod tests {
         for case in CASES {
             assert_case_found(case, &["-R"]);
         }
-        assert_eq!(CASES.len(), LAYOUTS.len() + 1, "every layout has a case");
+        for layout in LAYOUTS {
+            let tested = CASES.iter().any(|case| case.layout == layout.name);
+            assert!(tested, "{} has no case", layout.name);
+        }
     }
 
     #[test]

@@ -122,7 +122,7 @@ impl Mirror {
     }
 
     /// The URL as this host reaches it: the guest's 10.0.2.2 is this host's loopback.
-    fn url_from_host(&self) -> String {
+    pub fn url_from_host(&self) -> String {
         let host = match self.host.strip_prefix(&GUEST_HOST_ADDRESS.to_string()) {
             Some(port) if port.is_empty() || port.starts_with(':') => format!("127.0.0.1{port}"),
             _ => self.host.clone(),

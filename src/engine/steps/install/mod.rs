@@ -4,6 +4,7 @@
 pub mod answer_server;
 pub mod boot_command;
 pub mod mirror;
+pub mod netboot;
 pub mod preset;
 pub mod unattended;
 
@@ -12,13 +13,15 @@ use std::time::{Duration, Instant};
 
 use super::image::CreateError;
 use super::verify::{self, DiskRefusal};
+use crate::engine::files::download::DownloadError;
 use crate::engine::files::iso::{self, Expected, IsoError};
 use crate::engine::guest::machine::{Ending, Machine, MachineError, MachineSpec, serial_log_path};
 use crate::engine::host::Accelerator;
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::task::{Cancelled, Reporter, Summary, TaskPanicked};
 use boot_command::human_duration;
-use unattended::{Plan, Unattended, UnattendedError};
+use netboot::Netboot;
+use unattended::{BootMedia, Plan, Unattended, UnattendedError};
 
 /// How long a headless install may run when nobody set a limit: a whole Debian install under
 /// TCG takes well under an hour here, and an installer waiting at a question with nobody to
@@ -32,8 +35,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct InstallRequest {
     pub image: PathBuf,
-    pub iso: PathBuf,
-    pub checksum: Option<Expected>,
+    pub installer: Installer,
     pub accelerator: Accelerator,
     pub memory_mib: u32,
     pub cpus: Vcpus,
@@ -43,6 +45,18 @@ pub struct InstallRequest {
     pub record_dir: Option<PathBuf>,
     /// Boot command, answer-file server, direct kernel boot, serial console.
     pub unattended: Unattended,
+}
+
+/// What boots the installer.
+#[derive(Debug, Clone)]
+pub enum Installer {
+    /// An installer ISO in the CD drive (its own kernel booted directly when asked).
+    Iso {
+        path: PathBuf,
+        checksum: Option<Expected>,
+    },
+    /// A distribution's netboot kernel and initrd, booted directly; no CD drive.
+    Netboot(Netboot),
 }
 
 /// A finished install.
@@ -72,6 +86,8 @@ pub enum InstallError {
     Disk(#[from] DiskRefusal),
     #[error(transparent)]
     Iso(#[from] IsoError),
+    #[error(transparent)]
+    Download(#[from] DownloadError),
     #[error("cannot read the image: {0}")]
     Image(#[from] CreateError),
     #[error(transparent)]
@@ -100,6 +116,14 @@ impl InstallError {
             InstallError::Iso(_)
                 | InstallError::Disk(_)
                 | InstallError::Unattended(_)
+                | InstallError::Download(
+                    DownloadError::NeedsChecksum(_)
+                        | DownloadError::BadChecksum(_)
+                        | DownloadError::NotListed { .. }
+                        | DownloadError::Mismatch { .. }
+                        | DownloadError::Missing(_)
+                        | DownloadError::NoCache
+                )
                 | InstallError::Machine(MachineError::QemuMissing)
                 | InstallError::Machine(MachineError::ImageInUse(_))
         )
@@ -118,22 +142,30 @@ pub async fn install(
     request: InstallRequest,
     reporter: Reporter,
 ) -> Result<InstallOutcome, InstallError> {
-    iso::validate(&request.iso)?;
-    reporter.info(format!(
-        "{}: bootable ISO 9660 image",
-        request.iso.display()
-    ));
-    if let Some(expected) = &request.checksum {
-        reporter.info("checking the ISO's SHA-256…");
-        iso::verify_checksum(&request.iso, expected, &reporter).await?;
-    }
     let mut request = request;
-    request.image = verify::writable_disk(&request.image).await?;
-    // Absolute, like the disk: QEMU's command line and the machine record say which file.
-    request.iso = std::fs::canonicalize(&request.iso).unwrap_or(request.iso);
+    // The ISO is checked first (it is the person's main choice); netboot files are fetched
+    // only once the disk is known to be usable, so a wrong disk costs no download.
+    let media = match &request.installer {
+        Installer::Iso { path, checksum } => {
+            iso::validate(path)?;
+            reporter.info(format!("{}: bootable ISO 9660 image", path.display()));
+            if let Some(expected) = checksum {
+                reporter.info("checking the ISO's SHA-256…");
+                iso::verify_checksum(path, expected, &reporter).await?;
+            }
+            request.image = verify::writable_disk(&request.image).await?;
+            // Absolute, like the disk: QEMU's command line and the machine record say which file.
+            BootMedia::Iso(std::fs::canonicalize(path).unwrap_or(path.clone()))
+        }
+        Installer::Netboot(netboot) => {
+            request.image = verify::writable_disk(&request.image).await?;
+            let (kernel, initrd) = netboot.obtain(&reporter).await?;
+            BootMedia::Netboot { kernel, initrd }
+        }
+    };
 
     // Everything about the unattended settings is checked before QEMU starts.
-    let mut plan = Plan::prepare(&request.unattended, &request.iso)?;
+    let mut plan = Plan::prepare(&request.unattended, &media)?;
     unattended::examine_mirror(&request.unattended, &reporter).await?;
     let spec = MachineSpec {
         purpose: "install".into(),
@@ -143,7 +175,10 @@ pub async fn install(
         disk: request.image.clone(),
         snapshot: false,
         discard: false,
-        cdrom: Some(request.iso.clone()),
+        cdrom: match &media {
+            BootMedia::Iso(path) => Some(path.clone()),
+            BootMedia::Netboot { .. } => None,
+        },
         kernel: plan.kernel.clone(),
         ssh_forward_from: None,
         no_reboot: true,

@@ -1,7 +1,8 @@
-//! Presets: a distribution's answer-file template and the kernel arguments (or boot command)
-//! that point its installer at it, compiled in from `assets/presets/NAME/`. kiln fills in the
-//! person's choices, serves the result from the answer-file server, and boots the installer.
-//! `assets/presets/debian-12/README.md` says how to add one.
+//! Presets: a distribution's answer-file templates and the kernel arguments (or boot command)
+//! that point its installer at them, compiled in from `assets/presets/NAME/` (every folder
+//! there, by build.rs: a new preset is a new folder). kiln fills in the person's choices,
+//! serves the result from the answer-file server, and boots the installer.
+//! `assets/presets/README.md` says what a preset folder holds.
 
 use std::fmt;
 use std::path::Path;
@@ -9,17 +10,15 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::mirror::{Archive, Mirror};
+use super::netboot::{Netboot, NetbootFile};
+use crate::engine::files::download::DownloadError;
 
 use super::answer_server::GUEST_HOST_ADDRESS;
 use super::boot_command::{HTTP_IP, HTTP_PORT};
 use crate::engine::steps::configure::REFERENCE_SSHD_CONFIG;
 
-/// The built-in presets: name, `preset.toml`, answer-file template.
-const BUILT_IN: [(&str, &str, &str); 1] = [(
-    "debian-12",
-    include_str!("../../../../assets/presets/debian-12/preset.toml"),
-    include_str!("../../../../assets/presets/debian-12/preseed.cfg"),
-)];
+/// The built-in presets: each folder's name and its files (name, text).
+const BUILT_IN: &[(&str, &[(&str, &str)])] = include!(concat!(env!("OUT_DIR"), "/presets.rs"));
 
 /// Placeholders the answer-file server fills in (the guest's view of it), not the preset.
 const SERVER_PLACEHOLDERS: [&str; 2] = [HTTP_IP, HTTP_PORT];
@@ -29,10 +28,24 @@ const SERVER_PLACEHOLDERS: [&str; 2] = [HTTP_IP, HTTP_PORT];
 #[serde(deny_unknown_fields)]
 struct PresetFile {
     description: String,
-    answer_file: String,
+    /// Files of the folder kiln fills in and serves, each under its own name.
+    answer_files: Vec<String>,
     kernel_args: String,
     boot_command: String,
-    archive: Archive,
+    /// A Debian-style archive kiln examines before booting; other mirrors are not examined.
+    archive: Option<Archive>,
+    netboot: Option<NetbootLocations>,
+}
+
+/// `[netboot]`: the distribution's netboot kernel and initrd under the preset's mirror
+/// (`{{ .MirrorURL }}`), each with its checksum (64 hex digits or `SHA256SUMS#PATH`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetbootLocations {
+    kernel: String,
+    kernel_sha256: String,
+    initrd: String,
+    initrd_sha256: String,
 }
 
 /// One preset, ready to fill in.
@@ -40,13 +53,13 @@ struct PresetFile {
 pub struct Preset {
     pub name: &'static str,
     pub description: String,
-    /// The answer file's name on the server (`preseed.cfg`).
-    answer_file: String,
-    template: &'static str,
+    /// Each answer file's name on the server (`preseed.cfg`) and its template.
+    answer_files: Vec<(String, &'static str)>,
     kernel_args: String,
     boot_command: String,
-    /// The archive its mirror must be.
-    pub archive: Archive,
+    /// The archive its mirror must be, when the mirror is a Debian-style archive.
+    pub archive: Option<Archive>,
+    netboot: Option<NetbootLocations>,
 }
 
 /// What a preset needs from the person. The password is a secret: never shown in `Debug`,
@@ -103,20 +116,29 @@ pub fn names() -> Vec<&'static str> {
 
 impl Preset {
     pub fn find(name: &str) -> Result<Preset, PresetError> {
-        let (name, toml_text, template) = BUILT_IN
+        let (name, files) = BUILT_IN
             .iter()
             .find(|(known, ..)| *known == name)
             .ok_or_else(|| PresetError::Unknown(name.to_string()))?;
-        let file: PresetFile = toml::from_str(toml_text)
-            .map_err(|e| PresetError::Broken(name.to_string(), e.to_string()))?;
+        let broken = |why: String| PresetError::Broken(name.to_string(), why);
+        let text_of =
+            |file: &str| (files.iter().find(|(known, _)| *known == file)).map(|(_, text)| *text);
+        let toml_text = text_of("preset.toml").ok_or_else(|| broken("no preset.toml".into()))?;
+        let file: PresetFile = toml::from_str(toml_text).map_err(|e| broken(e.to_string()))?;
+        let answer_files = (file.answer_files.iter())
+            .map(|answer| match text_of(answer) {
+                Some(text) => Ok((answer.clone(), text)),
+                None => Err(broken(format!("answer file {answer} is not in its folder"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Preset {
             name,
             description: file.description,
-            answer_file: file.answer_file,
-            template,
+            answer_files,
             kernel_args: file.kernel_args,
             boot_command: file.boot_command,
             archive: file.archive,
+            netboot: file.netboot,
         })
     }
 
@@ -160,8 +182,8 @@ impl Preset {
         Ok(())
     }
 
-    /// Write the filled-in answer file and the reference sshd_config its late command fetches
-    /// into `dir`, which the answer-file server on `port` serves.
+    /// Write the filled-in answer files and the reference sshd_config their late command
+    /// fetches into `dir`, which the answer-file server on `port` serves.
     pub fn write_answers(
         &self,
         dir: &Path,
@@ -172,14 +194,15 @@ impl Preset {
         let mut pairs = self.pairs(values);
         pairs.push((HTTP_IP, &address));
         pairs.push((HTTP_PORT, &port));
-        let answers = fill(self.template, &pairs);
         let write = |name: &str, text: &str| {
             std::fs::write(dir.join(name), text).map_err(|source| PresetError::Write {
                 dir: dir.to_path_buf(),
                 source,
             })
         };
-        write(&self.answer_file, &answers)?;
+        for (name, template) in &self.answer_files {
+            write(name, &fill(template, &pairs))?;
+        }
         write("sshd_config", REFERENCE_SSHD_CONFIG)
     }
 
@@ -189,10 +212,43 @@ impl Preset {
         fill(&self.kernel_args, &self.pairs(values))
     }
 
+    /// The kernel arguments with the answer-file server's address filled in too: what the
+    /// installer gets when the server listens on `port`.
+    pub fn kernel_args_for_server(&self, values: &PresetValues, port: u16) -> String {
+        let (address, port) = (GUEST_HOST_ADDRESS.to_string(), port.to_string());
+        let mut pairs = self.pairs(values);
+        pairs.push((HTTP_IP, &address));
+        pairs.push((HTTP_PORT, &port));
+        fill(&self.kernel_args, &pairs)
+    }
+
     /// The same as a boot command for the ISO's boot menu, when its kernel cannot be booted
     /// directly.
     pub fn boot_command(&self, values: &PresetValues) -> String {
         fill(&self.boot_command, &self.pairs(values))
+    }
+
+    /// Whether the preset knows where its distribution's netboot files are.
+    pub fn has_netboot(&self) -> bool {
+        self.netboot.is_some()
+    }
+
+    /// The distribution's netboot kernel and initrd on the chosen mirror (as this host
+    /// reaches it: kiln downloads them), when the preset knows where they are.
+    pub fn netboot(&self, values: &PresetValues) -> Option<Result<Netboot, DownloadError>> {
+        let locations = self.netboot.as_ref()?;
+        let mirror = values.mirror.url_from_host();
+        let mut pairs = self.pairs(values);
+        pairs.push(("MirrorURL", &mirror));
+        let file = |location: &str, checksum: &str| {
+            NetbootFile::parse(&fill(location, &pairs), Some(&fill(checksum, &pairs)))
+        };
+        Some((|| {
+            Ok(Netboot {
+                kernel: file(&locations.kernel, &locations.kernel_sha256)?,
+                initrd: file(&locations.initrd, &locations.initrd_sha256)?,
+            })
+        })())
     }
 
     fn pairs<'a>(&self, values: &'a PresetValues) -> Vec<(&'static str, &'a str)> {

@@ -83,6 +83,15 @@ pub enum UnattendedError {
     Mirror(#[from] MirrorError),
 }
 
+/// What the installer boots from, on this host.
+#[derive(Debug, Clone)]
+pub enum BootMedia {
+    /// An installer ISO (absolute path).
+    Iso(PathBuf),
+    /// A netboot kernel and initrd, already downloaded and checked.
+    Netboot { kernel: PathBuf, initrd: PathBuf },
+}
+
 /// The unattended settings, checked and ready: the server running, the kernel extracted,
 /// the boot command turned into actions.
 pub struct Plan {
@@ -106,18 +115,29 @@ impl Plan {
     /// Check every setting and get what the machine needs, in the order that fails fastest:
     /// the ISO's kernel, then the server (which binds a port). The boot command was read
     /// where it was typed.
-    pub fn prepare(settings: &Unattended, iso: &Path) -> Result<Plan, UnattendedError> {
-        let preset = PresetAnswers::choose(settings, iso)?;
+    pub fn prepare(settings: &Unattended, media: &BootMedia) -> Result<Plan, UnattendedError> {
+        let preset = PresetAnswers::choose(settings, media)?;
         let settings = preset.as_ref().map_or(settings, |p| &p.settings);
         let command = settings.boot_command.clone();
-        let wants_kernel =
-            settings.kernel_boot.is_some() || (settings.serial_console && command.is_none());
-        let (kernel, kernel_layout, kernel_dir) = if wants_kernel {
-            let boot = settings.kernel_boot.clone().unwrap_or_default();
-            let (direct, layout, dir) = extract_kernel(iso, &boot, settings.serial_console)?;
-            (Some(direct), Some(layout), Some(dir))
-        } else {
-            (None, None, None)
+        let boot = settings.kernel_boot.clone().unwrap_or_default();
+        let (kernel, kernel_layout, kernel_dir) = match media {
+            // Netboot files are nothing but a kernel: it boots directly, always.
+            BootMedia::Netboot { kernel, initrd } => {
+                let direct = DirectKernel {
+                    kernel: kernel.clone(),
+                    initrd: initrd.clone(),
+                    append: command_line(&["", &boot.args], settings.serial_console),
+                };
+                (Some(direct), Some("netboot files"), None)
+            }
+            BootMedia::Iso(iso)
+                if settings.kernel_boot.is_some()
+                    || (settings.serial_console && command.is_none()) =>
+            {
+                let (direct, layout, dir) = extract_kernel(iso, &boot, settings.serial_console)?;
+                (Some(direct), Some(layout), Some(dir))
+            }
+            BootMedia::Iso(_) => (None, None, None),
         };
         let (server, requests) = match &settings.http_dir {
             Some(dir) => {
@@ -179,16 +199,21 @@ pub async fn examine_mirror(
     };
     let preset = Preset::find(&choice.name)?;
     let (mirror, insecure) = (&choice.values.mirror, choice.values.insecure_mirror);
+    let Some(archive) = &preset.archive else {
+        // Not a Debian-style archive: the installer checks what it downloads itself.
+        reporter.info(format!("mirror {}", mirror.url()));
+        return Ok(());
+    };
     reporter.info(format!(
         "mirror {}: examining its Release file…",
         mirror.url()
     ));
-    let signature = mirror.examine(&preset.archive, insecure).await?;
+    let signature = mirror.examine(archive, insecure).await?;
     reporter.info(format!(
         "mirror {}: the {} archive for {}, {signature}",
         mirror.url(),
-        preset.archive.origin,
-        preset.archive.suite
+        archive.origin,
+        archive.suite
     ));
     if insecure {
         reporter.warn(format!(
@@ -214,7 +239,10 @@ impl PresetAnswers {
     /// Check the preset and its values; start the installer with the preset's kernel
     /// arguments when the ISO's kernel can be found, else with its boot command through the
     /// boot menu — unless the person gave a boot command or kernel arguments of their own.
-    fn choose(settings: &Unattended, iso: &Path) -> Result<Option<PresetAnswers>, UnattendedError> {
+    fn choose(
+        settings: &Unattended,
+        media: &BootMedia,
+    ) -> Result<Option<PresetAnswers>, UnattendedError> {
         let Some(choice) = &settings.preset else {
             return Ok(None);
         };
@@ -230,9 +258,12 @@ impl PresetAnswers {
         let mut effective = settings.clone();
         effective.http_dir = Some(dir.path().to_path_buf());
         if effective.boot_command.is_none() && effective.kernel_boot.is_none() {
-            let kernel_found = IsoFilesystem::open(iso)
-                .ok()
-                .is_some_and(|filesystem| find_installer_kernel(&filesystem).is_ok());
+            let kernel_found = match media {
+                BootMedia::Netboot { .. } => true,
+                BootMedia::Iso(iso) => IsoFilesystem::open(iso)
+                    .ok()
+                    .is_some_and(|filesystem| find_installer_kernel(&filesystem).is_ok()),
+            };
             if kernel_found {
                 effective.kernel_boot = Some(KernelBoot {
                     args: preset.kernel_args(&choice.values),
@@ -301,22 +332,26 @@ fn extract_kernel(
             })?;
         filesystem.extract(&entry, dest)?;
     }
-    let mut append: Vec<&str> = vec![found.base_args.as_str(), boot.args.as_str()];
+    let direct = DirectKernel {
+        kernel,
+        initrd,
+        append: command_line(&[&found.base_args, &boot.args], serial_console),
+    };
+    Ok((direct, found.layout, dir))
+}
+
+/// A kernel command line: the layout's own arguments, the person's, the serial console.
+fn command_line(parts: &[&str], serial_console: bool) -> String {
+    let mut append = parts.to_vec();
     // The serial console goes last: Linux makes the last `console=` the installer's terminal.
     if serial_console {
         append.push(SERIAL_CONSOLE_ARG);
     }
-    let append = append
+    append
         .into_iter()
         .filter(|part| !part.trim().is_empty())
         .collect::<Vec<_>>()
-        .join(" ");
-    let direct = DirectKernel {
-        kernel,
-        initrd,
-        append,
-    };
-    Ok((direct, found.layout, dir))
+        .join(" ")
 }
 
 /// Wait `boot_wait`, then type the boot command, logging each chunk as it is done.
