@@ -1,4 +1,4 @@
-//! Embeds every preset under `assets/presets/NAME/` (each file of the folder), so adding a
+//! Cargo's build script (Cargo.toml `build`), not a module of kiln. Embeds every preset under `assets/presets/NAME/` (each file of the folder), so adding a
 //! preset is adding a folder: no Rust changes. The list is `OUT_DIR/presets.rs`, included by
 //! `src/engine/steps/install/preset.rs`.
 
