@@ -161,11 +161,21 @@ pub struct Install {
     pub timeout: Option<Duration>,
 }
 
-/// `[base]`: an installed qcow2, copied to NAME.qcow2 and never changed itself.
+/// `[base]`: an installed qcow2, or a distribution's cloud image (`cloud_init = true`),
+/// copied to NAME.qcow2 and never changed itself.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
     pub image: PathBuf,
+    /// A cloud image: configured through a NoCloud seed kiln writes (no login of its own);
+    /// the copy is standalone and grown to `[disk] size`.
+    #[serde(default)]
+    pub cloud_init: bool,
+    /// Your own cloud-init user-data, merged into kiln's seed.
+    pub user_data: Option<PathBuf>,
+    /// Keep the seed's build user in the image.
+    #[serde(default)]
+    pub keep_build_user: bool,
 }
 
 /// `[configure]`: how to log in, and which sshd_config to install. Secrets are named by
@@ -569,6 +579,9 @@ command = "scripts/notify.sh"
         assert_eq!(
             recipe.source,
             Source::Base(Base {
+                cloud_init: false,
+                user_data: None,
+                keep_build_user: false,
                 image: fixture.path("base.qcow2")
             })
         );

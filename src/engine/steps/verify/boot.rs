@@ -300,14 +300,48 @@ async fn procedure(
     ));
     run_job(&session, user, reporter, &mut checks).await;
     let (id, name) = BOOT_CHECKS[9];
-    checks.push(Check::new(
-        id,
-        name,
-        Verdict::Pass,
-        format!("{:.1} s", ready_after.as_secs_f64()),
-    ));
+    let ready = format!("{:.1} s", ready_after.as_secs_f64());
+    checks.push(match cloud_init_ran(&session).await {
+        Some(status) => Check::new(
+            id,
+            name,
+            Verdict::Warn,
+            format!("{ready}; cloud-init ran on this boot although no seed was given ({status}): every CI boot waits for its search for a datasource and its stages"),
+        )
+        .fix("disable it for CI boots: touch /etc/cloud/cloud-init.disabled in the image (kiln run --base does this for a cloud image)"),
+        None => Check::new(id, name, Verdict::Pass, ready),
+    });
     session.close().await;
     checks
+}
+
+/// What `cloud-init status --long` said when cloud-init did not stay disabled on this seedless
+/// boot; `None` when it is not installed or was disabled.
+async fn cloud_init_ran(session: &Session) -> Option<String> {
+    let out = session
+        .exec(
+            "cloud-init status --long 2>/dev/null",
+            None,
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text.lines().find_map(|l| l.strip_prefix("status:"))?.trim();
+    if status == "disabled" {
+        return None;
+    }
+    let detail = text
+        .lines()
+        .skip_while(|l| !l.starts_with("detail:"))
+        .nth(1)
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    Some(match detail {
+        Some(detail) => format!("status: {status}, {detail}"),
+        None => format!("status: {status}"),
+    })
 }
 
 /// How long the console must stay quiet after the guest's login prompt before kiln says sshd
@@ -430,6 +464,7 @@ fn connection_checks(
         _ => None,
     });
     let authenticated = stages.contains(&Stage::Authenticated);
+    let cloud_image = looks_like_a_cloud_image(stages, console);
     let because = |e: Option<&str>| e.unwrap_or_default().to_string();
     let (port_id, port_name) = BOOT_CHECKS[1];
     let (banner_id, banner_name) = BOOT_CHECKS[2];
@@ -474,12 +509,30 @@ fn connection_checks(
                 because(error).trim_end_matches('.')
             ),
         )
-        .fix(format!(
-            "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config; nullok on pam_unix in /etc/pam.d/common-auth; a login shell that exists)"
-        )),
+        .fix(match cloud_image {
+            Some(sign) => format!(
+                "this looks like a cloud image as it ships ({sign}): nobody can log in until cloud-init is given a user, so `kiln configure` cannot enter it either. Start from it instead: `kiln run OUT.qcow2 --base IMAGE --size 10G` copies it, configures the copy through a NoCloud seed kiln writes, and leaves IMAGE unchanged"
+            ),
+            None => format!(
+                "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config; nullok on pam_unix in /etc/pam.d/common-auth; a login shell that exists)"
+            ),
+        }),
         (false, false) => Check::skipped(login_id, login_name, "no SSH banner"),
     });
     checks
+}
+
+/// A distribution's cloud image as it ships: cloud-init on the console and an sshd that offers
+/// key login only. The signs seen, for the message.
+fn looks_like_a_cloud_image(stages: &[Stage], console: &str) -> Option<String> {
+    let methods = stages.iter().find_map(|stage| match stage {
+        Stage::Methods(methods) => Some(methods.clone()),
+        _ => None,
+    })?;
+    let key_only = !methods.is_empty() && methods.iter().all(|method| method == "publickey");
+    let cloud_init = console.lines().any(|line| line.contains("cloud-init"));
+    (key_only && cloud_init)
+        .then(|| "cloud-init on the console, sshd offers key login only".to_string())
 }
 
 fn skip_rest(checks: &mut Vec<Check>, because: &str) {
