@@ -938,6 +938,27 @@ mod tests {
         assert_eq!(install_limit(flow(Some(given))), Some(Some(given)));
     }
 
+    /// `kiln run --base CLOUD_IMAGE`: the copy stands for create and install; a later run
+    /// without `--base` keeps the session's base.
+    #[test]
+    fn a_flow_from_a_cloud_image_copies_it_instead_of_creating_and_installing() {
+        let cloud = Choices {
+            base_image: Some(PathBuf::from("/images/cloud.qcow2")),
+            cloud_init: Some(true),
+            ..Choices::default()
+        };
+        let plan = Plan::flow(cloud.clone(), &Choices::default(), None, None, None);
+        assert_eq!(
+            names(&plan, 0..plan.stages.len()),
+            ["base", "configure", "verify"]
+        );
+        let resumed = Plan::flow(Choices::default(), &cloud, None, None, None);
+        assert_eq!(
+            names(&resumed, 0..resumed.stages.len()),
+            ["base", "configure", "verify"]
+        );
+    }
+
     /// `kiln run --from verify` on an image configured by hand: the steps before are recorded
     /// as done another way, and publish is left out without a target (with the reason).
     #[test]

@@ -593,6 +593,33 @@ command = "scripts/notify.sh"
         );
     }
 
+    /// A cloud image: grown to `[disk] size`, its user-data found beside the recipe; the
+    /// cloud-only keys are refused on an installed base.
+    #[test]
+    fn a_cloud_image_base_may_be_grown_and_seeded() {
+        let fixture = Fixture::new();
+        fixture.write("cloud.qcow2", "x\n");
+        fixture.write("user-data", "#cloud-config\n");
+        let text = "name = \"ci\"\n[disk]\nsize = \"8G\"\n[base]\nimage = \"cloud.qcow2\"\n\
+                    cloud_init = true\nuser_data = \"user-data\"\n";
+        let recipe = fixture.load(text, &[]).unwrap();
+        assert_eq!(
+            recipe.source,
+            Source::Base(Base {
+                image: fixture.path("cloud.qcow2"),
+                cloud_init: true,
+                user_data: Some(fixture.path("user-data")),
+                keep_build_user: false,
+            })
+        );
+        let choices = crate::engine::build::choices(&recipe);
+        assert_eq!(choices.cloud_init, Some(true));
+        assert_eq!(choices.base_image, Some(fixture.path("cloud.qcow2")));
+        let error = fixture
+            .error("name = \"ci\"\n[base]\nimage = \"cloud.qcow2\"\nkeep_build_user = true\n");
+        assert_has(&error, &["cloud image (cloud_init = true)"]);
+    }
+
     #[test]
     fn what_the_person_must_supply_is_listed_in_one_message() {
         let fixture = Fixture::new();

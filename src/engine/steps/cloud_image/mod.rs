@@ -17,6 +17,7 @@ pub use seed::{BUILD_USER, Seed};
 use crate::engine::guest::ssh::{OutputStream, Session};
 use crate::engine::host::process::run_tool;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
+use crate::engine::steps::configure::CLEAR_MACHINE_ID;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::task::Reporter;
 
@@ -211,8 +212,12 @@ pub async fn wait_for_cloud_init(
 
 /// What the published image must not carry from kiln's seeded boot, and how its seedless
 /// boots skip cloud-init:
-/// - `cloud-init clean --logs --seed` (and `--machine-id` where this cloud-init has it, else the
-///   machine ID emptied by hand): the next boot is a first boot, nothing of this one is left;
+/// - `cloud-init clean --logs --seed` and an empty `/etc/machine-id`: the next boot is a first
+///   boot, nothing of this one is left. Not `clean --machine-id`: cloud-init 22.4 (Debian 12)
+///   deletes the file, and systemd 252 then cannot set up the machine ID on the read-only
+///   root of early boot ("System cannot boot: Missing /etc/machine-id"; seen here: the
+///   published image's sshd never answered). An empty file is the golden-image state systemd
+///   fills in at first boot;
 /// - the build user and its sudo rule removed (unless kept);
 /// - `/etc/cloud/cloud-init.disabled`: the CI driver never attaches a seed, so cloud-init has
 ///   nothing to do on a CI boot. cloud-init's systemd generator reads this file on every
@@ -232,9 +237,7 @@ pub fn clean_up_script(keep_build_user: bool) -> String {
     };
     format!(
         "set -e; {user}\
-         if cloud-init clean --help 2>/dev/null | grep -q -- --machine-id; then \
-           cloud-init clean --logs --seed --machine-id; \
-         else cloud-init clean --logs --seed; truncate -s 0 /etc/machine-id; rm -f /var/lib/dbus/machine-id; fi; \
+         cloud-init clean --logs --seed; {CLEAR_MACHINE_ID}; \
          touch {DISABLED}; sync"
     )
 }
@@ -249,8 +252,8 @@ pub async fn clean_up(
     reporter: &Reporter,
 ) -> Result<(), CloudImageError> {
     reporter.info(match cloud.keep_build_user {
-        true => "cleaning up after cloud-init: cloud-init clean --logs --seed --machine-id; the build user is kept as asked; cloud-init disabled for the CI boots (/etc/cloud/cloud-init.disabled)",
-        false => "cleaning up after cloud-init: cloud-init clean --logs --seed --machine-id, removing the build user; cloud-init disabled for the CI boots (/etc/cloud/cloud-init.disabled)",
+        true => "cleaning up after cloud-init: cloud-init clean --logs --seed, emptying /etc/machine-id; the build user is kept as asked; cloud-init disabled for the CI boots (/etc/cloud/cloud-init.disabled)",
+        false => "cleaning up after cloud-init: cloud-init clean --logs --seed, emptying /etc/machine-id, removing the build user; cloud-init disabled for the CI boots (/etc/cloud/cloud-init.disabled)",
     });
     let out = root_session
         .exec(&clean_up_script(cloud.keep_build_user), None, &[], QUICK)

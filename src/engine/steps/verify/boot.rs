@@ -843,4 +843,35 @@ mod tests {
         assert_eq!(checks[2].verdict, Verdict::Fail);
         assert!(checks[2].fix.as_ref().unwrap().contains("passwd -d root"));
     }
+
+    /// A cloud image as it ships (cloud-init on the console, key-only sshd) cannot be entered
+    /// by `kiln configure`: the fix points to `kiln run --base` instead.
+    #[test]
+    fn a_cloud_image_as_it_ships_is_pointed_to_kiln_run_base() {
+        let stages = [
+            Stage::TcpConnected,
+            Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
+            Stage::Methods(vec!["publickey".into()]),
+        ];
+        let console = "[  163.06] cloud-init[419]: Cloud-init v. 22.4.2 finished at …\n";
+        let checks = connection_checks(&stages, None, "root", console);
+        let fix = checks[2].fix.as_ref().unwrap();
+        assert!(fix.contains("cloud image"), "{fix}");
+        assert!(fix.contains("kiln run OUT.qcow2 --base IMAGE"), "{fix}");
+        assert!(!fix.contains("run `kiln configure`"), "{fix}");
+        // Password login offered: not a cloud image as it ships, whatever the console says.
+        let password = [
+            Stage::TcpConnected,
+            Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
+            Stage::Methods(vec!["publickey".into(), "password".into()]),
+        ];
+        let checks = connection_checks(&password, None, "root", console);
+        assert!(
+            checks[2]
+                .fix
+                .as_ref()
+                .unwrap()
+                .contains("run `kiln configure`")
+        );
+    }
 }
