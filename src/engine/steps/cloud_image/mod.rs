@@ -17,7 +17,6 @@ pub use seed::{BUILD_USER, Seed};
 use crate::engine::guest::ssh::{OutputStream, Session};
 use crate::engine::host::process::run_tool;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
-use crate::engine::steps::configure::CLEAR_MACHINE_ID;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::task::Reporter;
 
@@ -237,7 +236,7 @@ pub fn clean_up_script(keep_build_user: bool) -> String {
     };
     format!(
         "set -e; {user}\
-         cloud-init clean --logs --seed; {CLEAR_MACHINE_ID}; \
+         cloud-init clean --logs --seed; truncate -s 0 /etc/machine-id; rm -f /var/lib/dbus/machine-id; \
          touch {DISABLED}; sync"
     )
 }
