@@ -504,10 +504,14 @@ fn connection_checks(
             login_id,
             login_name,
             Verdict::Fail,
-            format!(
-                "{}. Where the password is empty and sshd_config allows it, the refusal comes from inside the guest, which cannot be seen before a login: a PAM stack that refuses empty passwords (UsePAM yes, pam_unix without nullok), a login shell that does not exist (sshd refuses such users), or AllowUsers/DenyUsers",
-                because(error).trim_end_matches('.')
-            ),
+            match cloud_image {
+                // What the image is says it all; the guesses about PAM and shells would mislead.
+                Some(_) => because(error),
+                None => format!(
+                    "{}. Where the password is empty and sshd_config allows it, the refusal comes from inside the guest, which cannot be seen before a login: a PAM stack that refuses empty passwords (UsePAM yes, pam_unix without nullok), a login shell that does not exist (sshd refuses such users), or AllowUsers/DenyUsers",
+                    because(error).trim_end_matches('.')
+                ),
+            },
         )
         .fix(match cloud_image {
             Some(sign) => format!(
