@@ -233,8 +233,8 @@ fn every_flag_of_every_command_is_described() {
             // `  -h, --help   Print help`, `      --size <SIZE>  Size of …`: the flag, a gap,
             // words; or, where a flag is too wide for that (clap then puts every help on the
             // next line), words on the next line that is no flag.
-            let same_line = (line.trim_start().split_once("  "))
-                .is_some_and(|(_, rest)| words(rest.trim()));
+            let same_line =
+                (line.trim_start().split_once("  ")).is_some_and(|(_, rest)| words(rest.trim()));
             let next_line = (lines.get(at + 1))
                 .is_some_and(|next| !next.trim_start().starts_with('-') && words(next.trim()));
             assert!(same_line || next_line, "{args:?}: undescribed flag: {line}");

@@ -587,7 +587,7 @@ fn offline_runner_install_lands_where_the_driver_looks() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let mut base = args.to_vec();
-    base.push("--base");
+    base.push("--worker-base");
     let out = publish(&sandbox, None, &base);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(disks.join("_base/qemu/x86_64/debian/oldstable").is_file());
@@ -674,11 +674,11 @@ fn srht_layout() {
             "d",
             "--release",
             "r",
-            "--base",
+            "--worker-base",
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--base only applies to --to offline"));
+    assert!(text(&out.stderr).contains("--worker-base only applies to --to offline"));
 }
 
 #[test]

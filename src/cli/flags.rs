@@ -333,7 +333,7 @@ pub struct DestinationArgs {
     pub driver_conf: Option<PathBuf>,
     /// Offline: install as a worker base image (DISKS/_base/qemu/x86_64/…).
     #[arg(long)]
-    pub base: bool,
+    pub worker_base: bool,
     /// Offline, srht, rsync: replace an image that is already there.
     #[arg(long)]
     pub replace: bool,
@@ -365,7 +365,7 @@ impl DestinationArgs {
             namespace: self.namespace.clone(),
             url: self.url.clone(),
             driver_conf: self.driver_conf.as_deref().map(absolute),
-            base: on(self.base),
+            base: on(self.worker_base),
             replace: on(self.replace),
             root: self.root.as_deref().map(absolute),
             release: self.release()?,

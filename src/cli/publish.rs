@@ -76,7 +76,7 @@ fn misplaced_flag(to: TargetArg, flags: &DestinationArgs) -> Option<String> {
             flags.driver_conf.is_some(),
             TargetArg::Offline,
         ),
-        ("--base", flags.base, TargetArg::Offline),
+        ("--worker-base", flags.worker_base, TargetArg::Offline),
         ("--root", flags.root.is_some(), TargetArg::Srht),
         ("--distro", flags.distro.is_some(), TargetArg::Srht),
         ("--release", flags.release.is_some(), TargetArg::Srht),

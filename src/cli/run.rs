@@ -45,9 +45,21 @@ pub struct RunArgs {
     /// The image; its session is NAME.kiln.toml beside it. Choices given here are recorded
     /// there, so a second `kiln run IMAGE` needs only the secrets.
     pub image: PathBuf,
-    /// Size of a new disk (create), e.g. 10G.
+    /// Size of a new disk (create), e.g. 10G; with --base, the size the copy is grown to.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<DiskSize>,
+    /// Start from a cloud image (Debian's genericcloud, Ubuntu's cloudimg, Fedora Cloud)
+    /// instead of create and install: a standalone copy of it (the file itself is never
+    /// changed), configured through a NoCloud seed kiln writes for that boot only.
+    #[arg(long, value_name = "CLOUD_IMAGE")]
+    pub base: Option<PathBuf>,
+    /// With --base: your own cloud-init user-data, merged into kiln's seed.
+    #[arg(long, value_name = "FILE", requires = "base")]
+    pub user_data: Option<PathBuf>,
+    /// With --base: keep the build user the seed creates (kiln-build: key login, sudo without
+    /// a password) in the published image.
+    #[arg(long, requires = "base")]
+    pub keep_build_user: bool,
     #[command(flatten)]
     pub installer: InstallerArgs,
     #[command(flatten)]
@@ -91,6 +103,29 @@ impl RunArgs {
             profile: self.profile.map(Into::into),
             ..Choices::default()
         });
+        if let Some(base) = &self.base {
+            if choices.iso.is_some() {
+                return Err(
+                    "--base starts from a cloud image, --iso from an installer: give one of them"
+                        .into(),
+                );
+            }
+            choices.update(&Choices {
+                base_image: Some(
+                    std::path::absolute(base).map_err(|e| format!("{}: {e}", base.display()))?,
+                ),
+                cloud_init: Some(true),
+                user_data: match &self.user_data {
+                    Some(file) => Some(
+                        std::path::absolute(file)
+                            .map_err(|e| format!("{}: {e}", file.display()))?,
+                    ),
+                    None => None,
+                },
+                keep_build_user: self.keep_build_user.then_some(true),
+                ..Choices::default()
+            });
+        }
         Ok(choices)
     }
 }
@@ -137,7 +172,9 @@ pub async fn run(
     );
     // Passwords come from files, or a prompt only when configure will need them.
     let choices = run.workflow().choices();
-    let login = run.will_run(Step::Configure).then(|| {
+    // A cloud image is entered through kiln's own seed: no password to ask for.
+    let through_seed = choices.cloud_init == Some(true);
+    let login = (run.will_run(Step::Configure) && !through_seed).then(|| {
         let user = choices.user.as_deref().unwrap_or("root");
         (user, choices.key.as_deref())
     });

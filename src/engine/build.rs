@@ -66,6 +66,17 @@ pub fn choices(recipe: &Recipe) -> Choices {
         regenerate_host_keys: Some(false),
         ..Choices::default()
     };
+    if let Source::Base(base) = &recipe.source
+        && base.cloud_init
+    {
+        choices.update(&Choices {
+            base_image: Some(base.image.clone()),
+            cloud_init: Some(true),
+            user_data: base.user_data.clone(),
+            keep_build_user: Some(base.keep_build_user),
+            ..Choices::default()
+        });
+    }
     if let Source::Install(install) = &recipe.source {
         let on = |flag: bool| Some(flag);
         choices.update(&Choices {

@@ -26,9 +26,10 @@ use super::build;
 use super::driver::Profile;
 use super::recipe::{Recipe, Source};
 use super::session::{Choices, StageKey, StepStatus};
-use super::task::{self, Reporter, Summary};
+use super::task::{self, Cancelled, Reporter, Summary};
 use super::workflow::requests::headless_install_warning;
 use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow, lock};
+use crate::engine::steps::cloud_image;
 use crate::engine::steps::configure::Extras;
 use crate::engine::steps::install::HEADLESS_TIMEOUT;
 use crate::engine::steps::post_build::{self, PostBuildCommand};
@@ -204,9 +205,12 @@ impl Plan {
         let last = until.unwrap_or(Step::Publish);
         let mut notes = Vec::new();
         let target_chosen = choices.target.or(carried.target).is_some();
+        // A cloud image (`--base`) is copied instead of created and installed.
+        let base = choices.base_image.clone().or(carried.base_image.clone());
         let stages = Step::ALL
             .into_iter()
             .filter(|step| *step <= last)
+            .filter(|step| base.is_none() || *step != Step::Install)
             .filter(|step| {
                 let publish_without_target = *step == Step::Publish && !target_chosen;
                 if publish_without_target {
@@ -218,7 +222,10 @@ impl Plan {
             })
             .map(|step| Planned {
                 stage: match step {
-                    Step::Create => Stage::Create,
+                    Step::Create => match &base {
+                        Some(base) => Stage::Base(base.clone()),
+                        None => Stage::Create,
+                    },
                     Step::Install => Stage::Install {
                         timeout: Some(install_timeout.unwrap_or(HEADLESS_TIMEOUT)),
                     },
@@ -590,15 +597,43 @@ impl PlanRun {
         }
     }
 
-    /// Copy the base; create and install are then recorded as done by the copy.
+    /// Copy the base; create and install are then recorded as done by the copy. A cloud
+    /// image becomes a standalone qcow2 v3 grown to the chosen size, and the session records
+    /// its SHA-256.
     fn copy_base(&self, base: PathBuf) -> StepTask {
         let workflow = self.workflow.clone();
         let image = workflow.image();
         let title = format!("copying {} to {}", base.display(), image.display());
+        let choices = workflow.choices();
         task::spawn(title, self.options.task, move |reporter| async move {
-            build::copy_base(&base, &image)
-                .await
-                .map_err(|e| StepError::Failed(format!("cannot copy {}: {e}", base.display())))?;
+            let cannot =
+                |e: String| StepError::Failed(format!("cannot copy {}: {e}", base.display()));
+            if choices.cloud_init == Some(true) {
+                reporter.info(format!(
+                    "qemu-img convert -O qcow2 -o compat=1.1 {} (only read) to a standalone copy{}",
+                    base.display(),
+                    choices
+                        .size
+                        .as_ref()
+                        .map_or(String::new(), |size| format!(", grown to {size}"))
+                ));
+                let copy = cloud_image::copy_base(&base, &image, choices.size.as_ref());
+                let sha256 = tokio::select! {
+                    copied = copy => copied.map_err(cannot)?,
+                    _ = reporter.cancelled() => {
+                        return Err(StepError::Cancelled(Cancelled(format!("no copy of {} was left", base.display()))));
+                    }
+                };
+                reporter.info(format!("{}: SHA-256 {sha256}", base.display()));
+                workflow.choose(&Choices {
+                    base_sha256: Some(sha256),
+                    ..Choices::default()
+                });
+            } else {
+                build::copy_base(&base, &image)
+                    .await
+                    .map_err(|e| cannot(e.to_string()))?;
+            }
             let how = format!("copied from {}", base.display());
             for step in [Step::Create, Step::Install] {
                 if let Some(warning) = workflow.record_skipped(step, &how) {
@@ -901,6 +936,27 @@ mod tests {
         assert_eq!(install_limit(flow(None)), Some(Some(HEADLESS_TIMEOUT)));
         let given = Duration::from_secs(90 * 60);
         assert_eq!(install_limit(flow(Some(given))), Some(Some(given)));
+    }
+
+    /// `kiln run --base CLOUD_IMAGE`: the copy stands for create and install; a later run
+    /// without `--base` keeps the session's base.
+    #[test]
+    fn a_flow_from_a_cloud_image_copies_it_instead_of_creating_and_installing() {
+        let cloud = Choices {
+            base_image: Some(PathBuf::from("/images/cloud.qcow2")),
+            cloud_init: Some(true),
+            ..Choices::default()
+        };
+        let plan = Plan::flow(cloud.clone(), &Choices::default(), None, None, None);
+        assert_eq!(
+            names(&plan, 0..plan.stages.len()),
+            ["base", "configure", "verify"]
+        );
+        let resumed = Plan::flow(Choices::default(), &cloud, None, None, None);
+        assert_eq!(
+            names(&resumed, 0..resumed.stages.len()),
+            ["base", "configure", "verify"]
+        );
     }
 
     /// `kiln run --from verify` on an image configured by hand: the steps before are recorded

@@ -219,6 +219,16 @@ pub struct Choices {
     /// rsync: `[user@]host:path`, a directory when it ends with `/`.
     #[serde(deserialize_with = "parsed_if_valid")]
     pub dest: Option<RemotePath>,
+    /// A cloud image the image was copied from (`kiln run --base`); only ever read.
+    pub base_image: Option<PathBuf>,
+    /// The base's SHA-256 when it was copied.
+    pub base_sha256: Option<String>,
+    /// Configure through a NoCloud seed kiln writes (the image is a cloud image).
+    pub cloud_init: Option<bool>,
+    /// The person's own user-data, merged into kiln's seed.
+    pub user_data: Option<PathBuf>,
+    /// Leave the seed's build user in the published image.
+    pub keep_build_user: Option<bool>,
 }
 
 impl Choices {
@@ -271,7 +281,12 @@ impl Choices {
             compress,
             sha256,
             replace,
-            dest
+            dest,
+            base_image,
+            base_sha256,
+            cloud_init,
+            user_data,
+            keep_build_user
         );
     }
 }

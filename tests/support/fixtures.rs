@@ -117,3 +117,30 @@ pub fn debian_installer_iso() -> PathBuf {
     })
     .clone()
 }
+
+/// A cloud image as distributions ship one (cloud-init, root locked, no user, no password,
+/// `datasource_list: [NoCloud, None]`), from tests/fixtures/debian-cloud-image.sh (cached).
+pub fn cloud_image() -> PathBuf {
+    static IMAGE: OnceLock<PathBuf> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/debian-cloud-image.sh");
+            let out = Command::new("bash")
+                .arg(&script)
+                .output()
+                .expect("debian-cloud-image.sh runs");
+            assert!(
+                out.status.success(),
+                "cloud image fixture build failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("KILN_FIXTURE_CLOUD_IMAGE="))
+                .map(PathBuf::from)
+                .unwrap_or_else(|| panic!("debian-cloud-image.sh printed no image:\n{stdout}"))
+        })
+        .clone()
+}

@@ -33,11 +33,21 @@ impl Reader<'_> {
                 Source::Install(Box::new(self.install(install, &w.configure)?))
             }
             (None, Some(base)) => {
-                if w.disk.size_text.is_some() {
+                if w.disk.size_text.is_some() && !base.cloud_init {
                     return Err(self.error("disk.size", "a [base] image keeps its own size"));
+                }
+                if !base.cloud_init && (base.user_data.is_some() || base.keep_build_user) {
+                    let problem =
+                        "user_data and keep_build_user are for a cloud image (cloud_init = true)";
+                    return Err(self.error("base", problem));
                 }
                 Source::Base(Base {
                     image: self.file("base.image", &base.image)?,
+                    user_data: match &base.user_data {
+                        Some(file) => Some(self.file("base.user_data", file)?),
+                        None => None,
+                    },
+                    ..base
                 })
             }
             (Some(_), Some(_)) => {

@@ -166,11 +166,21 @@ pub struct Install {
     pub timeout: Option<Duration>,
 }
 
-/// `[base]`: an installed qcow2, copied to NAME.qcow2 and never changed itself.
+/// `[base]`: an installed qcow2, or a distribution's cloud image (`cloud_init = true`),
+/// copied to NAME.qcow2 and never changed itself.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Base {
     pub image: PathBuf,
+    /// A cloud image: configured through a NoCloud seed kiln writes (no login of its own);
+    /// the copy is standalone and grown to `[disk] size`.
+    #[serde(default)]
+    pub cloud_init: bool,
+    /// Your own cloud-init user-data, merged into kiln's seed.
+    pub user_data: Option<PathBuf>,
+    /// Keep the seed's build user in the image.
+    #[serde(default)]
+    pub keep_build_user: bool,
 }
 
 /// `[configure]`: how to log in, and which sshd_config to install. Secrets are named by
@@ -574,6 +584,9 @@ command = "scripts/notify.sh"
         assert_eq!(
             recipe.source,
             Source::Base(Base {
+                cloud_init: false,
+                user_data: None,
+                keep_build_user: false,
                 image: fixture.path("base.qcow2")
             })
         );
@@ -583,6 +596,33 @@ command = "scripts/notify.sh"
             &error,
             &["line 9, column 8: [disk] size: a [base] image keeps"],
         );
+    }
+
+    /// A cloud image: grown to `[disk] size`, its user-data found beside the recipe; the
+    /// cloud-only keys are refused on an installed base.
+    #[test]
+    fn a_cloud_image_base_may_be_grown_and_seeded() {
+        let fixture = Fixture::new();
+        fixture.write("cloud.qcow2", "x\n");
+        fixture.write("user-data", "#cloud-config\n");
+        let text = "name = \"ci\"\n[disk]\nsize = \"8G\"\n[base]\nimage = \"cloud.qcow2\"\n\
+                    cloud_init = true\nuser_data = \"user-data\"\n";
+        let recipe = fixture.load(text, &[]).unwrap();
+        assert_eq!(
+            recipe.source,
+            Source::Base(Base {
+                image: fixture.path("cloud.qcow2"),
+                cloud_init: true,
+                user_data: Some(fixture.path("user-data")),
+                keep_build_user: false,
+            })
+        );
+        let choices = crate::engine::build::choices(&recipe);
+        assert_eq!(choices.cloud_init, Some(true));
+        assert_eq!(choices.base_image, Some(fixture.path("cloud.qcow2")));
+        let error = fixture
+            .error("name = \"ci\"\n[base]\nimage = \"cloud.qcow2\"\nkeep_build_user = true\n");
+        assert_has(&error, &["cloud image (cloud_init = true)"]);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What each step does to an image, one module per step: create ([`image`]), [`install`],
-//! [`configure`], [`verify`] and [`publish`], plus a recipe's [`provision`] scripts and its
+//! [`configure`] (through a NoCloud seed for a [`cloud_image`]), [`verify`] and [`publish`], plus a recipe's [`provision`] scripts and its
 //! [`post_build`] command.
 
+pub mod cloud_image;
 pub mod configure;
 pub mod image;
 pub mod install;

@@ -328,6 +328,9 @@ fn title(step: Step, session: &Session) -> String {
             Some(iso) => format!("installing {} onto {image}", iso.display()),
             None => format!("installing onto {image}"),
         },
+        Step::Configure if choices.cloud_init == Some(true) => {
+            format!("configuring {image} through a NoCloud seed (a cloud image)")
+        }
         Step::Configure => format!(
             "configuring {image} as {}",
             choices.user.as_deref().unwrap_or("root")

@@ -11,6 +11,7 @@ use crate::engine::files::iso::Expected;
 use crate::engine::guest::ssh::Auth;
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::session::Choices;
+use crate::engine::steps::cloud_image::CloudInit;
 use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
 use crate::engine::steps::image::CreateRequest;
 use crate::engine::steps::image::DiskSize;
@@ -294,6 +295,10 @@ pub fn configure_request(
         cpus,
         boot_deadline: options.timeout.unwrap_or(BOOT_DEADLINE),
         record_dir: environment.record_dir.clone(),
+        cloud_init: choices.cloud_init.unwrap_or(false).then(|| CloudInit {
+            user_data: choices.user_data.clone(),
+            keep_build_user: choices.keep_build_user.unwrap_or(false),
+        }),
     })
 }
 

@@ -16,6 +16,7 @@ mod root_shell;
 
 pub use root_shell::RootShell;
 
+use super::cloud_image::{self, BUILD_USER, CloudImageError, CloudInit, Seed};
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{
     Machine, MachineError, MachineSpec, MachineView, serial_log_path,
@@ -117,6 +118,9 @@ pub struct ConfigureRequest {
     /// How long to wait for the guest's SSH to answer after power-on.
     pub boot_deadline: Duration,
     pub record_dir: Option<PathBuf>,
+    /// A cloud image: log in through a NoCloud seed kiln writes (not `user`/`auth`), wait
+    /// for cloud-init, and clean up after it.
+    pub cloud_init: Option<CloudInit>,
 }
 
 impl std::fmt::Debug for ConfigureRequest {
@@ -136,6 +140,7 @@ impl std::fmt::Debug for ConfigureRequest {
             .field("memory_mib", &self.memory_mib)
             .field("cpus", &self.cpus)
             .field("boot_deadline", &self.boot_deadline)
+            .field("cloud_init", &self.cloud_init)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +170,8 @@ pub enum ConfigureError {
     Disk(#[from] DiskRefusal),
     #[error(transparent)]
     Machine(#[from] MachineError),
+    #[error(transparent)]
+    CloudImage(#[from] CloudImageError),
     #[error("{error}\nlast serial console lines:\n{serial_tail}")]
     Login {
         error: SshError,
@@ -363,6 +370,11 @@ pub async fn configure(
     reporter: Reporter,
 ) -> Result<Configured, ConfigureError> {
     let image_path = verify::writable_disk(&request.image).await?;
+    // Kept until the guest is off: the seed volume is its CD-ROM, the key our way in.
+    let seed = match &request.cloud_init {
+        Some(cloud) => Some(Seed::write(cloud.user_data.as_deref()).await?),
+        None => None,
+    };
     let spec = MachineSpec {
         purpose: "configure".into(),
         accelerator: request.accelerator,
@@ -370,7 +382,7 @@ pub async fn configure(
         cpus: request.cpus,
         disk: image_path.clone(),
         snapshot: false,
-        cdrom: None,
+        cdrom: seed.as_ref().map(Seed::iso),
         kernel: None,
         ssh_forward_from: Some(FIRST_SSH_PORT),
         no_reboot: false,
@@ -389,7 +401,7 @@ pub async fn configure(
     ));
     reporter.machine(view.clone());
 
-    let work = change(&request, &image_path, &view, &reporter);
+    let work = change(&request, seed.as_ref(), &image_path, &view, &reporter);
     let result = tokio::select! {
         result = work => result,
         // QEMU crashed or was killed: say so now, not when the SSH deadline runs out.
@@ -434,20 +446,31 @@ pub async fn configure(
 /// Everything between "machine is up" and "proof passed".
 async fn change(
     request: &ConfigureRequest,
+    seed: Option<&Seed>,
     image_path: &std::path::Path,
     view: &MachineView,
     reporter: &Reporter,
 ) -> Result<(Configured, Session), ConfigureError> {
     let port = view.ssh_port().expect("configure machines forward SSH");
+    // A cloud image lets in only the user kiln's seed made, with the seed's key.
+    let (user, auth) = match seed {
+        Some(seed) => (
+            BUILD_USER.to_string(),
+            Auth::Key {
+                path: seed.key(),
+                passphrase: None,
+            },
+        ),
+        None => (request.user.clone(), request.auth.clone()),
+    };
     let target = SshTarget {
         host: "127.0.0.1".into(),
         port,
-        user: request.user.clone(),
-        auth: request.auth.clone(),
+        user: user.clone(),
+        auth,
     };
     reporter.info(format!(
-        "waiting for SSH as {} (up to {} s)…",
-        request.user,
+        "waiting for SSH as {user} (up to {} s)…",
         request.boot_deadline.as_secs()
     ));
     let nudges = view.console_nudges(ssh::console_line_may_mean_ssh);
@@ -459,9 +482,11 @@ async fn change(
         error,
         serial_tail: String::new(),
     })?;
+    if seed.is_some() {
+        cloud_image::wait_for_cloud_init(&session, reporter).await?;
+    }
     // One root shell for everything until the proof: sudo checks the password once.
-    let mut shell =
-        RootShell::open(&session, &request.user, request.sudo_password.as_deref()).await?;
+    let mut shell = RootShell::open(&session, &user, request.sudo_password.as_deref()).await?;
     let new = request.sshd_config.text();
     let Inspection { current, effective } = inspect(&mut shell, new).await?;
     let diff = config_diff(&current, new);
@@ -582,6 +607,9 @@ async fn change(
             root_shell.run_within(script, what, CLEANUP_TIMEOUT).await?;
         }
         root_shell.close().await;
+    }
+    if let Some(cloud) = &request.cloud_init {
+        cloud_image::clean_up(&root_session, cloud, reporter).await?;
     }
     Ok((
         Configured {

@@ -324,12 +324,17 @@ async fn procedure(
         }
     }
     let (id, name) = BOOT_CHECKS[9];
-    checks.push(Check::new(
-        id,
-        name,
-        Verdict::Pass,
-        format!("{:.1} s", ready_after.as_secs_f64()),
-    ));
+    let ready = format!("{:.1} s", ready_after.as_secs_f64());
+    checks.push(match cloud_init_ran(&session).await {
+        Some(status) => Check::new(
+            id,
+            name,
+            Verdict::Warn,
+            format!("{ready}; cloud-init ran on this boot although no seed was given ({status}): every CI boot waits for its search for a datasource and its stages"),
+        )
+        .fix("disable it for CI boots: touch /etc/cloud/cloud-init.disabled in the image (kiln run --base does this for a cloud image)"),
+        None => Check::new(id, name, Verdict::Pass, ready),
+    });
     session.close().await;
     checks
 }
@@ -357,6 +362,35 @@ impl LoginTimes {
     fn took(&self) -> Option<Duration> {
         Some(self.authenticated?.saturating_duration_since(self.banner?))
     }
+}
+
+/// What `cloud-init status --long` said when cloud-init did not stay disabled on this seedless
+/// boot; `None` when it is not installed or was disabled.
+async fn cloud_init_ran(session: &Session) -> Option<String> {
+    let out = session
+        .exec(
+            "cloud-init status --long 2>/dev/null",
+            None,
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text.lines().find_map(|l| l.strip_prefix("status:"))?.trim();
+    if status == "disabled" {
+        return None;
+    }
+    let detail = text
+        .lines()
+        .skip_while(|l| !l.starts_with("detail:"))
+        .nth(1)
+        .map(str::trim)
+        .filter(|d| !d.is_empty());
+    Some(match detail {
+        Some(detail) => format!("status: {status}, {detail}"),
+        None => format!("status: {status}"),
+    })
 }
 
 /// How long the console must stay quiet after the guest's login prompt before kiln says sshd
@@ -479,6 +513,7 @@ fn connection_checks(
         _ => None,
     });
     let authenticated = stages.contains(&Stage::Authenticated);
+    let cloud_image = looks_like_a_cloud_image(stages, console);
     let because = |e: Option<&str>| e.unwrap_or_default().to_string();
     let (port_id, port_name) = BOOT_CHECKS[1];
     let (banner_id, banner_name) = BOOT_CHECKS[2];
@@ -518,17 +553,39 @@ fn connection_checks(
             login_id,
             login_name,
             Verdict::Fail,
-            format!(
-                "{}. Where the password is empty and sshd_config allows it, the refusal comes from inside the guest, which cannot be seen before a login: a PAM stack that refuses empty passwords (UsePAM yes, pam_unix without nullok), a login shell that does not exist (sshd refuses such users), or AllowUsers/DenyUsers",
-                because(error).trim_end_matches('.')
-            ),
+            match cloud_image {
+                // What the image is says it all; the guesses about PAM and shells would mislead.
+                Some(_) => because(error),
+                None => format!(
+                    "{}. Where the password is empty and sshd_config allows it, the refusal comes from inside the guest, which cannot be seen before a login: a PAM stack that refuses empty passwords (UsePAM yes, pam_unix without nullok), a login shell that does not exist (sshd refuses such users), or AllowUsers/DenyUsers",
+                    because(error).trim_end_matches('.')
+                ),
+            },
         )
-        .fix(format!(
-            "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config; nullok on pam_unix in /etc/pam.d/common-auth; a login shell that exists)"
-        )),
+        .fix(match cloud_image {
+            Some(sign) => format!(
+                "this looks like a cloud image as it ships ({sign}): nobody can log in until cloud-init is given a user, so `kiln configure` cannot enter it either. Start from it instead: `kiln run OUT.qcow2 --base IMAGE --size 10G` copies it, configures the copy through a NoCloud seed kiln writes, and leaves IMAGE unchanged"
+            ),
+            None => format!(
+                "run `kiln configure` (or in the guest: passwd -d {user}; PermitRootLogin yes, PasswordAuthentication yes, PermitEmptyPasswords yes in /etc/ssh/sshd_config; nullok on pam_unix in /etc/pam.d/common-auth; a login shell that exists)"
+            ),
+        }),
         (false, false) => Check::skipped(login_id, login_name, "no SSH banner"),
     });
     checks
+}
+
+/// A distribution's cloud image as it ships: cloud-init on the console and an sshd that offers
+/// key login only. The signs seen, for the message.
+fn looks_like_a_cloud_image(stages: &[Stage], console: &str) -> Option<String> {
+    let methods = stages.iter().find_map(|stage| match stage {
+        Stage::Methods(methods) => Some(methods.clone()),
+        _ => None,
+    })?;
+    let key_only = !methods.is_empty() && methods.iter().all(|method| method == "publickey");
+    let cloud_init = console.lines().any(|line| line.contains("cloud-init"));
+    (key_only && cloud_init)
+        .then(|| "cloud-init on the console, sshd offers key login only".to_string())
 }
 
 fn skip_rest(checks: &mut Vec<Check>, because: &str) {
@@ -838,5 +895,36 @@ mod tests {
         let checks = connection_checks(&stages, None, "root", "");
         assert_eq!(checks[2].verdict, Verdict::Fail);
         assert!(checks[2].fix.as_ref().unwrap().contains("passwd -d root"));
+    }
+
+    /// A cloud image as it ships (cloud-init on the console, key-only sshd) cannot be entered
+    /// by `kiln configure`: the fix points to `kiln run --base` instead.
+    #[test]
+    fn a_cloud_image_as_it_ships_is_pointed_to_kiln_run_base() {
+        let stages = [
+            Stage::TcpConnected,
+            Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
+            Stage::Methods(vec!["publickey".into()]),
+        ];
+        let console = "[  163.06] cloud-init[419]: Cloud-init v. 22.4.2 finished at …\n";
+        let checks = connection_checks(&stages, None, "root", console);
+        let fix = checks[2].fix.as_ref().unwrap();
+        assert!(fix.contains("cloud image"), "{fix}");
+        assert!(fix.contains("kiln run OUT.qcow2 --base IMAGE"), "{fix}");
+        assert!(!fix.contains("run `kiln configure`"), "{fix}");
+        // Password login offered: not a cloud image as it ships, whatever the console says.
+        let password = [
+            Stage::TcpConnected,
+            Stage::Banner("SSH-2.0-OpenSSH_9.2".into()),
+            Stage::Methods(vec!["publickey".into(), "password".into()]),
+        ];
+        let checks = connection_checks(&password, None, "root", console);
+        assert!(
+            checks[2]
+                .fix
+                .as_ref()
+                .unwrap()
+                .contains("run `kiln configure`")
+        );
     }
 }
