@@ -14,6 +14,7 @@ pub mod seed;
 
 pub use seed::{BUILD_USER, Seed};
 
+use crate::engine::files::qcow2_header;
 use crate::engine::guest::ssh::{OutputStream, Session};
 use crate::engine::host::process::run_tool;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
@@ -63,6 +64,21 @@ pub async fn copy_base(
     let name = image
         .file_name()
         .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    // The base is untrusted: `qemu-img convert` would read the host files its header names
+    // into the copy, which is then booted. The format is named, never probed.
+    let format = match qcow2_header::host_file_refs(base)
+        .map_err(|e| format!("cannot read {}: {e}", base.display()))?
+    {
+        Some(refs) if !refs.is_empty() => {
+            return Err(format!(
+                "its header names host files ({}), which a copy would read in: kiln starts only from a standalone image (where you trust them: qemu-img convert -O qcow2 {} standalone.qcow2)",
+                refs.describe(),
+                base.display()
+            ));
+        }
+        Some(_) => "qcow2",
+        None => "raw",
+    };
     let temp = TempFile::create(&parent_dir(image), &name, "base")
         .map_err(|e| format!("cannot write beside {}: {e}", image.display()))?;
     let hashing = sha256_of(base.to_path_buf());
@@ -70,6 +86,8 @@ pub async fn copy_base(
         "qemu-img",
         [
             "convert".as_ref(),
+            "-f".as_ref(),
+            format.as_ref(),
             "-O".as_ref(),
             "qcow2".as_ref(),
             "-o".as_ref(),
@@ -286,5 +304,17 @@ mod tests {
         );
         let kept = clean_up_script(true);
         assert!(!kept.contains("userdel"), "{kept}");
+    }
+
+    #[tokio::test]
+    async fn a_base_whose_header_names_host_files_is_never_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        crate::engine::test_images::backed_by_host_file(&base).await;
+        let image = dir.path().join("ci.qcow2");
+        let error = copy_base(&base, &image, None).await.unwrap_err();
+        assert!(error.contains("backing file /etc/hostname"), "{error}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the base: {left:?}");
     }
 }
