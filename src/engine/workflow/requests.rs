@@ -11,7 +11,7 @@ use crate::engine::files::iso::Expected;
 use crate::engine::guest::ssh::Auth;
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::session::Choices;
-use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
+use crate::engine::steps::configure::{ConfigureRequest, SshdConfig, SshdVariant};
 use crate::engine::steps::image::CreateRequest;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::InstallRequest;
@@ -210,11 +210,7 @@ pub fn configure_request(
         auth,
         sudo_password: password,
         sshd_config,
-        extras: Extras {
-            zero_free_space: choices.zero_free_space.unwrap_or(false),
-            clear_machine_id: choices.clear_machine_id.unwrap_or(false),
-            regenerate_host_keys: choices.regenerate_host_keys.unwrap_or(false),
-        },
+        cleanup: choices.cleanup.clone().unwrap_or_default(),
         accelerator: environment.accelerator,
         memory_mib,
         cpus,
