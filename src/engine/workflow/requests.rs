@@ -22,7 +22,7 @@ use crate::engine::steps::install::unattended::{KernelBoot, PresetChoice, Unatte
 use crate::engine::steps::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
-use crate::engine::steps::verify::VerifyRequest;
+use crate::engine::steps::verify::{KnownPasswords, VerifyRequest};
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
 pub const DEFAULT_SIZE: &str = "10G";
@@ -223,6 +223,7 @@ pub fn configure_request(
 pub fn verify_request(
     image: &Path,
     choices: &Choices,
+    secrets: &Secrets,
     environment: &Environment,
     options: &StepOptions,
 ) -> VerifyRequest {
@@ -232,6 +233,8 @@ pub fn verify_request(
         profile: (!options.static_only).then_some(profile),
         deadline: options.timeout.unwrap_or(BOOT_DEADLINE),
         record_dir: environment.record_dir.clone(),
+        // The password configure logged in with must not be left in a file of the image.
+        passwords: KnownPasswords::new(secrets.password.clone()),
     }
 }
 
@@ -434,7 +437,7 @@ mod tests {
             );
         }
 
-        let verify = verify_request(image, &choices, &environment(), &options);
+        let verify = verify_request(image, &choices, &secrets, &environment(), &options);
         assert_eq!(
             verify.profile.unwrap(),
             DriverProfile::srht(Accelerator::Tcg)

@@ -288,7 +288,10 @@ fn apply_script(new: &str) -> String {
     steps.push(format!(
         "step 'installing sshd_config'; mv {CANDIDATE} {SSHD_CONFIG} && sync"
     ));
-    steps.push("step \"removing root's password\"; passwd -d root >/dev/null".into());
+    // passwd keeps the old file as /etc/shadow-: without this, root's old hash would stay there.
+    steps.push(
+        "step \"removing root's password\"; passwd -d root >/dev/null && { [ ! -e /etc/shadow- ] || cp -p /etc/shadow /etc/shadow-; }".into(),
+    );
     steps.push(format!("step 'restarting sshd'; {RESTART_SSHD}"));
     format!(
         "step() {{ echo \"kiln-step: $1\" >&2; }}; set -e; {}",
