@@ -345,25 +345,25 @@ if [ "$n" -eq 0 ]; then echo "no MAC address in ifcfg-* or /etc/network/interfac
 const PASSWD_BACKUPS: &str =
     r#"removed /etc/passwd- /etc/shadow- /etc/group- /etc/gshadow- /etc/subuid- /etc/subgid-"#;
 
-const MACHINE_ID: &str = r#"[ -s /etc/machine-id ] && was="was set" || was="was already empty"
+const MACHINE_ID: &str = r##"[ -s /etc/machine-id ] && was="was set" || was="was already empty"
 truncate -s 0 /etc/machine-id || exit 1
 rm -f /var/lib/dbus/machine-id
-echo "emptied /etc/machine-id ($was); removed /var/lib/dbus/machine-id"#;
+echo "emptied /etc/machine-id ($was); removed /var/lib/dbus/machine-id""##;
 
 /// Debian's ssh.service does not make missing host keys (its `sshd -t` fails and sshd stays
 /// down), so removing them needs a unit that runs `ssh-keygen -A` before sshd at first boot.
-const SSH_HOSTKEYS: &str = r#"[ -d /run/systemd/system ] || { echo 'needs systemd to regenerate the host keys at boot' >&2; exit 1; }
+const SSH_HOSTKEYS: &str = r##"[ -d /run/systemd/system ] || { echo 'needs systemd to regenerate the host keys at boot' >&2; exit 1; }
 printf '%s\n' '[Unit]' 'Description=Regenerate SSH host keys (kiln)' 'Before=ssh.service sshd.service' \
   'ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key' '[Service]' 'Type=oneshot' 'ExecStart=/usr/bin/ssh-keygen -A' \
   '[Install]' 'WantedBy=multi-user.target' 'RequiredBy=ssh.service' > /etc/systemd/system/kiln-ssh-host-keys.service || exit 1
 systemctl enable kiln-ssh-host-keys.service >/dev/null 2>&1 || exit 1
 set -- /etc/ssh/ssh_host_*
 said=$(removed "$@") || exit 1
-echo "$said; kiln-ssh-host-keys.service makes new ones at first boot""#;
+echo "$said; kiln-ssh-host-keys.service makes new ones at first boot""##;
 
-const ZERO_FREE_SPACE: &str = r#"dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync
+const ZERO_FREE_SPACE: &str = r##"dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync
 trimmed=$(fstrim -av 2>/dev/null | tr '\n' ' ')
-echo "zeroed the free space; ${trimmed:-fstrim: nothing trimmed}""#;
+echo "zeroed the free space; ${trimmed:-fstrim: nothing trimmed}""##;
 
 #[cfg(test)]
 mod tests {
@@ -407,6 +407,24 @@ mod tests {
         assert_eq!(order, CleanupOperation::ALL);
         assert_eq!(order.last(), Some(&CleanupOperation::ZeroFreeSpace));
         assert_eq!(order[order.len() - 2], CleanupOperation::SshHostkeys);
+    }
+
+    /// `sh -n`: each script, with the prelude, is whole shell (a lost quote fails here, not in
+    /// a guest).
+    #[test]
+    fn every_script_is_valid_shell() {
+        for op in CleanupOperation::ALL {
+            let script = format!("{PRELUDE}\n{}", op.script());
+            let out = std::process::Command::new("sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{op}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
 
     #[test]
