@@ -304,9 +304,10 @@ else
   removed /var/lib/cloud/instance /var/lib/cloud/instances /var/lib/cloud/data /var/lib/cloud/seed /var/log/cloud-init.log /var/log/cloud-init-output.log
 fi"#;
 
-/// The journal moves to /run first (`--relinquish-var`), so what the rest of this boot logs
-/// (these sessions, the poweroff) is not written back to the disk.
-const LOGFILES: &str = r#"systemctl stop rsyslog.service syslog.socket 2>/dev/null
+/// The journal moves to /run first (`--relinquish-var`), and systemd-update-utmp is stopped
+/// (it writes its shutdown record now, not after the clean-up), so what the rest of this boot
+/// logs (these sessions, the poweroff) is not written back to the disk.
+const LOGFILES: &str = r#"systemctl stop rsyslog.service syslog.socket systemd-update-utmp.service 2>/dev/null
 journalctl --relinquish-var 2>/dev/null
 removed /var/log/installer /var/log/*.log /var/log/*.log.* /var/log/*.gz /var/log/*.[0-9] \
   /var/log/apt/* /var/log/journal/* /var/log/syslog* /var/log/messages* /var/log/debug* \
@@ -318,7 +319,7 @@ const BASH_HISTORY: &str = r#"removed /root/.bash_history /home/*/.bash_history 
   /home/*/.zsh_history /root/.python_history /home/*/.python_history /root/.lesshst \
   /home/*/.lesshst /root/.viminfo /home/*/.viminfo /root/.wget-hsts /home/*/.wget-hsts"#;
 
-const PACKAGE_MANAGER_CACHE: &str = r#"removed /var/cache/apt/archives/*.deb \
+const PACKAGE_MANAGER_CACHE: &str = r#"removed /var/cache/apt/archives/*.deb /var/cache/apt/archives/lock \
   /var/cache/apt/archives/partial/* /var/cache/apt/*.bin /var/lib/apt/lists/partial/* \
   /var/cache/debconf/*-old /var/cache/dnf/* /var/cache/yum/*"#;
 
