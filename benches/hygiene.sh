@@ -14,7 +14,8 @@
 #        BENCH_KEEP=1 benches/hygiene.sh         keep the work dir (traces, the images)
 # Needs root (losetup, mount; tests/fixtures/build.sh), libguestfs-tools, sshpass. virt-sysprep
 # needs a kernel for its appliance: on a host without one in /boot, set SUPERMIN_KERNEL and
-# SUPERMIN_MODULES (a Debian linux-image .deb unpacked, `depmod -b DIR VERSION` run on it).
+# SUPERMIN_MODULES (a Debian linux-image .deb unpacked, `depmod -b DIR VERSION` run on it);
+# supermin also wants /lib/modules to exist on the host (an empty directory will do).
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
