@@ -220,13 +220,9 @@ impl Cleanup {
 }
 
 impl fmt::Display for Cleanup {
-    /// The operations' names, comma-separated (`none` for none), as `parse` reads them.
+    /// As [`Cleanup::written`] (session files, the workbench's field); `parse` reads it back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("none");
-        }
-        let names: Vec<&str> = self.operations().map(CleanupOperation::name).collect();
-        f.write_str(&names.join(","))
+        f.write_str(&self.written())
     }
 }
 

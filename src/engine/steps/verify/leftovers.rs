@@ -41,7 +41,8 @@ impl std::fmt::Debug for KnownPasswords {
 }
 
 /// Where leftovers of a build live: not /usr (packaged files), and not the account database
-/// itself (/etc/shadow, /etc/gshadow hold the hashes a system needs).
+/// itself (/etc/shadow, /etc/gshadow hold the hashes a system needs). Its backup /etc/shadow-
+/// is judged against it: a hash there that /etc/shadow no longer has is an old password.
 const SEARCHED: &str = "/etc /root /home /var /srv /opt /tmp /boot";
 
 /// Prints `FILE\tWHAT` per finding, then `searched N`. Known passwords come on stdin, one a
@@ -49,7 +50,7 @@ const SEARCHED: &str = "/etc /root /home /var /srv /opt /tmp /boot";
 const SEARCH: &str = r#"known=/run/kiln-known.$$; cat > "$known"; trap 'rm -f "$known" "$known.files"' EXIT
 roots=""; for d in /etc /root /home /var /srv /opt /tmp /boot; do [ -d "$d" ] && roots="$roots $d"; done
 find $roots -xdev \( -path /var/lib/apt/lists -o -path /var/cache/apt -o -path /var/lib/dpkg -o -path /proc -o -path /sys \) -prune \
-  -o -type f -size -20M ! -path /etc/shadow ! -path /etc/gshadow -print > "$known.files"
+  -o -type f -size -20M ! -path /etc/shadow ! -path /etc/gshadow ! -path /etc/shadow- -print > "$known.files"
 files() { tr '\n' '\0' < "$known.files" | xargs -0 -r "$@" 2>/dev/null; }
 files grep -IlE '\$(1|2[abxy]|5|6|7|y|gy)\$[./0-9A-Za-z=,]+\$[./0-9A-Za-z$=]{16,}' | sed 's/$/\ta password hash/'
 files grep -IlE 'passwd/(root|user)-password(-again|-crypted)?[[:space:]]+password[[:space:]]+[^[:space:]]' | sed 's/$/\ta preseed password answer/'
@@ -57,6 +58,8 @@ files grep -IlE '^Name: passwd/.*password' | while IFS= read -r f; do
   awk '/^Name: passwd\/.*password/ { q = 1; next } /^$/ { q = 0 } q && /^Value: ./ { found = 1 } END { exit !found }' "$f" \
     && printf '%s\ta debconf password answer\n' "$f"
 done
+[ -f /etc/shadow- ] && awk -F: 'NR == FNR { now[$1] = $2; next } $2 ~ /^\$/ && now[$1] != $2 { old = 1 } END { exit !old }' /etc/shadow /etc/shadow- \
+  && printf '%s\tan old password hash (not the one in /etc/shadow)\n' /etc/shadow-
 [ -s "$known" ] && files grep -IlFf "$known" | sed "s/\$/\tthe password configure logged in with/"
 echo "searched $(wc -l < "$known.files")"
 "#;
@@ -213,9 +216,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kiln-leftovers-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        let hash = |salt: &str| format!("$y$j9T${salt}$0123456789abcdefghijklmnopqrstuvwxyzABCDE");
         file(
-            "shadow-",
-            "root:$y$j9T$abcdefghijklmnop$0123456789abcdefghijklmnopqrstuvwxyzABCDE:19000:0:99999:7:::\n",
+            "stray-hash",
+            &format!("root:{}:19000:0:99999:7:::\n", hash("abcdefghijklmnop")),
+        );
+        // The account database and its backup: builder's hash is in both, root's old one only
+        // in the backup.
+        file(
+            "etc-shadow",
+            &format!(
+                "root::19000::::::\nbuilder:{}:19000::::::\n",
+                hash("buildersaltsalt1")
+            ),
+        );
+        file(
+            "etc-shadow-",
+            &format!(
+                "root:{}:19000::::::\nbuilder:{}:19000::::::\n",
+                hash("oldrootsaltsalt1"),
+                hash("buildersaltsalt1")
+            ),
         );
         file(
             "preseed.cfg",
@@ -239,6 +260,7 @@ mod tests {
                 "/etc /root /home /var /srv /opt /tmp /boot",
                 &dir.display().to_string(),
             )
+            .replace("/etc/shadow", &format!("{}/etc-shadow", dir.display()))
             .replace("/run/kiln-known", &format!("{}-known", dir.display()));
         let out = std::process::Command::new("sh")
             .args(["-c", &script])
@@ -254,6 +276,7 @@ mod tests {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         std::fs::remove_dir_all(&dir).unwrap();
         let (findings, searched) = parse(&stdout);
+        // Eight files, less the account database and its backup (judged apart).
         assert_eq!(searched, Some(6), "{stdout}");
         let what = |name: &str| {
             findings
@@ -262,10 +285,15 @@ mod tests {
                 .map(|f| f.what.clone())
         };
         assert_eq!(
-            what("/shadow-").as_deref(),
+            what("/stray-hash").as_deref(),
             Some("a password hash"),
             "{stdout}"
         );
+        assert!(
+            what("/etc-shadow-").is_some_and(|w| w.starts_with("an old password hash")),
+            "{stdout}"
+        );
+        assert_eq!(what("/etc-shadow"), None, "{stdout}");
         assert!(
             what("/preseed.cfg").is_some_and(|w| w.contains("a preseed password answer")
                 && w.contains("the password configure logged in with")),
