@@ -70,7 +70,7 @@ fn a_good_image_passes_every_check_and_is_not_modified() {
     let (code, report) = check(&image, &[]);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(ids(&report, "fail"), set(&[]), "{report:#}");
-    assert_eq!(report["checks"].as_array().unwrap().len(), 20);
+    assert_eq!(report["checks"].as_array().unwrap().len(), 21);
     let argv = report["driver_argv"].as_array().unwrap();
     assert!(
         argv.iter().any(|a| a == "-daemonize"),
@@ -98,7 +98,8 @@ fn login_defects_fail_the_login_check_only() {
                 "env",
                 "script-run",
                 "artifact",
-                "ready-time"
+                "ready-time",
+                "no-passwords-left"
             ]),
             "{name}"
         );

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::flags::{BootTimeoutArgs, CredentialArgs};
+use super::flags::{BootTimeoutArgs, CleanupArgs, CredentialArgs};
 use super::{Exit, report};
 use crate::engine::Step;
 use crate::engine::host::config::{Dirs, Settings};
@@ -45,15 +45,8 @@ pub struct ConfigureArgs {
     /// Install this sshd_config instead (it must pass `sshd -t` in the guest).
     #[arg(long, value_name = "FILE", conflicts_with = "variant")]
     pub sshd_config: Option<PathBuf>,
-    /// Zero free space and fstrim, so compaction can shrink the image later.
-    #[arg(long)]
-    pub zero_free_space: bool,
-    /// Empty /etc/machine-id: every boot of a clone then makes its own machine ID.
-    #[arg(long)]
-    pub clear_machine_id: bool,
-    /// Remove SSH host keys and install a first-boot unit that regenerates them.
-    #[arg(long)]
-    pub regenerate_host_keys: bool,
+    #[command(flatten)]
+    pub cleanup: CleanupArgs,
     #[command(flatten)]
     pub boot: BootTimeoutArgs,
 }
@@ -70,13 +63,10 @@ pub async fn run(
         .secrets(Some((user, credentials.key.as_deref())))
         .map_err(|e| super::refused("configure", e))?;
     let workflow = super::one_step("configure", &args.image, true, settings, dirs).await?;
-    let on = |flag: bool| flag.then_some(true);
     workflow.choose(&Choices {
         variant: Some(args.variant.into()),
         sshd_config: args.sshd_config.as_deref().map(super::absolute),
-        zero_free_space: on(args.zero_free_space),
-        clear_machine_id: on(args.clear_machine_id),
-        regenerate_host_keys: on(args.regenerate_host_keys),
+        cleanup: args.cleanup.clean.clone(),
         ..credentials.choices()
     });
     let options = StepOptions {

@@ -13,6 +13,7 @@ use super::absolute;
 use crate::engine::files::download::{Checksum, Location};
 use crate::engine::files::iso::Expected;
 use crate::engine::session::Choices;
+use crate::engine::steps::configure::Cleanup;
 use crate::engine::steps::install::boot_command::{
     BootCommandError, WrittenDuration, parse_duration,
 };
@@ -229,6 +230,35 @@ impl LoginArgs {
     }
 }
 
+/// What configure cleans for cloning, last in the guest: `kiln configure` and `kiln run`.
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// Clean the image for cloning, last in the guest: virt-sysprep's operation names,
+    /// comma-separated; `defaults` (also the flag alone) is all but zero-free-space, `-NAME`
+    /// leaves one out, e.g. --clean=defaults,-ssh-hostkeys,zero-free-space. The operations:
+    /// cloud-init, logfiles (with /var/log/installer), bash-history, package-manager-cache,
+    /// dhcp-client-state, tmp-files, udev-persistent-net, net-hwaddr, passwd-backups,
+    /// machine-id, ssh-hostkeys (regenerated at first boot), zero-free-space.
+    #[arg(
+        long,
+        value_name = "OPERATIONS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "defaults"
+    )]
+    pub clean: Option<Cleanup>,
+}
+
+impl CleanupArgs {
+    /// The choice these flags make (none when the flag is not given).
+    pub fn choices(&self) -> Choices {
+        Choices {
+            cleanup: self.clean.clone(),
+            ..Choices::default()
+        }
+    }
+}
+
 /// How configure logs in: `kiln configure` and `kiln run`.
 #[derive(Debug, Args)]
 pub struct CredentialArgs {
@@ -441,6 +471,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
 
     use super::super::{Args, Command};
+    use crate::engine::steps::configure::Cleanup;
 
     fn parse(words: &[&str]) -> Result<Command, clap::Error> {
         let words = std::iter::once("kiln").chain(words.iter().copied());
@@ -530,6 +561,33 @@ mod tests {
         assert_eq!(choices.user, None, "run keeps the session's user");
         assert!(choices.key.is_some_and(|key| key.is_absolute()));
         assert!(parse(&["install", "x", "--iso", "a", "--key", "id"]).is_err());
+    }
+
+    /// `--clean` alone means the defaults and never swallows the image as its value.
+    #[test]
+    fn clean_alone_is_the_defaults_and_a_list_is_virt_sysprep_s() {
+        let clean = |argv: &[&str]| match parse(argv).unwrap() {
+            Command::Configure(args) => (args.image, args.cleanup.clean),
+            _ => panic!("not configure"),
+        };
+        let (image, chosen) = clean(&["configure", "--clean", "x.qcow2"]);
+        assert_eq!(image.to_str(), Some("x.qcow2"));
+        assert_eq!(chosen, Some(Cleanup::defaults()));
+        let (_, chosen) = clean(&["configure", "x", "--clean=defaults,-ssh-hostkeys"]);
+        assert_eq!(
+            chosen,
+            Some(Cleanup::parse("defaults,-ssh-hostkeys").unwrap())
+        );
+        assert_eq!(clean(&["configure", "x"]).1, None);
+        let error = parse(&["configure", "x", "--clean=bash-histroy"]).unwrap_err();
+        assert!(
+            error.to_string().contains("no clean-up is called"),
+            "{error}"
+        );
+        let Command::Run(args) = parse(&["run", "x", "--clean"]).unwrap() else {
+            panic!("not run");
+        };
+        assert_eq!(args.cleanup.choices().cleanup, Some(Cleanup::defaults()));
     }
 
     #[test]

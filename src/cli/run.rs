@@ -8,7 +8,9 @@ use clap::Args;
 
 use super::check::ProfileArg;
 use super::configure::Variant;
-use super::flags::{CredentialArgs, DestinationArgs, InstallerArgs, positive_duration};
+use super::flags::{
+    CleanupArgs, CredentialArgs, DestinationArgs, InstallerArgs, positive_duration,
+};
 use super::{Exit, Format, report};
 use crate::engine::Step;
 use crate::engine::host::config::{CliOverrides, Dirs, Settings};
@@ -64,6 +66,8 @@ pub struct RunArgs {
     pub installer: InstallerArgs,
     #[command(flatten)]
     pub credentials: CredentialArgs,
+    #[command(flatten)]
+    pub cleanup: CleanupArgs,
     /// Which documented sshd_config configure installs [default: reference].
     #[arg(long, value_enum)]
     pub variant: Option<Variant>,
@@ -93,6 +97,7 @@ impl RunArgs {
     fn choices(&self, overrides: &CliOverrides) -> Result<Choices, String> {
         let mut choices = self.installer.choices()?;
         choices.update(&self.credentials.choices());
+        choices.update(&self.cleanup.choices());
         choices.update(&self.destination.choices()?);
         choices.update(&Choices {
             size: self.size.clone(),

@@ -12,7 +12,7 @@ use super::recipe::{Publish, Recipe, Source};
 use super::session::Choices;
 use super::workflow::{Secrets, Workflow, secret_from_file};
 use crate::engine::host::vcpus::Vcpus;
-use crate::engine::steps::configure::Extras;
+use crate::engine::steps::configure::Cleanup;
 use crate::engine::steps::provision::{ProvisionRequest, ProvisionStep};
 
 /// How long a provisioning machine may take to offer SSH.
@@ -61,9 +61,7 @@ pub fn choices(recipe: &Recipe) -> Choices {
         key: recipe.configure.key.clone(),
         variant: recipe.configure.variant,
         sshd_config: recipe.configure.sshd_config.clone(),
-        zero_free_space: Some(false),
-        clear_machine_id: Some(false),
-        regenerate_host_keys: Some(false),
+        cleanup: Some(Cleanup::none()),
         ..Choices::default()
     };
     if let Source::Base(base) = &recipe.source
@@ -180,7 +178,7 @@ fn secret(
 pub fn provision_request(
     workflow: &Workflow,
     steps: Vec<ProvisionStep>,
-    cleanup: Extras,
+    cleanup: Cleanup,
 ) -> ProvisionRequest {
     let choices = workflow.choices();
     let environment = &workflow.environment;

@@ -30,7 +30,7 @@ use super::task::{self, Cancelled, Reporter, Summary};
 use super::workflow::requests::headless_install_warning;
 use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow, lock};
 use crate::engine::steps::cloud_image;
-use crate::engine::steps::configure::Extras;
+use crate::engine::steps::configure::Cleanup;
 use crate::engine::steps::install::HEADLESS_TIMEOUT;
 use crate::engine::steps::post_build::{self, PostBuildCommand};
 use crate::engine::steps::provision::{self, ProvisionError, ProvisionProgress, ProvisionStep};
@@ -53,7 +53,7 @@ pub enum Stage {
         step: ProvisionStep,
     },
     /// A recipe's cleanup, last in the guest.
-    Cleanup(Extras),
+    Cleanup(Cleanup),
     /// Verify, imitating `profile` (a recipe names each) or the session's choice.
     Verify(Option<Profile>),
     /// Publish to one destination (a recipe names each) or to the session's choice.
@@ -268,7 +268,7 @@ impl Plan {
             let step = step.clone();
             add(Stage::Provision { number, step }, !resume);
         }
-        if recipe.cleanup != Extras::default() {
+        if !recipe.cleanup.is_empty() {
             add(Stage::Cleanup(recipe.cleanup.clone()), !resume);
         }
         for profile in &recipe.verify.profiles {
@@ -678,11 +678,11 @@ impl PlanRun {
     fn start_in_guest(&self, stages: Vec<Stage>, lines: Arc<Mutex<Vec<StageLine>>>) -> StepTask {
         let workflow = self.workflow.clone();
         let mut steps = Vec::new();
-        let mut cleanup = Extras::default();
+        let mut cleanup = Cleanup::none();
         for stage in &stages {
             match stage {
                 Stage::Provision { step, .. } => steps.push(step.clone()),
-                Stage::Cleanup(extras) => cleanup = extras.clone(),
+                Stage::Cleanup(chosen) => cleanup = chosen.clone(),
                 _ => unreachable!("only in-guest stages are grouped"),
             }
         }

@@ -19,7 +19,7 @@ use crate::engine::files::qcow2_header;
 use crate::engine::host::config::toml_problem;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
 use crate::engine::host::vcpus::Vcpus;
-use crate::engine::steps::configure::SshdVariant;
+use crate::engine::steps::configure::{Cleanup, SshdVariant};
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::boot_command::{BootCommand, WrittenDuration};
 use crate::engine::steps::publish::{Namespace, RemotePath, TargetKind};
@@ -192,9 +192,8 @@ pub struct Choices {
     pub variant: Option<SshdVariant>,
     /// An sshd_config file of the person's own, instead of a variant.
     pub sshd_config: Option<PathBuf>,
-    pub zero_free_space: Option<bool>,
-    pub clear_machine_id: Option<bool>,
-    pub regenerate_host_keys: Option<bool>,
+    /// The clean-ups after configure, virt-sysprep's words: `defaults,-ssh-hostkeys`.
+    pub cleanup: Option<Cleanup>,
     /// Driver to imitate when verifying: djinn or srht.
     pub profile: Option<Profile>,
     /// Publish target: djinn, offline, srht or rsync.
@@ -264,9 +263,7 @@ impl Choices {
             key,
             variant,
             sshd_config,
-            zero_free_space,
-            clear_machine_id,
-            regenerate_host_keys,
+            cleanup,
             profile,
             target,
             name,

@@ -101,7 +101,8 @@ impl App {
             Step::Create => self.create.problem(),
             Step::Install => self.install.problem(),
             Step::Publish => self.publish.problem(),
-            Step::Configure | Step::Verify => None,
+            Step::Configure => self.configure.problem(),
+            Step::Verify => None,
         }
     }
 

@@ -10,7 +10,6 @@ use super::{
     Base, Configure, Install, PostBuild, ProvisionEntry, Publish, Reader, Recipe, Source, Written,
 };
 use crate::engine::files::download::{Checksum, Location};
-use crate::engine::steps::configure::Extras;
 use crate::engine::steps::image::is_valid_image_name;
 use crate::engine::steps::install::boot_command::{BootCommand, Position};
 use crate::engine::steps::install::mirror::Mirror;
@@ -84,11 +83,7 @@ impl Reader<'_> {
             source,
             configure: self.configure(w.configure)?,
             provision,
-            cleanup: Extras {
-                zero_free_space: w.cleanup.zero_free_space,
-                clear_machine_id: w.cleanup.clear_machine_id,
-                regenerate_host_keys: w.cleanup.regenerate_host_keys,
-            },
+            cleanup: (w.cleanup.cleanup()).map_err(|e| self.error("cleanup.operations", e))?,
             verify: w.verify,
             publish,
             post_build: w.post_build.map(|p| self.post_build(p)).transpose()?,

@@ -23,8 +23,8 @@
 //! - The types use `session::Choices`' words. What it records as written (size, boot wait,
 //!   key interval, boot command, mirror, the ISO's checksum) is checked and kept as written,
 //!   paths made absolute; the install's timeout is a [`Duration`]. `[[provision]]` and
-//!   `[cleanup]` become the provision step's own [`ProvisionStep`] and [`Extras`].
-//! - Unless set, `[cleanup]` keys are off, `[verify]` profiles are `["djinn"]` and a Djinn
+//!   `[cleanup]` become the provision step's own [`ProvisionStep`] and [`Cleanup`].
+//! - Unless set, `[cleanup]` runs nothing, `[verify]` profiles are `["djinn"]` and a Djinn
 //!   target's token is kiln's usual one. A key a publish target does not read is an error,
 //!   not ignored.
 //! - `--var KEY=VALUE` sets one key before anything is read from the tree: `disk.size=20G`,
@@ -54,7 +54,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::driver::Profile;
-use crate::engine::steps::configure::{Extras, SshdVariant};
+use crate::engine::steps::configure::{Cleanup, SshdVariant};
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::boot_command::{BootCommand, WrittenDuration, parse_duration};
 use crate::engine::steps::provision::ProvisionStep;
@@ -82,7 +82,7 @@ pub struct Recipe {
     /// `[[provision]]`, in order.
     pub provision: Vec<ProvisionStep>,
     /// `[cleanup]`, each off unless set.
-    pub cleanup: Extras,
+    pub cleanup: Cleanup,
     pub verify: Verify,
     pub publish: Vec<Publish>,
     pub post_build: Option<PostBuild>,
@@ -342,13 +342,44 @@ struct Written {
     post_build: Option<PostBuild>,
 }
 
-/// `[cleanup]`, read into [`Extras`].
+/// `[cleanup]`, read into [`Cleanup`]: `operations` in virt-sysprep's words (one string or a
+/// list), and the three switches older recipes use, each adding its operation.
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct CleanupSection {
+    operations: Option<Words>,
     zero_free_space: bool,
     clear_machine_id: bool,
     regenerate_host_keys: bool,
+}
+
+/// `"defaults,-ssh-hostkeys"` or `["defaults", "-ssh-hostkeys"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Words {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl CleanupSection {
+    fn cleanup(&self) -> Result<Cleanup, String> {
+        let mut cleanup = match &self.operations {
+            None => Cleanup::none(),
+            Some(Words::One(text)) => Cleanup::parse(text)?,
+            Some(Words::Many(words)) => Cleanup::parse(&words.join(","))?,
+        };
+        use crate::engine::steps::configure::CleanupOperation as Op;
+        for (on, op) in [
+            (self.zero_free_space, Op::ZeroFreeSpace),
+            (self.clear_machine_id, Op::MachineId),
+            (self.regenerate_host_keys, Op::SshHostkeys),
+        ] {
+            if on {
+                cleanup.insert(op);
+            }
+        }
+        Ok(cleanup)
+    }
 }
 
 #[derive(Deserialize)]
@@ -471,11 +502,7 @@ mod tests {
         );
         assert_eq!(
             recipe.cleanup,
-            Extras {
-                zero_free_space: true,
-                clear_machine_id: true,
-                regenerate_host_keys: true,
-            }
+            Cleanup::parse("defaults,-tmp-files,zero-free-space").unwrap()
         );
         assert_eq!(recipe.verify.profiles, vec![Profile::Djinn, Profile::Srht]);
         let [djinn, offline, srht, rsync] = &recipe.publish[..] else {
@@ -533,9 +560,9 @@ to = "/etc/motd"
 shell = "scripts/setup.sh"
 env = { TOOLCHAIN = "stable" }
 [cleanup]
+operations = ["defaults", "-tmp-files", "-machine-id"]
 zero_free_space = true
 clear_machine_id = true
-regenerate_host_keys = true
 [verify]
 profiles = ["djinn", "srht"]
 [[publish]]
@@ -567,7 +594,7 @@ command = "scripts/notify.sh"
         let recipe = Fixture::new().load(MINIMAL, &[]).unwrap();
         assert_eq!(recipe.disk, Disk::default());
         assert_eq!(recipe.configure, Configure::default());
-        assert_eq!(recipe.cleanup, Extras::default());
+        assert!(recipe.cleanup.is_empty());
         assert_eq!(recipe.verify.profiles, vec![Profile::Djinn]);
         assert!(recipe.provision.is_empty() && recipe.publish.is_empty());
         assert!(recipe.post_build.is_none());

@@ -111,7 +111,10 @@ mod tests {
         assert_eq!(install.iso, Some(fixture.path("debian-12-netinst.iso")));
         assert_eq!(install.http_port, Some(8100));
         assert!(install.kernel_boot);
-        assert!(recipe.cleanup.zero_free_space);
+        assert!(
+            (recipe.cleanup)
+                .contains(crate::engine::steps::configure::CleanupOperation::ZeroFreeSpace)
+        );
         assert_eq!(
             recipe.publish[0].namespace.as_ref().map(|ns| ns.as_str()),
             Some("images")

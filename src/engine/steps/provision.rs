@@ -1,6 +1,6 @@
 //! Provisioning: after configure, boot the image writable, log in as root (the way the CI
 //! driver will), copy the person's files in and run their scripts in order with their output
-//! streamed, then clean up for cloning (machine ID, host keys, free space) and power off.
+//! streamed, then clean up for cloning (the operations of `configure::cleanup`) and power off.
 //! A failing script fails the step with its last lines; nothing after it runs.
 
 use std::collections::BTreeMap;
@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::configure::{
-    CLEANUP_TIMEOUT, CLEAR_MACHINE_ID, Extras, REGENERATE_HOST_KEYS, ZERO_FREE_SPACE, power_off,
-    shell_quote,
+    Cleanup, CleanupFailed, CleanupOperation, power_off, run_cleanup, shell_quote,
 };
 use super::verify::{self, DiskRefusal};
 use crate::engine::guest::machine::{
@@ -53,7 +52,7 @@ pub struct ProvisionRequest {
     pub cpus: Vcpus,
     pub steps: Vec<ProvisionStep>,
     /// Run last in the guest, so clones start clean.
-    pub cleanup: Extras,
+    pub cleanup: Cleanup,
     pub boot_deadline: Duration,
     pub record_dir: Option<PathBuf>,
 }
@@ -104,8 +103,8 @@ pub enum ProvisionError {
         status: String,
         last_lines: String,
     },
-    #[error("cleanup `{what}` failed: {stderr}")]
-    Cleanup { what: &'static str, stderr: String },
+    #[error(transparent)]
+    Cleanup(#[from] CleanupFailed),
     #[error("QEMU ended during provisioning: {0}")]
     MachineEnded(String),
     #[error(transparent)]
@@ -128,7 +127,7 @@ pub async fn provision(
         cpus: request.cpus,
         disk: image_path.clone(),
         snapshot: false,
-        discard: request.cleanup.zero_free_space,
+        discard: request.cleanup.contains(CleanupOperation::ZeroFreeSpace),
         cdrom: None,
         kernel: None,
         ssh_forward_from: Some(FIRST_SSH_PORT),
@@ -199,9 +198,9 @@ async fn work_in_guest(
         };
         progress(ProvisionProgress::Done(index, done));
     }
-    if request.cleanup != Extras::default() {
+    if !request.cleanup.is_empty() {
         progress(ProvisionProgress::Began(request.steps.len()));
-        let done = clean_up(&session, &request.cleanup, reporter).await?;
+        let done = run_cleanup(&session, &request.cleanup, reporter).await?;
         progress(ProvisionProgress::Done(request.steps.len(), done));
     }
     Ok(session)
@@ -349,53 +348,6 @@ impl Lines {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-/// The cleanup a clone needs, last in the guest; says what it did.
-async fn clean_up(
-    session: &Session,
-    cleanup: &Extras,
-    reporter: &Reporter,
-) -> Result<String, ProvisionError> {
-    let steps: [(bool, &'static str, &str); 3] = [
-        (
-            cleanup.clear_machine_id,
-            "clear /etc/machine-id",
-            CLEAR_MACHINE_ID,
-        ),
-        (
-            cleanup.regenerate_host_keys,
-            "remove SSH host keys (regenerated at first boot)",
-            REGENERATE_HOST_KEYS,
-        ),
-        (
-            cleanup.zero_free_space,
-            "zero free space and trim",
-            ZERO_FREE_SPACE,
-        ),
-    ];
-    let mut done = Vec::new();
-    for (wanted, what, command) in steps {
-        if !wanted {
-            continue;
-        }
-        reporter.info(format!("cleanup: {what}…"));
-        let out = session
-            .exec(command, None, &[], CLEANUP_TIMEOUT)
-            .await
-            .map_err(|error| ProvisionError::Ssh {
-                what: format!("cleanup: {what}"),
-                error,
-            })?;
-        if !out.success() {
-            return Err(ProvisionError::Cleanup {
-                what,
-                stderr: out.stderr_text(),
-            });
-        }
-        done.push(what);
-    }
-    Ok(format!("cleanup: {}", done.join(", ")))
 }
 
 #[cfg(test)]

@@ -483,7 +483,7 @@ async fn work(
                 .map_err(StepError::from)
         }
         Step::Verify => {
-            let request = requests::verify_request(image, choices, environment, options);
+            let request = requests::verify_request(image, choices, secrets, environment, options);
             verify::verify(request, reporter)
                 .await
                 .map(StepResult::Verified)

@@ -12,7 +12,7 @@ use crate::engine::guest::ssh::Auth;
 use crate::engine::host::vcpus::Vcpus;
 use crate::engine::session::Choices;
 use crate::engine::steps::cloud_image::CloudInit;
-use crate::engine::steps::configure::{ConfigureRequest, Extras, SshdConfig, SshdVariant};
+use crate::engine::steps::configure::{ConfigureRequest, SshdConfig, SshdVariant};
 use crate::engine::steps::image::CreateRequest;
 use crate::engine::steps::image::DiskSize;
 use crate::engine::steps::install::boot_command::{WrittenDuration, human_duration};
@@ -24,7 +24,7 @@ use crate::engine::steps::install::{InstallRequest, Installer};
 use crate::engine::steps::publish::{
     self, Compaction, PublishError, PublishRequest, PublishTarget, TargetKind,
 };
-use crate::engine::steps::verify::VerifyRequest;
+use crate::engine::steps::verify::{KnownPasswords, VerifyRequest};
 
 /// The size a new disk gets when nobody said: enough for a CI image, under Djinn's 20 GB.
 pub const DEFAULT_SIZE: &str = "10G";
@@ -285,11 +285,7 @@ pub fn configure_request(
         auth,
         sudo_password: password,
         sshd_config,
-        extras: Extras {
-            zero_free_space: choices.zero_free_space.unwrap_or(false),
-            clear_machine_id: choices.clear_machine_id.unwrap_or(false),
-            regenerate_host_keys: choices.regenerate_host_keys.unwrap_or(false),
-        },
+        cleanup: choices.cleanup.clone().unwrap_or_default(),
         accelerator: environment.accelerator,
         memory_mib,
         cpus,
@@ -306,6 +302,7 @@ pub fn configure_request(
 pub fn verify_request(
     image: &Path,
     choices: &Choices,
+    secrets: &Secrets,
     environment: &Environment,
     options: &StepOptions,
 ) -> VerifyRequest {
@@ -315,6 +312,8 @@ pub fn verify_request(
         profile: (!options.static_only).then_some(profile),
         deadline: options.timeout.unwrap_or(BOOT_DEADLINE),
         record_dir: environment.record_dir.clone(),
+        // The password configure logged in with must not be left in a file of the image.
+        passwords: KnownPasswords::new(secrets.password.clone()),
     }
 }
 
@@ -523,7 +522,7 @@ mod tests {
             );
         }
 
-        let verify = verify_request(image, &choices, &environment(), &options);
+        let verify = verify_request(image, &choices, &secrets, &environment(), &options);
         assert_eq!(
             verify.profile.unwrap(),
             DriverProfile::srht(Accelerator::Tcg)

@@ -1,12 +1,12 @@
-//! The Configure screen: credentials from the install, the sshd_config variant, the extras.
+//! The Configure screen: credentials from the install, the sshd_config variant, the clean-ups.
 
 use std::path::PathBuf;
 
 use super::run::StepRun;
 use crate::engine::session::Choices;
-use crate::engine::steps::configure::SshdVariant;
+use crate::engine::steps::configure::{Cleanup, CleanupOperation, SshdVariant};
 use crate::engine::workflow::Secrets;
-use crate::tui::widgets::form::{Field, Form};
+use crate::tui::widgets::form::{Field, Form, FormProblem};
 
 pub struct ConfigureScreen {
     pub form: Form,
@@ -23,15 +23,9 @@ impl ConfigureScreen {
                 Field::path("key", "Key file", ""),
                 Field::secret("passphrase", "Key pass"),
                 Field::choice("variant", "sshd", vec!["reference", "pam"]),
+                // virt-sysprep's words, as `kiln configure --clean=` takes them.
+                Field::text("clean", "Clean", "defaults"),
                 Field::check("zero", "zero free space + fstrim (for compaction)"),
-                Field::check(
-                    "machine-id",
-                    "clear /etc/machine-id (each clone gets its own)",
-                ),
-                Field::check(
-                    "host-keys",
-                    "remove SSH host keys, regenerate at first boot",
-                ),
                 Field::button("Configure"),
             ]),
             run: StepRun::default(),
@@ -46,11 +40,24 @@ impl ConfigureScreen {
             user: Some(form.text("user")),
             key: (!key.is_empty()).then(|| PathBuf::from(key)),
             variant: SshdVariant::from_name(form.choice("variant")),
-            zero_free_space: Some(form.checked("zero")),
-            clear_machine_id: Some(form.checked("machine-id")),
-            regenerate_host_keys: Some(form.checked("host-keys")),
+            cleanup: self.cleanup().ok(),
             ..Choices::default()
         }
+    }
+
+    /// The clean-ups typed, with the zero-free-space box.
+    fn cleanup(&self) -> Result<Cleanup, String> {
+        let mut cleanup = Cleanup::parse(&self.form.text("clean"))?;
+        if self.form.checked("zero") {
+            cleanup.insert(CleanupOperation::ZeroFreeSpace);
+        }
+        Ok(cleanup)
+    }
+
+    /// A clean-up list configure would refuse: the step is not started.
+    pub fn problem(&self) -> Option<FormProblem> {
+        let error = self.cleanup().err()?;
+        Some(FormProblem::new("clean", "known clean-ups", error))
     }
 
     /// The password (sudo's too) and key passphrase typed this time.
@@ -74,14 +81,12 @@ impl ConfigureScreen {
         if let Some(variant) = &choices.variant {
             form.set_choice("variant", variant.name());
         }
-        for (field, value) in [
-            ("zero", choices.zero_free_space),
-            ("machine-id", choices.clear_machine_id),
-            ("host-keys", choices.regenerate_host_keys),
-        ] {
-            if let Some(on) = value {
-                form.set_checked(field, on);
-            }
+        if let Some(cleanup) = &choices.cleanup {
+            let zero = cleanup.contains(CleanupOperation::ZeroFreeSpace);
+            let mut rest = cleanup.clone();
+            rest.remove(CleanupOperation::ZeroFreeSpace);
+            form.set_text("clean", &rest.written());
+            form.set_checked("zero", zero);
         }
     }
 }

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use base64::Engine;
 
+mod cleanup;
 mod root_shell;
 
+pub use cleanup::{Cleanup, CleanupFailed, CleanupOperation, run_cleanup};
 pub use root_shell::RootShell;
 
 use super::cloud_image::{self, BUILD_USER, CloudImageError, CloudInit, Seed};
@@ -37,7 +39,7 @@ const CANDIDATE: &str = "/etc/ssh/sshd_config.kiln-new";
 /// The first port tried for SSH forwarding, as the Djinn driver does.
 pub const FIRST_SSH_PORT: u16 = 2222;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-/// The clean-ups (configure's extras, provisioning's cleanup): zeroing the free space of a big
+/// Each clean-up operation (after configure's proof, or after provisioning): zeroing the free space of a big
 /// disk under TCG takes minutes.
 pub(crate) const CLEANUP_TIMEOUT: Duration = Duration::from_secs(600);
 const PROOF_DEADLINE: Duration = Duration::from_secs(60);
@@ -91,17 +93,6 @@ impl SshdVariant {
     }
 }
 
-/// The optional clean-ups, all off by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extras {
-    /// Zero free space and fstrim, so `publish --compact` can shrink the image.
-    pub zero_free_space: bool,
-    /// Empty /etc/machine-id so every clone gets its own at first boot.
-    pub clear_machine_id: bool,
-    /// Remove SSH host keys and install a first-boot unit that regenerates them.
-    pub regenerate_host_keys: bool,
-}
-
 /// What `kiln configure` was asked to do.
 #[derive(Clone)]
 pub struct ConfigureRequest {
@@ -111,7 +102,8 @@ pub struct ConfigureRequest {
     /// For a non-root user: the password sudo asks for (fed on stdin, never in argv).
     pub sudo_password: Option<String>,
     pub sshd_config: SshdConfig,
-    pub extras: Extras,
+    /// Run last, after the proof, through root's own session.
+    pub cleanup: Cleanup,
     pub accelerator: Accelerator,
     pub memory_mib: u32,
     pub cpus: Vcpus,
@@ -135,7 +127,7 @@ impl std::fmt::Debug for ConfigureRequest {
                 &self.sudo_password.as_ref().map(|_| "<redacted>"),
             )
             .field("sshd_config", &self.sshd_config)
-            .field("extras", &self.extras)
+            .field("cleanup", &self.cleanup)
             .field("accelerator", &self.accelerator)
             .field("memory_mib", &self.memory_mib)
             .field("cpus", &self.cpus)
@@ -198,6 +190,8 @@ pub enum ConfigureError {
         "you declined the change; nothing in the image was modified and the guest was shut down"
     )]
     Declined,
+    #[error("{0} (sshd_config and root's password are already changed and proven)")]
+    Cleanup(#[from] CleanupFailed),
     #[error(transparent)]
     Cancelled(#[from] Cancelled),
     #[error(transparent)]
@@ -283,11 +277,10 @@ async fn inspect(shell: &mut RootShell, new: &str) -> Result<Inspection, Configu
 
 /// The one privileged round-trip that makes the change, in the order that cannot lock anyone
 /// out: back up the old file (an existing backup is kept), write the new one beside it, check
-/// it with `sshd -t`, print what it is about to change (root's password hash, and the machine
-/// ID when asked) so a failed proof can put it back, rename it over the old one, `passwd -d
-/// root`, restart sshd (open sessions stay). Each step is named on stderr before it runs, so a
-/// failure says which.
-fn apply_script(new: &str, clear_machine_id: bool) -> String {
+/// it with `sshd -t`, print root's password hash so a failed proof can put it back, rename it
+/// over the old one, `passwd -d root`, restart sshd (open sessions stay). Each step is named on
+/// stderr before it runs, so a failure says which. (The clean-ups wait for the proof.)
+fn apply_script(new: &str) -> String {
     let encoded = base64::engine::general_purpose::STANDARD.encode(new.as_bytes());
     let mut steps = vec![
         format!("step 'backing up {SSHD_CONFIG}'; [ -e {BACKUP} ] || cp -p {SSHD_CONFIG} {BACKUP}"),
@@ -299,20 +292,13 @@ fn apply_script(new: &str, clear_machine_id: bool) -> String {
         ),
         "step \"reading root's password hash\"; echo \"root-hash $(getent shadow root | cut -d: -f2)\"".into(),
     ];
-    if clear_machine_id {
-        steps.push(
-            "step 'reading /etc/machine-id'; echo \"machine-id $(cat /etc/machine-id)\"".into(),
-        );
-    }
     steps.push(format!(
         "step 'installing sshd_config'; mv {CANDIDATE} {SSHD_CONFIG} && sync"
     ));
-    steps.push("step \"removing root's password\"; passwd -d root >/dev/null".into());
-    if clear_machine_id {
-        steps.push(format!(
-            "step 'emptying /etc/machine-id'; {CLEAR_MACHINE_ID}"
-        ));
-    }
+    // passwd keeps the old file as /etc/shadow-: without this, root's old hash would stay there.
+    steps.push(
+        "step \"removing root's password\"; passwd -d root >/dev/null && { [ ! -e /etc/shadow- ] || cp -p /etc/shadow /etc/shadow-; }".into(),
+    );
     steps.push(format!("step 'restarting sshd'; {RESTART_SSHD}"));
     format!(
         "step() {{ echo \"kiln-step: $1\" >&2; }}; set -e; {}",
@@ -387,7 +373,7 @@ pub async fn configure(
         ssh_forward_from: Some(FIRST_SSH_PORT),
         no_reboot: false,
         vnc: true,
-        discard: request.extras.zero_free_space,
+        discard: request.cleanup.contains(CleanupOperation::ZeroFreeSpace),
         serial_log: serial_log_path(&image_path, "configure"),
         record_dir: request.record_dir.clone(),
         driver: None,
@@ -509,20 +495,15 @@ async fn change(
     }
 
     reporter.info(format!(
-        "backing up {SSHD_CONFIG} to {BACKUP} (kept if one exists), writing the new sshd_config beside it and checking it with sshd -t, then installing it (atomic rename), removing root's password (passwd -d root){}, restarting sshd (this session stays open)",
-        match request.extras.clear_machine_id {
-            true => ", emptying /etc/machine-id",
-            false => "",
-        }
+        "backing up {SSHD_CONFIG} to {BACKUP} (kept if one exists), writing the new sshd_config beside it and checking it with sshd -t, then installing it (atomic rename), removing root's password (passwd -d root), restarting sshd (this session stays open)"
     ));
-    let script = apply_script(new, request.extras.clear_machine_id);
+    let script = apply_script(new);
     let printed = shell.run(&script, "changing sshd_config").await?;
     // What the change replaced, kept here so a failed proof can put every bit of it back
     // (the hash goes back with chpasswd -e; nothing is written aside).
     let root_hash = printed_value(&printed, "root-hash")
         .unwrap_or_default()
         .to_string();
-    let machine_id = printed_value(&printed, "machine-id").map(str::to_string);
 
     reporter.info("proving it: a new SSH login as root with an empty password…");
     let proof_target = SshTarget {
@@ -538,26 +519,19 @@ async fn change(
                 "root login failed ({error}); putting back everything configure changed"
             ));
             let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
-            let mut undo = vec![(
-                "root's password",
-                format!(
-                    "echo {} | base64 -d | chpasswd -e",
-                    b64(&format!("root:{root_hash}"))
-                ),
-            )];
-            if let Some(id) = &machine_id {
-                undo.push((
-                    "/etc/machine-id",
+            let undo = [
+                (
+                    "root's password",
                     format!(
-                        "echo {} | base64 -d > /etc/machine-id",
-                        b64(&format!("{id}\n"))
+                        "echo {} | base64 -d | chpasswd -e",
+                        b64(&format!("root:{root_hash}"))
                     ),
-                ));
-            }
-            undo.push((
-                "the old sshd_config",
-                format!("cp -p {BACKUP} {SSHD_CONFIG} && sync && {RESTART_SSHD}"),
-            ));
+                ),
+                (
+                    "the old sshd_config",
+                    format!("cp -p {BACKUP} {SSHD_CONFIG} && sync && {RESTART_SSHD}"),
+                ),
+            ];
             let (mut restored, mut not_restored) = (Vec::new(), Vec::new());
             for (what, command) in undo {
                 match shell.run(&command, what).await {
@@ -586,30 +560,14 @@ async fn change(
     // From here on root's own session does the work.
     shell.close().await;
     session.close().await;
-    let extras = [
-        (
-            request.extras.regenerate_host_keys,
-            "removing SSH host keys; a first-boot unit regenerates them (ssh-keygen -A)",
-            REGENERATE_HOST_KEYS,
-            "regenerating host keys",
-        ),
-        (
-            request.extras.zero_free_space,
-            "zeroing free space and trimming (this takes a while on a large disk)…",
-            ZERO_FREE_SPACE,
-            "zeroing free space",
-        ),
-    ];
-    if extras.iter().any(|(wanted, ..)| *wanted) {
-        let mut root_shell = RootShell::open(&root_session, "root", None).await?;
-        for (_, said, script, what) in extras.into_iter().filter(|(wanted, ..)| *wanted) {
-            reporter.info(said);
-            root_shell.run_within(script, what, CLEANUP_TIMEOUT).await?;
-        }
-        root_shell.close().await;
-    }
+    // Last in the guest, through root's own session: a cloud image's seed, build user and
+    // cloud-init state first, then what the build left behind (the logs of that clean-up
+    // too; zero-free-space, when chosen, last of all).
     if let Some(cloud) = &request.cloud_init {
         cloud_image::clean_up(&root_session, cloud, reporter).await?;
+    }
+    if !request.cleanup.is_empty() {
+        run_cleanup(&root_session, &request.cleanup, reporter).await?;
     }
     Ok((
         Configured {
@@ -625,20 +583,6 @@ const RESTART_SSHD: &str = "if command -v systemctl >/dev/null 2>&1 && [ -d /run
      systemctl restart ssh 2>/dev/null || systemctl restart sshd; \
      elif [ -x /etc/init.d/ssh ]; then /etc/init.d/ssh restart; \
      else /etc/init.d/sshd restart; fi";
-
-/// An empty machine ID makes systemd give each clone its own at first boot.
-pub(crate) const CLEAR_MACHINE_ID: &str =
-    "truncate -s 0 /etc/machine-id && rm -f /var/lib/dbus/machine-id";
-
-/// Debian does not recreate host keys by itself, so removing them needs a unit that does.
-pub(crate) const REGENERATE_HOST_KEYS: &str = "[ -d /run/systemd/system ] || { echo 'needs systemd to regenerate keys at boot' >&2; exit 1; }; \
-     printf '%s\\n' '[Unit]' 'Description=Regenerate SSH host keys (kiln)' 'Before=ssh.service sshd.service' \
-       'ConditionPathExistsGlob=!/etc/ssh/ssh_host_*_key' '[Service]' 'Type=oneshot' 'ExecStart=/usr/bin/ssh-keygen -A' \
-       '[Install]' 'WantedBy=multi-user.target' > /etc/systemd/system/kiln-ssh-host-keys.service && \
-     systemctl enable kiln-ssh-host-keys.service && rm -f /etc/ssh/ssh_host_*";
-
-pub(crate) const ZERO_FREE_SPACE: &str =
-    "dd if=/dev/zero of=/kiln-zero bs=1M 2>/dev/null; rm -f /kiln-zero; sync; fstrim -av || true";
 
 /// Power the guest off through root's session and wait for QEMU to exit (it does once the
 /// guest is off), pressing the power button only if it takes too long. No fixed sleep: the
@@ -720,7 +664,7 @@ mod tests {
     /// the old state is printed before it is replaced, sshd restarts last.
     #[test]
     fn the_change_is_made_in_an_order_that_cannot_lock_anyone_out() {
-        let script = apply_script(REFERENCE_SSHD_CONFIG, true);
+        let script = apply_script(REFERENCE_SSHD_CONFIG);
         let at = |needle: &str| {
             script
                 .find(needle)
@@ -731,15 +675,13 @@ mod tests {
             at(&format!("> {CANDIDATE}")),
             at(&format!("sshd -t -f {CANDIDATE}")),
             at("getent shadow root"),
-            at("cat /etc/machine-id"),
             at(&format!("mv {CANDIDATE} {SSHD_CONFIG}")),
             at("passwd -d root"),
-            at(CLEAR_MACHINE_ID),
             at(RESTART_SSHD),
         ];
         assert!(order.is_sorted(), "{order:?}\n{script}");
         assert!(script.starts_with("step() {") && script.contains("set -e;"));
-        assert!(!apply_script(REFERENCE_SSHD_CONFIG, false).contains("machine-id"));
+        assert!(!script.contains("machine-id"));
 
         let printed = "root-hash $y$j9T$abc\nmachine-id 0123\n";
         assert_eq!(printed_value(printed, "root-hash"), Some("$y$j9T$abc"));

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::diagnose::{Cause, Probes, glob_matches};
+use super::leftovers::{KnownPasswords, NO_PASSWORDS_LEFT, no_passwords_left};
 use crate::engine::check::{Check, Verdict};
 use crate::engine::driver::DriverProfile;
 use crate::engine::guest::machine::{
@@ -18,7 +19,7 @@ use crate::engine::host::vcpus::Vcpus;
 use crate::engine::task::Reporter;
 
 /// Ids and names of the dynamic checks, in the order the driver meets them.
-pub const BOOT_CHECKS: [(&str, &str); 10] = [
+pub const BOOT_CHECKS: [(&str, &str); 11] = [
     ("boots", "boots (serial console output)"),
     ("ssh-port", "SSH port answers"),
     ("ssh-banner", "SSH banner"),
@@ -32,6 +33,7 @@ pub const BOOT_CHECKS: [(&str, &str); 10] = [
     ),
     ("artifact", "artifact downloaded by SFTP glob"),
     ("ready-time", "time from QEMU start to SSH ready"),
+    NO_PASSWORDS_LEFT,
 ];
 
 const FIRST_PORT: u16 = 2222;
@@ -46,6 +48,8 @@ pub struct BootRequest {
     /// How long SSH may take to come up (the Djinn driver waits 5 minutes).
     pub deadline: Duration,
     pub record_dir: Option<PathBuf>,
+    /// Searched for in the image's files as plain text (with hashes and installer answers).
+    pub passwords: KnownPasswords,
 }
 
 /// The machine could not even be started: the checks could not run (exit 2, not 1).
@@ -335,6 +339,7 @@ async fn procedure(
         .fix("disable it for CI boots: touch /etc/cloud/cloud-init.disabled in the image (kiln run --base does this for a cloud image)"),
         None => Check::new(id, name, Verdict::Pass, ready),
     });
+    checks.push(no_passwords_left(&session, user, &request.passwords, reporter).await);
     session.close().await;
     checks
 }

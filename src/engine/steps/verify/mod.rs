@@ -3,6 +3,7 @@
 
 pub mod boot;
 mod diagnose;
+mod leftovers;
 mod static_checks;
 
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use leftovers::KnownPasswords;
 pub use static_checks::static_checks;
 
 use crate::engine::check::{Check, Verdict, failures};
@@ -25,6 +27,8 @@ pub struct VerifyRequest {
     pub profile: Option<DriverProfile>,
     pub deadline: Duration,
     pub record_dir: Option<PathBuf>,
+    /// Passwords the flow knows, searched for in the image's files.
+    pub passwords: KnownPasswords,
 }
 
 /// Every check's verdict, in order, for the TUI checklist and the reports.
@@ -102,6 +106,7 @@ pub async fn verify(request: VerifyRequest, reporter: Reporter) -> Result<Report
         profile: profile.clone(),
         deadline: request.deadline,
         record_dir: request.record_dir.clone(),
+        passwords: request.passwords.clone(),
     };
     // The boot checks report themselves (before a failed run holds its machine).
     let boot_checks = boot::boot_checks(&boot, &reporter).await?;

@@ -500,6 +500,7 @@ mod tests {
                 profile: Some(DriverProfile::djinn(Accelerator::Tcg)),
                 deadline: std::time::Duration::from_secs(300),
                 record_dir: None,
+                passwords: Default::default(),
             };
             let task = task::spawn("check", TaskOptions::default(), |r| verify(request, r));
             let report = task.result().await.unwrap();
