@@ -205,9 +205,14 @@ struct Shared {
     connections: Mutex<Vec<Connection>>,
 }
 
+/// A connection being served: a second handle on its socket, so dropping the server can shut
+/// it down. Removed by its own thread when it ends — a handle kept past that would keep the
+/// socket open, and a client still writing a body the server stopped reading would wait
+/// forever instead of being reset.
 struct Connection {
+    id: u64,
     stream: TcpStream,
-    thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 #[derive(Default)]
@@ -314,8 +319,8 @@ impl Drop for DjinnServer {
         for connection in &connections {
             let _ = connection.stream.shutdown(Shutdown::Both);
         }
-        for connection in connections {
-            let _ = connection.thread.join();
+        for thread in connections.into_iter().filter_map(|c| c.thread) {
+            let _ = thread.join();
         }
     }
 }
@@ -327,7 +332,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for stream in listener.incoming() {
+    for (id, stream) in (0u64..).zip(listener.incoming()) {
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -338,21 +343,30 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok(handle) = stream.try_clone() else {
             continue;
         };
+        // Listed before the thread starts, so the thread's own removal always finds it.
+        lock(&shared.connections).push(Connection {
+            id,
+            stream: handle,
+            thread: None,
+        });
         let thread = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("djinn-conn".into())
-                .spawn(move || serve_connection(stream, &shared))
-        };
-        let Ok(thread) = thread else {
-            continue;
+                .spawn(move || {
+                    serve_connection(stream, &shared);
+                    lock(&shared.connections).retain(|c| c.id != id);
+                })
         };
         let mut connections = lock(&shared.connections);
-        connections.retain(|c| !c.thread.is_finished());
-        connections.push(Connection {
-            stream: handle,
-            thread,
-        });
+        match thread {
+            Ok(thread) => {
+                if let Some(connection) = connections.iter_mut().find(|c| c.id == id) {
+                    connection.thread = Some(thread);
+                }
+            }
+            Err(_) => connections.retain(|c| c.id != id),
+        }
     }
 }
 
