@@ -618,12 +618,7 @@ fn an_interrupted_copy_leaves_no_file_behind() {
     support::wait_while_running(&mut child, "the copy began", || {
         dir.is_dir() && !temp_files(&dir).is_empty()
     });
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
+    let out = support::interrupt(child);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cancelled"), "{stderr}");

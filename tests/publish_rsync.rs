@@ -496,12 +496,7 @@ fn stopping_kiln_mid_copy_stops_rsync_and_keeps_the_part_for_the_next_publish() 
     support::wait_while_running(&mut child, "8 MiB arrived", || {
         std::fs::metadata(&partial).map_or(0, |m| m.len()) >= 8 << 20
     });
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
+    let out = support::interrupt(child);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{}", setup.explain(&out));
     assert!(

@@ -217,6 +217,16 @@ pub fn wait_while_running(child: &mut Child, what: &str, began: impl Fn() -> boo
     }
 }
 
+/// Ctrl-C for `child` (SIGINT, as a terminal sends it), then all it wrote and how it ended.
+pub fn interrupt(child: Child) -> Output {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    child.wait_with_output().unwrap()
+}
+
 /// What `sha256sum FILE` prints in `dir`: the line a checksum file kiln writes must equal.
 pub fn sha256sum_line(dir: &Path, file: &str) -> String {
     let out = Command::new("sha256sum")
