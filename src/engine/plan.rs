@@ -617,7 +617,7 @@ impl PlanRun {
                         .as_ref()
                         .map_or(String::new(), |size| format!(", grown to {size}"))
                 ));
-                let copy = cloud_image::copy_base(&base, &image, choices.size.as_ref());
+                let copy = cloud_image::copy_base(&base, &image, choices.size.as_ref(), &reporter);
                 let sha256 = tokio::select! {
                     copied = copy => copied.map_err(cannot)?,
                     _ = reporter.cancelled() => {

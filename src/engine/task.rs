@@ -236,6 +236,24 @@ pub struct Task<T, E> {
     join: JoinHandle<Result<T, E>>,
 }
 
+/// A reporter for a unit test of code that reports: its task was spawned and dropped, so
+/// what it reports goes nowhere and it is never cancelled.
+#[cfg(test)]
+pub fn test_reporter() -> Reporter {
+    struct Nothing;
+    impl Summary for Nothing {
+        fn summary(&self) -> String {
+            String::new()
+        }
+    }
+    let mut reporter = None;
+    let _ = spawn("test", TaskOptions::default(), |r: Reporter| {
+        reporter = Some(r);
+        async { Ok::<_, String>(Nothing) }
+    });
+    reporter.expect("spawn hands the reporter over at once")
+}
+
 /// Start `work` as a background step that reports through the [`Reporter`] it is given.
 pub fn spawn<T, E, F, Fut>(title: impl Into<String>, options: TaskOptions, work: F) -> Task<T, E>
 where

@@ -8,13 +8,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 pub mod seed;
 
 pub use seed::{BUILD_USER, Seed};
 
-use crate::engine::files::qcow2_header;
+use crate::engine::files::{iso, qcow2_header};
 use crate::engine::guest::ssh::{OutputStream, Session};
 use crate::engine::host::process::run_tool;
 use crate::engine::host::temp_file::{TempFile, parent_dir};
@@ -60,6 +58,7 @@ pub async fn copy_base(
     base: &Path,
     image: &Path,
     size: Option<&DiskSize>,
+    reporter: &Reporter,
 ) -> Result<String, String> {
     let name = image
         .file_name()
@@ -81,67 +80,55 @@ pub async fn copy_base(
     };
     let temp = TempFile::create(&parent_dir(image), &name, "base")
         .map_err(|e| format!("cannot write beside {}: {e}", image.display()))?;
-    let hashing = sha256_of(base.to_path_buf());
-    run_tool(
-        "qemu-img",
-        [
-            "convert".as_ref(),
-            "-f".as_ref(),
-            format.as_ref(),
-            "-O".as_ref(),
-            "qcow2".as_ref(),
-            "-o".as_ref(),
-            "compat=1.1".as_ref(),
-            base.as_os_str(),
-            temp.path().as_os_str(),
-        ],
-        QEMU_IMG_TIMEOUT,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if let Some(size) = size {
-        let info = crate::engine::steps::image::image_info(temp.path())
-            .await
-            .map_err(|e| e.to_string())?;
-        if size.size().bytes() > info.virtual_size {
-            run_tool(
-                "qemu-img",
-                [
-                    "resize".as_ref(),
-                    "-q".as_ref(),
-                    temp.path().as_os_str(),
-                    size.size().bytes().to_string().as_ref(),
-                ],
-                QEMU_IMG_TIMEOUT,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        }
-    }
-    let digest = hashing
+    let copy = async {
+        run_tool(
+            "qemu-img",
+            [
+                "convert".as_ref(),
+                "-f".as_ref(),
+                format.as_ref(),
+                "-O".as_ref(),
+                "qcow2".as_ref(),
+                "-o".as_ref(),
+                "compat=1.1".as_ref(),
+                base.as_os_str(),
+                temp.path().as_os_str(),
+            ],
+            QEMU_IMG_TIMEOUT,
+        )
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("cannot read {}: {e}", base.display()))?;
+        .map_err(|e| e.to_string())?;
+        if let Some(size) = size {
+            let info = crate::engine::steps::image::image_info(temp.path())
+                .await
+                .map_err(|e| e.to_string())?;
+            if size.size().bytes() > info.virtual_size {
+                run_tool(
+                    "qemu-img",
+                    [
+                        "resize".as_ref(),
+                        "-q".as_ref(),
+                        temp.path().as_os_str(),
+                        size.size().bytes().to_string().as_ref(),
+                    ],
+                    QEMU_IMG_TIMEOUT,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    };
+    // Hashed while qemu-img copies: both read the base, which the page cache then serves once.
+    let hashing = async {
+        iso::sha256_file(base, reporter)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    let ((), digest) = tokio::try_join!(copy, hashing)?;
     temp.rename_to(image)
         .map_err(|e| format!("cannot rename the copy to {}: {e}", image.display()))?;
     Ok(digest)
-}
-
-/// The SHA-256 of a file, in the background.
-fn sha256_of(path: PathBuf) -> tokio::task::JoinHandle<std::io::Result<String>> {
-    tokio::task::spawn_blocking(move || {
-        let mut file = std::fs::File::open(&path)?;
-        let mut digest = Sha256::new();
-        let mut buffer = vec![0u8; 1 << 20];
-        loop {
-            let read = std::io::Read::read(&mut file, &mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            digest.update(&buffer[..read]);
-        }
-        Ok(hex::encode(digest.finalize()))
-    })
 }
 
 /// Follow `cloud-init status --wait` over SSH, showing cloud-init's own progress lines
@@ -312,7 +299,9 @@ mod tests {
         let base = dir.path().join("base.qcow2");
         crate::engine::test_images::backed_by_host_file(&base).await;
         let image = dir.path().join("ci.qcow2");
-        let error = copy_base(&base, &image, None).await.unwrap_err();
+        let error = copy_base(&base, &image, None, &crate::engine::task::test_reporter())
+            .await
+            .unwrap_err();
         assert!(error.contains("backing file /etc/hostname"), "{error}");
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(left.len(), 1, "only the base: {left:?}");

@@ -316,7 +316,7 @@ fn copy_range(source: &File, target: &File, len: usize) -> std::io::Result<usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::task::{self, Summary, TaskOptions};
+    use crate::engine::task::{self, Summary, TaskOptions, test_reporter};
 
     #[test]
     fn env_vars_in_disks_are_expanded() {
@@ -393,14 +393,5 @@ mod tests {
         fn summary(&self) -> String {
             format!("{} bytes", self.0)
         }
-    }
-
-    fn test_reporter() -> Reporter {
-        let mut reporter = None;
-        let _ = task::spawn("probe", TaskOptions::default(), |r: Reporter| {
-            reporter = Some(r);
-            async { Ok::<_, PublishError>(Copied(0)) }
-        });
-        reporter.unwrap()
     }
 }
