@@ -2,7 +2,9 @@
 //! root locked, no user, no password — nobody gets in without a NoCloud seed): the published
 //! image passes verify, the base is byte-identical afterwards, a second run resumes, a seedless
 //! boot of the result lets root in with an empty password and cloud-init does not run at all;
-//! a user-data that is not valid YAML fails with cloud-init's own words. Four boots under TCG.
+//! configuring it again logs in as root; a user-data that is not valid YAML fails with
+//! cloud-init's own words. And the same way in through the workbench, in tmux, as a new user
+//! takes it. Seven boots under TCG.
 
 mod support;
 
@@ -11,9 +13,12 @@ use std::time::Duration;
 
 use support::fixtures::cloud_image;
 use support::guest::{boot, openssh, qemu_running_with};
-use support::{Sandbox, offline_runner, text};
+use support::tmux::{Tmux, step_line};
+use support::{Sandbox, kiln_bin, offline_runner, text};
 
 const LOGIN: Duration = Duration::from_secs(600);
+const SCREEN: Duration = Duration::from_secs(20);
+const MACHINE: Duration = Duration::from_secs(600);
 
 fn sha256(path: &Path) -> String {
     let out = std::process::Command::new("sha256sum")
@@ -119,6 +124,17 @@ fn a_cloud_image_becomes_a_ci_image_that_boots_without_a_seed_and_the_base_stays
         );
     }
 
+    // Configured again: cloud-init is off by now and the build user gone, so kiln logs in as
+    // root with the empty password instead of through a seed.
+    let (again, _) = run(
+        &sandbox,
+        &["ci.qcow2", "--from", "configure", "--until", "configure"],
+    );
+    let stderr = text(&again.stderr);
+    assert!(again.status.success(), "{stderr}");
+    assert!(stderr.contains("configured before"), "{stderr}");
+    assert!(stderr.contains("waiting for SSH as root"), "{stderr}");
+
     // The published image, booted as the CI driver does (no seed): root gets in with an empty
     // password, the build user is gone, and cloud-init's generator turned it off before any
     // of its stages could look for a datasource.
@@ -185,4 +201,84 @@ fn a_user_data_that_is_not_yaml_fails_with_cloud_inits_own_words() {
     assert!(summary.contains("cloud-init reported"), "{summary}");
     assert!(summary.contains("Failed loading yaml blob"), "{summary}");
     assert!(!qemu_running_with(&sandbox.path().display().to_string()));
+}
+
+/// A new user in the workbench: create a disk, choose "cloud image" on Install and pick the
+/// file (Tab completes it), copy, configure (no password asked: kiln's seed lets it in),
+/// verify. The base is only read and the session file names it with its SHA-256.
+#[test]
+fn the_workbench_starts_from_a_cloud_image_through_install() {
+    let base = cloud_image();
+    let before = sha256(&base);
+    let sandbox = Sandbox::new();
+    // The base beside the work, as a person keeps the download.
+    let local_base = sandbox.work().join("debian-12-genericcloud-amd64.qcow2");
+    std::os::unix::fs::symlink(&base, &local_base).unwrap();
+    let command = format!(
+        "{} '{}' --memory 1024 --cpus 1; echo \"KILN-EXITED $?\"; sleep 600",
+        sandbox.shell_prefix(),
+        kiln_bin()
+    );
+    let tmux = Tmux::start("cloud-workbench", 120, 40, &command);
+    tmux.wait_for("Steps", SCREEN);
+    tmux.keys(&["Enter", "C-u"]);
+    tmux.type_text("ci.qcow2");
+    tmux.keys(&["Tab", "C-u"]);
+    tmux.type_text("4G");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("image created", SCREEN);
+
+    // Install: the cursor waits in the empty ISO field; two fields down is where the system
+    // comes from. Right twice: "cloud image", and the installer's fields give way to its own.
+    tmux.keys(&["n"]);
+    tmux.wait_for("Boot installer", SCREEN);
+    tmux.keys(&["Tab", "Tab", "Right", "Right"]);
+    let screen = tmux.wait_for("Copy the cloud image", SCREEN);
+    assert!(!screen.contains("Install    by hand"), "{screen}");
+    assert!(screen.contains("User-data"), "{screen}");
+    tmux.keys(&["Tab"]);
+    tmux.type_text("debian-12-g");
+    tmux.keys(&["Tab"]); // completes the one file that starts so
+    tmux.wait_for("a standalone qcow2 image; only read", SCREEN);
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("kiln gets in through a NoCloud seed", MACHINE);
+    assert!(step_line(&screen, "Install").ends_with("done"), "{screen}");
+
+    // Configure: nothing to type; the seed's key lets kiln in, cloud-init's lines show.
+    tmux.keys(&["n"]);
+    tmux.wait_for("not needed for a cloud image", SCREEN);
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Apply this sshd_config?", MACHINE);
+    tmux.keys(&["y"]);
+    tmux.wait_for("root logs in with an empty password", MACHINE);
+    // The step's log (F2) holds cloud-init's own lines, a page or more above its end.
+    tmux.keys(&["F2"]);
+    let mut log = tmux.wait_for("Configure log", SCREEN);
+    for _ in 0..30 {
+        if log.contains("cloud-init: done, no warnings") {
+            break;
+        }
+        tmux.keys(&["PageUp"]);
+        log = tmux.capture();
+    }
+    assert!(log.contains("cloud-init: done, no warnings"), "{log}");
+    assert!(log.contains("Datasource DataSourceNoCloud"), "{log}");
+    tmux.keys(&["Escape"]);
+
+    tmux.keys(&["n", "Enter"]); // Verify, with the carried disk
+    let screen = tmux.wait_for("the CI driver should accept this image", MACHINE);
+    assert!(!screen.contains("[FAIL]"), "{screen}");
+    tmux.keys(&["Escape"]);
+    tmux.keys(&["q"]);
+    tmux.wait_for("KILN-EXITED 0", SCREEN);
+    drop(tmux);
+
+    assert!(!qemu_running_with(&sandbox.path().display().to_string()));
+    assert_eq!(sha256(&base), before, "the base image changed");
+    let session = std::fs::read_to_string(sandbox.work().join("ci.kiln.toml")).unwrap();
+    assert!(session.contains(&before), "{session}");
+    assert!(session.contains("genericcloud"), "{session}");
+    let info = support::qemu_img_info(&sandbox.work().join("ci.qcow2"));
+    assert_eq!(info["virtual-size"], 4u64 << 30, "{info}");
+    assert!(info.get("backing-filename").is_none(), "{info}");
 }

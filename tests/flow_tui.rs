@@ -11,7 +11,7 @@ use std::time::Duration;
 use support::djinn::{DjinnConfig, DjinnServer};
 use support::fixtures::fixtures;
 use support::guest::qemu_running_with;
-use support::tmux::Tmux;
+use support::tmux::{Tmux, step_line};
 use support::{
     FIXTURE_CI_STAGES, Sandbox, assert_published_twice, kiln_bin, offline_runner, write_script,
 };
@@ -32,19 +32,6 @@ fn workbench(sandbox: &Sandbox, name: &str, args: &str) -> Tmux {
     let tmux = Tmux::start(name, 120, 40, &command);
     tmux.wait_for("Steps", SCREEN);
     tmux
-}
-
-/// The step list's line for a step, e.g. `✔ 2 Install    done`.
-fn step_line(screen: &str, title: &str) -> String {
-    screen
-        .lines()
-        .find(|l| l.contains(title) && l.starts_with('│'))
-        .unwrap_or_else(|| panic!("no {title} line in\n{screen}"))
-        .split('│')
-        .nth(1)
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 #[test]

@@ -190,7 +190,7 @@ fn a_bad_boot_command_is_refused_with_one_message_by_flag_recipe_and_workbench()
     let tmux = Tmux::start("one-message-boot", 220, 40, &command);
     tmux.wait_for("resuming at install", SCREEN);
     tmux.type_text("installer.iso");
-    // SHA-256, Installer (ISO), Install: unattended, Boot keys
+    // SHA-256, From (ISO), Install: unattended, Boot keys
     tmux.keys(&["Down", "Down", "Down", "Right", "Down"]);
     tmux.type_text(BAD_BOOT_COMMAND);
     tmux.wait_for(BOOT_COMMAND_PROBLEM, SCREEN);

@@ -60,6 +60,12 @@ impl InstallerArgs {
                 // Hex digits, or empty: no checksum (switched off where one was recorded).
                 _ => text.to_string(),
             });
+        // An installer named here replaces a cloud image the session started from.
+        let installer =
+            choices.iso.is_some() || choices.kernel.is_some() || choices.preset.is_some();
+        if installer {
+            choices.cloud_init = Some(false);
+        }
         Ok(choices)
     }
 }

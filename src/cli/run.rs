@@ -109,9 +109,9 @@ impl RunArgs {
             ..Choices::default()
         });
         if let Some(base) = &self.base {
-            if choices.iso.is_some() {
+            if choices.cloud_init == Some(false) {
                 return Err(
-                    "--base starts from a cloud image, --iso from an installer: give one of them"
+                    "--base starts from a cloud image, --iso, --kernel and --preset from an installer: give one of them"
                         .into(),
                 );
             }

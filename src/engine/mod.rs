@@ -82,7 +82,7 @@ impl Step {
     pub fn purpose(self) -> &'static str {
         match self {
             Step::Create => "a new, empty qcow2 v3 disk",
-            Step::Install => "boot an installer ISO with the disk attached",
+            Step::Install => "an installer onto the disk, or a cloud image copied over it",
             Step::Configure => "passwordless root and the reference sshd_config",
             Step::Verify => "boot it exactly as the CI driver does and log in",
             Step::Publish => "upload to Djinn, install for a runner, or copy to a host",

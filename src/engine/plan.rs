@@ -26,10 +26,11 @@ use super::build;
 use super::driver::Profile;
 use super::recipe::{Recipe, Source};
 use super::session::{Choices, StageKey, StepStatus};
-use super::task::{self, Cancelled, Reporter, Summary};
+use super::task::{self, Reporter, Summary};
 use super::workflow::requests::headless_install_warning;
-use super::workflow::{Secrets, StepError, StepOptions, StepResult, StepTask, Workflow, lock};
-use crate::engine::steps::cloud_image;
+use super::workflow::{
+    Secrets, StepError, StepOptions, StepResult, StepTask, Workflow, base, lock,
+};
 use crate::engine::steps::configure::Cleanup;
 use crate::engine::steps::install::HEADLESS_TIMEOUT;
 use crate::engine::steps::post_build::{self, PostBuildCommand};
@@ -205,8 +206,14 @@ impl Plan {
         let last = until.unwrap_or(Step::Publish);
         let mut notes = Vec::new();
         let target_chosen = choices.target.or(carried.target).is_some();
-        // A cloud image (`--base`) is copied instead of created and installed.
-        let base = choices.base_image.clone().or(carried.base_image.clone());
+        // A cloud image (`--base`, or the workbench's Install) is copied instead of created
+        // and installed; a later choice of an installer switches it off.
+        let cloud = choices.cloud_init.or(carried.cloud_init) == Some(true);
+        let base = choices
+            .base_image
+            .clone()
+            .or(carried.base_image.clone())
+            .filter(|_| cloud);
         let stages = Step::ALL
             .into_iter()
             .filter(|step| *step <= last)
@@ -430,8 +437,6 @@ impl PlanRun {
         self.secrets = secrets;
     }
 
-    /// Whether `step` is going to run (a frontend asks for passwords only when configure
-    /// will need them).
     /// What a headless frontend says before the stages start: an install that nothing will
     /// answer (see [`headless_install_warning`]).
     pub fn headless_warnings(&self) -> Vec<String> {
@@ -451,6 +456,8 @@ impl PlanRun {
         }
     }
 
+    /// Whether `step` is going to run (a frontend asks for passwords only when configure
+    /// will need them).
     pub fn will_run(&self, step: Step) -> bool {
         (self.position..self.plan.stages.len())
             .any(|index| self.plan.stages[index].stage.step() == Some(step) && self.runs(index))
@@ -597,54 +604,26 @@ impl PlanRun {
         }
     }
 
-    /// Copy the base; create and install are then recorded as done by the copy. A cloud
-    /// image becomes a standalone qcow2 v3 grown to the chosen size, and the session records
-    /// its SHA-256.
+    /// Copy the base; create and install are then recorded as done by the copy, and a cloud
+    /// image's SHA-256 is kept in the session.
     fn copy_base(&self, base: PathBuf) -> StepTask {
         let workflow = self.workflow.clone();
         let image = workflow.image();
         let title = format!("copying {} to {}", base.display(), image.display());
         let choices = workflow.choices();
         task::spawn(title, self.options.task, move |reporter| async move {
-            let cannot =
-                |e: String| StepError::Failed(format!("cannot copy {}: {e}", base.display()));
-            if choices.cloud_init == Some(true) {
-                reporter.info(format!(
-                    "qemu-img convert -O qcow2 -o compat=1.1 {} (only read) to a standalone copy{}",
-                    base.display(),
-                    choices
-                        .size
-                        .as_ref()
-                        .map_or(String::new(), |size| format!(", grown to {size}"))
-                ));
-                let copy = cloud_image::copy_base(&base, &image, choices.size.as_ref(), &reporter);
-                let sha256 = tokio::select! {
-                    copied = copy => copied.map_err(cannot)?,
-                    _ = reporter.cancelled() => {
-                        return Err(StepError::Cancelled(Cancelled(format!("no copy of {} was left", base.display()))));
-                    }
-                };
-                reporter.info(format!("{}: SHA-256 {sha256}", base.display()));
-                workflow.choose(&Choices {
-                    base_sha256: Some(sha256),
-                    ..Choices::default()
-                });
-            } else {
-                build::copy_base(&base, &image)
-                    .await
-                    .map_err(|e| cannot(e.to_string()))?;
-            }
+            let copy = base::copy_base(&base, &image, &choices, &reporter).await?;
+            workflow.choose(&Choices {
+                base_sha256: copy.sha256.clone(),
+                ..Choices::default()
+            });
             let how = format!("copied from {}", base.display());
             for step in [Step::Create, Step::Install] {
                 if let Some(warning) = workflow.record_skipped(step, &how) {
                     reporter.warn(warning);
                 }
             }
-            Ok(StepResult::Copied(format!(
-                "copied {} to {}",
-                base.display(),
-                image.display()
-            )))
+            Ok(StepResult::Copied(copy))
         })
     }
 
@@ -939,7 +918,7 @@ mod tests {
     }
 
     /// `kiln run --base CLOUD_IMAGE`: the copy stands for create and install; a later run
-    /// without `--base` keeps the session's base.
+    /// without `--base` keeps the session's base, until an installer is chosen instead.
     #[test]
     fn a_flow_from_a_cloud_image_copies_it_instead_of_creating_and_installing() {
         let cloud = Choices {
@@ -957,6 +936,48 @@ mod tests {
             names(&resumed, 0..resumed.stages.len()),
             ["base", "configure", "verify"]
         );
+        // An installer chosen since (the workbench's Install on an ISO) switches the base off.
+        let installer = Choices {
+            cloud_init: Some(false),
+            ..Choices::default()
+        };
+        let switched = Plan::flow(installer, &cloud, None, None, None);
+        assert_eq!(
+            names(&switched, 0..switched.stages.len()),
+            ["create", "install", "configure", "verify"]
+        );
+    }
+
+    /// The workbench's Install from a cloud image: the copy replaces the blank disk create
+    /// made, grown to the session's size; install is done, and the session keeps the base's
+    /// SHA-256. Without create, the copy stands for it.
+    #[tokio::test]
+    async fn installing_from_a_cloud_image_copies_it_over_the_disk_and_keeps_its_sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("cloud.qcow2");
+        crate::engine::test_images::qcow2(base.to_str().unwrap(), "1.1", "64M").await;
+        let image = dir.path().join("ci.qcow2");
+        let workflow = workflow(&image);
+        workflow.choose(&Choices {
+            base_image: Some(base.clone()),
+            cloud_init: Some(true),
+            size: Some("128M".parse().unwrap()),
+            ..Choices::default()
+        });
+        let task = workflow.start(Step::Install, Secrets::default(), StepOptions::default());
+        let Ok(StepResult::Copied(copy)) = task.result().await else {
+            panic!("not copied")
+        };
+        let sum = copy.sha256.expect("a cloud image is summed");
+        assert_eq!(workflow.choices().base_sha256, Some(sum));
+        assert_eq!(workflow.status(Step::Create), StepStatus::Skipped);
+        assert_eq!(workflow.status(Step::Install), StepStatus::Done);
+        assert_eq!(workflow.resume_at(), Some(Step::Configure));
+        let info = crate::engine::steps::image::image_info(&image)
+            .await
+            .unwrap();
+        assert_eq!(info.virtual_size, 128 << 20);
+        assert!(dir.path().join("cloud.qcow2").is_file());
     }
 
     /// `kiln run --from verify` on an image configured by hand: the steps before are recorded

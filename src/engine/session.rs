@@ -637,11 +637,13 @@ impl Session {
         // no guest data at all (fresh from `qemu-img create`) has not been installed.
         let created = self.skip(Step::Create, "the image existed before kiln's session");
         let blank = qcow2_header::has_guest_data(&self.image).ok().flatten() == Some(false);
-        // Netboot files, or a preset that fetches its own, install as an ISO does.
+        // Netboot files, a preset that fetches its own, or a cloud image to copy over the
+        // disk install as an ISO does.
         let given = |text: &Option<String>| text.as_ref().is_some_and(|t| !t.is_empty());
         let installer = self.choices.iso.is_some()
             || given(&self.choices.kernel)
-            || given(&self.choices.preset);
+            || given(&self.choices.preset)
+            || self.choices.cloud_init == Some(true);
         let installed = match installer {
             true => Ok(()),
             false if blank => Ok(()),

@@ -485,8 +485,8 @@ impl App {
         None
     }
 
-    /// Scroll the open log, no further up than its first line.
-    /// Move the open log or diff `lines` towards its end (negative: towards its start).
+    /// Move the open log or diff `lines` towards its end (negative: towards its start), no
+    /// further up than its first line.
     fn scroll(&mut self, lines: isize) {
         let log_lines = match self.overlay {
             Overlay::Log { step, .. } => self.run(step).log.len(),

@@ -206,8 +206,14 @@ impl App {
                 run.checks.push(check);
             }
             Event::Started { title } => run.log.push((Level::Info, printable(&title))),
-            // Messages can quote the guest: no raw escapes reach the terminal.
-            Event::Log { level, message } => run.log.push((level, printable(&message))),
+            // Messages can quote the guest: no raw escapes reach the terminal. A message of
+            // several lines (a diff, a tool's output) is as many lines of the log: a terminal
+            // line cannot hold a line break.
+            Event::Log { level, message } => run.log.extend(
+                printable(&message)
+                    .lines()
+                    .map(|line| (level, line.to_string())),
+            ),
             Event::Progress(p) => run.progress = Some(p),
             Event::Question(Question::ReplaceFile { path }) => {
                 self.overlay = Overlay::ConfirmOverwrite(path)
@@ -313,9 +319,13 @@ impl App {
                 }
                 Ok(lines)
             }
-            other @ (StepResult::Copied(_)
-            | StepResult::Provisioned(_)
-            | StepResult::Finished(_)) => Ok(vec![other.summary()]),
+            StepResult::Copied(copy) => {
+                self.carry_disk(&copy.image.display().to_string());
+                Ok(InstallScreen::copied(&copy))
+            }
+            other @ (StepResult::Provisioned(_) | StepResult::Finished(_)) => {
+                Ok(vec![other.summary()])
+            }
         }
     }
 

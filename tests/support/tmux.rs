@@ -170,3 +170,16 @@ impl Drop for Tmux {
         let _ = self.tmux().arg("kill-server").status();
     }
 }
+
+/// The workbench's step-list line for a step, e.g. `✔ 2 Install    done`.
+pub fn step_line(screen: &str, title: &str) -> String {
+    screen
+        .lines()
+        .find(|l| l.contains(title) && l.starts_with('│'))
+        .unwrap_or_else(|| panic!("no {title} line in\n{screen}"))
+        .split('│')
+        .nth(1)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

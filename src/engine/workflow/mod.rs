@@ -9,6 +9,7 @@
 //! - a session file that cannot be written (an image in a read-only place) is a warning on
 //!   the step's log: the work goes on, it just cannot be resumed.
 
+pub mod base;
 pub mod requests;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use crate::engine::steps::post_build::Finished;
 use crate::engine::steps::provision::Provisioned;
 use crate::engine::steps::publish::{self, PublishError, Published, Token};
 use crate::engine::steps::verify::{self, Report};
+use base::BaseCopy;
 
 /// What a step runs with besides the person's choices: settings resolved once (CLI > config
 /// file > defaults), the accelerator this host really has, and kiln's own directories.
@@ -102,8 +104,8 @@ pub enum StepResult {
     /// The report, passed or not: verify's failures are verdicts, not errors.
     Verified(Report),
     Published(Published),
-    /// A recipe's base image copied into place (what it says).
-    Copied(String),
+    /// A base image copied into place: a recipe's, or a cloud image standing for the install.
+    Copied(BaseCopy),
     /// A recipe's provisioning steps and cleanup, in one boot.
     Provisioned(Provisioned),
     /// The image's facts taken and the post-build command run.
@@ -128,7 +130,7 @@ impl Summary for StepResult {
             StepResult::Configured(configured) => configured.summary(),
             StepResult::Verified(report) => report.summary(),
             StepResult::Published(published) => published.summary(),
-            StepResult::Copied(what) => what.clone(),
+            StepResult::Copied(copy) => copy.summary(),
             StepResult::Provisioned(provisioned) => provisioned.summary(),
             StepResult::Finished(finished) => finished.summary(),
         }
@@ -324,11 +326,19 @@ fn title(step: Step, session: &Session) -> String {
                 .as_ref()
                 .map_or(requests::DEFAULT_SIZE.to_string(), ToString::to_string)
         ),
+        Step::Install if from_cloud_image(choices) => format!(
+            "copying the cloud image {} onto {image}",
+            choices
+                .base_image
+                .as_deref()
+                .unwrap_or(Path::new(""))
+                .display()
+        ),
         Step::Install => match &choices.iso {
             Some(iso) => format!("installing {} onto {image}", iso.display()),
             None => format!("installing onto {image}"),
         },
-        Step::Configure if choices.cloud_init == Some(true) => {
+        Step::Configure if through_seed(session) => {
             format!("configuring {image} through a NoCloud seed (a cloud image)")
         }
         Step::Configure => format!(
@@ -382,6 +392,19 @@ async fn run_step(
         }
         force = true;
     }
+    // A cloud image's copy stands for the blank disk create would have made.
+    if step == Step::Install && from_cloud_image(&lock(&session).choices) {
+        let mut session = lock(&session);
+        if !session.status(Step::Create).is_settled()
+            && let Err(e) = session.skip(Step::Create, "the cloud image's copy stands for it")
+        {
+            reporter.warn(not_recorded(&e));
+        }
+    }
+    let configured_before = step == Step::Configure && {
+        let session = lock(&session);
+        session.choices.cloud_init == Some(true) && !through_seed(&session)
+    };
     // A static-only check is not a verify the flow can publish on: it is not recorded.
     let recorded = !(step == Step::Verify && options.static_only);
     if recorded {
@@ -399,7 +422,15 @@ async fn run_step(
             leftover.display()
         ));
     }
-    let choices = lock(&session).choices.clone();
+    let mut choices = lock(&session).choices.clone();
+    if configured_before {
+        reporter.info(
+            "configured before: cloud-init is off in this image, so kiln logs in as root with the empty password",
+        );
+        choices.cloud_init = Some(false);
+        choices.user = Some("root".into());
+        choices.key = None;
+    }
     let result = work(
         step,
         &image,
@@ -413,6 +444,12 @@ async fn run_step(
     .await;
     if recorded {
         let mut session = lock(&session);
+        if let Ok(StepResult::Copied(copy)) = &result {
+            session.choices.update(&Choices {
+                base_sha256: copy.sha256.clone(),
+                ..Choices::default()
+            });
+        }
         let recorded = match &result {
             Ok(done) if done.succeeded() => session.end(step, Ok(done.summary())),
             Ok(done) => session.end(step, Err(done.summary())),
@@ -425,6 +462,18 @@ async fn run_step(
         }
     }
     result
+}
+
+/// Whether configure gets into a cloud image through kiln's seed. Not once configure is done:
+/// cloud-init is switched off and the build user gone by then, so the seed cannot let kiln in
+/// again, but root's empty password (configure's own work) does.
+fn through_seed(session: &Session) -> bool {
+    session.choices.cloud_init == Some(true) && session.status(Step::Configure) != StepStatus::Done
+}
+
+/// Whether the install is a distribution's cloud image copied into place.
+fn from_cloud_image(choices: &Choices) -> bool {
+    choices.cloud_init == Some(true)
 }
 
 /// The warning when a record could not be written, if it could not.
@@ -464,6 +513,17 @@ async fn work(
                 .await
                 .map(StepResult::Created)
                 .map_err(StepError::from)
+        }
+        Step::Install if from_cloud_image(choices) => {
+            let base = choices.base_image.as_deref().unwrap_or(Path::new(""));
+            if base.as_os_str().is_empty() {
+                return Err(StepError::Usage(
+                    "a cloud image needs its path (kiln run --base FILE)".into(),
+                ));
+            }
+            base::copy_base(base, image, choices, &reporter)
+                .await
+                .map(StepResult::Copied)
         }
         Step::Install => {
             let request = requests::install_request(image, choices, secrets, environment, options)

@@ -292,7 +292,11 @@ pub fn configure_request(
         boot_deadline: options.timeout.unwrap_or(BOOT_DEADLINE),
         record_dir: environment.record_dir.clone(),
         cloud_init: choices.cloud_init.unwrap_or(false).then(|| CloudInit {
-            user_data: choices.user_data.clone(),
+            // Empty: switched off (the workbench's field left empty).
+            user_data: choices
+                .user_data
+                .clone()
+                .filter(|file| !file.as_os_str().is_empty()),
             keep_build_user: choices.keep_build_user.unwrap_or(false),
         }),
     })

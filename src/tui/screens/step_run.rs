@@ -59,6 +59,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, step: Step, focused: bool)
                 }
                 (Step::Create, _) => app.create.hint(key),
                 (Step::Install, _) => app.install.hint(key),
+                (Step::Configure, _) => app.configure.hint(key, app.install.from_cloud_image()),
                 (Step::Publish, _) => app.publish.hint(key),
                 _ => None,
             };

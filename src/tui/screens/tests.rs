@@ -237,6 +237,45 @@ async fn configure_asks_before_applying_the_diff() {
     assert_eq!(app.configure.run.error.as_deref(), Some("answered false"));
 }
 
+#[tokio::test]
+async fn a_message_of_several_lines_is_as_many_lines_of_the_log() {
+    use crate::engine::task::{self, Level, Reporter, TaskOptions};
+    use crate::engine::workflow::StepError;
+    let mut app = app();
+    let task = task::spawn(
+        "configure",
+        TaskOptions::default(),
+        |r: Reporter| async move {
+            r.info("changes:\n-UsePAM yes\n+UsePAM no");
+            Err(StepError::Failed("done".into()))
+        },
+    );
+    app.running = Some(crate::tui::app::RunningStep {
+        step: Step::Configure,
+        task,
+    });
+    drive_until(&mut app, |app| app.running.is_none()).await;
+    let logged: Vec<&str> = app
+        .configure
+        .run
+        .log
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect();
+    assert_eq!(
+        logged[1..],
+        ["changes:", "-UsePAM yes", "+UsePAM no"],
+        "{logged:?}"
+    );
+    assert!(
+        app.configure
+            .run
+            .log
+            .iter()
+            .all(|(level, _)| *level == Level::Info)
+    );
+}
+
 #[test]
 fn a_long_sshd_config_diff_scrolls() {
     let mut app = app();

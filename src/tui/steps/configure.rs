@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::run::StepRun;
 use crate::engine::session::Choices;
 use crate::engine::steps::configure::{Cleanup, CleanupOperation, SshdVariant};
+use crate::engine::task::Level;
 use crate::engine::workflow::Secrets;
 use crate::tui::widgets::form::{Field, Form, FormProblem};
 
@@ -67,6 +68,19 @@ impl ConfigureScreen {
             password: nonempty("password"),
             passphrase: nonempty("passphrase"),
             token: None,
+        }
+    }
+
+    /// The hint under a field: for a cloud image, that its login fields are not needed.
+    pub fn hint(&self, key: &str, cloud_image: bool) -> Option<(Level, String)> {
+        match key {
+            "user" | "password" if cloud_image => Some((
+                Level::Info,
+                "not needed for a cloud image: kiln's own seed lets it in (once configured, \
+                 root's empty password)"
+                    .into(),
+            )),
+            _ => None,
         }
     }
 

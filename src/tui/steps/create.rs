@@ -59,7 +59,7 @@ impl CreateScreen {
             ),
             format!("virtual  {}", human_bytes(info.virtual_size)),
             format!("on disk  {}", human_bytes(info.actual_size)),
-            "Next: Install (boot an installer ISO with this disk) — press n.".into(),
+            "Next: Install (an installer or a cloud image onto this disk) — press n.".into(),
         ]
     }
 

@@ -4,11 +4,13 @@ use std::sync::LazyLock;
 
 use super::run::StepRun;
 use crate::engine::files::download::{Checksum, Location};
+use crate::engine::files::qcow2_header;
 use crate::engine::session::Choices;
 use crate::engine::steps::install::InstallOutcome;
 use crate::engine::steps::install::boot_command::{BootCommand, BootCommandError, WrittenDuration};
 use crate::engine::steps::install::preset::{self, Preset};
-use crate::engine::task::Level;
+use crate::engine::task::{Level, Summary};
+use crate::engine::workflow::base::BaseCopy;
 use crate::tui::widgets::form::{Field, Form, FormProblem};
 
 /// The Install form's ways: a person at the installer; kiln typing and serving what the
@@ -19,11 +21,16 @@ const PRESET: &str = "preset";
 const UNATTENDED_ONLY: &[&str] = &[UNATTENDED];
 const PRESET_ONLY: &[&str] = &[PRESET];
 
-/// What the installer boots from: an ISO, or a distribution's netboot kernel and initrd.
+/// Where the system comes from: an installer booted from an ISO or from a distribution's
+/// netboot kernel and initrd, or a distribution's cloud image copied over the disk (no
+/// installer at all; configure gets in through a NoCloud seed kiln writes).
 const FROM_ISO: &str = "ISO";
 const FROM_NETBOOT: &str = "netboot files";
+const FROM_CLOUD: &str = "cloud image";
 const ISO_ONLY: &[&str] = &[FROM_ISO];
 const NETBOOT_ONLY: &[&str] = &[FROM_NETBOOT];
+const CLOUD_ONLY: &[&str] = &[FROM_CLOUD];
+const AN_INSTALLER: &[&str] = &[FROM_ISO, FROM_NETBOOT];
 
 /// Every built-in preset (one per folder of assets/presets/).
 static PRESETS: LazyLock<Vec<&'static str>> = LazyLock::new(preset::names);
@@ -41,12 +48,20 @@ impl InstallScreen {
                 Field::path("iso", "ISO", "").only_for("from", ISO_ONLY),
                 Field::path("sha256", "SHA-256", "").only_for("from", ISO_ONLY),
                 // After the ISO's fields, so that Tab from the disk still reaches the ISO.
-                Field::choice("from", "Installer", vec![FROM_ISO, FROM_NETBOOT]),
+                Field::choice("from", "From", vec![FROM_ISO, FROM_NETBOOT, FROM_CLOUD]),
                 Field::path("kernel", "Kernel", "").only_for("from", NETBOOT_ONLY),
                 Field::text("kernel-sha256", "Its sum", "").only_for("from", NETBOOT_ONLY),
                 Field::path("initrd", "Initrd", "").only_for("from", NETBOOT_ONLY),
                 Field::text("initrd-sha256", "Its sum", "").only_for("from", NETBOOT_ONLY),
-                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED, PRESET]),
+                Field::path("base", "Cloud img", "").only_for("from", CLOUD_ONLY),
+                Field::path("user-data", "User-data", "").only_for("from", CLOUD_ONLY),
+                Field::check(
+                    "keep-build-user",
+                    "keep the build user (kiln-build, passwordless sudo) in the image",
+                )
+                .only_for("from", CLOUD_ONLY),
+                Field::choice("mode", "Install", vec![BY_HAND, UNATTENDED, PRESET])
+                    .only_for("from", AN_INSTALLER),
                 Field::choice("preset", "Preset", PRESETS.clone()).only_for("mode", PRESET_ONLY),
                 Field::text("user", "User", "").only_for("mode", PRESET_ONLY),
                 Field::secret("password", "Password").only_for("mode", PRESET_ONLY),
@@ -70,7 +85,8 @@ impl InstallScreen {
                     "installer on the serial console (console=ttyS0)",
                 )
                 .only_for("mode", UNATTENDED_ONLY),
-                Field::button("Boot installer"),
+                Field::button("Boot installer").only_for("from", AN_INSTALLER),
+                Field::button("Copy the cloud image").only_for("from", CLOUD_ONLY),
             ]),
             run: StepRun::default(),
         }
@@ -79,6 +95,19 @@ impl InstallScreen {
     /// The choices this form makes, to carry and record.
     pub fn choices(&self) -> Choices {
         let optional = |key: &str| Some(self.form.text(key)).filter(|t| !t.is_empty());
+        if self.from_cloud_image() {
+            return Choices {
+                // Absolute, as the session records paths: a later kiln may start elsewhere.
+                base_image: optional("base").map(|path| absolute(&path)),
+                cloud_init: Some(true),
+                // Empty: no user-data of the person's own (an earlier one is switched off).
+                user_data: Some(
+                    optional("user-data").map_or_else(Default::default, |path| absolute(&path)),
+                ),
+                keep_build_user: Some(self.form.checked("keep-build-user")),
+                ..Choices::default()
+            };
+        }
         let mode = self.form.choice("mode");
         let unattended = mode == UNATTENDED;
         let preset = mode == PRESET;
@@ -124,8 +153,15 @@ impl InstallScreen {
             user: optional("user").filter(|_| preset),
             mirror: optional("mirror").filter(|_| preset),
             insecure_mirror: Some(preset && self.form.checked("insecure-mirror")),
+            // An installer chosen: a cloud image of the session's is no longer the way in.
+            cloud_init: Some(false),
             ..Choices::default()
         }
+    }
+
+    /// A cloud image copied over the disk, instead of an installer.
+    pub fn from_cloud_image(&self) -> bool {
+        self.form.choice("from") == FROM_CLOUD
     }
 
     /// The Boot command field, read as every frontend reads one; empty is none.
@@ -141,6 +177,9 @@ impl InstallScreen {
     /// its user, a boot command with a mistake): the step is not started, and the message is
     /// the one every frontend gives.
     pub fn problem(&self) -> Option<FormProblem> {
+        if self.from_cloud_image() {
+            return self.cloud_image_problem();
+        }
         if self.form.choice("from") == FROM_NETBOOT {
             return self.netboot_problem().or_else(|| self.typed_problem());
         }
@@ -157,6 +196,34 @@ impl InstallScreen {
         }
         let error = crate::engine::files::iso::validate(std::path::Path::new(&iso)).err()?;
         Some(FormProblem::new("iso", "a bootable ISO", error.to_string()))
+    }
+
+    /// A cloud image: a file to copy (never the disk itself), and a user-data file if named.
+    fn cloud_image_problem(&self) -> Option<FormProblem> {
+        let base = self.form.text("base");
+        if base.is_empty() {
+            let how = "type the cloud image's path, e.g. debian-12-genericcloud-amd64.qcow2";
+            return Some(FormProblem::missing("base", "the cloud image", how));
+        }
+        if let Err(error) = std::fs::File::open(&base) {
+            return Some(FormProblem::new(
+                "base",
+                "a readable cloud image",
+                format!("cannot read {base}: {error}"),
+            ));
+        }
+        let user_data = self.form.text("user-data");
+        if let Some(error) = (!user_data.is_empty())
+            .then(|| std::fs::read(&user_data).err())
+            .flatten()
+        {
+            return Some(FormProblem::new(
+                "user-data",
+                "a readable user-data file",
+                format!("cannot read {user_data}: {error}"),
+            ));
+        }
+        None
     }
 
     /// Netboot files: both, or neither with a preset that knows its own; a URL needs its
@@ -241,6 +308,19 @@ impl InstallScreen {
     }
 
     pub fn fill(&mut self, choices: &Choices) {
+        if choices.cloud_init == Some(true) {
+            self.form.set_choice("from", FROM_CLOUD);
+            let path = |path: &Option<std::path::PathBuf>| {
+                path.as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            };
+            self.form.set_text("base", &path(&choices.base_image));
+            self.form.set_text("user-data", &path(&choices.user_data));
+            let keep = choices.keep_build_user == Some(true);
+            self.form.set_checked("keep-build-user", keep);
+            return;
+        }
         if let Some(iso) = &choices.iso {
             self.form.set_text("iso", &iso.display().to_string());
         }
@@ -317,6 +397,23 @@ impl InstallScreen {
         self.form.set_choice("mode", mode);
     }
 
+    /// The result panel's lines for a base copied over the disk.
+    pub fn copied(copy: &BaseCopy) -> Vec<String> {
+        let mut lines = vec![copy.summary()];
+        // Only a cloud image is summed (a recipe's plain base is not one).
+        if let Some(sum) = &copy.sha256 {
+            lines.push(format!(
+                "the cloud image's SHA-256: {sum} (in the session file)"
+            ));
+            lines.push(
+                "Next: Configure — kiln gets in through a NoCloud seed of its own, no \
+                 password needed — press n."
+                    .into(),
+            );
+        }
+        lines
+    }
+
     /// The result panel's lines for a finished install.
     pub fn outcome(outcome: &InstallOutcome) -> Vec<String> {
         vec![
@@ -344,6 +441,11 @@ impl InstallScreen {
                     },
                 )
             }
+            "base" => Some(self.cloud_image_hint()),
+            "user-data" => Some((
+                Level::Info,
+                "optional: your own #cloud-config, merged into kiln's seed".into(),
+            )),
             "sha256" => Some((
                 Level::Info,
                 "optional: 64 hex digits or a SHA256SUMS file".into(),
@@ -382,6 +484,31 @@ impl InstallScreen {
 }
 
 impl InstallScreen {
+    /// What the cloud image's header says: a standalone qcow2 or a raw disk is fine; one
+    /// that names host files is refused by the copy, and says so here first.
+    fn cloud_image_hint(&self) -> (Level, String) {
+        let base = self.form.text("base");
+        if base.is_empty() {
+            return (
+                Level::Info,
+                "Debian's genericcloud, Ubuntu's cloudimg or Fedora Cloud's qcow2; only read"
+                    .into(),
+            );
+        }
+        match qcow2_header::host_file_refs(std::path::Path::new(&base)) {
+            Err(error) => (Level::Warn, format!("cannot read it: {error}")),
+            Ok(Some(refs)) if !refs.is_empty() => (
+                Level::Warn,
+                format!("its header names host files ({}): refused", refs.describe()),
+            ),
+            Ok(Some(_)) => (Level::Info, "a standalone qcow2 image; only read".into()),
+            Ok(None) => (
+                Level::Info,
+                "not qcow2: copied as a raw disk; only read".into(),
+            ),
+        }
+    }
+
     /// A boot command's first mistake with its column, or what the field takes.
     fn boot_command_hint(&self) -> (Level, String) {
         let source = self.form.raw("boot-command");
@@ -396,6 +523,11 @@ impl InstallScreen {
             Err(error) => (Level::Warn, error.to_string()),
         }
     }
+}
+
+/// `path` from the workbench's working directory (as typed, when that cannot be known).
+fn absolute(path: &str) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.into())
 }
 
 impl Default for InstallScreen {
@@ -508,6 +640,55 @@ mod tests {
         screen.form.set_text("user", "builder");
         screen.form.set_text("password", "pw");
         assert!(screen.problem().is_none(), "{:?}", screen.problem());
+    }
+
+    #[test]
+    fn a_cloud_image_asks_only_for_its_path_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut screen = InstallScreen::new();
+        screen.form.set_choice("mode", PRESET);
+        screen.form.set_choice("from", FROM_CLOUD);
+        // No installer, so none of the installer's fields (a preset's included) are shown.
+        let shown: Vec<&str> = (0..screen.form.fields.len())
+            .filter(|&i| screen.form.is_shown(i))
+            .map(|i| screen.form.fields[i].key)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "disk",
+                "from",
+                "base",
+                "user-data",
+                "keep-build-user",
+                "run"
+            ],
+            "the button is the last"
+        );
+        assert_eq!(screen.problem().map(|p| p.field), Some("base"));
+        let base = dir.path().join("cloud.qcow2");
+        screen.form.set_text("base", &base.display().to_string());
+        let problem = screen.problem().expect("a missing file");
+        assert!(
+            problem.message.contains("cannot read"),
+            "{}",
+            problem.message
+        );
+        std::fs::write(&base, b"not qcow2").unwrap();
+        assert!(screen.problem().is_none());
+        assert_eq!(screen.cloud_image_hint().0, Level::Info);
+        screen.form.set_checked("keep-build-user", true);
+        let choices = screen.choices();
+        assert_eq!(choices.cloud_init, Some(true));
+        assert_eq!(choices.base_image.as_deref(), Some(base.as_path()));
+        assert_eq!(choices.keep_build_user, Some(true));
+        let mut reopened = InstallScreen::new();
+        reopened.fill(&choices);
+        assert!(reopened.from_cloud_image());
+        assert_eq!(reopened.choices(), choices);
+        // Back to an installer: the session's cloud image is switched off.
+        reopened.form.set_choice("from", FROM_ISO);
+        assert_eq!(reopened.choices().cloud_init, Some(false));
     }
 
     #[test]

@@ -184,11 +184,19 @@ impl Form {
         Some(false)
     }
 
-    /// Whether field `index` is on screen now (its choice allows it).
+    /// Whether field `index` is on screen now: its choice allows it, and that choice is on
+    /// screen itself (a preset's fields go when the way in that offers presets does).
     pub fn is_shown(&self, index: usize) -> bool {
         match self.fields[index].shown_for {
             None => true,
-            Some((choice, options)) => options.contains(&self.choice(choice)),
+            Some((choice, options)) => {
+                let choice_shown = self
+                    .fields
+                    .iter()
+                    .position(|field| field.key == choice)
+                    .is_none_or(|at| at != index && self.is_shown(at));
+                choice_shown && options.contains(&self.choice(choice))
+            }
         }
     }
 
@@ -197,8 +205,6 @@ impl Form {
         &self.fields[self.focused]
     }
 
-    /// Put the cursor where typing is needed: the first empty text field, if any (a new
-    /// user types the ISO path into the ISO field, not into the already-filled Disk).
     /// Focus the field with this key (when it is shown).
     pub fn focus(&mut self, key: &str) {
         if let Some(index) =
@@ -209,6 +215,8 @@ impl Form {
         }
     }
 
+    /// Put the cursor where typing is needed: the first empty text field, if any (a new
+    /// user types the ISO path into the ISO field, not into the already-filled Disk).
     pub fn focus_first_empty(&mut self) {
         let empty = (0..self.fields.len()).find(|&i| {
             self.is_shown(i)
