@@ -39,11 +39,24 @@ const DATA_FILE_EXTENSION: u32 = 0x4441_5441;
 /// qcow2 v3 incompatible feature bit 2: the guest data lives in an external file.
 const EXTERNAL_DATA_FEATURE: u64 = 1 << 2;
 
+/// `path` opened for reading when it is a regular file. A FIFO named where an image should be
+/// would block the open until something writes to it (the workbench reads headers on every
+/// frame), and a device or directory is no image file.
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    std::fs::File::open(path)
+}
+
 /// Whether a qcow2 image holds any guest data: a disk fresh from `qemu-img create` has no
 /// L1 entry set, an installed one has many. `None` when it is not a qcow2 file.
 pub fn has_guest_data(path: &Path) -> std::io::Result<Option<bool>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(path)?;
+    let mut file = open_regular(path)?;
     let mut header = [0u8; 48];
     if file.read_exact(&mut header).is_err() || header[..4] != *b"QFI\xfb" {
         return Ok(None);
@@ -66,7 +79,7 @@ pub fn has_guest_data(path: &Path) -> std::io::Result<Option<bool>> {
 pub fn host_file_refs(path: &Path) -> std::io::Result<Option<HostFileRefs>> {
     use std::io::Read;
     let mut header = Vec::new();
-    std::fs::File::open(path)?
+    open_regular(path)?
         .take(HEADER_READ_LIMIT)
         .read_to_end(&mut header)?;
     Ok(parse_host_file_refs(&header))

@@ -205,25 +205,14 @@ impl InstallScreen {
             let how = "type the cloud image's path, e.g. debian-12-genericcloud-amd64.qcow2";
             return Some(FormProblem::missing("base", "the cloud image", how));
         }
-        if let Err(error) = std::fs::File::open(&base) {
-            return Some(FormProblem::new(
-                "base",
-                "a readable cloud image",
-                format!("cannot read {base}: {error}"),
-            ));
+        // Only looked at, never opened here: this runs on every frame.
+        if let Some(problem) = not_a_file(&base) {
+            return Some(FormProblem::new("base", "a cloud image file", problem));
         }
         let user_data = self.form.text("user-data");
-        if let Some(error) = (!user_data.is_empty())
-            .then(|| std::fs::read(&user_data).err())
-            .flatten()
-        {
-            return Some(FormProblem::new(
-                "user-data",
-                "a readable user-data file",
-                format!("cannot read {user_data}: {error}"),
-            ));
-        }
-        None
+        let problem = (!user_data.is_empty()).then(|| not_a_file(&user_data));
+        let problem = problem.flatten()?;
+        Some(FormProblem::new("user-data", "a user-data file", problem))
     }
 
     /// Netboot files: both, or neither with a preset that knows its own; a URL needs its
@@ -525,6 +514,15 @@ impl InstallScreen {
     }
 }
 
+/// Why `path` cannot be the file a field asks for, if it cannot.
+fn not_a_file(path: &str) -> Option<String> {
+    match std::fs::metadata(path) {
+        Err(error) => Some(format!("cannot read {path}: {error}")),
+        Ok(meta) if !meta.is_file() => Some(format!("{path} is not a file")),
+        Ok(_) => None,
+    }
+}
+
 /// `path` from the workbench's working directory (as typed, when that cannot be known).
 fn absolute(path: &str) -> std::path::PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.into())
@@ -674,6 +672,19 @@ mod tests {
             "{}",
             problem.message
         );
+        // A FIFO where the image should be is named, never opened (that would wait for a
+        // writer, and this runs on every frame).
+        let fifo = std::ffi::CString::new(base.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo(3) on a path in this test's own directory.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let problem = screen.problem().expect("a FIFO is no image");
+        assert!(
+            problem.message.ends_with("is not a file"),
+            "{}",
+            problem.message
+        );
+        assert_eq!(screen.cloud_image_hint().0, Level::Warn);
+        std::fs::remove_file(&base).unwrap();
         std::fs::write(&base, b"not qcow2").unwrap();
         assert!(screen.problem().is_none());
         assert_eq!(screen.cloud_image_hint().0, Level::Info);

@@ -30,12 +30,23 @@ pub struct Seed {
     pub instance_id: String,
 }
 
+/// The person's user-data: a regular file only (a FIFO would block the read for good).
+fn read_user_data(path: &Path) -> std::io::Result<Vec<u8>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    std::fs::read(path)
+}
+
 impl Seed {
     /// Write the key pair, `user-data` (the person's own `own_user_data` merged in when
     /// given) and `meta-data`, and pack them as a `cidata` volume.
     pub async fn write(own_user_data: Option<&Path>) -> Result<Seed, CloudImageError> {
         let own = match own_user_data {
-            Some(path) => Some(std::fs::read(path).map_err(|e| CloudImageError::UserData {
+            Some(path) => Some(read_user_data(path).map_err(|e| CloudImageError::UserData {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?),
