@@ -1,7 +1,8 @@
 //! `kiln check` over the matrix of broken images (tests/fixtures/variants.sh, one defect each):
 //! the check the defect breaks has its verdict and names the real cause, and no message kiln
-//! writes carries Rust's own notation. Without KILN_FULL_MATRIX=1 only the CI set runs (one
-//! image per class of defect, two kiln processes at a time); with it, every row
+//! writes carries Rust's own notation. Without KILN_FULL_MATRIX=1 only the CI set runs (at
+//! least one image per check a defect breaks, two kiln processes at a time: 9 booted rows and
+//! the 3 static ones, to keep CI within its time); with it, every row
 //! (benches/check-matrix.sh). KILN_MATRIX_ONLY=name,name picks rows by variant.
 
 mod support;
@@ -98,7 +99,7 @@ const MATRIX: &[Row] = &[
         variant: "listen-ipv6",
         check: "ssh-banner",
         phrase: "ListenAddress",
-        ci: true,
+        ci: false,
         ..ROW
     },
     Row {
@@ -177,7 +178,7 @@ const MATRIX: &[Row] = &[
         variant: "read-only-root",
         check: "script-upload",
         phrase: "read-only",
-        ci: true,
+        ci: false,
         ..ROW
     },
     // Build variables are lost.
@@ -208,14 +209,14 @@ const MATRIX: &[Row] = &[
         check: "script-run",
         phrase: "noexec",
         not: NOT_SETENV,
-        ci: true,
+        ci: false,
         ..ROW
     },
     Row {
         variant: "max-sessions",
         check: "script-run",
         phrase: "MaxSessions",
-        ci: true,
+        ci: false,
         ..ROW
     },
     // Every login waits for a resolver that does not answer: the driver gets in, slowly.

@@ -485,13 +485,20 @@ async fn change(
             effective.join("\n")
         ),
     };
-    reporter.info(format!("changes to {SSHD_CONFIG}:\n{shown}"));
-    // The workbench shows the changes and waits for a yes; headless runs answer up front.
-    if !reporter
-        .ask(Question::ApplySshdConfig { diff: shown })
-        .await
-    {
-        return Err(ConfigureError::Declined);
+    if current == new {
+        // Configured before: there is nothing to approve (root's password is still removed).
+        reporter.info(format!(
+            "{SSHD_CONFIG} is already this sshd_config: nothing to approve"
+        ));
+    } else {
+        reporter.info(format!("changes to {SSHD_CONFIG}:\n{shown}"));
+        // The workbench shows the changes and waits for a yes; headless runs answer up front.
+        if !reporter
+            .ask(Question::ApplySshdConfig { diff: shown })
+            .await
+        {
+            return Err(ConfigureError::Declined);
+        }
     }
 
     reporter.info(format!(
