@@ -178,7 +178,7 @@ pub async fn run(
     // Passwords come from files, or a prompt only when configure will need them.
     let choices = run.workflow().choices();
     // A cloud image is entered through kiln's own seed: no password to ask for.
-    let through_seed = choices.cloud_init == Some(true);
+    let through_seed = choices.starts_from_cloud_image();
     let login = (run.will_run(Step::Configure) && !through_seed).then(|| {
         let user = choices.user.as_deref().unwrap_or("root");
         (user, choices.key.as_deref())

@@ -231,6 +231,12 @@ pub struct Choices {
 }
 
 impl Choices {
+    /// Whether the system comes from a distribution's cloud image copied over the disk (and
+    /// configure gets in through kiln's NoCloud seed), not from an installer.
+    pub fn starts_from_cloud_image(&self) -> bool {
+        self.cloud_init == Some(true)
+    }
+
     /// Take every choice `newer` makes; keep ours where it says nothing.
     pub fn update(&mut self, newer: &Choices) {
         macro_rules! take {
@@ -643,7 +649,7 @@ impl Session {
         let installer = self.choices.iso.is_some()
             || given(&self.choices.kernel)
             || given(&self.choices.preset)
-            || self.choices.cloud_init == Some(true);
+            || self.choices.starts_from_cloud_image();
         let installed = match installer {
             true => Ok(()),
             false if blank => Ok(()),

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+use super::open_regular;
+
 /// Host files a qcow2 header names: QEMU opens them for the guest (a backing file as the
 /// disk's base, an external data file as its contents), so an image that names any must not
 /// be booted or converted. Read by kiln itself, before any tool opens the image.
@@ -38,19 +40,6 @@ const HEADER_READ_LIMIT: u64 = 2 << 20;
 const DATA_FILE_EXTENSION: u32 = 0x4441_5441;
 /// qcow2 v3 incompatible feature bit 2: the guest data lives in an external file.
 const EXTERNAL_DATA_FEATURE: u64 = 1 << 2;
-
-/// `path` opened for reading when it is a regular file. A FIFO named where an image should be
-/// would block the open until something writes to it (the workbench reads headers on every
-/// frame), and a device or directory is no image file.
-fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    std::fs::File::open(path)
-}
 
 /// Whether a qcow2 image holds any guest data: a disk fresh from `qemu-img create` has no
 /// L1 entry set, an installed one has many. `None` when it is not a qcow2 file.

@@ -46,7 +46,7 @@ pub async fn copy_base(
         image: image.to_path_buf(),
         sha256: None,
     };
-    if choices.cloud_init != Some(true) {
+    if !choices.starts_from_cloud_image() {
         build::copy_base(base, image)
             .await
             .map_err(|e| cannot(e.to_string()))?;

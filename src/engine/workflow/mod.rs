@@ -326,7 +326,7 @@ fn title(step: Step, session: &Session) -> String {
                 .as_ref()
                 .map_or(requests::DEFAULT_SIZE.to_string(), ToString::to_string)
         ),
-        Step::Install if from_cloud_image(choices) => format!(
+        Step::Install if choices.starts_from_cloud_image() => format!(
             "copying the cloud image {} onto {image}",
             choices
                 .base_image
@@ -393,17 +393,17 @@ async fn run_step(
         force = true;
     }
     // A cloud image's copy stands for the blank disk create would have made.
-    if step == Step::Install && from_cloud_image(&lock(&session).choices) {
+    let configured_before = {
         let mut session = lock(&session);
-        if !session.status(Step::Create).is_settled()
+        let cloud = session.choices.starts_from_cloud_image();
+        if step == Step::Install
+            && cloud
+            && !session.status(Step::Create).is_settled()
             && let Err(e) = session.skip(Step::Create, "the cloud image's copy stands for it")
         {
             reporter.warn(not_recorded(&e));
         }
-    }
-    let configured_before = step == Step::Configure && {
-        let session = lock(&session);
-        session.choices.cloud_init == Some(true) && !through_seed(&session)
+        step == Step::Configure && cloud && !through_seed(&session)
     };
     // A static-only check is not a verify the flow can publish on: it is not recorded.
     let recorded = !(step == Step::Verify && options.static_only);
@@ -468,12 +468,7 @@ async fn run_step(
 /// cloud-init is switched off and the build user gone by then, so the seed cannot let kiln in
 /// again, but root's empty password (configure's own work) does.
 fn through_seed(session: &Session) -> bool {
-    session.choices.cloud_init == Some(true) && session.status(Step::Configure) != StepStatus::Done
-}
-
-/// Whether the install is a distribution's cloud image copied into place.
-fn from_cloud_image(choices: &Choices) -> bool {
-    choices.cloud_init == Some(true)
+    session.choices.starts_from_cloud_image() && session.status(Step::Configure) != StepStatus::Done
 }
 
 /// The warning when a record could not be written, if it could not.
@@ -514,7 +509,7 @@ async fn work(
                 .map(StepResult::Created)
                 .map_err(StepError::from)
         }
-        Step::Install if from_cloud_image(choices) => {
+        Step::Install if choices.starts_from_cloud_image() => {
             let base = choices.base_image.as_deref().unwrap_or(Path::new(""));
             if base.as_os_str().is_empty() {
                 return Err(StepError::Usage(

@@ -297,7 +297,7 @@ impl InstallScreen {
     }
 
     pub fn fill(&mut self, choices: &Choices) {
-        if choices.cloud_init == Some(true) {
+        if choices.starts_from_cloud_image() {
             self.form.set_choice("from", FROM_CLOUD);
             let path = |path: &Option<std::path::PathBuf>| {
                 path.as_ref()

@@ -13,6 +13,7 @@ use std::time::Duration;
 use russh::keys::ssh_key::{LineEnding, PrivateKey, private::Ed25519Keypair};
 
 use super::CloudImageError;
+use crate::engine::files::open_regular;
 use crate::engine::host::process::run_tool;
 
 /// The user kiln's seed creates, and removes again after the build unless asked to keep it.
@@ -32,13 +33,9 @@ pub struct Seed {
 
 /// The person's user-data: a regular file only (a FIFO would block the read for good).
 fn read_user_data(path: &Path) -> std::io::Result<Vec<u8>> {
-    if !std::fs::metadata(path)?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    std::fs::read(path)
+    let mut bytes = Vec::new();
+    open_regular(path)?.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 impl Seed {
